@@ -1,0 +1,1 @@
+"""The ``avlearn`` command line. One module per subcommand; ``main`` dispatches."""

@@ -1,0 +1,49 @@
+"""What the config-driven subcommands (train, demo) share: override arguments and sweeps."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+OVERRIDES_HELP = """\
+Configuration (Hydra): groups task/ method/ backbone/ data/ train/ and top-level keys seed, shots, out, name.
+  pick a group option      method=baseline  train=demo
+  set a key                train.epochs=5  data.clips=200  method.dim=64  seed=3
+  sweep (with -m)          -m seed=1,2,3 shots=1,2,4     (one run per combination)
+An unknown key or option is an error that lists the valid ones. Each run prints its resolved config and saves
+it as config.yaml in its run folder (out/<name>/<timestamp>/).
+"""
+
+
+def add_override_arguments(parser: argparse.ArgumentParser) -> None:
+    """``key=value`` overrides and ``-m/--multirun``."""
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (see below)")
+    parser.add_argument("-m", "--multirun", action="store_true", help="run every combination of comma-separated values")
+
+
+def run_configs(overrides: Sequence[str], multirun: bool, preset: Sequence[str] = ()) -> list[dict]:
+    """Compose and run one supervised run per sweep combination; prints a table when there are several."""
+    from avlearn.config import compose_run, expand_sweep
+    from avlearn.engine.run import run_supervised
+
+    combos = expand_sweep(list(overrides), multirun)
+    configs = [compose_run([*preset, *combo]) for combo in combos]  # fail fast: every config is checked first
+    results = []
+    for i, (combo, cfg) in enumerate(zip(combos, configs, strict=True), start=1):
+        if len(combos) > 1:
+            print(f"\n=== run {i}/{len(combos)}: {' '.join(combo)}", flush=True)
+        results.append({"overrides": combo, **run_supervised(cfg)})
+    if len(results) > 1:
+        _print_sweep(results)
+    return results
+
+
+def _print_sweep(results: list[dict]) -> None:
+    import numpy as np
+
+    metric = next(iter(results[0]["test"]))
+    values = np.array([r["test"][metric] for r in results])
+    print(f"\nsweep: {len(results)} runs, test {metric}")
+    for r in results:
+        print(f"  {' '.join(r['overrides']):<40} {r['test'][metric]:.4f}")
+    print(f"  mean ± std over runs: {values.mean():.4f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.4f}")

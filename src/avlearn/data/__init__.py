@@ -1,0 +1,1 @@
+"""Data: AVSynth (``synth``), dataset readers (``datasets``), and turning clips into model inputs."""

@@ -1,0 +1,238 @@
+"""AVSynth: the embedded synthetic audio-visual dataset, written as real media in the benchmarks' formats.
+
+``generate(out, SynthConfig(...))`` renders clips (H.264 + AAC mp4 files under ``videos/``) and writes the
+annotation files of AVE, LLP/AVVP, AVSBench S4/MS3, MUSIC-AVQA, VGGSound and VALOR-style captions (see
+``formats.py`` for the layouts), plus ``avsynth.json`` with the config, the class table and the counts.
+
+The same config and seed give identical annotations and identical decoded frames: every clip draws from its own
+generator seeded by (seed, flavour, index), and the encoder is single-threaded. The folder is written under a
+temporary name and renamed when complete, so an interrupted run never leaves a folder that looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import wave
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from avlearn.data.synth.classes import MAX_CLASSES, class_table, class_table_json
+from avlearn.data.synth.formats import (
+    avs_paths,
+    write_ave,
+    write_avqa,
+    write_avs_meta,
+    write_llp,
+    write_vggsound_and_captions,
+)
+from avlearn.data.synth.render import render_audio, render_frame, render_mask
+from avlearn.data.synth.scene import FLAVOURS, Scene, sample_scene
+from avlearn.errors import DataError
+
+FORMAT_VERSION = 1
+AVS_FRAMES = 5  # AVSBench: one frame (and mask) per second over 5 s
+_PREFIX = {"events": "ev", "s4": "s4", "ms3": "ms", "avqa": ""}
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """What AVSynth renders. ``clips`` is the number of event clips (AVE, LLP, VGGSound, captions); the
+    AVSBench and AVQA subsets get ``avs_clips`` / ``avqa_clips`` each (-1: a quarter of ``clips``)."""
+
+    clips: int = 400
+    seed: int = 0
+    num_classes: int = 10
+    size: int = 64
+    seconds: int = 10
+    fps: int = 4
+    sample_rate: int = 16000
+    avs_clips: int = -1
+    avqa_clips: int = -1
+
+    def count(self, flavour: str) -> int:
+        """Number of clips of ``flavour``."""
+        if flavour == "events":
+            return self.clips
+        extra = self.avs_clips if flavour in ("s4", "ms3") else self.avqa_clips
+        return self.clips // 4 if extra < 0 else extra
+
+    def validate(self) -> None:
+        """Raise a one-line DataError for values AVSynth cannot render."""
+        checks = [
+            (self.clips >= 0, "clips must be >= 0"),
+            (2 <= self.num_classes <= MAX_CLASSES, f"num_classes must be in [2, {MAX_CLASSES}]"),
+            (self.size >= 16 and self.size % 2 == 0, "size must be an even number >= 16"),
+            (self.seconds >= AVS_FRAMES, f"seconds must be >= {AVS_FRAMES}"),
+            (1 <= self.fps <= 60, "fps must be in [1, 60]"),
+            (8000 <= self.sample_rate <= 48000, "sample_rate must be in [8000, 48000]"),
+        ]
+        bad = [msg for ok, msg in checks if not ok]
+        if bad:
+            raise DataError(f"bad AVSynth parameters: {'; '.join(bad)} (got {asdict(self)})")
+
+
+def split_of(index: int, total: int) -> str:
+    """80/10/10 train/val/test by index (every split gets a clip once ``total`` >= 3)."""
+    n_val = max(1, total // 10) if total >= 3 else 0
+    n_train = total - 2 * n_val
+    return "train" if index < n_train else "val" if index < n_train + n_val else "test"
+
+
+def clip_id(flavour: str, index: int) -> str:
+    """The clip's id: ``ev000012`` for events; 8 digits for AVQA, as MUSIC-AVQA's ids."""
+    return f"{index:08d}" if flavour == "avqa" else f"{_PREFIX[flavour]}{index:06d}"
+
+
+def _seconds(cfg: SynthConfig, flavour: str) -> int:
+    return AVS_FRAMES if flavour in ("s4", "ms3") else cfg.seconds
+
+
+def _write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pcm = np.round(np.clip(samples, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.tobytes())
+
+
+def _write_avs_files(root: Path, scene: Scene, split: str, cfg: SynthConfig, audio: np.ndarray) -> None:
+    from PIL import Image
+
+    classes = class_table(cfg.num_classes)
+    paths = avs_paths(root, scene, split, classes)
+    # AVSBench S4 supervises only the first frame in training, and publishes only that mask.
+    mask_frames = 1 if (scene.flavour == "s4" and split == "train") else AVS_FRAMES
+    for i in range(AVS_FRAMES):
+        t = i + 0.5
+        frame_path = Path(str(paths["frame"]).format(i=i + 1))
+        frame_path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(render_frame(scene, classes, t, cfg.size)).save(frame_path)
+        if i < mask_frames:
+            mask_path = Path(str(paths["mask"]).format(i=i + 1))
+            mask_path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(render_mask(scene, classes, t, cfg.size).astype(np.uint8) * 255).save(mask_path)
+    _write_wav(paths["wav"], audio, cfg.sample_rate)
+
+
+def _render_clip(root: Path, cfg: SynthConfig, flavour: str, index: int) -> tuple[Scene, str]:
+    from avlearn.io.write import write_video
+
+    rng = np.random.default_rng([cfg.seed, FLAVOURS.index(flavour), index])
+    seconds = _seconds(cfg, flavour)
+    scene = sample_scene(flavour, clip_id(flavour, index), rng, seconds, cfg.num_classes)
+    classes = class_table(cfg.num_classes)
+    times = np.arange(seconds * cfg.fps) / cfg.fps
+    frames = np.stack([render_frame(scene, classes, t, cfg.size) for t in times])  # (T, H, W, 3)
+    audio = render_audio(scene, classes, cfg.sample_rate, seed=int(rng.integers(2**31)))
+    write_video(root / "videos" / f"{scene.clip_id}.mp4", frames, cfg.fps, audio, cfg.sample_rate)
+    split = split_of(index, cfg.count(flavour))
+    if flavour in ("s4", "ms3"):
+        _write_avs_files(root, scene, split, cfg, audio)
+    return scene, split
+
+
+def _render_one(job: tuple) -> tuple[Scene, str]:
+    return _render_clip(*job)
+
+
+def _render_all(root: Path, cfg: SynthConfig, workers: int, progress: Callable | None) -> dict[str, list]:
+    jobs = [(root, cfg, f, i) for f in FLAVOURS for i in range(cfg.count(f))]
+    results: list[tuple[Scene, str]] = []
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            for result in pool.map(_render_one, jobs, chunksize=8):
+                results.append(result)
+                if progress:
+                    progress(1)
+    else:
+        for job in jobs:
+            results.append(_render_one(job))
+            if progress:
+                progress(1)
+    by_flavour: dict[str, list] = {f: [] for f in FLAVOURS}
+    for scene, split in results:
+        by_flavour[scene.flavour].append((scene, split))
+    return by_flavour
+
+
+def _write_annotations(root: Path, cfg: SynthConfig, by_flavour: dict[str, list]) -> None:
+    classes = class_table(cfg.num_classes)
+    write_ave(root, by_flavour["events"], classes)
+    write_llp(root, by_flavour["events"], classes)
+    write_vggsound_and_captions(root, by_flavour["events"], classes)
+    write_avs_meta(root, by_flavour["s4"], classes, "s4")
+    write_avs_meta(root, by_flavour["ms3"], classes, "ms3")
+    write_avqa(root, by_flavour["avqa"], classes, cfg.seed)
+    counts = {
+        f: {s: sum(sp == s for _, sp in items) for s in ("train", "val", "test")} for f, items in by_flavour.items()
+    }
+    meta = {
+        "format": FORMAT_VERSION,
+        "config": asdict(cfg),
+        "classes": class_table_json(cfg.num_classes),
+        "counts": counts,
+    }
+    (root / "avsynth.json").write_text(json.dumps(meta, indent=1))
+
+
+def read_meta(root: str | Path) -> dict | None:
+    """``avsynth.json`` of a finished AVSynth folder, or None if ``root`` holds none."""
+    path = Path(root) / "avsynth.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def check_existing(out: Path, cfg: SynthConfig) -> bool:
+    """True if ``out`` already holds AVSynth made with ``cfg``; raise if it holds anything else."""
+    if not out.exists():
+        return False
+    meta = read_meta(out)
+    if meta is None:
+        raise DataError(f"{out} exists and is not an AVSynth folder (no avsynth.json); choose an empty or new folder")
+    if meta["config"] != asdict(cfg) or meta["format"] != FORMAT_VERSION:
+        diff = {k: (v, asdict(cfg)[k]) for k, v in meta["config"].items() if asdict(cfg).get(k) != v}
+        raise DataError(
+            f"{out} holds AVSynth made with other parameters (folder vs asked: {diff}); "
+            "delete it or choose another folder"
+        )
+    return True
+
+
+def generate(out: str | Path, cfg: SynthConfig, workers: int | None = None, progress: Callable | None = None) -> Path:
+    """Write AVSynth for ``cfg`` into ``out`` (or reuse it if it was made with the same ``cfg``).
+
+    Args:
+        out: The dataset folder to create.
+        cfg: What to render.
+        workers: Processes for rendering (default: the CPU count, at most 8).
+        progress: Called with 1 after each clip (e.g. a tqdm bar's ``update``).
+
+    Returns:
+        ``out`` as a Path.
+    """
+    cfg.validate()
+    out = Path(out).expanduser().absolute()
+    if check_existing(out, cfg):
+        return out
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    try:
+        (tmp / "videos").mkdir(parents=True)
+    except OSError as err:
+        raise DataError(f"cannot write AVSynth to {out.parent}: {err.strerror}; choose a writable folder") from None
+    try:
+        by_flavour = _render_all(tmp, cfg, workers or min(8, os.cpu_count() or 1), progress)
+        _write_annotations(tmp, cfg, by_flavour)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+__all__ = ["SynthConfig", "generate", "check_existing", "read_meta", "split_of", "clip_id", "class_table"]

@@ -1,0 +1,1 @@
+"""Plots written into run folders (event timelines, masks, curves)."""
