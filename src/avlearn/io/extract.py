@@ -1,0 +1,195 @@
+"""Decode many videos in parallel into a clip store (``avlearn.data.store``): the engine of ``avlearn extract``.
+
+Inputs are folders (searched recursively for video files), glob patterns, list files (``.txt``/``.lst``/``.list``:
+one path per line, relative to the list) or single files. Each video gets a key: its path relative to the folder
+it was found in, or its file stem otherwise, without the suffix and with dots and unusual characters replaced by
+``_``; two inputs with the same key are an error, so a clip is never stored under another's name.
+
+Re-running with the same output folder skips keys already stored (resume). Clips that fail (``MediaError`` or an
+unexpected exception) are listed in ``failures.jsonl`` with their reason, are tried again by the next run, and
+never leave a gap filled by another clip.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from avlearn.errors import ConfigError, DataError
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
+LIST_SUFFIXES = (".txt", ".lst", ".list")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_\-/]")
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """How each clip is decoded (the arguments of ``read_clip``); a store keeps the spec that made it."""
+
+    fps: float = 1.0
+    size: int | tuple[int, int] | None = 224
+    sample_rate: int = 16000
+    duration: float | None = None
+    start: float = 0.0
+    missing_audio: str = "error"
+    short: str = "error"
+
+
+@dataclass
+class ExtractReport:
+    """What one run did: counts, the failures (key, path, reason) and the wall time."""
+
+    store: Path
+    total: int
+    written: int = 0
+    skipped: int = 0
+    failures: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def find_videos(inputs: Sequence[str | Path]) -> dict[str, Path]:
+    """{key: path} for every video named by ``inputs`` (folders, globs, list files or files), in sorted key order.
+
+    Raises:
+        ConfigError: an input matches nothing, or two videos get the same key.
+    """
+    found: dict[str, Path] = {}
+    for item in inputs:
+        pairs = list(_expand(str(item)))
+        if not pairs:
+            raise ConfigError(f"input {item!r} names no video (folders are searched for {', '.join(VIDEO_SUFFIXES)})")
+        for key, path in pairs:
+            if key in found and found[key] != path:
+                raise ConfigError(
+                    f"two videos get the key {key!r}: {found[key]} and {path}; pass their common folder instead "
+                    "(keys are paths relative to a folder input, or file stems)"
+                )
+            found[key] = path
+    return dict(sorted(found.items()))
+
+
+def _expand(item: str) -> Iterator[tuple[str, Path]]:
+    path = Path(item)
+    if path.is_dir():
+        for video in sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()):
+            yield _key(video.relative_to(path)), video
+    elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
+        for line in path.read_text().splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                video = (
+                    (path.parent / line.strip()).resolve()
+                    if not Path(line.strip()).is_absolute()
+                    else Path(line.strip())
+                )
+                yield _key(Path(video.name)), video
+    elif path.is_file():
+        yield _key(Path(path.name)), path
+    else:
+        for match in sorted(glob.glob(item, recursive=True)):
+            if Path(match).is_file():
+                yield _key(Path(Path(match).name)), Path(match)
+
+
+def _key(relative: Path) -> str:
+    stem = relative.with_suffix("").as_posix()
+    return _UNSAFE.sub("_", stem).strip("/") or "_"
+
+
+def extract(
+    inputs: Sequence[str | Path] | dict[str, Path],
+    out: str | Path,
+    spec: ClipSpec,
+    workers: int = 1,
+    shard_size: int = 256,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> ExtractReport:
+    """Decode every input video with ``spec`` into the store ``out``; skip keys already there.
+
+    Args:
+        inputs: folders, globs, list files or files (see ``find_videos``), or a ready {key: path} mapping.
+        out: the store folder (created, or continued if it holds a store made with the same ``spec``).
+        spec: how to decode each clip.
+        workers: decoding processes (1: decode in this process).
+        shard_size: clips per tar shard.
+        progress: called as ``progress(done, to_do, failed)`` (counts in this run) before the first clip and after
+            each one.
+
+    Returns:
+        The report; its failures are also written to ``out/failures.jsonl``.
+    """
+    from avlearn.data.store import ShardWriter, write_failures
+
+    videos = inputs if isinstance(inputs, dict) else find_videos(inputs)
+    started = time.perf_counter()
+    with ShardWriter(out, "clips", asdict(spec), shard_size) as writer:
+        todo = [(key, str(path), spec) for key, path in videos.items() if key not in writer.done]
+        report = ExtractReport(Path(out), total=len(videos), skipped=len(videos) - len(todo))
+        try:
+            if progress:
+                progress(0, len(todo), 0)
+            for key, path, result in _decode_all(todo, workers):
+                if isinstance(result, str):
+                    report.failures.append({"key": key, "path": path, "reason": result})
+                else:
+                    writer.write(key, *result)
+                    report.written += 1
+                if progress:
+                    progress(report.written + len(report.failures), len(todo), len(report.failures))
+        finally:
+            report.seconds = time.perf_counter() - started
+            write_failures(out, report.failures)
+    return report
+
+
+def _decode_all(todo: list[tuple[str, str, ClipSpec]], workers: int) -> Iterator[tuple[str, str, object]]:
+    """Yield ``_decode_one`` results as they finish, with at most ``4 * workers`` clips in flight."""
+    if workers <= 1 or len(todo) <= 1:
+        yield from map(_decode_one, todo)
+        return
+    jobs = iter(todo)
+    with ProcessPoolExecutor(min(workers, len(todo))) as pool:
+        pending = {pool.submit(_decode_one, job): job for job in itertools.islice(jobs, 4 * workers)}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job = pending.pop(future)
+                try:
+                    yield future.result()
+                except BrokenProcessPool as err:
+                    in_flight = ", ".join(sorted([job[1]] + [j[1] for j in pending.values()]))
+                    raise DataError(
+                        f"a decoding process died (a crash inside FFmpeg?) on one of: {in_flight}; "
+                        "finished shards are kept: rerun with --workers 1 to find the file"
+                    ) from err
+            pending.update({pool.submit(_decode_one, job): job for job in itertools.islice(jobs, len(finished))})
+
+
+def _decode_one(job: tuple[str, str, ClipSpec]) -> tuple[str, str, object]:
+    """(key, path, (arrays, meta)) for a decoded clip, or (key, path, reason) for one that failed."""
+    from avlearn.io.errors import MediaError
+    from avlearn.io.read import read_clip
+
+    key, path, spec = job
+    try:
+        clip = read_clip(path, **asdict(spec))
+    except MediaError as err:
+        return key, path, err.reason
+    except Exception as err:  # one bad file must not stop a long run; the manifest names it
+        return key, path, f"unexpected {type(err).__name__}: {err}"
+    meta = {
+        "path": os.path.abspath(path),
+        "frame_times": clip.frame_times.tolist(),
+        "sample_rate": clip.sample_rate,
+        "has_audio": clip.has_audio,
+        "duration": clip.duration,
+        "notes": list(clip.notes),
+    }
+    return key, path, ({"frames": clip.frames, "wave": clip.wave}, meta)
