@@ -1,0 +1,148 @@
+"""Audio-visual event localisation (AVE): segment accuracy and video-level accuracy.
+
+Follows the AVE benchmark (Tian et al., "Audio-Visual Event Localization in Unconstrained Videos",
+ECCV 2018) as scored by DG-SCT / CMBS (``compute_accuracy_supervised``): every video has 10 one-second
+segments, each labelled with one of 29 classes (the 28 event categories of ``categories.txt`` in that
+order, then background = 28); segment accuracy is the percentage of segments, over all videos, whose
+predicted class equals the label. Video-level accuracy (AVE classification, used by the DG-SCT few-shot
+and zero-shot protocols) compares one class per video.
+
+What differs: the reference averages per-batch accuracies while training (over-weighting the last
+short batch); this module always pools all segments, which equals the reference test run (batch 1).
+Ground-truth rows that repeat a VideoID (the AVE train split has some) are keyed ``VideoID#2``,
+``VideoID#3`` ... in file order, since each row is its own sample with its own event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from avlearn.errors import DataError
+from avlearn.metrics.formats import PathLike, check_ids, expect_files, parse_int, text_lines
+from avlearn.registry import SCORERS
+
+AVE_CATEGORIES: tuple[str, ...] = (
+    "Church bell", "Male speech, man speaking", "Bark", "Fixed-wing aircraft, airplane", "Race car, auto racing",
+    "Female speech, woman speaking", "Helicopter", "Violin, fiddle", "Flute", "Ukulele", "Frying (food)", "Truck",
+    "Shofar", "Motorcycle", "Acoustic guitar", "Train horn", "Clock", "Banjo", "Goat", "Baby cry, infant cry", "Bus",
+    "Chainsaw", "Cat", "Horse", "Toilet flush", "Rodents, rats, mice", "Accordion", "Mandolin",
+)  # fmt: skip
+BACKGROUND = len(AVE_CATEGORIES)  # 28
+NUM_SEGMENTS = 10
+
+
+def _as_int(x: object) -> np.ndarray:
+    """A NumPy int64 array from an array-like or a (possibly CUDA) torch tensor."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()  # type: ignore[union-attr]
+    return np.asarray(x).astype(np.int64, copy=False)
+
+
+def ave_segment_accuracy(pred: object, target: object) -> float:
+    """Percentage of segments whose predicted class equals the target.
+
+    Args:
+        pred: ``(B, S)`` int class per segment (0..27 events, 28 background).
+        target: ``(B, S)`` int, same layout.
+    """
+    pred, target = _as_int(pred), _as_int(target)
+    if pred.shape != target.shape or pred.ndim != 2 or pred.size == 0:
+        raise ValueError(
+            f"ave_segment_accuracy expects two non-empty (B, S) arrays, got {pred.shape} and {target.shape}"
+        )
+    return float(100.0 * (pred == target).mean())
+
+
+def ave_video_accuracy(pred: object, target: object) -> float:
+    """Percentage of videos whose predicted class equals the target; ``pred`` and ``target`` are ``(B,)`` int."""
+    pred, target = _as_int(pred), _as_int(target)
+    if pred.shape != target.shape or pred.ndim != 1 or pred.size == 0:
+        raise ValueError(f"ave_video_accuracy expects two non-empty (B,) arrays, got {pred.shape} and {target.shape}")
+    return float(100.0 * (pred == target).mean())
+
+
+def read_ave_annotations(path: PathLike) -> dict[str, np.ndarray]:
+    """``Category&VideoID&Quality&StartTime&EndTime`` rows -> id -> ``(10,)`` segment labels.
+
+    Segments ``StartTime <= s < EndTime`` carry the category index, the others background (28).
+    A header line starting with ``Category&`` is skipped.
+    """
+    index = {name: i for i, name in enumerate(AVE_CATEGORIES)}
+    labels: dict[str, np.ndarray] = {}
+    for line, text in text_lines(path):
+        if text.startswith("Category&"):
+            continue
+        fields = text.split("&")
+        if len(fields) != 5:
+            raise DataError(f"{path}: line {line}: expected 5 '&'-separated fields, got {len(fields)}")
+        category, video_id, _, start, end = fields
+        if category not in index:
+            raise DataError(f"{path}: line {line}: id '{video_id}': field 'Category': unknown category {category!r}")
+        start_s = parse_int(start, path, line, "StartTime", 0, NUM_SEGMENTS)
+        end_s = parse_int(end, path, line, "EndTime", 0, NUM_SEGMENTS)
+        row = np.full(NUM_SEGMENTS, BACKGROUND, dtype=np.int64)
+        row[start_s:end_s] = index[category]
+        key, n = video_id, 1
+        while key in labels:
+            n += 1
+            key = f"{video_id}#{n}"
+        labels[key] = row
+    return labels
+
+
+def _parse_label(text: str, path: PathLike, line: int, video_id: str) -> int:
+    """One predicted label: an index 0..28, a category name, or ``background``."""
+    if text.strip().lstrip("-").isdigit():
+        return parse_int(text, path, line, f"label of '{video_id}'", 0, BACKGROUND)
+    if text == "background":
+        return BACKGROUND
+    if text in AVE_CATEGORIES:
+        return AVE_CATEGORIES.index(text)
+    raise DataError(
+        f"{path}: line {line}: id '{video_id}': unknown label {text!r} (index 0..28, category or background)"
+    )
+
+
+def read_ave_predictions(path: PathLike) -> dict[str, np.ndarray]:
+    """Tab-separated ``VideoID<TAB>label[<TAB>label ...]`` lines -> id -> labels (1 or 10 per video)."""
+    out: dict[str, np.ndarray] = {}
+    for line, text in text_lines(path):
+        video_id, *labels = text.split("\t")
+        if len(labels) not in (1, NUM_SEGMENTS):
+            raise DataError(f"{path}: line {line}: id '{video_id}': expected 1 or 10 labels, got {len(labels)}")
+        if video_id in out:
+            raise DataError(f"{path}: line {line}: id '{video_id}' appears twice")
+        out[video_id] = np.array([_parse_label(t, path, line, video_id) for t in labels])
+    return out
+
+
+def _video_label(segments: np.ndarray) -> int:
+    """The class of a video: its first event segment (the DG-SCT classification convention)."""
+    events = segments[segments != BACKGROUND]
+    return int(events[0]) if events.size else BACKGROUND
+
+
+@SCORERS.register("ave")
+def score_ave(pred: Sequence[PathLike], gt: Sequence[PathLike]) -> dict[str, float]:
+    """AVE segment accuracy (10 labels per video) or video accuracy (1 label per video), in percent.
+
+    Args:
+        pred: One tab-separated file ``VideoID<TAB>label ...`` with 10 segment labels per line, or 1 video label.
+        gt: One AVE annotation file (``testSet.txt`` / ``Annotations.txt`` format).
+    """
+    (pred_file,) = expect_files(pred, 1, "ave --pred")
+    (gt_file,) = expect_files(gt, 1, "ave --gt")
+    truth = read_ave_annotations(gt_file)
+    guess = read_ave_predictions(pred_file)
+    check_ids(guess, truth, pred_file)
+    ids = list(truth)
+    widths = {len(guess[i]) for i in ids}
+    if len(widths) != 1:
+        raise DataError(f"{pred_file}: mixes lines of 1 and 10 labels; use one kind per file")
+    if widths == {NUM_SEGMENTS}:
+        acc = ave_segment_accuracy(np.stack([guess[i] for i in ids]), np.stack([truth[i] for i in ids]))
+        return {"segment_accuracy": acc}
+    video_pred = np.array([guess[i][0] for i in ids])
+    return {"video_accuracy": ave_video_accuracy(video_pred, np.array([_video_label(truth[i]) for i in ids]))}
