@@ -1,8 +1,8 @@
-"""A store of decoded clips (or any per-sample arrays): WebDataset tar shards plus an index for random access.
+"""A store of decoded clips or backbone features (any per-sample arrays): WebDataset tar shards plus an index.
 
 Layout of a store folder::
 
-    index.json                 format, kind ("clips"), the settings that made it, the shard list and counts
+    index.json                 format, kind ("clips" or "features"), the settings that made it, shard list, counts
     shard-000000.tar           WebDataset shard: <key>.<name>.npy per array and <key>.json (metadata) per sample
     shard-000000.idx.json      {key: {member suffix: [byte offset, byte size]}} for that shard
     failures.jsonl             {"key", "path", "reason"} per clip that `avlearn extract` could not store
@@ -10,10 +10,14 @@ Layout of a store folder::
 The shards are plain tars in WebDataset's naming (``key.ext``, all members of a sample adjacent), so the same store
 streams to many nodes with ``webdataset.WebDataset(store.shard_paths())``. ``ClipStore`` reads single samples
 through the byte offsets in the ``.idx.json`` files (``os.pread``, so forked DataLoader workers can share it).
+A clip store holds ``frames`` and ``wave`` per sample; a feature store (``avlearn.io.features``) ``visual`` and/or
+``audio`` arrays.
 
 Atomicity: a shard is written as ``.shard-NNNNNN.tar.tmp`` and renamed when complete, then its index, then
 ``index.json``; a crash leaves at most a ``.tmp`` file, which the next writer deletes. A missing ``.idx.json`` is
-rebuilt from its tar. A store records the settings that made it; appending with other settings is refused.
+rebuilt from its tar. A store records the settings that made it; appending with other settings is refused, and a
+reader that names the kind and settings it expects (``ClipStore(root, kind=..., settings=...)``) refuses a store
+made otherwise.
 """
 
 from __future__ import annotations
@@ -72,6 +76,34 @@ def _scan_tar(shard: Path) -> dict[str, dict[str, list[int]]]:
     return samples
 
 
+def _flatten(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings -> {"a.b": value}, so that differences are reported field by field."""
+    flat: dict[str, Any] = {}
+    for name, value in settings.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
+def settings_diff(
+    stored: Mapping[str, Any], wanted: Mapping[str, Any], only_wanted: bool = False
+) -> dict[str, tuple[Any, Any]]:
+    """{dotted field: (stored value, wanted value)} for every field where the two settings differ.
+
+    Both are compared as JSON would store them (tuples are lists). With ``only_wanted``, fields that ``wanted`` does
+    not name are not compared (a reader may check only the settings it cares about).
+    """
+    theirs, ours = _flatten(_as_json(stored)), _flatten(_as_json(wanted))
+    names = sorted(ours if only_wanted else set(theirs) | set(ours))
+    return {k: (theirs.get(k), ours.get(k)) for k in names if theirs.get(k) != ours.get(k)}
+
+
+def _as_json(value: Mapping[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(dict(value)))
+
+
 def write_failures(root: str | Path, rows: list[dict[str, str]]) -> Path:
     """Replace the store's failure manifest with ``rows`` (``{"key", "path", "reason"}`` each); return its path."""
     path = Path(root) / FAILURES
@@ -92,7 +124,7 @@ class ShardWriter:
 
     Args:
         root: the store folder.
-        kind: what the samples are (``"clips"``; later ``"features"``).
+        kind: what the samples are (``"clips"`` or ``"features"``).
         settings: the parameters that made the samples; a store continued with other settings is refused.
         shard_size: samples per shard.
     """
@@ -101,7 +133,7 @@ class ShardWriter:
         if shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {shard_size}")
         self.root = Path(root)
-        self.kind, self.settings, self.shard_size = kind, json.loads(json.dumps(dict(settings))), shard_size
+        self.kind, self.settings, self.shard_size = kind, _as_json(settings), shard_size
         self.root.mkdir(parents=True, exist_ok=True)
         self._check_settings()
         for stale in self.root.glob(".*.tmp"):
@@ -123,11 +155,9 @@ class ShardWriter:
         index = json.loads(path.read_text())
         if index.get("format") != FORMAT or index.get("version") != VERSION:
             raise ConfigError(f"{path}: not an {FORMAT} v{VERSION} index; choose another folder")
-        theirs = {"kind": index.get("kind"), **index.get("settings", {})}
-        ours = {"kind": self.kind, **self.settings}
-        diff = {
-            k: (theirs.get(k), ours.get(k)) for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)
-        }
+        diff = settings_diff(
+            {"kind": index.get("kind"), **index.get("settings", {})}, {"kind": self.kind, **self.settings}
+        )
         if diff:
             raise ConfigError(
                 f"{self.root} holds a store made with other settings (store vs this run: {diff}); "
@@ -227,11 +257,22 @@ def _npy_array(data: bytes) -> np.ndarray:
 class ClipStore:
     """Random-access reader of a store folder: ``store[key]`` gives ``{name: array, ..., "meta": dict}``.
 
-    ``store.clip(key)`` gives an ``avlearn.io.Clip``. A key that is not in the store raises ``DataError`` (with the
-    extraction failure's reason when ``failures.jsonl`` has one); no other sample is ever returned in its place.
+    ``store.clip(key)`` gives an ``avlearn.io.Clip`` (clip stores). A key that is not in the store raises
+    ``DataError`` (with the extraction failure's reason when ``failures.jsonl`` has one); no other sample is ever
+    returned in its place.
+
+    Args:
+        root: the store folder.
+        kind: if given, the store must be of this kind (``"clips"`` or ``"features"``).
+        settings: if given, every field named here must equal the store's (nested dicts are compared field by
+            field; fields not named are not checked). ``FeatureExtractor(spec).settings()`` gives the full settings
+            of a feature store, weights fingerprint included.
+
+    Raises:
+        DataError: not a store, or a store of another kind or made with other settings.
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, kind: str | None = None, settings: Mapping[str, Any] | None = None) -> None:
         self.root = Path(root)
         path = self.root / INDEX
         if not path.is_file():
@@ -247,11 +288,28 @@ class ClipStore:
                 self._where[key] = (shard["name"], members)
         self._fds: dict[str, int] = {}
         self._pid = os.getpid()
+        self.require(kind, settings or {})
+
+    @property
+    def kind(self) -> str:
+        """What the samples are: ``"clips"`` or ``"features"``."""
+        return self.index["kind"]
 
     @property
     def settings(self) -> dict[str, Any]:
-        """The settings the store was made with (fps, size, sample rate, ...)."""
+        """The settings the store was made with (fps, size, sample rate, backbones, ...)."""
         return self.index["settings"]
+
+    def require(self, kind: str | None, settings: Mapping[str, Any]) -> None:
+        """Raise ``DataError`` unless the store is of ``kind`` (if given) and agrees with each field of ``settings``."""
+        if kind is not None and kind != self.kind:
+            raise DataError(f"{self.root}: a store of {self.kind}, not of {kind}")
+        diff = settings_diff(self.settings, settings, only_wanted=True) if settings else {}
+        if diff:
+            raise DataError(
+                f"{self.root}: made with other settings than this reader expects (store vs expected: {diff}); "
+                "extract a store with these settings, or change the reader's"
+            )
 
     def __len__(self) -> int:
         return len(self._where)
@@ -291,6 +349,7 @@ class ClipStore:
         """The stored sample ``key`` as an ``avlearn.io.Clip`` (store kind ``"clips"``)."""
         from avlearn.io import Clip
 
+        self.require("clips", {})
         sample = self[key]
         meta = sample["meta"]
         return Clip(

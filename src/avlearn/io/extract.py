@@ -1,4 +1,7 @@
-"""Decode many videos in parallel into a clip store (``avlearn.data.store``): the engine of ``avlearn extract``.
+"""Decode many videos in parallel into a store (``avlearn.data.store``): the engine of ``avlearn extract``.
+
+``extract`` stores the decoded clips (frames and waveform); ``extract_features`` stores backbone features per
+one-second segment (``avlearn.io.features``), computed in batches in this process while workers decode.
 
 Inputs are folders (searched recursively for video files), glob patterns, list files (``.txt``/``.lst``/``.list``:
 one path per line, relative to the list) or single files. Each video gets a key: its path relative to the folder
@@ -22,8 +25,15 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from avlearn.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from avlearn.io import Clip
+    from avlearn.io.features import FeatureSpec
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
 LIST_SUFFIXES = (".txt", ".lst", ".list")
@@ -111,7 +121,7 @@ def extract(
     shard_size: int = 256,
     progress: Callable[[int, int, int], None] | None = None,
 ) -> ExtractReport:
-    """Decode every input video with ``spec`` into the store ``out``; skip keys already there.
+    """Decode every input video with ``spec`` into the clip store ``out``; skip keys already there.
 
     Args:
         inputs: folders, globs, list files or files (see ``find_videos``), or a ready {key: path} mapping.
@@ -120,36 +130,119 @@ def extract(
         workers: decoding processes (1: decode in this process).
         shard_size: clips per tar shard.
         progress: called as ``progress(done, to_do, failed)`` (counts in this run) before the first clip and after
-            each one.
+            each one is stored or has failed.
 
     Returns:
         The report; its failures are also written to ``out/failures.jsonl``.
     """
+    plan = _Plan("clips", asdict(spec), asdict(spec), _clip_arrays, batch_size=1)
+    return _extract(inputs, out, plan, workers, shard_size, progress)
+
+
+def extract_features(
+    inputs: Sequence[str | Path] | dict[str, Path],
+    out: str | Path,
+    spec: FeatureSpec,
+    workers: int = 1,
+    shard_size: int = 256,
+    progress: Callable[[int, int, int], None] | None = None,
+    device: str = "cpu",
+    batch_size: int = 8,
+) -> ExtractReport:
+    """Decode every input video into one-second segments and store backbone features (``avlearn.io.features``).
+
+    Arguments as ``extract``, plus:
+        spec: the backbones and the segments (see ``FeatureSpec``).
+        device: where the backbones run (``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...).
+        batch_size: clips per forward pass (each clip is ``spec.segments`` inputs).
+
+    The store's index records the backbones, their preprocess settings, the weights' source and fingerprint; a run
+    with other settings is refused, and so is a reader that expects others (``ClipStore(out, settings=...)``).
+    """
+    from avlearn.io.features import FeatureExtractor
+
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    videos = inputs if isinstance(inputs, dict) else find_videos(inputs)  # before loading models: fail fast
+    extractor = FeatureExtractor(spec, device)
+    plan = _Plan("features", extractor.settings(), extractor.read_args(), extractor.encode, batch_size)
+    return _extract(videos, out, plan, workers, shard_size, progress)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a run stores: the store kind and settings, ``read_clip``'s arguments, and decoded clips -> arrays."""
+
+    kind: str
+    settings: dict[str, Any]
+    read_args: dict[str, Any]
+    encode: Callable[[list[Clip]], list[dict[str, np.ndarray]]]
+    batch_size: int
+
+
+def _extract(
+    inputs: Sequence[str | Path] | dict[str, Path],
+    out: str | Path,
+    plan: _Plan,
+    workers: int,
+    shard_size: int,
+    progress: Callable[[int, int, int], None] | None,
+) -> ExtractReport:
+    """Decode the clips not yet stored, encode them ``plan.batch_size`` at a time, write them; list the failures."""
     from avlearn.data.store import ShardWriter, write_failures
 
     videos = inputs if isinstance(inputs, dict) else find_videos(inputs)
     started = time.perf_counter()
-    with ShardWriter(out, "clips", asdict(spec), shard_size) as writer:
-        todo = [(key, str(path), spec) for key, path in videos.items() if key not in writer.done]
+    with ShardWriter(out, plan.kind, plan.settings, shard_size) as writer:
+        todo = [(key, str(path), plan.read_args) for key, path in videos.items() if key not in writer.done]
         report = ExtractReport(Path(out), total=len(videos), skipped=len(videos) - len(todo))
-        try:
+        batch: list[tuple[str, Clip]] = []
+
+        def step() -> None:
             if progress:
-                progress(0, len(todo), 0)
+                progress(report.written + len(report.failures), len(todo), len(report.failures))
+
+        def flush() -> None:
+            for (key, clip), arrays in zip(batch, plan.encode([clip for _, clip in batch]), strict=True):
+                writer.write(key, arrays, _clip_meta(clip))
+                report.written += 1
+                step()
+            batch.clear()
+
+        try:
+            step()
             for key, path, result in _decode_all(todo, workers):
                 if isinstance(result, str):
                     report.failures.append({"key": key, "path": path, "reason": result})
-                else:
-                    writer.write(key, *result)
-                    report.written += 1
-                if progress:
-                    progress(report.written + len(report.failures), len(todo), len(report.failures))
+                    step()
+                    continue
+                batch.append((key, result))
+                if len(batch) >= plan.batch_size:
+                    flush()
+            if batch:
+                flush()
         finally:
             report.seconds = time.perf_counter() - started
             write_failures(out, report.failures)
     return report
 
 
-def _decode_all(todo: list[tuple[str, str, ClipSpec]], workers: int) -> Iterator[tuple[str, str, object]]:
+def _clip_arrays(clips: list[Clip]) -> list[dict[str, np.ndarray]]:
+    return [{"frames": clip.frames, "wave": clip.wave} for clip in clips]
+
+
+def _clip_meta(clip: Clip) -> dict[str, Any]:
+    return {
+        "path": os.path.abspath(clip.path),
+        "frame_times": clip.frame_times.tolist(),
+        "sample_rate": clip.sample_rate,
+        "has_audio": clip.has_audio,
+        "duration": clip.duration,
+        "notes": list(clip.notes),
+    }
+
+
+def _decode_all(todo: list[tuple[str, str, dict[str, Any]]], workers: int) -> Iterator[tuple[str, str, object]]:
     """Yield ``_decode_one`` results as they finish, with at most ``4 * workers`` clips in flight."""
     if workers <= 1 or len(todo) <= 1:
         yield from map(_decode_one, todo)
@@ -172,24 +265,15 @@ def _decode_all(todo: list[tuple[str, str, ClipSpec]], workers: int) -> Iterator
             pending.update({pool.submit(_decode_one, job): job for job in itertools.islice(jobs, len(finished))})
 
 
-def _decode_one(job: tuple[str, str, ClipSpec]) -> tuple[str, str, object]:
-    """(key, path, (arrays, meta)) for a decoded clip, or (key, path, reason) for one that failed."""
+def _decode_one(job: tuple[str, str, dict[str, Any]]) -> tuple[str, str, Clip | str]:
+    """(key, path, clip) for a decoded clip, or (key, path, reason) for one that failed."""
     from avlearn.io.errors import MediaError
     from avlearn.io.read import read_clip
 
-    key, path, spec = job
+    key, path, read_args = job
     try:
-        clip = read_clip(path, **asdict(spec))
+        return key, path, read_clip(path, **read_args)
     except MediaError as err:
         return key, path, err.reason
     except Exception as err:  # one bad file must not stop a long run; the manifest names it
         return key, path, f"unexpected {type(err).__name__}: {err}"
-    meta = {
-        "path": os.path.abspath(path),
-        "frame_times": clip.frame_times.tolist(),
-        "sample_rate": clip.sample_rate,
-        "has_audio": clip.has_audio,
-        "duration": clip.duration,
-        "notes": list(clip.notes),
-    }
-    return key, path, ({"frames": clip.frames, "wave": clip.wave}, meta)
