@@ -12,7 +12,7 @@ import torch
 
 from avlearn.errors import ConfigError
 
-FIELDS = ("audio", "audio_pooled", "visual", "visual_pooled", "fused", "text", "text_pooled")
+FIELDS = ("audio", "audio_pooled", "visual", "visual_pooled", "visual_pyramid", "fused", "text", "text_pooled")
 
 
 @dataclass
@@ -25,6 +25,8 @@ class AVFeatures:
         visual: (B, S, Nv, Cv) visual tokens per segment, laid out on ``visual_grid`` (h, w).
         visual_pooled: (B, S, Cv).
         visual_grid: (h, w) with h * w = Nv.
+        visual_pyramid: one (B, S, C_i, H_i, W_i) feature map per backbone stage, finest first (dense tasks
+            such as segmentation decode from it), else None.
         fused: (B, S, Nf, Cf) tokens of methods that fuse early or quantise, else None.
         text: (B, L, Ct) text tokens, else None; ``text_pooled`` (B, Ct).
     """
@@ -34,6 +36,7 @@ class AVFeatures:
     visual: torch.Tensor | None = None
     visual_pooled: torch.Tensor | None = None
     visual_grid: tuple[int, int] | None = None
+    visual_pyramid: tuple[torch.Tensor, ...] | None = None
     fused: torch.Tensor | None = None
     text: torch.Tensor | None = None
     text_pooled: torch.Tensor | None = None

@@ -46,7 +46,7 @@ class Baseline(nn.Module):
     """Encoders + temporal mixers. Input ``frames (B, S, 3, H, W)``, ``audio (B, S, F, T)``; output AVFeatures."""
 
     Config = BaselineConfig
-    produces = ("audio", "audio_pooled", "visual", "visual_pooled")
+    produces = ("audio", "audio_pooled", "visual", "visual_pooled", "visual_pyramid")
 
     def __init__(self, cfg: BaselineConfig, visual: nn.Module, audio: nn.Module) -> None:
         super().__init__()
@@ -60,8 +60,8 @@ class Baseline(nn.Module):
         frames, mel = batch["frames"], batch["audio"]
         b, s = frames.shape[:2]
         pixels = self.visual_backbone.preprocess(frames.flatten(0, 1))  # (B*S, H, W, 3) uint8 -> (B*S, 3, h, w)
-        v_tokens, grid = _encode(self.visual_backbone, pixel_values=pixels)  # (B*S, Nv, Cv)
-        a_tokens, _ = _encode(self.audio_backbone, input_features=mel.flatten(0, 1))  # (B*S, Na, Ca)
+        v_tokens, grid, pyramid = _encode(self.visual_backbone, pixel_values=pixels)  # (B*S, Nv, Cv)
+        a_tokens, _, _ = _encode(self.audio_backbone, input_features=mel.flatten(0, 1))  # (B*S, Na, Ca)
         v_tokens = v_tokens.unflatten(0, (b, s))  # (B, S, Nv, Cv)
         a_tokens = a_tokens.unflatten(0, (b, s))  # (B, S, Na, Ca)
         return AVFeatures(
@@ -70,12 +70,17 @@ class Baseline(nn.Module):
             visual=v_tokens,
             visual_pooled=self.visual_time(v_tokens.mean(dim=2)),  # (B, S, dim)
             visual_grid=grid,
+            visual_pyramid=tuple(level.unflatten(0, (b, s)) for level in pyramid),  # (B, S, C_i, H_i, W_i)
         )
 
 
-def _encode(backbone: nn.Module, **inputs: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int] | None]:
-    """Tokens (B, N, C) through the backbone's stage loop, and the token grid where it has one."""
-    hidden = backbone.embed(**inputs)
+def _encode(backbone: nn.Module, **inputs: torch.Tensor) -> tuple[torch.Tensor, tuple | None, list[torch.Tensor]]:
+    """Through the backbone's stage loop: final tokens (B, N, C), their grid (if any), and the output of every
+    stage as a (B, C_i, H_i, W_i) map (empty for backbones without a grid)."""
+    hidden, pyramid = backbone.embed(**inputs), []
     for i in range(backbone.num_stages):
         hidden = backbone.run_stage(i, hidden)
-    return backbone.head(hidden), hidden.grid
+        if hidden.grid is not None:
+            b, _, c = hidden.tokens.shape
+            pyramid.append(hidden.tokens.transpose(1, 2).reshape(b, c, *hidden.grid))  # (B, N, C) -> (B, C, H, W)
+    return backbone.head(hidden), hidden.grid, pyramid
