@@ -10,25 +10,23 @@ and zero-shot protocols) compares one class per video.
 What differs: the reference averages per-batch accuracies while training (over-weighting the last
 short batch); this module always pools all segments, which equals the reference test run (batch 1).
 Ground-truth rows that repeat a VideoID (the AVE train split has some) are keyed ``VideoID#2``,
-``VideoID#3`` ... in file order, since each row is its own sample with its own event.
+``VideoID#3`` ... in file order, since each row is its own sample with its own event. The ground truth is
+parsed by the AVE dataset reader (``avlearn.data.datasets.ave``), with the classes of ``categories.txt`` beside
+it when present, so AVSynth (other classes, background = their count) is scored the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
+from avlearn.data.datasets.ave import AVE_CATEGORIES, read_classes, read_segment_labels
 from avlearn.errors import DataError
 from avlearn.metrics.formats import PathLike, check_ids, expect_files, parse_int, text_lines
 from avlearn.registry import SCORERS
 
-AVE_CATEGORIES: tuple[str, ...] = (
-    "Church bell", "Male speech, man speaking", "Bark", "Fixed-wing aircraft, airplane", "Race car, auto racing",
-    "Female speech, woman speaking", "Helicopter", "Violin, fiddle", "Flute", "Ukulele", "Frying (food)", "Truck",
-    "Shofar", "Motorcycle", "Acoustic guitar", "Train horn", "Clock", "Banjo", "Goat", "Baby cry, infant cry", "Bus",
-    "Chainsaw", "Cat", "Horse", "Toilet flush", "Rodents, rats, mice", "Accordion", "Mandolin",
-)  # fmt: skip
 BACKGROUND = len(AVE_CATEGORIES)  # 28
 NUM_SEGMENTS = 10
 
@@ -66,46 +64,28 @@ def ave_video_accuracy(pred: object, target: object) -> float:
 def read_ave_annotations(path: PathLike) -> dict[str, np.ndarray]:
     """``Category&VideoID&Quality&StartTime&EndTime`` rows -> id -> ``(10,)`` segment labels.
 
-    Segments ``StartTime <= s < EndTime`` carry the category index, the others background (28).
-    A header line starting with ``Category&`` is skipped.
+    Parsed by ``avlearn.data.datasets.ave``: the classes are those of ``categories.txt`` beside the file when
+    present (so AVSynth scores too), else the 28 AVE categories; segments ``StartTime <= s < EndTime`` carry the
+    category index, the others background (the number of classes). A header line is skipped.
     """
-    index = {name: i for i, name in enumerate(AVE_CATEGORIES)}
-    labels: dict[str, np.ndarray] = {}
-    for line, text in text_lines(path):
-        if text.startswith("Category&"):
-            continue
-        fields = text.split("&")
-        if len(fields) != 5:
-            raise DataError(f"{path}: line {line}: expected 5 '&'-separated fields, got {len(fields)}")
-        category, video_id, _, start, end = fields
-        if category not in index:
-            raise DataError(f"{path}: line {line}: id '{video_id}': field 'Category': unknown category {category!r}")
-        start_s = parse_int(start, path, line, "StartTime", 0, NUM_SEGMENTS)
-        end_s = parse_int(end, path, line, "EndTime", 0, NUM_SEGMENTS)
-        row = np.full(NUM_SEGMENTS, BACKGROUND, dtype=np.int64)
-        row[start_s:end_s] = index[category]
-        key, n = video_id, 1
-        while key in labels:
-            n += 1
-            key = f"{video_id}#{n}"
-        labels[key] = row
-    return labels
+    return read_segment_labels(path, read_classes(Path(path).parent))
 
 
-def _parse_label(text: str, path: PathLike, line: int, video_id: str) -> int:
-    """One predicted label: an index 0..28, a category name, or ``background``."""
+def _parse_label(text: str, path: PathLike, line: int, video_id: str, classes: Sequence[str]) -> int:
+    """One predicted label: an index 0..K (K = background), a category name, or ``background``."""
+    background = len(classes)
     if text.strip().lstrip("-").isdigit():
-        return parse_int(text, path, line, f"label of '{video_id}'", 0, BACKGROUND)
+        return parse_int(text, path, line, f"label of '{video_id}'", 0, background)
     if text == "background":
-        return BACKGROUND
-    if text in AVE_CATEGORIES:
-        return AVE_CATEGORIES.index(text)
+        return background
+    if text in classes:
+        return list(classes).index(text)
     raise DataError(
-        f"{path}: line {line}: id '{video_id}': unknown label {text!r} (index 0..28, category or background)"
+        f"{path}: line {line}: id '{video_id}': unknown label {text!r} (index 0..{background}, category or background)"
     )
 
 
-def read_ave_predictions(path: PathLike) -> dict[str, np.ndarray]:
+def read_ave_predictions(path: PathLike, classes: Sequence[str] = AVE_CATEGORIES) -> dict[str, np.ndarray]:
     """Tab-separated ``VideoID<TAB>label[<TAB>label ...]`` lines -> id -> labels (1 or 10 per video)."""
     out: dict[str, np.ndarray] = {}
     for line, text in text_lines(path):
@@ -114,14 +94,14 @@ def read_ave_predictions(path: PathLike) -> dict[str, np.ndarray]:
             raise DataError(f"{path}: line {line}: id '{video_id}': expected 1 or 10 labels, got {len(labels)}")
         if video_id in out:
             raise DataError(f"{path}: line {line}: id '{video_id}' appears twice")
-        out[video_id] = np.array([_parse_label(t, path, line, video_id) for t in labels])
+        out[video_id] = np.array([_parse_label(t, path, line, video_id, classes) for t in labels])
     return out
 
 
-def _video_label(segments: np.ndarray) -> int:
+def _video_label(segments: np.ndarray, background: int) -> int:
     """The class of a video: its first event segment (the DG-SCT classification convention)."""
-    events = segments[segments != BACKGROUND]
-    return int(events[0]) if events.size else BACKGROUND
+    events = segments[segments != background]
+    return int(events[0]) if events.size else background
 
 
 @SCORERS.register("ave")
@@ -134,8 +114,9 @@ def score_ave(pred: Sequence[PathLike], gt: Sequence[PathLike]) -> dict[str, flo
     """
     (pred_file,) = expect_files(pred, 1, "ave --pred")
     (gt_file,) = expect_files(gt, 1, "ave --gt")
+    classes = read_classes(gt_file.parent)
     truth = read_ave_annotations(gt_file)
-    guess = read_ave_predictions(pred_file)
+    guess = read_ave_predictions(pred_file, classes)
     check_ids(guess, truth, pred_file)
     ids = list(truth)
     widths = {len(guess[i]) for i in ids}
@@ -145,4 +126,5 @@ def score_ave(pred: Sequence[PathLike], gt: Sequence[PathLike]) -> dict[str, flo
         acc = ave_segment_accuracy(np.stack([guess[i] for i in ids]), np.stack([truth[i] for i in ids]))
         return {"segment_accuracy": acc}
     video_pred = np.array([guess[i][0] for i in ids])
-    return {"video_accuracy": ave_video_accuracy(video_pred, np.array([_video_label(truth[i]) for i in ids]))}
+    video_true = np.array([_video_label(truth[i], len(classes)) for i in ids])
+    return {"video_accuracy": ave_video_accuracy(video_pred, video_true)}

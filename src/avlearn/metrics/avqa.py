@@ -13,11 +13,11 @@ JSON order); here predictions are keyed by ``question_id``, so order and batch s
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Sequence
 
 import numpy as np
 
+from avlearn.data.datasets.music_avqa import question_type, read_questions
 from avlearn.errors import DataError
 from avlearn.metrics.formats import PathLike, check_ids, expect_files, read_json
 from avlearn.registry import SCORERS
@@ -56,26 +56,15 @@ def avqa_accuracy(correct: object, question_types: Sequence[str]) -> dict[str, f
     return out
 
 
-def _question_type(item: dict, path: PathLike, position: int) -> str:
-    """``'["Audio", "Counting"]'`` -> ``"Audio/Counting"``."""
-    try:
-        group, name = ast.literal_eval(item["type"])
-    except (KeyError, ValueError, SyntaxError, TypeError):
-        example = '\'["Audio", "Counting"]\''
-        raise DataError(f"{path}: item {position}: field 'type': expected a string like {example}") from None
-    return f"{group}/{name}"
-
-
 def read_avqa_ground_truth(path: PathLike) -> dict[str, tuple[str, str]]:
-    """``avqa-{val,test}.json`` -> question_id (as a string) -> (answer, ``"Group/Type"``)."""
-    items = read_json(path)
-    if not isinstance(items, list):
-        raise DataError(f"{path}: expected a JSON list of questions (MUSIC-AVQA format)")
+    """``avqa-{val,test}.json`` -> question_id (as a string) -> (answer, ``"Group/Type"``).
+
+    Parsed by the MUSIC-AVQA dataset reader (``avlearn.data.datasets.music_avqa``).
+    """
     out = {}
-    for position, item in enumerate(items):
-        if not isinstance(item, dict) or "question_id" not in item or "anser" not in item:
-            raise DataError(f"{path}: item {position}: expected an object with 'question_id', 'type' and 'anser'")
-        out[str(item["question_id"])] = (str(item["anser"]), _question_type(item, path, position))
+    for position, item in enumerate(read_questions(path)):
+        where = f"{path}: item {position} (question_id {item['question_id']})"
+        out[str(item["question_id"])] = (str(item["anser"]), question_type(item["type"], where))
     return out
 
 

@@ -27,17 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from avlearn.errors import DataError
-from avlearn.metrics.formats import PathLike, check_ids, expect_files, parse_int, read_tsv
+from avlearn.data.datasets.llp import AVVP_CLASSES, read_eval_events, read_filenames
+from avlearn.metrics.formats import PathLike, check_ids, expect_files
 from avlearn.registry import SCORERS
 
-# Class order of the LLP reference code; any fixed order gives the same scores.
-AVVP_CLASSES: tuple[str, ...] = (
-    "Speech", "Car", "Cheering", "Dog", "Cat", "Frying_(food)", "Basketball_bounce", "Fire_alarm",
-    "Chainsaw", "Cello", "Banjo", "Singing", "Chicken_rooster", "Violin_fiddle", "Vacuum_cleaner",
-    "Baby_laughter", "Accordion", "Lawn_mower", "Motorcycle", "Helicopter", "Acoustic_guitar",
-    "Telephone_bell_ringing", "Baby_cry_infant_cry", "Blender", "Clapping",
-)  # fmt: skip
 NUM_SEGMENTS = 10
 EVENT_COLUMNS = ("filename", "onset", "offset", "event_labels")
 
@@ -201,18 +194,11 @@ def events_to_segments(
 
 
 def read_event_file(path: PathLike, classes: Sequence[str] = AVVP_CLASSES) -> list[tuple[str, int, int, str]]:
-    """Rows of an ``AVVP_eval_*.csv``-style file: tab-separated ``filename onset offset event_labels``."""
-    known = set(classes)
-    out = []
-    for line, row in read_tsv(path, EVENT_COLUMNS):
-        label = row["event_labels"]
-        if label not in known:
-            where = f"{path}: line {line}: id '{row['filename']}'"
-            raise DataError(f"{where}: field 'event_labels': unknown class {label!r}")
-        onset = parse_int(row["onset"], path, line, "onset", 0, NUM_SEGMENTS)
-        offset = parse_int(row["offset"], path, line, "offset", 0, NUM_SEGMENTS)
-        out.append((row["filename"], onset, offset, label))
-    return out
+    """Rows of an ``AVVP_eval_*.csv``-style file: tab-separated ``filename onset offset event_labels``.
+
+    Parsed by the LLP dataset reader (``avlearn.data.datasets.llp.read_eval_events``).
+    """
+    return read_eval_events(path, classes)
 
 
 def write_event_file(path: PathLike, rows: Sequence[tuple[str, int, int, str]]) -> None:
@@ -224,7 +210,7 @@ def write_event_file(path: PathLike, rows: Sequence[tuple[str, int, int, str]]) 
 def _video_list(gt_files: list[Path], events: list[list[tuple[str, int, int, str]]]) -> list[str]:
     """Videos to score: the ``filename`` column of a third ground-truth file, else every id in the event files."""
     if len(gt_files) == 3:
-        return list(dict.fromkeys(row["filename"] for _, row in read_tsv(gt_files[2], ("filename",))))
+        return read_filenames(gt_files[2])
     return list(dict.fromkeys(r[0] for rows in events for r in rows))
 
 
