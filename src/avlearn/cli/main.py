@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "train": "avlearn.cli.train",
     "eval": "avlearn.cli.evaluate",
     "score": "avlearn.cli.score",
+    "data": "avlearn.cli.data",
     "info": "avlearn.cli.info",
 }
 
