@@ -16,7 +16,9 @@ of one record into a ``Sample`` dict. Keys, with shapes (T frames, N audio sampl
 - ``meta``: dict of str: ``media`` (the media key), ``split`` and ``source`` (``file:line`` of the annotation).
 
 Masks are True = valid, everywhere. Strings and lists are never tensors: ``collate`` keeps them as lists, so a
-``torch.utils.data.DataLoader(dataset, collate_fn=collate)`` batches any reader.
+``torch.utils.data.DataLoader(dataset, collate_fn=collate)`` batches any reader. ``DatasetInfo`` is what a task
+head needs to know of the data (a reader's ``info``); it lives here, not in ``avlearn.tasks``, so that readers and
+scorers do not import torch.
 """
 
 from __future__ import annotations
@@ -26,6 +28,18 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Facts about the data a head is built for: class names (without background) and segments per clip."""
+
+    class_names: tuple[str, ...]
+    segments: int = 10
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
 
 
 @dataclass(frozen=True)

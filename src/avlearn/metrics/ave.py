@@ -23,19 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from avlearn.data.datasets.ave import AVE_CATEGORIES, read_classes, read_segment_labels
+from avlearn.data.textfiles import parse_int, text_lines
 from avlearn.errors import DataError
-from avlearn.metrics.formats import PathLike, check_ids, expect_files, parse_int, text_lines
+from avlearn.metrics.formats import PathLike, as_numpy, check_ids, expect_files
 from avlearn.registry import SCORERS
 
 BACKGROUND = len(AVE_CATEGORIES)  # 28
 NUM_SEGMENTS = 10
-
-
-def _as_int(x: object) -> np.ndarray:
-    """A NumPy int64 array from an array-like or a (possibly CUDA) torch tensor."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()  # type: ignore[union-attr]
-    return np.asarray(x).astype(np.int64, copy=False)
 
 
 def ave_segment_accuracy(pred: object, target: object) -> float:
@@ -45,7 +39,7 @@ def ave_segment_accuracy(pred: object, target: object) -> float:
         pred: ``(B, S)`` int class per segment (0..27 events, 28 background).
         target: ``(B, S)`` int, same layout.
     """
-    pred, target = _as_int(pred), _as_int(target)
+    pred, target = as_numpy(pred, np.int64), as_numpy(target, np.int64)
     if pred.shape != target.shape or pred.ndim != 2 or pred.size == 0:
         raise ValueError(
             f"ave_segment_accuracy expects two non-empty (B, S) arrays, got {pred.shape} and {target.shape}"
@@ -55,7 +49,7 @@ def ave_segment_accuracy(pred: object, target: object) -> float:
 
 def ave_video_accuracy(pred: object, target: object) -> float:
     """Percentage of videos whose predicted class equals the target; ``pred`` and ``target`` are ``(B,)`` int."""
-    pred, target = _as_int(pred), _as_int(target)
+    pred, target = as_numpy(pred, np.int64), as_numpy(target, np.int64)
     if pred.shape != target.shape or pred.ndim != 1 or pred.size == 0:
         raise ValueError(f"ave_video_accuracy expects two non-empty (B,) arrays, got {pred.shape} and {target.shape}")
     return float(100.0 * (pred == target).mean())
@@ -71,30 +65,29 @@ def read_ave_annotations(path: PathLike) -> dict[str, np.ndarray]:
     return read_segment_labels(path, read_classes(Path(path).parent))
 
 
-def _parse_label(text: str, path: PathLike, line: int, video_id: str, classes: Sequence[str]) -> int:
-    """One predicted label: an index 0..K (K = background), a category name, or ``background``."""
+def _parse_label(text: str, where: str, video_id: str, classes: Sequence[str]) -> int:
+    """One predicted label (of the line ``where``): an index 0..K (K = background), a category, or ``background``."""
     background = len(classes)
     if text.strip().lstrip("-").isdigit():
-        return parse_int(text, path, line, f"label of '{video_id}'", 0, background)
+        return parse_int(text, where, f"label of '{video_id}'", 0, background)
     if text == "background":
         return background
     if text in classes:
         return list(classes).index(text)
-    raise DataError(
-        f"{path}: line {line}: id '{video_id}': unknown label {text!r} (index 0..{background}, category or background)"
-    )
+    raise DataError(f"{where}: id '{video_id}': unknown label {text!r} (index 0..{background}, category or background)")
 
 
 def read_ave_predictions(path: PathLike, classes: Sequence[str] = AVE_CATEGORIES) -> dict[str, np.ndarray]:
     """Tab-separated ``VideoID<TAB>label[<TAB>label ...]`` lines -> id -> labels (1 or 10 per video)."""
     out: dict[str, np.ndarray] = {}
     for line, text in text_lines(path):
+        where = f"{path}:{line}"
         video_id, *labels = text.split("\t")
         if len(labels) not in (1, NUM_SEGMENTS):
-            raise DataError(f"{path}: line {line}: id '{video_id}': expected 1 or 10 labels, got {len(labels)}")
+            raise DataError(f"{where}: id '{video_id}': expected 1 or 10 labels, got {len(labels)}")
         if video_id in out:
-            raise DataError(f"{path}: line {line}: id '{video_id}' appears twice")
-        out[video_id] = np.array([_parse_label(t, path, line, video_id, classes) for t in labels])
+            raise DataError(f"{where}: id '{video_id}' appears twice")
+        out[video_id] = np.array([_parse_label(t, where, video_id, classes) for t in labels])
     return out
 
 

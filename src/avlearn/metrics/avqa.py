@@ -18,8 +18,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from avlearn.data.datasets.music_avqa import question_type, read_questions
+from avlearn.data.textfiles import read_json
 from avlearn.errors import DataError
-from avlearn.metrics.formats import PathLike, check_ids, expect_files, read_json
+from avlearn.metrics.formats import PathLike, check_ids, expect_files
 from avlearn.registry import SCORERS
 
 GROUPS: dict[str, tuple[str, ...]] = {

@@ -31,7 +31,15 @@ from pathlib import Path
 import numpy as np
 
 from avlearn.errors import DataError
-from avlearn.metrics.formats import PathLike, check_finite, check_ids, expect_files, read_mask_folder, read_npz
+from avlearn.metrics.formats import (
+    PathLike,
+    as_numpy,
+    check_finite,
+    check_ids,
+    expect_files,
+    read_mask_folder,
+    read_npz,
+)
 from avlearn.registry import SCORERS
 
 BETA2 = np.float32(0.3)
@@ -44,13 +52,6 @@ def _thresholds() -> np.ndarray:
     import torch
 
     return torch.linspace(0, 1 - 1e-10, NUM_THRESHOLDS).numpy()  # (255,) float32
-
-
-def _as_array(x: object, dtype: type) -> np.ndarray:
-    """A NumPy array of ``dtype`` from an array-like or a (possibly CUDA) torch tensor."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()  # type: ignore[union-attr]
-    return np.asarray(x).astype(dtype, copy=False)
 
 
 def frame_iou(prob: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -135,7 +136,7 @@ def avs_scores(
     Returns:
         ``miou`` (foreground, AVSBench) and ``fscore``, plus ``miou_with_background`` when asked.
     """
-    prob, mask = _as_array(pred, np.float32), _as_array(gt, bool)
+    prob, mask = as_numpy(pred, np.float32), as_numpy(gt, bool)
     if prob.shape != mask.shape or prob.ndim != 3 or prob.shape[0] == 0:
         raise ValueError(
             f"avs_scores expects two non-empty (N, H, W) arrays of one shape, got {prob.shape}, {mask.shape}"

@@ -17,7 +17,8 @@ DG-SCT, MGN and the other AVVP papers reuse unchanged:
 
 What differs: the reference loops over videos and classes in Python; this module computes every video
 at once with array operations (run-length labels and one ``np.unique`` over overlapping positions), so
-the 1200-video LLP test set scores in milliseconds. The results are the same numbers.
+the 1200-video LLP test set scores in milliseconds. The results are the same numbers. ``score_avvp`` takes its
+classes as the LLP reader does (``llp_classes``), so AVSynth's own classes score too.
 """
 
 from __future__ import annotations
@@ -27,19 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from avlearn.data.datasets.llp import AVVP_CLASSES, read_eval_events, read_filenames
-from avlearn.metrics.formats import PathLike, check_ids, expect_files
+from avlearn.data.datasets.llp import AVVP_CLASSES, llp_classes, read_eval_events, read_filenames
+from avlearn.metrics.formats import PathLike, as_numpy, check_ids, expect_files
 from avlearn.registry import SCORERS
 
 NUM_SEGMENTS = 10
 EVENT_COLUMNS = ("filename", "onset", "offset", "event_labels")
-
-
-def _as_bool(x: object) -> np.ndarray:
-    """A NumPy bool array from an array-like or a (possibly CUDA) torch tensor."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()  # type: ignore[union-attr]
-    return np.asarray(x).astype(bool, copy=False)
 
 
 def _video_f(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
@@ -140,7 +134,7 @@ def avvp_scores(pred_audio: object, pred_visual: object, gt_audio: object, gt_vi
         ``segment_*`` and ``event_*`` keys for ``audio``, ``visual``, ``audio_visual``, ``type_at_av``
         and ``event_at_av``, each the mean over the B videos.
     """
-    arrays = [_as_bool(x) for x in (pred_audio, pred_visual, gt_audio, gt_visual)]
+    arrays = [as_numpy(x, bool) for x in (pred_audio, pred_visual, gt_audio, gt_visual)]
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1 or arrays[0].ndim != 3 or arrays[0].shape[0] == 0:
         raise ValueError(f"avvp_scores expects four non-empty (B, K, S) arrays of one shape, got {sorted(shapes)}")
@@ -155,7 +149,7 @@ def segments_to_events(
     One row per maximal run of on-segments, ``offset`` exclusive (the AVVP_eval_*.csv convention),
     ordered by video, then class, then onset.
     """
-    x = _as_bool(x)
+    x = as_numpy(x, bool)
     if x.ndim != 3 or x.shape[:2] != (len(video_ids), len(classes)):
         raise ValueError(f"expected ({len(video_ids)}, {len(classes)}, S) for the ids and classes, got {x.shape}")
     padded = np.pad(x, ((0, 0), (0, 0), (1, 1)))  # (B, K, S + 2): an off segment on each side
@@ -218,6 +212,10 @@ def _video_list(gt_files: list[Path], events: list[list[tuple[str, int, int, str
 def score_avvp(pred: Sequence[PathLike], gt: Sequence[PathLike]) -> dict[str, float]:
     """AVVP segment/event-level F1 (audio, visual, audio-visual, Type@AV, Event@AV) from event files.
 
+    The classes are decided as the LLP reader decides them (``llp_classes``): the 25 LLP classes when the labels
+    are LLP classes, else (AVSynth) the sorted labels of the weak-label files beside the ground truth, or of the
+    ground-truth event files when there are none.
+
     Args:
         pred: Predicted audio events file, then predicted visual events file (``AVVP_eval_*.csv`` format).
         gt: ``AVVP_eval_audio.csv``, ``AVVP_eval_visual.csv`` and optionally the list of videos to score
@@ -225,13 +223,14 @@ def score_avvp(pred: Sequence[PathLike], gt: Sequence[PathLike]) -> dict[str, fl
     """
     pred_files = expect_files(pred, 2, "avvp --pred (audio events, visual events)")
     gt_files = expect_files(gt, (2, 3), "avvp --gt (audio events, visual events[, video list])")
-    gt_rows = [read_event_file(p) for p in gt_files[:2]]
+    classes = llp_classes(gt_files[0].parent, gt_files[:2])
+    gt_rows = [read_event_file(p, classes) for p in gt_files[:2]]
     videos = _video_list(gt_files, gt_rows)
     scored = set(videos)
     gt_rows = [[r for r in rows if r[0] in scored] for rows in gt_rows]
-    pred_rows = [read_event_file(p) for p in pred_files]
+    pred_rows = [read_event_file(p, classes) for p in pred_files]
     for path, rows in zip(pred_files, pred_rows, strict=True):
         # A video with no predicted event has no row, so missing ids cannot be detected here.
         check_ids((r[0] for r in rows), videos, path, allow_missing=True)
-    arrays = [events_to_segments(rows, videos) for rows in (*pred_rows, *gt_rows)]
+    arrays = [events_to_segments(rows, videos, classes) for rows in (*pred_rows, *gt_rows)]
     return avvp_scores(*arrays)

@@ -17,8 +17,9 @@ from __future__ import annotations
 import shutil
 from collections.abc import Sequence
 
+from avlearn.data.textfiles import read_json
 from avlearn.errors import AvlearnError, DataError
-from avlearn.metrics.formats import PathLike, check_ids, expect_files, read_json
+from avlearn.metrics.formats import PathLike, check_ids, expect_files
 from avlearn.registry import SCORERS
 
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")

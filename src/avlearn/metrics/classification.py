@@ -19,21 +19,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from avlearn.data.textfiles import text_lines
 from avlearn.errors import DataError
-from avlearn.metrics.formats import PathLike, check_finite, check_ids, expect_files, read_npz, text_lines
+from avlearn.metrics.formats import PathLike, as_numpy, check_finite, check_ids, expect_files, read_npz
 from avlearn.registry import SCORERS
-
-
-def _as_array(x: object, dtype: type) -> np.ndarray:
-    """A NumPy array of ``dtype`` from an array-like or a (possibly CUDA) torch tensor."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()  # type: ignore[union-attr]
-    return np.asarray(x, dtype=dtype)
 
 
 def topk_accuracy(scores: object, target: object, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
     """Top-k accuracy (percent) for each k in ``ks``; ``scores`` is ``(N, K)``, ``target`` ``(N,)`` int."""
-    s, y = _as_array(scores, np.float64), _as_array(target, np.int64)
+    s, y = as_numpy(scores, np.float64), as_numpy(target, np.int64)
     if s.ndim != 2 or y.shape != (len(s),) or len(s) == 0 or y.min() < 0 or y.max() >= s.shape[1]:
         raise ValueError(f"topk_accuracy expects (N, K) scores and (N,) labels in 0..K-1, got {s.shape}, {y.shape}")
     higher = (s > s[np.arange(len(s)), y][:, None]).sum(axis=1)  # (N,) classes scoring above the label
@@ -81,7 +75,7 @@ def multilabel_scores(scores: object, labels: object) -> dict[str, float | None]
         scores: ``(N, K)`` class scores (logits or probabilities).
         labels: ``(N, K)`` bool multi-hot targets.
     """
-    s, y = _as_array(scores, np.float64), _as_array(labels, bool)
+    s, y = as_numpy(scores, np.float64), as_numpy(labels, bool)
     if s.shape != y.shape or s.ndim != 2 or len(s) == 0:
         raise ValueError(f"multilabel_scores expects two (N, K) arrays of one shape, got {s.shape}, {y.shape}")
     seen = y.any(axis=0)
@@ -110,9 +104,9 @@ def read_label_file(path: PathLike) -> dict[str, list[str]]:
     for line, text in text_lines(path):
         key, sep, rest = text.partition("\t") if "\t" in text else text.partition(",")
         if not sep or not rest:
-            raise DataError(f"{path}: line {line}: expected 'id<TAB>labels' or 'id,label', got {text!r}")
+            raise DataError(f"{path}:{line}: expected 'id<TAB>labels' or 'id,label', got {text!r}")
         if key in out:
-            raise DataError(f"{path}: line {line}: id '{key}' appears twice")
+            raise DataError(f"{path}:{line}: id '{key}' appears twice")
         out[key] = rest.split(",") if "\t" in text else [rest]
     return out
 

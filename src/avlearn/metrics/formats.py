@@ -1,23 +1,30 @@
-"""Readers for the prediction and ground-truth files that ``avlearn score`` accepts.
+"""The inputs of the scorers: checks and readers for the files ``avlearn score`` accepts, and array conversion.
 
 Every reader returns plain Python or NumPy data keyed by the sample id, and raises
 :class:`avlearn.errors.DataError` naming the file, the line (or key) and the field when the input is
 malformed. The formats themselves are documented, with examples, in ``docs/scoring.md``.
-The scorers in the sibling modules call these readers, then the pure compute functions.
+The scorers in the sibling modules call these readers, then the pure compute functions (which take NumPy
+arrays or torch tensors through ``as_numpy``). Text, CSV/TSV and JSON files are read with
+``avlearn.data.textfiles``, which the dataset readers share.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from avlearn.errors import DataError
 
 PathLike = str | Path
+
+
+def as_numpy(x: object, dtype: type) -> np.ndarray:
+    """A NumPy array of ``dtype`` from an array-like or a (possibly CUDA) torch tensor."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()  # type: ignore[union-attr]
+    return np.asarray(x).astype(dtype, copy=False)
 
 
 def expect_files(paths: Sequence[PathLike], count: int | tuple[int, int], what: str) -> list[Path]:
@@ -61,47 +68,6 @@ def check_finite(values: np.ndarray, ids: Sequence[str], path: PathLike, field: 
         raise DataError(f"{path}: id '{ids[first]}': {field} holds NaN or infinite values")
 
 
-def text_lines(path: PathLike) -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, line)`` for the non-blank lines of a text file (1-based, newline stripped)."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for number, line in enumerate(fh, start=1):
-                line = line.rstrip("\r\n")
-                if line.strip():
-                    yield number, line
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not a UTF-8 text file ({err})") from None
-
-
-def read_tsv(path: PathLike, columns: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
-    """A tab-separated file whose header names at least ``columns``; returns ``(line, row)`` pairs."""
-    lines = text_lines(path)
-    try:
-        _, header_line = next(lines)
-    except StopIteration:
-        raise DataError(f"{path}: empty file; expected a tab-separated header {list(columns)}") from None
-    header = header_line.split("\t")
-    absent = [c for c in columns if c not in header]
-    if absent:
-        raise DataError(f"{path}: line 1: header {header} lacks column(s) {absent} (tab-separated expected)")
-    rows = []
-    for number, line in lines:
-        cells = line.split("\t")
-        if len(cells) != len(header):
-            raise DataError(f"{path}: line {number}: expected {len(header)} tab-separated fields, got {len(cells)}")
-        rows.append((number, dict(zip(header, cells, strict=True))))
-    return rows
-
-
-def read_json(path: PathLike) -> Any:
-    """Parse a JSON file, reporting syntax errors with the file name and position."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: line {err.lineno}: invalid JSON ({err.msg})") from None
-
-
 def read_npz(path: PathLike) -> dict[str, np.ndarray]:
     """All arrays of an ``.npz`` file (never unpickles objects)."""
     try:
@@ -139,14 +105,3 @@ def read_mask_folder(folder: PathLike, *, as_probability: bool) -> dict[str, np.
         else:
             masks[key] = (array > 0).astype(np.float32) if as_probability else array > 0
     return masks
-
-
-def parse_int(text: str, path: PathLike, line: int, field: str, low: int, high: int) -> int:
-    """An integer within ``[low, high]`` written as ``3`` or ``3.0``; anything else raises."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value.is_integer() or not low <= value <= high:
-        raise DataError(f"{path}: line {line}: field '{field}': expected an integer in {low}..{high}, got {text!r}")
-    return int(value)

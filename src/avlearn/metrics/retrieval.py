@@ -23,16 +23,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from avlearn.data.textfiles import read_json
 from avlearn.errors import DataError
-from avlearn.metrics.formats import PathLike, check_finite, check_ids, expect_files, read_json, read_npz
+from avlearn.metrics.formats import PathLike, as_numpy, check_finite, check_ids, expect_files, read_npz
 from avlearn.registry import SCORERS
-
-
-def _as_float(x: object) -> np.ndarray:
-    """A float64 NumPy array from an array-like or a (possibly CUDA) torch tensor."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()  # type: ignore[union-attr]
-    return np.asarray(x, dtype=np.float64)
 
 
 def retrieval_ranks(scores: np.ndarray, text_to_video: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
@@ -88,7 +82,7 @@ def retrieval_scores(
         text_to_video: ``(T,)`` int index of each text's video.
         dual_softmax_temperature: If given, also report the dual-softmax metrics (``*_dsl``) at this temperature.
     """
-    s, gt = _as_float(scores), np.asarray(text_to_video, dtype=np.int64)
+    s, gt = as_numpy(scores, np.float64), np.asarray(text_to_video, dtype=np.int64)
     if s.ndim != 2 or gt.shape != (s.shape[0],) or s.size == 0 or gt.min() < 0 or gt.max() >= s.shape[1]:
         raise ValueError(f"retrieval_scores expects (T, V) scores and (T,) video indices, got {s.shape}, {gt.shape}")
     t2v, v2t = retrieval_ranks(s, gt)

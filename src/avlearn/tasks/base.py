@@ -3,20 +3,11 @@
 A task is an ``nn.Module`` that owns a method and a head: ``forward(batch)`` is the training step and returns a
 dict with a scalar ``"loss"``; ``predict(batch)`` returns the task's predictions as tensors; ``score(preds,
 batch_targets)`` applies the benchmark's official scorer. ``needs`` names the ``AVFeatures`` fields the head reads.
+``DatasetInfo`` is defined with the data schema (``avlearn.data.schema``) and imported here, where tasks look for it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from avlearn.data.schema import DatasetInfo
 
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """Facts about the data a head is built for: class names (without background) and segments per clip."""
-
-    class_names: tuple[str, ...]
-    segments: int = 10
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
+__all__ = ["DatasetInfo"]

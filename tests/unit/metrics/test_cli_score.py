@@ -63,3 +63,25 @@ def test_user_error_is_one_line_through_main(tmp_path: Path, capsys: pytest.Capt
 def test_missing_files_raise_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="absent.json: no such file"):
         _run(["avqa", "--pred", str(tmp_path / "absent.json"), "--gt", str(tmp_path)])
+
+
+@pytest.mark.parametrize("copied_alone", [False, True])
+def test_avvp_scores_avsynth_against_itself(
+    small_synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], copied_alone: bool
+) -> None:
+    """AVSynth's own classes (not the 25 LLP ones) are read from its LLP folder, or from the event files alone."""
+    import shutil
+
+    from avlearn.data.datasets.llp import AVVP_CLASSES, LLPDataset
+
+    assert not set(LLPDataset(small_synth, "test", missing="keep").classes) & set(AVVP_CLASSES)
+    names = ("AVVP_eval_audio.csv", "AVVP_eval_visual.csv")
+    folder = small_synth / "LLP"
+    if copied_alone:
+        folder = tmp_path
+        for name in names:
+            shutil.copy(small_synth / "LLP" / name, folder / name)
+    a, v = (str(folder / name) for name in names)
+    assert _run(["avvp", "--pred", a, v, "--gt", a, v, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out) == 10 and all(value == 100.0 for value in out.values())

@@ -18,17 +18,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from avlearn.data.datasets.base import (
-    ClipDataset,
-    check_split,
-    class_index,
-    csv_rows,
-    find_file,
-    multi_hot,
-    read_json,
-)
+from avlearn.data.datasets.base import ClipDataset, check_split, class_index, find_file, multi_hot
 from avlearn.data.datasets.media import Decode, open_media
 from avlearn.data.schema import Record
+from avlearn.data.textfiles import csv_rows, read_json
 from avlearn.errors import DataError
 from avlearn.registry import DATASETS
 

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from avlearn.data.datasets.base import ClipDataset, check_split, class_index, read_names, text_lines
+from avlearn.data.datasets.base import ClipDataset, annotation_folder, check_split, class_index
 from avlearn.data.datasets.media import Decode, open_media
 from avlearn.data.schema import Record
+from avlearn.data.textfiles import read_names, text_lines
 from avlearn.errors import DataError
 from avlearn.registry import DATASETS
 
@@ -76,7 +77,7 @@ def _parse_row(text: str, where: str) -> AVEEvent:
 
 def read_events(path: str | Path) -> list[AVEEvent]:
     """All rows of one AVE annotation file; a bad row raises a DataError naming ``file:line``."""
-    rows = [(n, line) for n, line in text_lines(Path(path)) if not line.startswith(HEADER)]
+    rows = [(n, line) for n, line in text_lines(path) if not line.startswith(HEADER)]
     return [_parse_row(line.strip(), f"{path}:{n}") for n, line in rows]
 
 
@@ -108,12 +109,6 @@ def read_segment_labels(path: str | Path, classes: tuple[str, ...]) -> dict[str,
     return {uid: e.segment_labels(classes) for uid, e in zip(ids, events, strict=True)}
 
 
-def annotation_folder(root: Path) -> Path:
-    """``<root>/AVE`` when it holds the annotation files, else ``root``."""
-    inner = root / "AVE"
-    return inner if any((inner / f).is_file() for f in SPLIT_FILES.values()) else root
-
-
 @DATASETS.register("ave")
 class AVEDataset(ClipDataset):
     """AVE: 28 event classes + background, 10 one-second segments, splits train/val/test (3339/402/402)."""
@@ -132,7 +127,7 @@ class AVEDataset(ClipDataset):
     ) -> None:
         check_split(self.name, split, self.splits)
         root = Path(root)
-        folder = annotation_folder(root)
+        folder = annotation_folder(root, "AVE", SPLIT_FILES.values())
         classes = read_classes(folder)
         events = read_events(folder / SPLIT_FILES[split])
         records = []

@@ -28,9 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from avlearn.data.datasets.base import ClipDataset, check_split, csv_rows, parse_int
+from avlearn.data.datasets.base import ClipDataset, annotation_folder, check_split
 from avlearn.data.datasets.media import Decode, load_image, load_mask
 from avlearn.data.schema import Record
+from avlearn.data.textfiles import csv_rows, parse_int, read_table
 from avlearn.errors import DataError
 from avlearn.registry import DATASETS
 
@@ -51,6 +52,7 @@ LAYOUT = {
         "wav": "Multi-sources/ms3_data/audio_wav/{split}/{media}.wav",
     },
 }
+MARKERS = (*(m["meta"] for m in LAYOUT.values()), *LISTS.values())  # files that mark an annotation folder
 
 
 def mask_valid(flavour: str, split: str) -> np.ndarray:
@@ -62,23 +64,13 @@ def mask_valid(flavour: str, split: str) -> np.ndarray:
 
 
 def read_meta(path: Path, flavour: str) -> list[tuple[str, str, str, str]]:
-    """``(file:line, name, category, split)`` per row of an AVSBench meta csv (category "" for MS3)."""
-    rows = csv_rows(path)
-    try:
-        _, header = next(rows)
-    except StopIteration:
-        raise DataError(f"{path}: empty file; expected a header with 'split'") from None
+    """``(file:line, name, category, split)`` per row of an AVSBench meta csv (category "" for MS3).
+
+    The name is the first column (``name`` in S4, ``video_id`` in MS3), as the release's loaders read it.
+    """
     needed = ("split", "category") if flavour == "s4" else ("split",)
-    absent = [c for c in needed if c not in header]
-    if absent:
-        raise DataError(f"{path}:1: header {header} lacks column(s) {absent}")
-    out = []
-    for number, cells in rows:
-        if len(cells) != len(header):
-            raise DataError(f"{path}:{number}: expected {len(header)} comma-separated fields, got {len(cells)}")
-        row = dict(zip(header, cells, strict=True))
-        out.append((f"{path}:{number}", cells[0], row.get("category", ""), row["split"]))
-    return out
+    rows = read_table(path, needed)
+    return [(where, next(iter(row.values())), row.get("category", ""), row["split"]) for where, row in rows]
 
 
 def read_frame_list(path: Path) -> list[tuple[str, str, str]]:
@@ -134,13 +126,6 @@ class AVSBenchMedia:
         return out
 
 
-def annotation_folder(root: Path) -> Path:
-    """``<root>/AVSBench`` when it holds a meta csv or split list, else ``root``."""
-    inner = root / "AVSBench"
-    markers = [*(m["meta"] for m in LAYOUT.values()), *LISTS.values()]
-    return inner if any((inner / m).is_file() for m in markers) else root
-
-
 class AVSBenchDataset(ClipDataset):
     """AVSBench-object clips of one flavour (``s4`` or ``ms3``, set by the subclass) and split."""
 
@@ -159,7 +144,7 @@ class AVSBenchDataset(ClipDataset):
         check_split(self.name, split, self.splits)
         flavour = self.flavour
         root = Path(root)
-        folder = annotation_folder(root)
+        folder = annotation_folder(root, "AVSBench", MARKERS)
         every = {s: self._rows(folder, flavour, s) for s in self.splits if s == split or self._has(folder, flavour, s)}
         rows = every[split]
         classes = tuple(sorted({category for split_rows in every.values() for *_, category in split_rows if category}))

@@ -1,8 +1,8 @@
-"""What every dataset reader shares: annotation-file helpers, the missing-media policy and the reader base class.
+"""What every dataset reader shares: label and layout helpers, the missing-media policy and the reader base class.
 
-Annotation helpers raise ``DataError`` naming ``file:line``, the field and what was expected. A reader parses its
-files into ``Record``s (``avlearn.data.schema``), then ``ClipDataset`` checks that every record has media and
-applies the policy ``missing``:
+Readers parse their annotation files with ``avlearn.data.textfiles`` (shared with the scorers), whose errors name
+``file:line``, the field and what was expected. A reader parses its files into ``Record``s (``avlearn.data.schema``),
+then ``ClipDataset`` checks that every record has media and applies the policy ``missing``:
 
 - ``"error"`` (default): any record without media raises, listing how many and the first ids;
 - ``"drop"``: those records are left out, and the count is printed (to stderr) with the first ids;
@@ -15,93 +15,20 @@ Indexing a reader decodes one record into a ``Sample`` dict (media + targets + `
 
 from __future__ import annotations
 
-import csv
-import json
 import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from avlearn.data.datasets.media import Decode, Media
-from avlearn.data.schema import Record
+from avlearn.data.schema import DatasetInfo, Record
 from avlearn.errors import DataError
 
 MISSING_POLICIES = ("error", "drop", "keep")
 SHOW_IDS = 5  # ids named in a message
-
-
-def text_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """``(line number, line)`` for the non-blank lines of a UTF-8 text file, newline stripped (1-based)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        with open(path, encoding="utf-8-sig") as fh:
-            for number, line in enumerate(fh, start=1):
-                line = line.rstrip("\r\n")
-                if line.strip():
-                    yield number, line
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not a UTF-8 text file ({err})") from None
-
-
-def csv_rows(path: Path, delimiter: str = ",") -> Iterator[tuple[int, list[str]]]:
-    """``(line number, cells)`` of a CSV file (quotes honoured, spaces after a delimiter skipped, ``#`` comments)."""
-    for number, line in text_lines(path):
-        if line.startswith("#"):
-            continue
-        yield number, next(csv.reader([line], delimiter=delimiter, skipinitialspace=True))
-
-
-def read_tsv(path: str | Path, columns: Sequence[str]) -> list[tuple[str, dict[str, str]]]:
-    """A tab-separated file whose header names at least ``columns``: ``(file:line, row)`` pairs."""
-    lines = text_lines(Path(path))
-    try:
-        _, header_line = next(lines)
-    except StopIteration:
-        raise DataError(f"{path}: empty file; expected a tab-separated header {list(columns)}") from None
-    header = header_line.split("\t")
-    absent = [c for c in columns if c not in header]
-    if absent:
-        raise DataError(f"{path}:1: header {header} lacks column(s) {absent} (tab-separated expected)")
-    rows = []
-    for number, line in lines:
-        cells = line.split("\t")
-        if len(cells) != len(header):
-            raise DataError(f"{path}:{number}: expected {len(header)} tab-separated fields, got {len(cells)}")
-        rows.append((f"{path}:{number}", dict(zip(header, cells, strict=True))))
-    return rows
-
-
-def parse_int(text: str, where: str, field: str, low: int, high: int) -> int:
-    """An integer in ``[low, high]`` written as ``3`` or ``3.0``; anything else raises naming ``where``, ``field``."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value.is_integer() or not low <= value <= high:
-        raise DataError(f"{where}: field '{field}': expected an integer in {low}..{high}, got {text!r}")
-    return int(value)
-
-
-def read_json(path: Path) -> Any:
-    """A JSON file; a syntax error names the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
-
-
-def read_names(path: Path) -> tuple[str, ...]:
-    """One name per non-blank line (a class list such as ``categories.txt``)."""
-    return tuple(line.strip() for _, line in text_lines(path))
 
 
 def find_file(root: Path, candidates: Sequence[str], what: str) -> Path:
@@ -111,6 +38,12 @@ def find_file(root: Path, candidates: Sequence[str], what: str) -> Path:
             return Path(root) / candidate
     tried = ", ".join(str(Path(root) / c) for c in candidates)
     raise DataError(f"{root}: no {what} found (looked for {tried})")
+
+
+def annotation_folder(root: Path, name: str, markers: Iterable[str]) -> Path:
+    """``root/name`` when it holds any of the files ``markers`` (the release's own folder), else ``root``."""
+    inner = Path(root) / name
+    return inner if any((inner / m).is_file() for m in markers) else Path(root)
 
 
 def check_split(name: str, split: str, splits: Sequence[str]) -> None:
@@ -146,6 +79,7 @@ class ClipDataset:
         split: The official split read.
         records: The records kept (after the missing-media policy).
         classes: The label space, in index order (background, where there is one, is not in it).
+        info: ``DatasetInfo`` (class names, segments per clip) for the task heads.
         missing: Ids of the records without media (dropped under ``"drop"``, kept under ``"keep"``).
         dropped: Ids left out under ``"drop"`` (empty otherwise).
         media: Where the media come from.
@@ -174,16 +108,10 @@ class ClipDataset:
         if missing not in MISSING_POLICIES:
             raise DataError(f"missing={missing!r}: expected one of {', '.join(MISSING_POLICIES)}")
         self.root, self.split, self.classes, self.media, self.decode = Path(root), split, classes, media, decode
+        self.info = DatasetInfo(tuple(classes), self.segments)
         self.missing = [r.id for r in records if not media.has(r)]
         self.records = self._apply_policy(records, missing)
         self.dropped = list(self.missing) if missing == "drop" else []
-
-    @property
-    def info(self) -> Any:
-        """``avlearn.tasks.base.DatasetInfo`` (class names, segments) for the task heads."""
-        from avlearn.tasks.base import DatasetInfo  # the tasks package imports torch; scoring does not need it
-
-        return DatasetInfo(self.classes, self.segments)
 
     def _apply_policy(self, records: list[Record], missing: str) -> list[Record]:
         if not self.missing:

@@ -18,9 +18,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from avlearn.data.datasets.base import ClipDataset, check_split, read_json
+from avlearn.data.datasets.base import ClipDataset, check_split
 from avlearn.data.datasets.media import Decode, open_media
 from avlearn.data.schema import Record
+from avlearn.data.textfiles import read_json
 from avlearn.errors import DataError
 from avlearn.registry import DATASETS
 
@@ -30,7 +31,7 @@ Item = tuple[str, int, str]  # (relpath, label, classname)
 
 def read_coop_split(path: str | Path) -> dict[str, list[Item]]:
     """``split_zhou_*.json`` -> split -> ``(relpath, label, classname)`` items."""
-    data = read_json(Path(path))
+    data = read_json(path)
     if not isinstance(data, dict) or not set(SPLITS) <= set(data):
         raise DataError(f"{path}: expected a JSON object with lists 'train', 'val' and 'test' (CoOp split format)")
     out = {}
@@ -58,7 +59,7 @@ def class_names(items: list[Item], where: str) -> tuple[str, ...]:
 
 def read_fewshot_file(path: str | Path) -> dict[str, list[int]]:
     """``shot_K-seed_S.json`` -> ``{"train": indices, "val": indices}``."""
-    data = read_json(Path(path))
+    data = read_json(path)
     try:
         return {s: [int(i) for i in data[s]["indices"]] for s in ("train", "val")}
     except (KeyError, TypeError, ValueError):

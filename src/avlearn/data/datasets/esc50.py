@@ -13,34 +13,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from avlearn.data.datasets.base import ClipDataset, check_split, csv_rows, find_file, parse_int
+from avlearn.data.datasets.base import ClipDataset, check_split, find_file
 from avlearn.data.datasets.media import Decode, open_media
 from avlearn.data.schema import Record
+from avlearn.data.textfiles import parse_int, read_table
 from avlearn.errors import DataError
 from avlearn.registry import DATASETS
 
 FOLDS = 5
-SPLITS = ("train", "test", "all", *(f"fold{k}" for k in range(1, FOLDS + 1)))
+FOLD_SPLITS = tuple(f"fold{k}" for k in range(1, FOLDS + 1))
+SPLITS = ("train", "test", "all", *FOLD_SPLITS)
 COLUMNS = ("filename", "fold", "target", "category")
 FOLDERS = ("ESC-50-master", "esc-50/ESC-50-master", ".")
 
 
 def read_meta(path: Path) -> list[tuple[str, str, int, int, str]]:
     """``(file:line, filename, fold, target, category)`` per row of ``meta/esc50.csv``."""
-    rows = csv_rows(path)
-    try:
-        _, header = next(rows)
-    except StopIteration:
-        raise DataError(f"{path}: empty file; expected the header {','.join(COLUMNS)},...") from None
-    absent = [c for c in COLUMNS if c not in header]
-    if absent:
-        raise DataError(f"{path}:1: header {header} lacks column(s) {absent}")
     out = []
-    for number, cells in rows:
-        where = f"{path}:{number}"
-        if len(cells) != len(header):
-            raise DataError(f"{where}: expected {len(header)} comma-separated fields, got {len(cells)}")
-        row = dict(zip(header, cells, strict=True))
+    for where, row in read_table(path, COLUMNS):
         fold = parse_int(row["fold"], where, "fold", 1, FOLDS)
         out.append((where, row["filename"], fold, parse_int(row["target"], where, "target", 0, 999), row["category"]))
     return out
@@ -76,7 +66,7 @@ class ESC50Dataset(ClipDataset):
     @classmethod
     def official_splits(cls) -> tuple[str, ...]:
         """The five folds."""
-        return tuple(f"fold{k}" for k in range(1, 6))
+        return FOLD_SPLITS
 
     def __init__(
         self,

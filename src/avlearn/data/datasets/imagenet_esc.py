@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from avlearn.data.datasets.base import ClipDataset, check_split, find_file, text_lines
+from avlearn.data.datasets.base import ClipDataset, check_split, find_file
 from avlearn.data.datasets.esc50 import ESC50Dataset
 from avlearn.data.datasets.media import IMAGE_SUFFIXES, Decode, open_media
 from avlearn.data.schema import Record
+from avlearn.data.textfiles import text_lines
 from avlearn.errors import DataError
 from avlearn.registry import DATASETS
 
@@ -60,11 +61,7 @@ class ImageNetESCDataset(ClipDataset):
 
     name = "imagenet_esc"
     splits = (*ESC50Dataset.splits, "val")
-
-    @classmethod
-    def official_splits(cls) -> tuple[str, ...]:
-        """The five folds."""
-        return tuple(f"fold{k}" for k in range(1, 6))
+    official_splits = ESC50Dataset.official_splits  # the five folds
 
     def __init__(
         self,

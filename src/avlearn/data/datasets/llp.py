@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from avlearn.data.datasets.base import ClipDataset, check_split, class_index, multi_hot, parse_int, read_tsv
+from avlearn.data.datasets.base import ClipDataset, annotation_folder, check_split, class_index, multi_hot
 from avlearn.data.datasets.media import Decode, open_media
 from avlearn.data.schema import Record
+from avlearn.data.textfiles import parse_int, read_table
 from avlearn.errors import DataError
 from avlearn.registry import DATASETS
 
@@ -50,7 +51,7 @@ Event = tuple[str, int, int, str]
 def read_weak_labels(path: str | Path) -> list[tuple[str, str, tuple[str, ...]]]:
     """``(file:line, filename, labels)`` per row of a weak-label file (``AVVP_train.csv`` format)."""
     out = []
-    for where, row in read_tsv(path, WEAK_COLUMNS):
+    for where, row in read_table(path, WEAK_COLUMNS, "\t"):
         labels = tuple(x.strip() for x in row["event_labels"].split(",") if x.strip())
         if not labels:
             raise DataError(f"{where}: id '{row['filename']}': field 'event_labels': expected at least one label")
@@ -60,13 +61,13 @@ def read_weak_labels(path: str | Path) -> list[tuple[str, str, tuple[str, ...]]]
 
 def read_filenames(path: str | Path) -> list[str]:
     """The ``filename`` column of an LLP file, in order, each once."""
-    return list(dict.fromkeys(row["filename"] for _, row in read_tsv(path, ("filename",))))
+    return list(dict.fromkeys(row["filename"] for _, row in read_table(path, ("filename",), "\t")))
 
 
 def read_eval_events(path: str | Path, classes: Sequence[str] = AVVP_CLASSES) -> list[Event]:
     """Rows ``(filename, onset, offset, label)`` of an ``AVVP_eval_*.csv``-format file (tab-separated)."""
     out = []
-    for where, row in read_tsv(path, EVENT_COLUMNS):
+    for where, row in read_table(path, EVENT_COLUMNS, "\t"):
         at = f"{where}: id '{row['filename']}'"
         label = classes[class_index(classes, row["event_labels"], at, "event_labels")]
         onset = parse_int(row["onset"], at, "onset", 0, SEGMENTS)
@@ -75,13 +76,17 @@ def read_eval_events(path: str | Path, classes: Sequence[str] = AVVP_CLASSES) ->
     return out
 
 
-def llp_classes(folder: Path) -> tuple[str, ...]:
-    """``AVVP_CLASSES``, unless none of the weak labels of ``folder`` is one of them: then the sorted labels found.
+def llp_classes(folder: Path, event_files: Sequence[str | Path] = ()) -> tuple[str, ...]:
+    """``AVVP_CLASSES``, unless none of the labels found is one of them: then the sorted labels found.
 
+    The labels are the weak labels of the split files in ``folder`` or, when it has none (ground-truth files
+    copied on their own, for scoring), the ``event_labels`` of ``event_files`` (``AVVP_eval_*.csv`` format).
     So a misspelt label in the real files is an error (naming its line), not a 26th class.
     """
     found = {lab for name in SPLIT_FILES.values() if (folder / name).is_file()
              for *_, labels in read_weak_labels(folder / name) for lab in labels}  # fmt: skip
+    if not found:
+        found = {row["event_labels"] for path in event_files for _, row in read_table(path, EVENT_COLUMNS, "\t")}
     return tuple(sorted(found)) if found and not found & set(AVVP_CLASSES) else AVVP_CLASSES
 
 
@@ -92,12 +97,6 @@ def segment_table(events: list[Event], classes: Sequence[str]) -> dict[str, np.n
         table = out.setdefault(name, np.zeros((SEGMENTS, len(classes)), dtype=np.float32))
         table[onset:offset, list(classes).index(label)] = 1.0
     return out
-
-
-def annotation_folder(root: Path) -> Path:
-    """``<root>/LLP`` when it holds the annotation files, else ``root``."""
-    inner = root / "LLP"
-    return inner if (inner / SPLIT_FILES["train"]).is_file() or (inner / SPLIT_FILES["test"]).is_file() else root
 
 
 @DATASETS.register("llp")
@@ -118,7 +117,7 @@ class LLPDataset(ClipDataset):
     ) -> None:
         check_split(self.name, split, self.splits)
         root = Path(root)
-        folder = annotation_folder(root)
+        folder = annotation_folder(root, "LLP", (SPLIT_FILES["train"], SPLIT_FILES["test"]))
         classes = llp_classes(folder)
         tables = {}
         if split != "train":

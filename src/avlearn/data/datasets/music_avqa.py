@@ -25,9 +25,10 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from avlearn.data.datasets.base import ClipDataset, check_split, read_json, read_names
+from avlearn.data.datasets.base import ClipDataset, annotation_folder, check_split
 from avlearn.data.datasets.media import Decode, open_media
 from avlearn.data.schema import Record
+from avlearn.data.textfiles import read_json, read_names
 from avlearn.errors import DataError
 from avlearn.registry import DATASETS
 
@@ -70,7 +71,7 @@ def fill_question(template: str, values: list, where: str) -> str:
 
 def read_questions(path: str | Path) -> list[dict]:
     """The question list of one ``avqa-*.json``, each item checked for the published fields."""
-    items = read_json(Path(path))
+    items = read_json(path)
     if not isinstance(items, list):
         raise DataError(f"{path}: expected a JSON list of questions (MUSIC-AVQA format)")
     for position, item in enumerate(items):
@@ -102,12 +103,6 @@ def parse_question(item: dict, where: str, vocab: tuple[str, ...]) -> dict:
     }
 
 
-def annotation_folder(root: Path) -> Path:
-    """``<root>/MUSIC-AVQA`` when it holds question files, else ``root``."""
-    inner = root / "MUSIC-AVQA"
-    return inner if any((inner / f"avqa-{s}.json").is_file() for s in SPLITS) else root
-
-
 @DATASETS.register("music_avqa")
 class MusicAVQADataset(ClipDataset):
     """MUSIC-AVQA: questions with <Object> slots filled, 42 answers, 9 question types; train/val/test."""
@@ -125,7 +120,7 @@ class MusicAVQADataset(ClipDataset):
     ) -> None:
         check_split(self.name, split, self.splits)
         root = Path(root)
-        folder = annotation_folder(root)
+        folder = annotation_folder(root, "MUSIC-AVQA", [f"avqa-{s}.json" for s in SPLITS])
         vocab = answer_vocabulary(folder)
         path = folder / f"avqa-{split}.json"
         records = []

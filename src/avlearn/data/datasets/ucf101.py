@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from avlearn.data.datasets.base import ClipDataset, check_split, find_file, parse_int, text_lines
+from avlearn.data.datasets.base import ClipDataset, check_split, find_file
 from avlearn.data.datasets.media import Decode, open_media
 from avlearn.data.schema import Record
+from avlearn.data.textfiles import parse_int, text_lines
 from avlearn.errors import DataError
 from avlearn.registry import DATASETS
 

@@ -18,9 +18,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from avlearn.data.datasets.base import ClipDataset, check_split, find_file, read_json
+from avlearn.data.datasets.base import ClipDataset, check_split, find_file
 from avlearn.data.datasets.media import Decode, FrameMedia, Media, open_media
 from avlearn.data.schema import Record
+from avlearn.data.textfiles import read_json
 from avlearn.errors import DataError
 from avlearn.registry import DATASETS
 

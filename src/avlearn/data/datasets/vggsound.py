@@ -18,9 +18,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from avlearn.data.datasets.base import ClipDataset, check_split, csv_rows, parse_int
+from avlearn.data.datasets.base import ClipDataset, check_split
 from avlearn.data.datasets.media import Decode, open_media
 from avlearn.data.schema import Record
+from avlearn.data.textfiles import csv_rows, parse_int
 from avlearn.errors import DataError
 from avlearn.registry import DATASETS
 

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from avlearn.data.datasets.base import ClipDataset, check_split, class_index, csv_rows, find_file, read_names
+from avlearn.data.datasets.base import ClipDataset, check_split, class_index, find_file
 from avlearn.data.datasets.media import Decode, open_media
 from avlearn.data.schema import Record
+from avlearn.data.textfiles import read_names, read_table
 from avlearn.errors import DataError
 from avlearn.registry import DATASETS
 
@@ -31,6 +32,7 @@ SEGMENTS = 10
 FILES = ("vggsound-avel40k_labels.csv", "vggsound-avel40k.csv")
 FOLDERS = ("VGGSound-AVEL40K", "vggsound", ".")
 CATEGORIES = "VggsoundAVEL40kCategories.txt"
+COLUMNS = ("video_id", "category", "split")
 MEDIA_TEMPLATES = ("video/{media}.mp4", "videos/{media}.mp4")
 
 
@@ -40,24 +42,6 @@ def parse_flags(text: str, where: str) -> np.ndarray:
     if len(digits) != SEGMENTS or set(digits) - {"0", "1"}:
         raise DataError(f"{where}: field 'label': expected {SEGMENTS} per-second 0/1 flags, got {text!r}")
     return np.array([d == "1" for d in digits])
-
-
-def read_rows(path: Path) -> list[tuple[str, dict[str, str]]]:
-    """``(file:line, row)`` per clip of the csv, checked for the needed columns."""
-    rows = csv_rows(path)
-    try:
-        _, header = next(rows)
-    except StopIteration:
-        raise DataError(f"{path}: empty file; expected a header with video_id, category, split") from None
-    absent = [c for c in ("video_id", "category", "split") if c not in header]
-    if absent:
-        raise DataError(f"{path}:1: header {header} lacks column(s) {absent}")
-    out = []
-    for number, cells in rows:
-        if len(cells) != len(header):
-            raise DataError(f"{path}:{number}: expected {len(header)} comma-separated fields, got {len(cells)}")
-        out.append((f"{path}:{number}", dict(zip(header, cells, strict=True))))
-    return out
 
 
 @DATASETS.register("vggsound_avel40k")
@@ -79,7 +63,7 @@ class VGGSoundAVEL40KDataset(ClipDataset):
         check_split(self.name, split, self.splits)
         root = Path(root)
         path = find_file(root, [f"{d}/{f}" for f in FILES for d in FOLDERS], "VGGSound-AVEL40K csv")
-        rows = read_rows(path)
+        rows = read_table(path, COLUMNS)
         listed = path.parent / CATEGORIES
         classes = read_names(listed) if listed.is_file() else tuple(sorted({r["category"] for _, r in rows}))
         records = []
