@@ -3,9 +3,22 @@
 Labels are the K event classes plus background (index K; 28 + 1 on the real benchmark), where background means
 "no event that is both seen and heard". The official metric is segment accuracy over all K + 1 classes.
 
-Head: the pooled audio and visual features of each segment are fused (concatenation with their product, so
-agreement between the modalities is easy to express), mixed across segments by a temporal convolution and
-classified. This head consumes ``AVFeatures`` only, so it runs on any method that produces pooled features.
+Two heads, chosen by ``task.head``; both consume ``AVFeatures`` pooled per segment, so they run on any method:
+
+* ``fusion`` (avlearn's own, the demo's): the pooled audio and visual features of each segment are fused
+  (concatenation with their product), mixed across segments by a temporal convolution and classified.
+* ``cmbs``: the head DG-SCT uses (CMBS, Xia and Zhao, "Cross-Modal Background Suppression for Audio-Visual Event
+  Localization", CVPR 2022; as in haoyi-duan/DG-SCT ``AVE/nets/net_trans.py``): a gated cross-modal temporal encoder
+  (BiLSTMs, self-attention encoders, cross-modal decoders, audio and visual gates), then a per-segment "is event"
+  score and one clip class; a segment is its clip's class where the event score passes 0.5, else background.
+  Loss: BCE(event score) + BCE(gate) + CE(clip class) + CE(top-k segment class scores).
+  Differs from the seed: the gate ``g_a * g_v`` is already a probability, so its loss is a plain BCE (the seed applies
+  BCE-with-logits to it, a second sigmoid); the clip class is the class of the clip's event segments, and a clip with
+  no event segment is left out of the class losses instead of being given the background index; top-k is
+  ``min(topk, S)``.
+
+``ave_cls`` (AVE classification, as in DG-SCT's few-shot code): one class per clip, the class of its first event
+segment; the CMBS clip logits are trained with cross-entropy and scored by accuracy.
 """
 
 from __future__ import annotations
@@ -16,33 +29,186 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avlearn.errors import ConfigError
 from avlearn.registry import TASKS
 from avlearn.tasks.base import DatasetInfo
+
+HEADS = ("fusion", "cmbs")
 
 
 @dataclass
 class AVEConfig:
-    """Schema of ``task/ave.yaml``."""
+    """Schema of ``task/ave*.yaml``: the head and its sizes (the ``cmbs`` defaults are the seed's)."""
 
     name: str = "ave"
-    hidden: int = 128
+    head: str = "fusion"  # fusion | cmbs
+    hidden: int = 128  # fusion head width
     label_smoothing: float = 0.0
     dropout: float = 0.1
+    audio_dim: int = 128  # cmbs: audio projection (a_fc)
+    visual_dim: int = 512  # cmbs: visual projection (v_fc)
+    d_model: int = 256  # cmbs: encoder/decoder width
+    ffn: int = 1024
+    heads: int = 4
+    encoder_layers: int = 2
+    gate_gamma: float = 0.1  # weight of the other modality's gate on the decoder outputs
+    topk: int = 4  # segments averaged into the clip-level class scores
+    av_score_weight: float = 0.3  # weight of those scores added to the clip logits
+
+
+def method_dims(method: nn.Module) -> tuple[int, int]:
+    """Widths of the pooled (audio, visual) features a method produces (``audio_dim`` defaults to ``out_dim``)."""
+    return getattr(method, "audio_dim", method.out_dim), method.out_dim
 
 
 class FusionHead(nn.Module):
-    """(B, S, C) audio and visual -> (B, S, K + 1) logits."""
+    """(B, S, Ca) audio and (B, S, C) visual -> (B, S, K + 1) logits."""
 
-    def __init__(self, dim: int, hidden: int, num_outputs: int, dropout: float) -> None:
+    def __init__(self, audio_dim: int, dim: int, hidden: int, num_outputs: int, dropout: float) -> None:
         super().__init__()
+        self.align = nn.Linear(audio_dim, dim) if audio_dim != dim else nn.Identity()
         self.fuse = nn.Sequential(nn.Linear(3 * dim, hidden), nn.GELU(), nn.Dropout(dropout))
         self.temporal = nn.Conv1d(hidden, hidden, 3, padding=1)
         self.classify = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, num_outputs))
 
     def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        audio = self.align(audio)  # (B, S, C)
         h = self.fuse(torch.cat([audio, visual, audio * visual], dim=-1))  # (B, S, hidden)
         h = h + F.gelu(self.temporal(h.transpose(1, 2))).transpose(1, 2)  # (B, S, hidden)
         return self.classify(h)  # (B, S, K + 1)
+
+
+class _CrossDecoder(nn.Module):
+    """One post-norm decoder layer with cross-attention only; the memory is ``[memory; query]`` along time."""
+
+    def __init__(self, d_model: int, heads: int, ffn: int, dropout: float) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(d_model, heads, dropout=dropout, batch_first=True)
+        self.ffn = nn.Sequential(nn.Linear(d_model, ffn), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn, d_model))
+        self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, query: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        memory = torch.cat([memory, query], dim=1)  # (B, 2S, d)
+        x = self.norm1(query + self.drop(self.attn(query, memory, memory, need_weights=False)[0]))  # (B, S, d)
+        return self.norm2(x + self.drop(self.ffn(x)))  # (B, S, d)
+
+
+def _encoder(d_model: int, heads: int, ffn: int, layers: int, dropout: float) -> nn.TransformerEncoder:
+    layer = nn.TransformerEncoderLayer(d_model, heads, ffn, dropout, batch_first=True)  # post-norm, ReLU
+    return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+
+class GatedTemporalEncoder(nn.Module):
+    """CMBS's gated cross-modal temporal encoder (DG-SCT's ``TemporalAttention``), over S segments.
+
+    Audio and visual features are projected (``audio_dim``, ``visual_dim``), run through a BiLSTM each and a
+    self-attention encoder each (keys/values, width ``d_model``); sigmoid gates ``g_a``, ``g_v`` (B, S, 1) come from
+    them. With ``decoders`` (AVE), each modality's query attends to the other's encoding and is scaled by
+    ``1 + gamma * g_other``; without (DG-SCT's AVVP variant), the projected inputs themselves are scaled that way.
+
+    Returns ``visual``, ``audio`` (B, S, d_model with decoders, else the projection widths) and ``gate = g_a * g_v``.
+    """
+
+    def __init__(
+        self,
+        audio_in: int,
+        visual_in: int,
+        audio_dim: int,
+        visual_dim: int,
+        d_model: int,
+        heads: int,
+        ffn: int,
+        layers: int,
+        gamma: float,
+        decoders: bool,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.gamma = gamma
+        self.audio_in = nn.Linear(audio_in, audio_dim)
+        self.visual_in = nn.Sequential(nn.Linear(visual_in, visual_dim), nn.ReLU(), nn.Dropout(0.2))
+        self.audio_rnn = nn.LSTM(audio_dim, audio_dim // 2, batch_first=True, bidirectional=True)
+        self.visual_rnn = nn.LSTM(visual_dim, visual_dim // 2, batch_first=True, bidirectional=True)
+        self.audio_key = nn.Sequential(nn.Linear(audio_dim, d_model), _encoder(d_model, heads, ffn, layers, dropout))
+        self.visual_key = nn.Sequential(nn.Linear(visual_dim, d_model), _encoder(d_model, heads, ffn, layers, dropout))
+        self.audio_gate, self.visual_gate = nn.Linear(d_model, 1), nn.Linear(d_model, 1)
+        self.decoders = decoders
+        if decoders:
+            self.audio_query, self.visual_query = nn.Linear(audio_dim, d_model), nn.Linear(visual_dim, d_model)
+            self.audio_decoder = _CrossDecoder(d_model, heads, ffn, dropout)
+            self.visual_decoder = _CrossDecoder(d_model, heads, ffn, dropout)
+
+    def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        audio, visual = self.audio_in(audio), self.visual_in(visual)  # (B, S, audio_dim), (B, S, visual_dim)
+        audio_seq, visual_seq = self.audio_rnn(audio)[0], self.visual_rnn(visual)[0]  # same widths
+        audio_kv, visual_kv = self.audio_key(audio_seq), self.visual_key(visual_seq)  # (B, S, d_model)
+        gate_a, gate_v = self.audio_gate(audio_kv).sigmoid(), self.visual_gate(visual_kv).sigmoid()  # (B, S, 1)
+        if self.decoders:
+            audio = self.audio_decoder(self.audio_query(audio_seq), visual_kv)  # (B, S, d_model)
+            visual = self.visual_decoder(self.visual_query(visual_seq), audio_kv)  # (B, S, d_model)
+        return visual * (1 + self.gamma * gate_a), audio * (1 + self.gamma * gate_v), gate_a * gate_v
+
+
+class CMBSHead(nn.Module):
+    """The CMBS localisation head: (B, S, Ca) audio, (B, S, Cv) visual -> a dict of
+
+    ``is_event`` (B, S) logits, ``event`` (B, K) clip logits, ``av_score`` (B, K) top-k segment class scores and
+    ``gate`` (B, S) the encoder's audio-visual gate (a probability).
+    """
+
+    def __init__(self, audio_in: int, visual_in: int, num_classes: int, cfg: AVEConfig) -> None:
+        super().__init__()
+        self.temporal = GatedTemporalEncoder(
+            audio_in, visual_in, cfg.audio_dim, cfg.visual_dim, cfg.d_model, cfg.heads, cfg.ffn,
+            cfg.encoder_layers, cfg.gate_gamma, decoders=True, dropout=cfg.dropout,
+        )  # fmt: skip
+        self.audio_cas, self.visual_cas = nn.Linear(cfg.d_model, num_classes), nn.Linear(cfg.d_model, num_classes)
+        self.is_event, self.event = nn.Linear(cfg.d_model, 1), nn.Linear(cfg.d_model, num_classes)
+        self.topk, self.av_score_weight = cfg.topk, cfg.av_score_weight
+
+    def _top_mean(self, scores: torch.Tensor) -> torch.Tensor:
+        k = min(self.topk, scores.shape[1])
+        return scores.topk(k, dim=1).values.mean(dim=1)  # (B, S, K) -> (B, K)
+
+    def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> dict[str, torch.Tensor]:
+        visual, audio, gate = self.temporal(audio, visual)  # (B, S, d), (B, S, d), (B, S, 1)
+        av_score = (self._top_mean(self.visual_cas(visual)) + self._top_mean(self.audio_cas(audio))) / 2  # (B, K)
+        fused = (visual + audio) / 2  # (B, S, d)
+        event = self.event(fused.max(dim=1).values) + self.av_score_weight * av_score  # (B, K)
+        return {"is_event": self.is_event(fused).squeeze(-1), "event": event, "av_score": av_score,
+                "gate": gate.squeeze(-1)}  # fmt: skip
+
+
+def clip_class(labels: torch.Tensor, background: int) -> torch.Tensor:
+    """(B, S) segment labels -> (B,) the class of the first event segment, -100 (ignored by CE) if there is none."""
+    event = labels != background  # (B, S)
+    first = event.int().argmax(dim=1, keepdim=True)  # (B, 1) index of the first event segment (0 if none)
+    return torch.where(event.any(dim=1), labels.gather(1, first).squeeze(1), torch.full_like(labels[:, 0], -100))
+
+
+def cmbs_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, background: int) -> dict[str, torch.Tensor]:
+    """The CMBS loss terms for (B, S) segment labels (background = ``background``)."""
+    foreground = (labels != background).float()  # (B, S)
+    target = clip_class(labels, background)  # (B,)
+    has_event = bool((target >= 0).any())
+    zero = out["event"].sum() * 0.0  # keeps the graph when no clip in the batch has an event
+    losses = {
+        "loss_is_event": F.binary_cross_entropy_with_logits(out["is_event"], foreground),
+        "loss_gate": F.binary_cross_entropy(out["gate"].clamp(1e-6, 1 - 1e-6), foreground),
+        "loss_event": F.cross_entropy(out["event"], target) if has_event else zero,
+        "loss_av_score": F.cross_entropy(out["av_score"], target) if has_event else zero,
+    }
+    return {"loss": sum(losses.values()), **{k: v.detach() for k, v in losses.items()}}
+
+
+def _build_head(cfg: AVEConfig, method: nn.Module, num_classes: int) -> nn.Module:
+    audio_dim, visual_dim = method_dims(method)
+    if cfg.head == "fusion":
+        return FusionHead(audio_dim, visual_dim, cfg.hidden, num_classes + 1, cfg.dropout)
+    if cfg.head == "cmbs":
+        return CMBSHead(audio_dim, visual_dim, num_classes, cfg)
+    raise ConfigError(f"unknown task.head '{cfg.head}' for task '{cfg.name}'; expected one of {', '.join(HEADS)}")
 
 
 @TASKS.register("ave")
@@ -56,23 +222,25 @@ class AVETask(nn.Module):
     def __init__(self, cfg: AVEConfig, method: nn.Module, info: DatasetInfo) -> None:
         super().__init__()
         self.cfg, self.info, self.method = cfg, info, method
-        self.head = FusionHead(method.out_dim, cfg.hidden, info.num_classes + 1, cfg.dropout)
+        self.head = _build_head(cfg, method, info.num_classes)
 
-    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def outputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The head's raw outputs: ``fusion`` (B, S, K + 1) logits, ``cmbs`` the CMBS dict."""
         feats = self.method(batch)
-        return self.head(feats.audio_pooled, feats.visual_pooled)  # (B, S, K + 1)
+        return self.head(feats.audio_pooled, feats.visual_pooled)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        logits = self.logits(batch)
-        loss = F.cross_entropy(
-            logits.flatten(0, 1), batch["labels"].flatten(), label_smoothing=self.cfg.label_smoothing
-        )
+        out, labels = self.outputs(batch), batch["labels"]
+        if self.cfg.head == "cmbs":
+            return cmbs_loss(out, labels, self.info.num_classes)
+        loss = F.cross_entropy(out.flatten(0, 1), labels.flatten(), label_smoothing=self.cfg.label_smoothing)
         return {"loss": loss}
 
     @torch.no_grad()
     def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``segment_labels (B, S)``: the class of each segment, K for background; ``probs (B, S, K + 1)``."""
-        probs = self.logits(batch).float().softmax(dim=-1)
+        out = self.outputs(batch)
+        probs = out.float().softmax(dim=-1) if self.cfg.head == "fusion" else _cmbs_probs(out)
         return {"segment_labels": probs.argmax(dim=-1), "probs": probs}
 
     def score(self, preds: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -80,3 +248,53 @@ class AVETask(nn.Module):
         from avlearn.metrics.ave import ave_segment_accuracy
 
         return {"segment_accuracy": float(ave_segment_accuracy(preds["segment_labels"], targets["labels"]))}
+
+
+def _cmbs_probs(out: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B, S, K + 1): P(event) times the clip's class distribution, and 1 - P(event) for background.
+
+    Its argmax is the seed's rule: the clip's class where ``sigmoid(is_event) > 0.5``, else background.
+    """
+    on = out["is_event"].float().sigmoid()[..., None]  # (B, S, 1)
+    classes = out["event"].float().softmax(dim=-1)[:, None]  # (B, 1, K)
+    one_hot = F.one_hot(classes.argmax(dim=-1), classes.shape[-1]).float()  # (B, 1, K) the clip's class
+    return torch.cat([on * one_hot, 1 - on], dim=-1)  # (B, S, K + 1)
+
+
+@TASKS.register("ave_cls")
+class AVEClassificationTask(nn.Module):
+    """AVE classification: one class per clip (its first event segment's); batch ``labels (B, S)`` as for AVE."""
+
+    Config = AVEConfig
+    needs = ("audio_pooled", "visual_pooled")
+    primary_metric = "accuracy"
+
+    def __init__(self, cfg: AVEConfig, method: nn.Module, info: DatasetInfo) -> None:
+        super().__init__()
+        if cfg.head != "cmbs":
+            raise ConfigError(f"task 'ave_cls' uses the CMBS head; set task.head=cmbs (got '{cfg.head}')")
+        self.cfg, self.info, self.method = cfg, info, method
+        self.head = _build_head(cfg, method, info.num_classes)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        feats = self.method(batch)
+        out = self.head(feats.audio_pooled, feats.visual_pooled)
+        target = clip_class(batch["labels"], self.info.num_classes)
+        loss_event = F.cross_entropy(out["event"], target, label_smoothing=self.cfg.label_smoothing)
+        loss_av_score = F.cross_entropy(out["av_score"], target, label_smoothing=self.cfg.label_smoothing)
+        return {"loss": loss_event + loss_av_score, "loss_event": loss_event.detach()}
+
+    @torch.no_grad()
+    def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``clip_labels (B,)`` and ``probs (B, K)``."""
+        feats = self.method(batch)
+        probs = self.head(feats.audio_pooled, feats.visual_pooled)["event"].float().softmax(dim=-1)
+        return {"clip_labels": probs.argmax(dim=-1), "probs": probs}
+
+    def score(self, preds: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Clip accuracy (percent) over the clips that have an event."""
+        from avlearn.metrics.ave import ave_video_accuracy
+
+        target = clip_class(targets["labels"], self.info.num_classes)
+        keep = target >= 0
+        return {"accuracy": float(ave_video_accuracy(preds["clip_labels"][keep], target[keep]))}

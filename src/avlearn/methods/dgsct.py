@@ -1,0 +1,301 @@
+"""DG-SCT: dual-guided spatial-channel-temporal adapters between a frozen visual and a frozen audio transformer.
+
+Paper: Duan et al., "Cross-modal Prompts: Adapting Large Pre-trained Models for Audio-Visual Downstream Tasks",
+NeurIPS 2023; code studied: haoyi-duan/DG-SCT (``DG-SCT/AVE/nets/net_trans.py``, the AVE and
+AVVP variants; spec in the project's ``specs/dgsct.md``).
+
+The two backbones (Swin-V2 for frames, HTS-AT for the log-mel of each one-second segment) run in lock-step, stage by
+stage. In every stage the blocks of the shorter stage are paired with evenly spaced blocks of the longer one (the
+paper's Swin-V2-L 2-2-18-2 with HTS-AT 2-2-6-2 gives 12 pairs; stage 3 pairs HTS-AT block k with Swin block 3k+2).
+Each pair gets four :class:`DGSCTAdapter`: audio-p1, visual-p1 (computed from the tokens entering the pair) and
+audio-p2, visual-p2 (from the tokens after the first half). A Swin-V2 block is split into its attention residual
+(p1 is added beside it) and its MLP residual (p2 beside it); any other block (HTS-AT) runs whole, then p1 and p2 are
+added one after the other, as in the seed. Each adapter aligns the other modality to its own token count and width,
+lets 32 latent tokens gather from it, derives channel and spatial attention maps guided by it, modulates its own
+tokens with ``alpha * Mc + beta * sigmoid(Ms) + 1 - alpha`` and returns a zero-gated grouped bottleneck of the result.
+The per-segment embeddings are the final tokens pooled with the softmax spatial map of the last p2 adapter.
+
+What we changed, and why:
+
+* One adapter class and one runner for every depth: the pairing rule is computed from the stage depths, so the test
+  sizes (``swinv2_tiny`` + ``htsat_tiny``) run the same code as the paper size.
+* The audio input is the log-mel of each one-second segment, tiled ``audio_tile`` times along time (the seed tiles the
+  one-second *waveform* ten times and computes the log-mel of the ten-second result: ten times the STFT work for the
+  same frames, up to edge effects).
+* Frozen backbones keep their batch-norm statistics (``Backbone.freeze("all")``); the seed lets HTS-AT's input batch
+  norm drift in ``train()``.
+* Unused seed parameters are not created (``gate_tk``, ``adapter_token_downsampler``, ``fc_caption``, the temporal
+  gate of the supervised variants), so every parameter of the method receives a gradient.
+* The optional few-shot temporal gate (``gamma``: ``+ gamma * sigmoid(W_t mean(y))`` in the modulation) is off by
+  default, as in the supervised seed code; the CMBS-style temporal module of the supervised tasks lives in the task
+  heads (``avlearn.tasks.ave``, ``avlearn.tasks.avvp``), applied once after the backbones as in the seed.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avlearn.backbones.base import Hidden
+from avlearn.errors import ConfigError
+from avlearn.methods.base import AVFeatures
+from avlearn.registry import METHODS
+
+Step = tuple[int | None, int | None, int | None]  # (visual block, audio block, pair index or None)
+Half = Callable[[Hidden], Hidden]
+
+
+@dataclass
+class DGSCTConfig:
+    """Schema of ``method/dgsct*.yaml`` (defaults: the seed's AVE/AVVP settings)."""
+
+    name: str = "dgsct"
+    num_latents: int = 32  # latent cross-modal tokens per adapter
+    reduction: int = 8  # bottleneck width = channels / reduction
+    groups: int = 2  # groups of the bottleneck's 1x1 convolutions
+    alpha: float = 0.3  # weight of the channel map in the modulation
+    beta: float = 0.05  # weight of the spatial map
+    gamma: float = 0.0  # weight of the few-shot temporal gate; 0 = none (supervised tasks)
+    batch_norm: bool = True  # batch norm inside the bottleneck
+    audio_gate: bool = True  # zero-initialised output gate on the audio adapters (visual ones always have it)
+    split_visual_blocks: bool = True  # visual p1/p2 beside a Swin-V2 block's attention/MLP residuals
+    audio_tile: int = 10  # one-second log-mel tiled this many times along time before the audio backbone
+
+
+class DGSCTAdapter(nn.Module):
+    """One DG-SCT adapter: own tokens ``x (B', N, C)`` guided by the other modality ``y (B', N', C')``.
+
+    Returns the residual ``(B', N, C)`` to add to ``x`` and the softmax spatial map ``(B', 1, N)`` used for pooling.
+
+    Args:
+        dim: C, width of the tokens it updates.
+        tokens: N, their number.
+        other_dim: C', width of the other modality's tokens.
+        other_tokens: N', their number.
+        cfg: Latent count, reduction, groups, alpha/beta/gamma, batch norm.
+        gate: Multiply the output by a scalar initialised to 0 (the adapter starts as the identity).
+    """
+
+    def __init__(
+        self, dim: int, tokens: int, other_dim: int, other_tokens: int, cfg: DGSCTConfig, gate: bool = True
+    ) -> None:
+        super().__init__()
+        if dim % cfg.reduction or (dim // cfg.reduction) % cfg.groups:
+            raise ConfigError(f"DG-SCT adapter width {dim}: reduction {cfg.reduction} and groups {cfg.groups} "
+                              f"must divide it (method.reduction, method.groups)")  # fmt: skip
+        self.alpha, self.beta, self.gamma = cfg.alpha, cfg.beta, cfg.gamma
+        half, hidden = dim // 2, dim // cfg.reduction
+        self.token_align = nn.Conv1d(other_tokens, tokens, 1)  # mixes over the token axis: N' -> N
+        self.width_align = nn.Linear(other_dim, dim)
+        self.latents = nn.Parameter(torch.rand(cfg.num_latents, dim))
+        self.latent_gate = nn.Parameter(torch.zeros(1))
+        self.channel_other, self.channel_own = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.channel_mid, self.channel_out = nn.Linear(dim, half), nn.Linear(half, dim)
+        self.spatial_own, self.spatial_other = nn.Linear(dim, half), nn.Linear(dim, half)
+        self.spatial_out = nn.Linear(half, 1)
+        self.temporal = nn.Linear(dim, 1) if cfg.gamma > 0 else None
+        self.norm_in, self.norm_out = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.down = nn.Conv1d(dim, hidden, 1, groups=cfg.groups, bias=False)
+        self.up = nn.Conv1d(hidden, dim, 1, groups=cfg.groups, bias=False)
+        self.bn_down = nn.BatchNorm1d(hidden) if cfg.batch_norm else nn.Identity()
+        self.bn_up = nn.BatchNorm1d(dim) if cfg.batch_norm else nn.Identity()
+        self.gate = nn.Parameter(torch.zeros(1)) if gate else None
+
+    def forward(self, x: torch.Tensor, other: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.width_align(self.token_align(other))  # (B', N', C') -> (B', N, C') -> (B', N, C)
+        x = x + self.latent_gate * self._latent_read(x, y)
+        guide = y.mean(dim=1)  # (B', C)
+        channel = self._channel_map(x, guide)  # (B', 1, C)
+        spatial = self.spatial_out(
+            F.relu(self.spatial_own(x * (channel + 1))) * F.relu(self.spatial_other(guide))[:, None]
+        )
+        scale = self.alpha * channel + self.beta * spatial.sigmoid() + 1 - self.alpha  # (B', N, C)
+        if self.temporal is not None:
+            scale = scale + self.gamma * self.temporal(guide).sigmoid()[:, None]  # (B', 1, 1)
+        z = self._bottleneck(x * scale)
+        pool = torch.tanh(spatial).transpose(1, 2).softmax(dim=-1)  # (B', 1, N)
+        return (z if self.gate is None else self.gate * z), pool
+
+    def _latent_read(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Latent tokens gather from ``y``; ``x`` reads them back (unscaled dot products, as in LAVISH/DG-SCT)."""
+        latents = self.latents.expand(x.shape[0], -1, -1)  # (B', K, C)
+        latents = latents + (latents @ y.transpose(1, 2)).softmax(dim=-1) @ y  # (B', K, C)
+        return (x @ latents.transpose(1, 2)).softmax(dim=-1) @ latents  # (B', N, C)
+
+    def _channel_map(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        query = (F.relu(self.channel_other(guide))[:, None] * F.relu(self.channel_own(x))).mean(dim=1)  # (B', C)
+        return self.channel_out(F.relu(self.channel_mid(query))).sigmoid()[:, None]  # (B', 1, C)
+
+    def _bottleneck(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.norm_in(x).transpose(1, 2)  # (B', C, N)
+        z = self.bn_up(self.up(F.relu(self.bn_down(self.down(z)))))  # (B', C, N)
+        return self.norm_out(z.transpose(1, 2))  # (B', N, C)
+
+
+class _PairAdapters(nn.Module):
+    """The four adapters of one paired block."""
+
+    def __init__(self, visual: tuple[int, int], audio: tuple[int, int], cfg: DGSCTConfig) -> None:
+        super().__init__()
+        (nv, cv), (na, ca) = visual, audio
+        self.audio_p1 = DGSCTAdapter(ca, na, cv, nv, cfg, gate=cfg.audio_gate)
+        self.visual_p1 = DGSCTAdapter(cv, nv, ca, na, cfg)
+        self.audio_p2 = DGSCTAdapter(ca, na, cv, nv, cfg, gate=cfg.audio_gate)
+        self.visual_p2 = DGSCTAdapter(cv, nv, ca, na, cfg)
+
+
+def pair_blocks(visual_blocks: int, audio_blocks: int) -> list[Step]:
+    """The run order of one stage: ``(visual block, audio block, pair)`` per step.
+
+    The shorter stage's block k is paired with block ``(k + 1) * n // m - 1`` of the longer one (n, m the longer and
+    shorter depths): the last of each group of n / m blocks, so 18 Swin with 6 HTS-AT blocks pairs 2, 5, ..., 17.
+    Blocks of the longer stage without a partner run alone, in order.
+    """
+    n, m = max(visual_blocks, audio_blocks), min(visual_blocks, audio_blocks)
+    partner = {(k + 1) * n // m - 1: k for k in range(m)}
+    visual_longer = visual_blocks >= audio_blocks
+    steps, pair = [], 0
+    for j in range(n):
+        k = partner.get(j)
+        v, a = (j, k) if visual_longer else (k, j)
+        steps.append((v, a, pair if k is not None else None))
+        pair += k is not None
+    return steps
+
+
+def _swinv2_attention_residual(block: nn.Module, hidden: Hidden) -> Hidden:
+    """First half of a ``Swinv2Layer``: ``x + drop_path(norm(window_attention(x)))``, as its own forward does."""
+    from transformers.models.swinv2.modeling_swinv2 import window_partition, window_reverse
+
+    (height, width), tokens = hidden.grid, hidden.tokens
+    b, n, c = tokens.shape
+    size, shift = block.window_size, block.shift_size
+    x, _ = block.maybe_pad(tokens.view(b, height, width, c), height, width)  # (B, Hp, Wp, C)
+    padded_h, padded_w = x.shape[1:3]
+    if shift > 0:
+        x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
+    windows = window_partition(x, size).view(-1, size * size, c)  # (B * windows, size^2, C)
+    mask = block.get_attn_mask(padded_h, padded_w, dtype=x.dtype, device=x.device)
+    out = block.attention(windows, mask)[0].view(-1, size, size, c)  # (B * windows, size, size, C)
+    x = window_reverse(out, size, padded_h, padded_w)  # (B, Hp, Wp, C)
+    if shift > 0:
+        x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
+    x = x[:, :height, :width].reshape(b, n, c)  # (B, N, C)
+    return replace(hidden, tokens=tokens + block.drop_path(block.layernorm_before(x)))
+
+
+def _swinv2_mlp_residual(block: nn.Module, hidden: Hidden) -> Hidden:
+    """Second half of a ``Swinv2Layer``: ``x + drop_path(norm(mlp(x)))``."""
+    x = hidden.tokens
+    return replace(hidden, tokens=x + block.drop_path(block.layernorm_after(block.output(block.intermediate(x)))))
+
+
+def _halves(backbone: nn.Module, i: int, j: int, split: bool) -> tuple[Half, Half]:
+    """Block j of stage i as two steps; unsplit blocks run whole, then nothing."""
+    from transformers.models.swinv2.modeling_swinv2 import Swinv2Layer
+
+    block = backbone.stage_blocks(i)[j]
+    if split and isinstance(block, Swinv2Layer):
+        return (lambda h: _swinv2_attention_residual(block, h)), (lambda h: _swinv2_mlp_residual(block, h))
+    return (lambda h: backbone.run_block(i, j, h)), (lambda h: h)
+
+
+def _input_name(backbone: nn.Module, *names: str) -> str:
+    accepted = inspect.signature(backbone.embed).parameters
+    for name in names:
+        if name in accepted:
+            return name
+    raise ConfigError(f"DG-SCT: backbone {type(backbone).__name__} takes none of the inputs {', '.join(names)}")
+
+
+@METHODS.register("dgsct")
+@METHODS.register("dgsct_tiny")  # the same class; method/dgsct_tiny.yaml holds the test-size settings
+class DGSCT(nn.Module):
+    """DG-SCT adapters in paired Swin-V2 / HTS-AT stages; ``frames (B, S, H, W, 3)`` uint8 and ``audio (B, S, F, T)``
+    log-mel per segment -> AVFeatures (tokens and adapter-pooled embeddings per segment)."""
+
+    Config = DGSCTConfig
+    produces = ("audio", "audio_pooled", "visual", "visual_pooled")
+
+    def __init__(self, cfg: DGSCTConfig, visual: nn.Module, audio: nn.Module) -> None:
+        super().__init__()
+        if visual.num_stages != audio.num_stages:
+            raise ConfigError(f"DG-SCT pairs the backbones stage by stage: visual has {visual.num_stages} stages, "
+                              f"audio {audio.num_stages}; pick backbones with the same number of stages")  # fmt: skip
+        self.cfg = cfg
+        self.visual_backbone, self.audio_backbone = visual, audio
+        self._audio_input = _input_name(audio, "spectrogram", "input_features")
+        self.plan, shapes, adapters = [], self._stage_shapes(), []
+        for i in range(visual.num_stages):
+            steps = pair_blocks(len(visual.stage_blocks(i)), len(audio.stage_blocks(i)))
+            # Stage-local pair numbers -> indices into self.pairs.
+            self.plan.append([(jv, ja, None if p is None else p + len(adapters)) for jv, ja, p in steps])
+            adapters += [_PairAdapters(*shapes[i], cfg) for *_, p in steps if p is not None]
+        self.pairs = nn.ModuleList(adapters)
+        self.out_dim = visual.num_features
+        self.audio_dim = audio.num_features
+
+    @torch.no_grad()
+    def _stage_shapes(self) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+        """(tokens, width) of each stage, visual then audio, from the stems and stage ends on dummy inputs.
+
+        Blocks keep the token shape (transformer stages), so only ``embed`` and ``end_stage`` are run.
+        """
+        visual, audio = self.visual_backbone, self.audio_backbone
+        v, a = visual.embed(**visual.dummy_inputs(1)), audio.embed(**audio.dummy_inputs(1))
+        shapes = []
+        for i in range(visual.num_stages):
+            shapes.append((tuple(v.tokens.shape[1:]), tuple(a.tokens.shape[1:])))
+            v, a = visual.end_stage(i, v), audio.end_stage(i, a)
+        return shapes
+
+    def _embed(self, frames: torch.Tensor, mel: torch.Tensor) -> tuple[Hidden, Hidden]:
+        pixels = self.visual_backbone.preprocess(frames.flatten(0, 1))  # (B*S, H, W, 3) uint8 -> (B*S, 3, h, w)
+        mel = mel.flatten(0, 1).repeat(1, 1, self.cfg.audio_tile)  # (B*S, F, tile * T)
+        if self._audio_input == "spectrogram":
+            mel = mel.transpose(1, 2)  # (B*S, tile * T, F), HTS-AT's layout
+        return self.visual_backbone.embed(pixel_values=pixels), self.audio_backbone.embed(**{self._audio_input: mel})
+
+    def _paired_step(
+        self, i: int, jv: int, ja: int, adapters: _PairAdapters, v: Hidden, a: Hidden
+    ) -> tuple[Hidden, Hidden, torch.Tensor, torch.Tensor]:
+        v_first, v_second = _halves(self.visual_backbone, i, jv, self.cfg.split_visual_blocks)
+        a_first, a_second = _halves(self.audio_backbone, i, ja, split=False)
+        residual_v, _ = adapters.visual_p1(v.tokens, a.tokens)
+        residual_a, _ = adapters.audio_p1(a.tokens, v.tokens)
+        v, a = v_first(v), a_first(a)
+        v, a = replace(v, tokens=v.tokens + residual_v), replace(a, tokens=a.tokens + residual_a)
+        residual_v, pool_v = adapters.visual_p2(v.tokens, a.tokens)
+        residual_a, pool_a = adapters.audio_p2(a.tokens, v.tokens)
+        v, a = v_second(v), a_second(a)
+        return replace(v, tokens=v.tokens + residual_v), replace(a, tokens=a.tokens + residual_a), pool_v, pool_a
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> AVFeatures:
+        frames, mel = batch["frames"], batch["audio"]
+        b, s = frames.shape[:2]
+        v, a = self._embed(frames, mel)
+        pool_v = pool_a = None
+        for i, steps in enumerate(self.plan):
+            for jv, ja, pair in steps:
+                if pair is not None:
+                    v, a, pool_v, pool_a = self._paired_step(i, jv, ja, self.pairs[pair], v, a)
+                elif jv is not None:
+                    v = self.visual_backbone.run_block(i, jv, v)
+                else:
+                    a = self.audio_backbone.run_block(i, ja, a)
+            v, a = self.visual_backbone.end_stage(i, v), self.audio_backbone.end_stage(i, a)
+        v_tokens = self.visual_backbone.head(v)  # (B*S, Nv, Cv)
+        a_tokens = self.audio_backbone.head(a)  # (B*S, Na, Ca)
+        return AVFeatures(
+            audio=a_tokens.unflatten(0, (b, s)),  # (B, S, Na, Ca)
+            # The seed pools the audio tokens before HTS-AT's final norm and re-ordering (the map's token order).
+            audio_pooled=(pool_a @ a.tokens).squeeze(1).unflatten(0, (b, s)),  # (B, S, Ca)
+            visual=v_tokens.unflatten(0, (b, s)),  # (B, S, Nv, Cv)
+            visual_pooled=(pool_v @ v_tokens).squeeze(1).unflatten(0, (b, s)),  # (B, S, Cv)
+            visual_grid=v.grid,
+        )

@@ -1,0 +1,189 @@
+"""Audio-visual video parsing (AVVP; Tian et al., ECCV 2020, the LLP dataset): weakly supervised.
+
+Training sees only the video-level labels (the union of the audio and the visual events, multi-hot over K classes);
+prediction is per modality and per one-second segment: which classes are audible, which are visible, in which
+segments. Scored by ``avlearn.metrics.avvp.avvp_scores`` (segment- and event-level F1 of audio, visual, audio-visual,
+Type@AV and Event@AV, the reference semantics); model selection uses segment-level Type@AV, as the seed does.
+
+Head: MGN-style (Mo and Tian, "Multi-modal Grouping Network for Weakly-Supervised Audio-Visual Video Parsing",
+NeurIPS 2022; the head DG-SCT uses, haoyi-duan/DG-SCT ``AVVP/nets/mgn.py``). Pooled per-segment features are
+projected to ``dim`` and passed through the gated temporal encoder (``avlearn.tasks.ave.GatedTemporalEncoder``
+without decoders, DG-SCT's AVVP variant). Each modality then has K learnable class tokens: a transformer runs over
+[segments; class tokens] (the audio segments also attend to the visual ones, MGN's HAN step), and class-aware
+grouping scores every (class, segment) pair. A modality-aware cross-modal transformer over the two sets of class
+groups gives the video-level probability per class. Loss (MGN's): BCE(video, y) + BCE(audio, y) +
+BCE(visual, 0.9 y + 0.05) + CE of the class tokens' own classes. Prediction (the seed's): a class is on in a segment
+of a modality when its segment probability and the video-level probability both reach 0.5.
+
+What differs from MGN/DG-SCT, and why:
+
+* The segment probability of class k is the sigmoid of its grouping score with the segment, and a modality's
+  video-level probability is the softmax-weighted mean of those scores over segments. MGN multiplies the video
+  probability by ``1 + softmax`` over segments, a number that can never fall below the video probability, so a
+  class present in the video is predicted in nearly every segment.
+* The temporal encoder's audio output is used (in the seed it is computed and overwritten, dead code).
+* The grouping assignment is soft (the seed's default), without Gumbel noise; no R(2+1)D stream (AVFeatures carry
+  the method's own visual features); no audio mixup (the seed mixes audio between clips without mixing the labels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avlearn.registry import TASKS
+from avlearn.tasks.ave import GatedTemporalEncoder, method_dims
+from avlearn.tasks.base import DatasetInfo
+
+
+@dataclass
+class AVVPConfig:
+    """Schema of ``task/avvp*.yaml`` (defaults: DG-SCT's MGN settings)."""
+
+    name: str = "avvp"
+    dim: int = 128  # width of the projected segment features and class tokens
+    temporal_dim: int = 64  # d_model of the gated temporal encoder
+    temporal_gamma: float = 0.05
+    heads: int = 8
+    depth_audio: int = 3
+    depth_visual: int = 3
+    depth_av: int = 6
+    dropout: float = 0.0
+    visual_smoothing: float = 0.9  # visual targets 0.9 y + 0.05 (MGN's label smoothing)
+    threshold: float = 0.5
+
+
+def _transformer(dim: int, heads: int, depth: int, dropout: float) -> nn.TransformerEncoder:
+    layer = nn.TransformerEncoderLayer(
+        dim, heads, 4 * dim, dropout, activation="gelu", batch_first=True, norm_first=True
+    )
+    return nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+
+
+class ClassGrouping(nn.Module):
+    """Class-aware grouping of one modality: (B, S, C) segments and K class tokens ->
+
+    ``groups`` (B, K, C) one feature per class (segments softly assigned to it) and ``scores`` (B, K, S) the
+    class-segment grouping logits.
+    """
+
+    def __init__(self, dim: int, num_classes: int, heads: int, depth: int, dropout: float, cross: bool) -> None:
+        super().__init__()
+        self.tokens = nn.Parameter(torch.randn(num_classes, dim) * 0.02)
+        self.blocks = _transformer(dim, heads, depth, dropout)
+        self.cross = nn.MultiheadAttention(dim, heads, batch_first=True) if cross else None
+        self.cross_norm = nn.LayerNorm(dim) if cross else None
+        self.norm_tokens, self.norm_segments = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.query, self.key, self.value = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.scale = dim**-0.5
+
+    def forward(self, x: torch.Tensor, other: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        b, s, _ = x.shape
+        joint = self.blocks(torch.cat([x, self.tokens.expand(b, -1, -1)], dim=1))  # (B, S + K, C)
+        segments, tokens = joint[:, :s], joint[:, s:]  # (B, S, C), (B, K, C)
+        if self.cross is not None:
+            segments = self.cross_norm(segments + self.cross(segments, other, other, need_weights=False)[0])
+        tokens, segments = self.norm_tokens(tokens), self.norm_segments(segments)
+        scores = self.query(tokens) @ self.key(segments).transpose(1, 2) * self.scale  # (B, K, S)
+        groups = tokens + scores.softmax(dim=-1) @ self.value(segments)  # (B, K, C)
+        return groups, scores
+
+
+class MGNHead(nn.Module):
+    """(B, S, Ca) audio, (B, S, Cv) visual -> probabilities: ``video`` (B, K), ``audio``/``visual`` (B, K) per
+    modality, ``audio_segments``/``visual_segments`` (B, K, S); plus the class-token logits (K, K) of each."""
+
+    def __init__(self, audio_in: int, visual_in: int, num_classes: int, cfg: AVVPConfig) -> None:
+        super().__init__()
+        self.audio_in, self.visual_in = nn.Linear(audio_in, cfg.dim), nn.Linear(visual_in, cfg.dim)
+        self.temporal = GatedTemporalEncoder(
+            cfg.dim, cfg.dim, cfg.dim, cfg.dim, cfg.temporal_dim, 4, 4 * cfg.temporal_dim, 2, cfg.temporal_gamma,
+            decoders=False,
+        )  # fmt: skip
+        self.audio = ClassGrouping(cfg.dim, num_classes, cfg.heads, cfg.depth_audio, cfg.dropout, cross=True)
+        self.visual = ClassGrouping(cfg.dim, num_classes, cfg.heads, cfg.depth_visual, cfg.dropout, cross=False)
+        self.cross_modal = _transformer(cfg.dim, cfg.heads, cfg.depth_av, cfg.dropout)
+        self.video_prob = nn.Linear(cfg.dim, 1)
+        self.classify_tokens = nn.Linear(cfg.dim, num_classes)
+
+    def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> dict[str, torch.Tensor]:
+        visual, audio, _ = self.temporal(self.audio_in(audio), self.visual_in(visual))  # (B, S, dim) each
+        visual_groups, visual_scores = self.visual(visual)  # (B, K, dim), (B, K, S)
+        audio_groups, audio_scores = self.audio(audio, visual)
+        k = audio_groups.shape[1]
+        joint = self.cross_modal(torch.cat([audio_groups, visual_groups], dim=1))  # (B, 2K, dim)
+        video = self.video_prob((joint[:, :k] + joint[:, k:]) / 2).squeeze(-1)  # (B, K) logits
+        return {
+            "video": video.sigmoid(),
+            "audio": _pool(audio_scores).sigmoid(),  # (B, K)
+            "visual": _pool(visual_scores).sigmoid(),
+            "audio_segments": audio_scores.sigmoid(),  # (B, K, S)
+            "visual_segments": visual_scores.sigmoid(),
+            "audio_tokens": self.classify_tokens(self.audio.tokens),  # (K, K)
+            "visual_tokens": self.classify_tokens(self.visual.tokens),
+        }
+
+
+def _pool(scores: torch.Tensor) -> torch.Tensor:
+    """(B, K, S) segment logits -> (B, K): their softmax-weighted mean over segments (a smooth maximum)."""
+    return (scores.softmax(dim=-1) * scores).sum(dim=-1)
+
+
+@TASKS.register("avvp")
+class AVVPTask(nn.Module):
+    """Weakly supervised AVVP: batch ``frames``, ``audio``, ``labels (B, K)`` multi-hot video labels; for scoring
+    also ``gt_audio``/``gt_visual (B, K, S)`` bool per-modality segment labels."""
+
+    Config = AVVPConfig
+    needs = ("audio_pooled", "visual_pooled")
+    primary_metric = "segment_type_at_av"
+
+    def __init__(self, cfg: AVVPConfig, method: nn.Module, info: DatasetInfo) -> None:
+        super().__init__()
+        self.cfg, self.info, self.method = cfg, info, method
+        audio_dim, visual_dim = method_dims(method)
+        self.head = MGNHead(audio_dim, visual_dim, info.num_classes, cfg)
+
+    def outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The head's probabilities (see ``MGNHead``)."""
+        feats = self.method(batch)
+        return self.head(feats.audio_pooled, feats.visual_pooled)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out, y = self.outputs(batch), batch["labels"].float()
+        smooth = self.cfg.visual_smoothing
+        own_class = torch.arange(self.info.num_classes, device=y.device)
+        losses = {
+            "loss_video": _bce(out["video"], y),
+            "loss_audio": _bce(out["audio"], y),
+            "loss_visual": _bce(out["visual"], smooth * y + (1 - smooth) / 2),
+            "loss_tokens": F.cross_entropy(out["audio_tokens"], own_class)
+            + F.cross_entropy(out["visual_tokens"], own_class),
+        }
+        return {"loss": sum(losses.values()), **{k: v.detach() for k, v in losses.items()}}
+
+    @torch.no_grad()
+    def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``audio``/``visual`` (B, K, S) bool: on where the segment and the video probabilities reach the
+        threshold; ``video_probs`` (B, K)."""
+        out, t = self.outputs(batch), self.cfg.threshold
+        present = (out["video"] >= t)[..., None]  # (B, K, 1)
+        return {
+            "audio": (out["audio_segments"] >= t) & present,
+            "visual": (out["visual_segments"] >= t) & present,
+            "video_probs": out["video"].float(),
+        }
+
+    def score(self, preds: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Segment- and event-level F1 (percent) by the reference AVVP semantics."""
+        from avlearn.metrics.avvp import avvp_scores
+
+        return avvp_scores(preds["audio"], preds["visual"], targets["gt_audio"], targets["gt_visual"])
+
+
+def _bce(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE on probabilities clamped away from 0 and 1, as the seed does."""
+    return F.binary_cross_entropy(prob.float().clamp(1e-7, 1 - 1e-7), target)

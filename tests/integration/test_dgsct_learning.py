@@ -1,0 +1,175 @@
+"""DG-SCT learns AVE and AVVP on AVSynth from random initialisation (tiny backbones, trainable, on CPU).
+
+The issue's acceptance runs: AVE segment accuracy >= 90 % with the CMBS head (240 clips, 16 epochs); AVVP
+segment-level F1 >= 70 for audio, visual and Type@AV with the MGN-style head (160 clips, 24 epochs), scored by
+``avlearn.metrics.avvp.avvp_scores`` (the official AVVP semantics). Both are slow (10-30 minutes each on two
+loaded cores): ``pytest -m slow tests/integration/test_dgsct_learning.py -s``. The AVVP data comes from AVSynth's
+``LLP/`` files through the metric module's readers (not the LLP dataset reader, which is being written).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+SYNTH = {"seed": 11, "num_classes": 5, "fps": 2}
+SEGMENTS = 10
+
+
+def _tiny_method(size: int):  # noqa: ANN202
+    import avlearn.backbones  # noqa: F401  (registers the backbones)
+    from avlearn.methods.dgsct import DGSCT, DGSCTConfig
+    from avlearn.registry import BACKBONES
+
+    visual = BACKBONES.build("swinv2_tiny", image_size=size, window_size=size // 16)  # 4 stages down to 1x1
+    audio = BACKBONES.build("htsat_tiny")
+    return DGSCT(DGSCTConfig(num_latents=8, audio_tile=2), visual, audio)
+
+
+def _audio_input():  # noqa: ANN202
+    from avlearn.backbones.cnn import log_mel_input
+
+    return log_mel_input(sample_rate=16000, n_mels=32, hop_ms=20)  # (32 mel bins = htsat_tiny's, 50 frames/s)
+
+
+def _synth(root: Path, clips: int, size: int) -> Path:
+    from avlearn.data.synth import SynthConfig, generate
+
+    cfg = SynthConfig(**SYNTH, clips=clips, size=size, avs_clips=0, avqa_clips=0)
+    return generate(root / "avsynth", cfg, workers=2)
+
+
+def _predict(task, data, batch_size: int = 16) -> dict:  # noqa: ANN001
+    """``task.predict`` over ``data``; predictions and targets concatenated over batches."""
+    task.eval()
+    preds, targets = {}, {}
+    with torch.no_grad():
+        for batch in DataLoader(data, batch_size=batch_size):
+            for key, value in task.predict(batch).items():
+                preds.setdefault(key, []).append(value)
+            for key, value in batch.items():
+                if torch.is_tensor(value):  # ids stay out
+                    targets.setdefault(key, []).append(value)
+    return {k: torch.cat(v) for k, v in preds.items()}, {k: torch.cat(v) for k, v in targets.items()}
+
+
+def _fit_and_test(task, data: dict, epochs: int, lr: float) -> dict[str, float]:  # noqa: ANN001
+    """AdamW with a cosine schedule, the best epoch on the validation split, its test scores.
+
+    A loop of its own (not ``avlearn.engine``) so that this acceptance run measures the method and heads only.
+    """
+    loader = DataLoader(data["train"], batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
+    params = [p for p in task.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * len(loader), pct_start=0.1)
+    best, state = -1.0, None
+    for epoch in range(epochs):
+        task.train()
+        for batch in loader:
+            task(batch)["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            schedule.step()
+        scores = task.score(*_predict(task, data["val"]))
+        val = scores[task.primary_metric]
+        print(f"epoch {epoch + 1}/{epochs}  val " + "  ".join(f"{k} {v:.1f}" for k, v in scores.items()), flush=True)
+        if val > best:
+            best, state = val, {k: v.detach().clone() for k, v in task.state_dict().items()}
+    task.load_state_dict(state)
+    return task.score(*_predict(task, data["test"]))
+
+
+def run_ave(tmp: Path, epochs: int = 16, lr: float = 1e-3, clips: int = 240, size: int = 32) -> dict[str, float]:
+    """Train DG-SCT tiny + CMBS on AVSynth AVE; returns the test scores."""
+    from avlearn.data.datasets.ave import AVEDataset
+    from avlearn.data.segments import decode_segments
+    from avlearn.tasks.ave import AVEConfig, AVETask
+
+    torch.manual_seed(0)
+    root = _synth(tmp, clips, size)
+    splits = {s: AVEDataset(root, s) for s in ("train", "val", "test")}
+    data = {s: decode_segments(d.items, size, _audio_input(), workers=2) for s, d in splits.items()}
+    task = AVETask(AVEConfig(head="cmbs", dropout=0.1, d_model=64, ffn=128, audio_dim=64, visual_dim=64),
+                   _tiny_method(size), splits["train"].info)  # fmt: skip
+    return _fit_and_test(task, data, epochs, lr)
+
+
+@dataclass
+class _LLPSplit:
+    """Decoded clips with weak labels and (val/test) per-modality segment labels, as a dataset of dicts."""
+
+    frames: torch.Tensor
+    audio: torch.Tensor
+    labels: torch.Tensor
+    gt_audio: torch.Tensor
+    gt_visual: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"frames": self.frames[i], "audio": self.audio[i], "labels": self.labels[i],
+                "gt_audio": self.gt_audio[i], "gt_visual": self.gt_visual[i]}  # fmt: skip
+
+
+def _weak_labels(path: Path) -> list[tuple[str, list[str]]]:
+    """``(filename, labels)`` rows of an ``AVVP_*.csv`` weak-label file (tab-separated, with a header)."""
+    lines = path.read_text(encoding="utf-8").splitlines()[1:]
+    return [(name, labels.split(",")) for name, labels in (line.split("\t") for line in lines if line.strip())]
+
+
+def _llp_split(root: Path, split: str, classes: tuple[str, ...], size: int) -> _LLPSplit:
+    from avlearn.data.segments import decode_segments
+    from avlearn.metrics.avvp import events_to_segments, read_event_file
+
+    files = {"train": "AVVP_train.csv", "val": "AVVP_val_pd.csv", "test": "AVVP_test_pd.csv"}
+    rows = _weak_labels(root / "LLP" / files[split])
+    ids = [vid for vid, _ in rows]
+    labels = torch.zeros(len(rows), len(classes))
+    for i, (_, names) in enumerate(rows):
+        labels[i, [classes.index(c) for c in names]] = 1.0
+    items = [(vid, root / "videos" / f"{vid}.mp4", np.zeros(SEGMENTS, np.int64)) for vid in ids]
+    decoded = decode_segments(items, size, _audio_input(), workers=2)
+    wanted, gt = set(ids), []
+    for modality in ("audio", "visual"):
+        events = [e for e in read_event_file(root / "LLP" / f"AVVP_eval_{modality}.csv", classes) if e[0] in wanted]
+        gt.append(torch.from_numpy(events_to_segments(events, ids, classes, SEGMENTS)))  # (N, K, S)
+    return _LLPSplit(decoded.frames, decoded.audio, labels, *gt)
+
+
+def run_avvp(tmp: Path, epochs: int = 24, lr: float = 2e-3, clips: int = 160, size: int = 64) -> dict[str, float]:
+    """Train DG-SCT tiny + MGN on AVSynth's LLP files (weak labels only); returns the test scores."""
+    from avlearn.data.synth.classes import class_table
+    from avlearn.tasks.avvp import AVVPConfig, AVVPTask
+    from avlearn.tasks.base import DatasetInfo
+
+    torch.manual_seed(0)
+    root = _synth(tmp, clips, size)
+    classes = tuple(c.name for c in class_table(SYNTH["num_classes"]))
+    data = {s: _llp_split(root, s, classes, size) for s in ("train", "val", "test")}
+    cfg = AVVPConfig(dim=64, temporal_dim=32, heads=4, depth_audio=1, depth_visual=1, depth_av=2)
+    task = AVVPTask(cfg, _tiny_method(size), DatasetInfo(classes))
+    return _fit_and_test(task, data, epochs, lr)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 7 open: measured 81.25-83.75 % test accuracy so far (target 90 %)")
+def test_dgsct_cmbs_learns_ave(tmp_path):
+    scores = run_ave(tmp_path)
+    print("AVE", scores)
+    assert scores["segment_accuracy"] >= 90.0, scores
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 7 open: visual segment F1 stays at 0 so far (target 70 for a, v, Type@AV)")
+def test_dgsct_mgn_learns_avvp(tmp_path):
+    scores = run_avvp(tmp_path)
+    print("AVVP", scores)
+    for key in ("segment_audio", "segment_visual", "segment_type_at_av"):
+        assert scores[key] >= 70.0, scores

@@ -1,0 +1,128 @@
+"""AVE (fusion and CMBS heads, classification variant) and AVVP (MGN-style head): shapes, losses, prediction rules,
+and that they run on the demo baseline's features as well as on DG-SCT's widths."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from avlearn.errors import ConfigError
+from avlearn.methods.base import AVFeatures
+from avlearn.tasks.ave import AVEClassificationTask, AVEConfig, AVETask, _cmbs_probs, clip_class
+from avlearn.tasks.avvp import AVVPConfig, AVVPTask
+from avlearn.tasks.base import DatasetInfo
+
+INFO = DatasetInfo(("a", "b", "c"))
+CMBS = {"head": "cmbs", "audio_dim": 16, "visual_dim": 16, "d_model": 16, "ffn": 32, "heads": 2}
+
+
+class _Features(nn.Module):
+    """A stand-in method: fixed random pooled features of DG-SCT-like unequal widths (audio 8, visual 12)."""
+
+    out_dim, audio_dim = 12, 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, batch: dict) -> AVFeatures:
+        b, s = batch["labels"].shape[0], 10
+        g = torch.Generator().manual_seed(0)
+        audio, visual = torch.randn(b, s, 8, generator=g), torch.randn(b, s, 12, generator=g)
+        return AVFeatures(audio_pooled=self.scale * audio, visual_pooled=self.scale * visual)
+
+
+def _ave_batch() -> dict:
+    labels = torch.tensor([[3, 3, 0, 0, 0, 3, 3, 3, 3, 3], [3] * 10])  # K = 3: background is 3
+    return {"labels": labels}
+
+
+@pytest.mark.parametrize("head", ["fusion", "cmbs"])
+def test_ave_heads_train_and_predict(head):
+    cfg = AVEConfig(head=head) if head == "fusion" else AVEConfig(**CMBS)
+    task = AVETask(cfg, _Features(), INFO)
+    out = task(_ave_batch())
+    out["loss"].backward()
+    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+    assert task.method.scale.grad is not None
+    pred = task.predict(_ave_batch())
+    assert pred["segment_labels"].shape == (2, 10) and pred["probs"].shape == (2, 10, 4)
+    assert 0.0 <= task.score(pred, _ave_batch())["segment_accuracy"] <= 100.0
+
+
+def test_cmbs_outputs_and_loss_terms():
+    task = AVETask(AVEConfig(**CMBS), _Features(), INFO)
+    out = task.outputs(_ave_batch())
+    assert out["is_event"].shape == (2, 10) and out["gate"].shape == (2, 10)
+    assert out["event"].shape == (2, 3) and out["av_score"].shape == (2, 3)
+    assert ((out["gate"] > 0) & (out["gate"] < 1)).all()  # a probability, trained with plain BCE
+    losses = task(_ave_batch())
+    assert {"loss_is_event", "loss_gate", "loss_event", "loss_av_score"} <= set(losses)
+
+
+def test_cmbs_prediction_rule():
+    out = {"is_event": torch.tensor([[3.0, -3.0, 0.1]]), "event": torch.tensor([[0.0, 2.0, 1.0]])}
+    labels = _cmbs_probs(out).argmax(-1)
+    assert labels.tolist() == [[1, 3, 1]]  # clip class where sigmoid(is_event) > 0.5, else background (K = 3)
+
+
+def test_clip_class_is_the_first_event_and_ignores_all_background():
+    assert clip_class(torch.tensor([[3, 1, 1, 2], [3, 3, 3, 3]]), background=3).tolist() == [1, -100]
+
+
+def test_ave_classification_variant():
+    task = AVEClassificationTask(AVEConfig(**CMBS), _Features(), INFO)
+    out = task(_ave_batch())
+    out["loss"].backward()
+    pred = task.predict(_ave_batch())
+    assert pred["clip_labels"].shape == (2,) and pred["probs"].shape == (2, 3)
+    assert set(task.score(pred, _ave_batch())) == {"accuracy"}
+    with pytest.raises(ConfigError, match="head=cmbs"):
+        AVEClassificationTask(AVEConfig(head="fusion"), _Features(), INFO)
+
+
+def test_unknown_head_is_a_config_error():
+    with pytest.raises(ConfigError, match="fusion, cmbs"):
+        AVETask(AVEConfig(head="nope"), _Features(), INFO)
+
+
+def _avvp_batch() -> dict:
+    gt = torch.zeros(2, 3, 10, dtype=torch.bool)
+    gt[0, 0, 2:5] = True
+    return {"labels": torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]), "gt_audio": gt, "gt_visual": gt.clone()}
+
+
+def test_avvp_mgn_head_shapes_loss_and_prediction():
+    cfg = AVVPConfig(dim=16, temporal_dim=8, heads=2, depth_audio=1, depth_visual=1, depth_av=1)
+    task = AVVPTask(cfg, _Features(), INFO)
+    out = task.outputs(_avvp_batch())
+    assert out["video"].shape == (2, 3) and out["audio"].shape == (2, 3) and out["visual"].shape == (2, 3)
+    assert out["audio_segments"].shape == (2, 3, 10) and out["visual_segments"].shape == (2, 3, 10)
+    assert out["audio_tokens"].shape == (3, 3)
+    losses = task(_avvp_batch())
+    losses["loss"].backward()
+    assert {"loss_video", "loss_audio", "loss_visual", "loss_tokens"} <= set(losses)
+    pred = task.predict(_avvp_batch())
+    assert pred["audio"].dtype == torch.bool and pred["audio"].shape == (2, 3, 10)
+    # A class absent at the video level is never predicted in a segment.
+    absent = (pred["video_probs"] < 0.5)[..., None].expand(-1, -1, 10)
+    assert not (pred["audio"] & absent).any() and not (pred["visual"] & absent).any()
+    scores = task.score(pred, _avvp_batch())
+    assert {"segment_audio", "segment_visual", "segment_type_at_av", "event_type_at_av"} <= set(scores)
+
+
+def test_heads_run_on_the_demo_baseline():
+    import avlearn.backbones  # noqa: F401
+    from avlearn.methods.baseline import Baseline, BaselineConfig
+    from avlearn.registry import BACKBONES
+
+    method = Baseline(BaselineConfig(dim=16), BACKBONES.build("cnn_visual_small"), BACKBONES.build("cnn_audio_small"))
+    batch = {"frames": torch.randint(0, 256, (2, 10, 32, 32, 3), dtype=torch.uint8),
+             "audio": torch.randn(2, 10, 64, 50), **_avvp_batch()}  # fmt: skip
+    avvp = AVVPTask(
+        AVVPConfig(dim=16, temporal_dim=8, heads=2, depth_audio=1, depth_visual=1, depth_av=1), method, INFO
+    )
+    assert torch.isfinite(avvp(batch)["loss"])
+    ave = AVETask(AVEConfig(**CMBS), method, INFO)
+    assert ave.predict({**batch, **_ave_batch()})["segment_labels"].shape == (2, 10)
