@@ -1,4 +1,4 @@
-"""From a run config to objects: the dataset splits and the task (backbones -> method -> task head).
+"""From a run config to objects: the dataset splits and the task (backbones -> method -> task head), fresh or trained.
 
 Nothing here trains; it only looks names up in the registries and wires the pieces together.
 """
@@ -130,3 +130,24 @@ def build_task(cfg: DictConfig, info: Any) -> nn.Module:
 def audio_preprocess(cfg: DictConfig) -> Any:
     """The audio input settings of the configured audio backbone (built once, cheaply, to read them)."""
     return _backbone(cfg.backbone.audio, cfg.data, None).preprocess
+
+
+def build_trained(run_dir: str | Path, device: Any = "cpu") -> tuple[DictConfig, nn.Module, dict]:
+    """A trained run's config, its task with the best checkpoint's weights (eval mode), and the checkpoint meta.
+
+    Reads ``RUN/config.yaml`` and ``RUN/checkpoint/`` (written by ``avlearn train``); the class names come from the
+    checkpoint, so no dataset is needed.
+    """
+    from avlearn import register_all
+    from avlearn.engine.checkpoint import load_checkpoint
+    from avlearn.tasks.base import DatasetInfo
+
+    register_all()
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir}: no config.yaml; pass a run folder made by `avlearn train` or `avlearn demo`")
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    tensors, meta = load_checkpoint(run_dir / "checkpoint")
+    task = build_task(cfg, DatasetInfo(tuple(meta["class_names"])))
+    task.load_state_dict(tensors["model"])
+    return cfg, task.to(device).eval(), meta

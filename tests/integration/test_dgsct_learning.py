@@ -167,7 +167,7 @@ def test_dgsct_cmbs_learns_ave(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 7 open: visual segment F1 stays at 0 so far (target 70 for a, v, Type@AV)")
+@pytest.mark.xfail(strict=True, reason="issue 7 open: visual segment F1 stays at 0 so far (target 70: a, v, Type@AV)")
 def test_dgsct_mgn_learns_avvp(tmp_path):
     scores = run_avvp(tmp_path)
     print("AVVP", scores)

@@ -22,19 +22,31 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_configs(overrides: Sequence[str], multirun: bool, preset: Sequence[str] = ()) -> list[dict]:
-    """Compose and run one supervised run per sweep combination; prints a table when there are several."""
+    """Compose and run one supervised run per sweep combination; prints a table when there are several.
+
+    Under torchrun every process runs this; only rank 0 prints (the others' stdout is discarded).
+    """
+    import contextlib
+    import io
+
     from avlearn.config import compose_run, expand_sweep
+    from avlearn.engine.env import process_rank, teardown
     from avlearn.engine.run import run_supervised
 
     combos = expand_sweep(list(overrides), multirun)
     configs = [compose_run([*preset, *combo]) for combo in combos]  # fail fast: every config is checked first
     results = []
-    for i, (combo, cfg) in enumerate(zip(combos, configs, strict=True), start=1):
-        if len(combos) > 1:
-            print(f"\n=== run {i}/{len(combos)}: {' '.join(combo)}", flush=True)
-        results.append({"overrides": combo, **run_supervised(cfg)})
-    if len(results) > 1:
-        _print_sweep(results)
+    quiet = contextlib.redirect_stdout(io.StringIO()) if process_rank() else contextlib.nullcontext()
+    with quiet:
+        try:
+            for i, (combo, cfg) in enumerate(zip(combos, configs, strict=True), start=1):
+                if len(combos) > 1:
+                    print(f"\n=== run {i}/{len(combos)}: {' '.join(combo)}", flush=True)
+                results.append({"overrides": combo, **run_supervised(cfg)})
+        finally:
+            teardown()
+        if len(results) > 1:
+            _print_sweep(results)
     return results
 
 

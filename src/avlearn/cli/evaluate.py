@@ -21,30 +21,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
-    from omegaconf import OmegaConf
-
-    from avlearn.build import audio_preprocess, build_splits, build_task
-    from avlearn.engine.checkpoint import load_checkpoint
+    from avlearn.build import audio_preprocess, build_splits, build_trained
+    from avlearn.engine.env import setup
     from avlearn.engine.loop import evaluate
-    from avlearn.engine.run import pick_device
-    from avlearn.errors import AvlearnError
 
-    run_dir = Path(args.run)
-    if not (run_dir / "config.yaml").is_file():
-        raise AvlearnError(f"{run_dir}: no config.yaml; pass a run folder made by `avlearn train` or `avlearn demo`")
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    state, meta = load_checkpoint(run_dir / "checkpoint")
+    cfg, task, meta = build_trained(args.run)
+    env = setup(cfg.train.device, cfg.train.threads, cfg.seed)
     splits = build_splits(cfg, audio_preprocess(cfg))
-    device = pick_device(cfg.train.device)
-    task = build_task(cfg, splits.info).to(device)
-    task.load_state_dict(state)
-    scores = evaluate(task, getattr(splits, args.split), cfg.train.batch_size, device, cfg.train)
+    scores, _ = evaluate(
+        task.to(env.device), getattr(splits, args.split), cfg.train.batch_size, env, cfg.train.precision
+    )
     if args.json:
         print(json.dumps({"split": args.split, "epoch": meta["epoch"], **scores}))
     else:
         print(
-            f"{run_dir} (epoch {meta['epoch']}), {args.split}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+            f"{args.run} (epoch {meta['epoch']}), {args.split}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
         )
     return 0

@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "extract": "avlearn.cli.extract",
     "train": "avlearn.cli.train",
     "eval": "avlearn.cli.evaluate",
+    "predict": "avlearn.cli.predict",
     "score": "avlearn.cli.score",
     "data": "avlearn.cli.data",
     "info": "avlearn.cli.info",

@@ -9,14 +9,25 @@ from avlearn.cli.common import OVERRIDES_HELP, add_override_arguments, run_confi
 HELP = "train a task with a method (Hydra overrides; -m sweeps)"
 DESCRIPTION = f"""\
 Train, select the best epoch on the validation split, score the test split with the task's official scorer,
-and write a run folder (config.yaml, metrics.jsonl, metrics.json, checkpoint/, plots).
+and write a run folder out/<name>/<timestamp>/: config.yaml, metrics.jsonl (steps and epochs), metrics.json,
+checkpoint/ (best epoch: model.safetensors + checkpoint.json), last/ (resumable: model, optimizer, schedule,
+RNG and data position), tensorboard/ (if the tensorboard package is installed) and plots.
 
 Examples:
-  avlearn train                                   # AVE on AVSynth with the baseline, default recipe
+  avlearn train task=ave method=baseline backbone=small_cnn data=avsynth
   avlearn train train.epochs=30 method.dim=256 out=runs
-  avlearn train -m seed=1,2,3 shots=2,4           # 6 runs, then mean ± std
+  avlearn train train.precision=bf16 train.compile=true train.ema=0.999
+  avlearn train train.batch_size=64 train.grad_accum=4       # global batch 64, 16 samples per forward
+  avlearn train name=long train.save_every=200                # ... killed? then the same command + resume=true
+  avlearn train -m seed=1,2,3 shots=2,4                      # 6 runs, then mean ± std
 
-Multi-process training: torchrun --nproc_per_node=N -m avlearn train ...  (the engine issue adds DDP).
+Several processes (DDP; train.strategy=fsdp shards large models), same results as one process with the same
+global train.batch_size:
+  torchrun --nproc_per_node=8 -m avlearn train train.device=cuda ...
+  torchrun --nnodes=2 --node_rank=R --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 \\
+      -m avlearn train ...
+  torchrun --nproc_per_node=2 -m avlearn train train.device=cpu ...       (gloo, on CPU cores)
+See docs/training.md.
 
 {OVERRIDES_HELP}"""
 

@@ -52,7 +52,12 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """The optimisation recipe: epochs, batch, AdamW, warmup + cosine schedule, precision, selection."""
+    """The optimisation recipe: epochs, batch, AdamW, warmup + cosine schedule, precision, selection, scale-out.
+
+    ``batch_size`` is the global batch of one optimizer step: over all processes and all ``grad_accum``
+    micro-batches (each process runs ``batch_size / (processes * grad_accum)`` samples per forward), so changing
+    the number of processes or the accumulation keeps the optimisation the same. See docs/training.md.
+    """
 
     name: str = "default"
     epochs: int = 20
@@ -60,13 +65,22 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.01
     warmup_epochs: float = 1.0
-    grad_clip: float = 1.0
-    grad_accum: int = 1
-    precision: str = "fp32"  # fp32 | bf16
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
+    grad_accum: int = 1  # micro-batches per process per optimizer step
+    precision: str = "fp32"  # fp32 | bf16 (autocast; parameters and optimizer state stay fp32)
+    device: str = "auto"  # auto | cpu | cuda (each torchrun process takes cuda:LOCAL_RANK) | cuda:N
     threads: int = 0  # torch CPU threads; 0 = all cores
     select_on: str = "val"  # model selection split; never the test split
-    checkpoint: bool = True
+    checkpoint: bool = True  # write checkpoint/ (best epoch) and last/ (resumable)
+    strategy: str = "ddp"  # ddp | fsdp: how several processes share the model (one process: neither)
+    fsdp_min_params: int = 1_000_000  # fsdp: shard every sub-module holding at least this many parameters
+    compile: bool = False  # torch.compile the training forward
+    ema: float = 0.0  # decay of an exponential moving average of the weights, used for selection; 0 = off
+    deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPUs)
+    log_every: int = 10  # optimizer steps between metrics.jsonl lines and progress-bar updates
+    save_every: int = 0  # optimizer steps between mid-epoch last/ checkpoints; 0 = at epoch ends only
+    loader_workers: int = 0  # DataLoader worker processes per rank
+    init_from: str = ""  # weights to start from: a run folder, checkpoint folder, .safetensors or .pt/.pth file
 
 
 @dataclass
@@ -82,3 +96,4 @@ class RunConfig:
     shots: int = 0  # few-shot: training examples per class (0 = the whole training split)
     out: str = "runs"  # run folders are created under this
     name: str = ""  # run name; default "<task>-<method>"
+    resume: str = ""  # "true": continue the newest run of out/name from its last/ checkpoint; or a run folder

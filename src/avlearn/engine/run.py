@@ -1,40 +1,31 @@
 """One supervised run, end to end: run folder, config, data, model, training, test scores, summary, plots.
 
-``avlearn train`` and ``avlearn demo`` both call ``run_supervised``. The run folder holds ``config.yaml`` (the
-resolved config), ``metrics.jsonl`` (one line per epoch), ``checkpoint/`` (the best epoch on the validation
-split), ``metrics.json`` (final scores) and ``timeline.png`` (AVE: predicted vs true events of test clips).
+``avlearn train`` and ``avlearn demo`` call ``run_supervised`` once per configuration, in every process that
+torchrun started. The run folder (made by rank 0) holds ``config.yaml`` (the resolved config),
+``metrics.jsonl`` (steps and epochs), ``checkpoint/`` (the best epoch on the validation split), ``last/`` (the
+resumable state), ``metrics.json`` (final scores) and ``timeline.png`` (AVE: predicted vs true events of test
+clips). ``resume=true`` continues the newest run of ``out/name`` from ``last/``; its config must be the same.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from avlearn.engine.env import Env, barrier, broadcast_object, seed_everything, setup
 from avlearn.engine.files import atomic_write_text
-from avlearn.errors import AvlearnError
+from avlearn.errors import AvlearnError, ConfigError
 
-__all__ = ["run_supervised", "make_run_dir", "seed_everything", "pick_device"]
+__all__ = ["run_supervised", "make_run_dir", "find_resumable"]
 
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` -> CUDA if available, else CPU; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+# Keys that may differ between a run and its resumption (they do not change what is computed).
+RESUMABLE_CHANGES = ("resume", "train.device", "train.threads", "train.loader_workers", "data.workers")
 
 
 def make_run_dir(out: str, name: str) -> Path:
@@ -55,22 +46,40 @@ def make_run_dir(out: str, name: str) -> Path:
     raise AvlearnError(f"too many runs named {name!r} started this second under {out!r}")
 
 
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
+def find_resumable(cfg: DictConfig, name: str) -> Path:
+    """The run folder that ``cfg.resume`` names, checked: it has ``last/`` and was made with the same config."""
+    if cfg.resume.lower() in ("true", "latest"):
+        runs = sorted(
+            (Path(cfg.out).expanduser() / name).glob("*/last/checkpoint.json"), key=lambda p: p.stat().st_mtime
+        )
+        if not runs:
+            raise ConfigError(f"resume={cfg.resume}: no run under {Path(cfg.out) / name} has a last/ checkpoint")
+        run_dir = runs[-1].parent.parent
+    else:
+        run_dir = Path(cfg.resume).expanduser()
+        if not (run_dir / "last" / "checkpoint.json").is_file():
+            raise ConfigError(f"resume={cfg.resume}: {run_dir} has no last/ checkpoint to continue from")
+    saved = _flat(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True))
+    now = _flat(OmegaConf.to_container(cfg, resolve=True))
+    changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        raise ConfigError(
+            f"resume: the config differs from {run_dir / 'config.yaml'} in {', '.join(changed)}; "
+            "resume with the run's own settings (repeat its overrides and add resume=true)"
+        )
+    return run_dir
+
+
 def _chance(train_labels: torch.Tensor, test_labels: torch.Tensor, num_outputs: int) -> dict[str, float]:
     """Chance levels in percent: a uniform guess, and always the most frequent training label."""
     majority = int(torch.bincount(train_labels.flatten(), minlength=num_outputs).argmax())
     return {"uniform": 100.0 / num_outputs, "majority": 100.0 * float((test_labels == majority).float().mean())}
-
-
-def _save_best(task, run_dir: Path, cfg: DictConfig, info) -> callable:  # noqa: ANN001
-    from avlearn.engine.checkpoint import save_checkpoint
-
-    def on_best(epoch: int, scores: dict) -> None:
-        if cfg.train.checkpoint:
-            meta = {"epoch": epoch, "val": scores, "config": OmegaConf.to_container(cfg, resolve=True),
-                    "class_names": list(info.class_names), "format": 1}  # fmt: skip
-            save_checkpoint(run_dir / "checkpoint", task, meta)
-
-    return on_best
 
 
 def _summary(cfg: DictConfig, scores: dict, chance: dict, seconds: float, run_dir: Path, metric: str) -> str:
@@ -85,53 +94,75 @@ def _summary(cfg: DictConfig, scores: dict, chance: dict, seconds: float, run_di
     return "\n".join(lines)
 
 
-def run_supervised(cfg: DictConfig) -> dict:
-    """Train and test one configuration; returns the final scores (also written to ``metrics.json``)."""
+def _prepare(cfg: DictConfig, env: Env) -> tuple[Path, Any, torch.nn.Module]:
+    """Run folder (rank 0 makes or finds it), decoded splits (rank 0 first: it may generate AVSynth), task."""
     from avlearn.build import audio_preprocess, build_splits, build_task
     from avlearn.config import save_config
-    from avlearn.engine.checkpoint import load_checkpoint
-    from avlearn.engine.loop import evaluate, fit, predict_all
+
+    name = cfg.name or f"{cfg.task.name}-{cfg.method.name}"
+    run_dir = None
+    if env.is_main:
+        run_dir = find_resumable(cfg, name) if cfg.resume else make_run_dir(cfg.out, name)
+        print(OmegaConf.to_yaml(cfg), flush=True)
+        if not cfg.resume:
+            save_config(cfg, run_dir)
+        splits = build_splits(cfg, audio_preprocess(cfg))
+        print(f"data: {splits.root}  train {len(splits.train)}  val {len(splits.val)}  test {len(splits.test)} clips")
+    run_dir = broadcast_object(run_dir, env)
+    barrier(env)
+    if not env.is_main:
+        splits = build_splits(cfg, audio_preprocess(cfg))
+    task = build_task(cfg, splits.info).to(env.device)
+    if cfg.train.init_from:
+        _init_from(task, cfg.train.init_from)
+    return run_dir, splits, task
+
+
+def _init_from(task: torch.nn.Module, source: str) -> None:
+    """Load starting weights (never unpickling); a key mismatch is a one-line error naming a few keys."""
+    from avlearn.engine.checkpoint import CheckpointError, load_weights
+
+    missing, unexpected = task.load_state_dict(load_weights(source), strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"train.init_from={source}: the weights do not fit this model (missing: {', '.join(missing[:3]) or '-'}"
+            f"; unexpected: {', '.join(unexpected[:3]) or '-'})"
+        )
+
+
+def run_supervised(cfg: DictConfig) -> dict:
+    """Train and test one configuration; returns the final scores (rank 0 also writes ``metrics.json``)."""
+    from avlearn.engine.loop import RunInfo, evaluate, fit
+    from avlearn.engine.resume import load_model
 
     started = time.perf_counter()
-    name = cfg.name or f"{cfg.task.name}-{cfg.method.name}"
-    run_dir = make_run_dir(cfg.out, name)
-    print(OmegaConf.to_yaml(cfg), flush=True)
-    save_config(cfg, run_dir)
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
-    seed_everything(cfg.seed)
-    device = pick_device(cfg.train.device)
-    splits = build_splits(cfg, audio_preprocess(cfg))
-    print(f"data: {splits.root}  train {len(splits.train)}  val {len(splits.val)}  test {len(splits.test)} clips")
-    task = build_task(cfg, splits.info).to(device)
-    history = fit(task, splits.train, splits.val, cfg.train, device, run_dir / "metrics.jsonl",
-                  _save_best(task, run_dir, cfg, splits.info), seed=cfg.seed)  # fmt: skip
+    env = setup(cfg.train.device, cfg.train.threads, cfg.seed, cfg.train.deterministic)
+    run_dir, splits, task = _prepare(cfg, env)
+    seed_everything(cfg.seed + env.rank)  # the same initial weights everywhere, then a dropout stream per rank
+    meta = {"config": OmegaConf.to_container(cfg, resolve=True), "class_names": list(splits.info.class_names)}
+    state = fit(task, splits.train, splits.val, cfg.train, env, RunInfo(run_dir, cfg.seed, meta, bool(cfg.resume)))
     if cfg.train.checkpoint:
-        state, meta = load_checkpoint(run_dir / "checkpoint")
-        task.load_state_dict(state)
-    best = max(history, key=lambda r: r[f"val_{task.primary_metric}"])
-    scores = {
-        "val": evaluate(task, splits.val, cfg.train.batch_size, device, cfg.train),
-        "test": evaluate(task, splits.test, cfg.train.batch_size, device, cfg.train),
-        "best_epoch": best["epoch"],
-    }
+        load_model(run_dir / "checkpoint", task, env)
+    val_scores, _ = evaluate(task, splits.val, cfg.train.batch_size, env, cfg.train.precision)
+    test_scores, test_out = evaluate(task, splits.test, cfg.train.batch_size, env, cfg.train.precision)
+    scores = {"val": val_scores, "test": test_scores, "best_epoch": state.best_epoch}
     chance = _chance(splits.train.labels, splits.test.labels, splits.info.num_classes + 1)
     result = {**scores, "chance": chance, "seconds": time.perf_counter() - started, "run_dir": str(run_dir)}
-    atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=1))
-    _plot_timeline(task, splits, cfg, device, run_dir / "timeline.png", predict_all)
-    print(_summary(cfg, scores, chance, result["seconds"], run_dir, task.primary_metric), flush=True)
+    if env.is_main:
+        atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=1))
+        _plot_timeline(test_out, splits.info.class_names, run_dir / "timeline.png")
+        print(_summary(cfg, scores, chance, result["seconds"], run_dir, task.primary_metric), flush=True)
     return result
 
 
-def _plot_timeline(task, splits, cfg, device, path: Path, predict_all) -> None:  # noqa: ANN001
+def _plot_timeline(out: dict, class_names: tuple[str, ...], path: Path, clips: int = 6) -> None:
+    """True vs predicted events of the first few test clips."""
     from avlearn.viz.timeline import plot_timelines
 
-    few = torch.utils.data.Subset(splits.test, range(min(6, len(splits.test))))
-    out = predict_all(task, few, 6, device, cfg.train)
     plot_timelines(
         path,
-        out["targets"]["id"],
-        out["targets"]["labels"].numpy(),
-        out["preds"]["segment_labels"].numpy(),
-        splits.info.class_names,
+        out["targets"]["id"][:clips],
+        out["targets"]["labels"][:clips].numpy(),
+        out["preds"]["segment_labels"][:clips].numpy(),
+        class_names,
     )

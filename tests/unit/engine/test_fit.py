@@ -1,0 +1,79 @@
+"""The loop on one process: accumulation counts each micro-batch once, bf16, EMA, run-folder files, summary."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from engine_toy import ToyData, make_task, parameters, step_losses, toy_config
+from torch.testing import assert_close
+
+from avlearn.engine.checkpoint import load_checkpoint
+from avlearn.engine.ema import ema_copy, ema_update
+from avlearn.engine.env import Env
+from avlearn.engine.loop import RunInfo, fit
+
+TRAIN, VAL = ToyData(20, seed=1), ToyData(12, seed=2)
+
+
+def _fit(tmp_path, name, **overrides):
+    task = make_task(overrides.pop("dropout", 0.0))
+    state = fit(task, TRAIN, VAL, toy_config(**overrides), Env(), RunInfo(tmp_path / name, meta={"note": name}))
+    return task, state
+
+
+def test_accumulation_equals_the_unaccumulated_run(tmp_path):
+    # 20 samples in global batches of 7, 7, 6; with accum=2 the micro-batches hold 4+3, 4+3, 3+3 samples, so a
+    # per-micro-batch average (instead of the global-batch average) would give different gradients.
+    plain, _ = _fit(tmp_path, "plain", batch_size=7)
+    accumulated, _ = _fit(tmp_path, "accum", batch_size=7, grad_accum=2)
+    assert_close(parameters(accumulated), parameters(plain), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(parameters(plain)["net.0.weight"], parameters(make_task())["net.0.weight"])
+    losses_plain, losses_accum = step_losses(tmp_path / "plain"), step_losses(tmp_path / "accum")
+    assert losses_plain.keys() == losses_accum.keys() and len(losses_plain) == 6
+    assert_close(list(losses_accum.values()), list(losses_plain.values()), rtol=1e-5, atol=1e-6)
+
+
+def test_run_folder_holds_best_and_last_checkpoints_log_and_summary(tmp_path, capsys):
+    task, state = _fit(tmp_path, "run", epochs=3)
+    run = tmp_path / "run"
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2, 3]
+    assert {"loss", "lr", "grad_norm", "samples_per_s"} <= set(records[0]) and state.step == 9
+    best, meta = load_checkpoint(run / "checkpoint")
+    assert meta["epoch"] == state.best_epoch and meta["note"] == "run" and "accuracy" in meta["val"]
+    last, last_meta = load_checkpoint(run / "last", ("model", "optimizer"))
+    assert_close(last["model"], parameters(task)) and last_meta["state"]["step"] == 9
+    assert any(k.endswith("/exp_avg") for k in last["optimizer"])
+    out = capsys.readouterr().out
+    assert "train loss" in out and out.count("\n    3 ") == 1  # the summary table's row of epoch 3
+
+
+def test_bf16_autocast_trains(tmp_path):
+    task, state = _fit(tmp_path, "bf16", precision="bf16", epochs=4)
+    assert state.best > 50.0  # 3 balanced-ish classes: chance is about 33 %
+    assert all(p.dtype == torch.float32 for p in task.parameters())  # autocast: weights stay fp32
+
+
+def test_ema_moves_towards_the_weights_and_is_what_gets_selected(tmp_path):
+    model = make_task()
+    ema = ema_copy(model)
+    with torch.no_grad():
+        model.net[0].weight.add_(1.0)
+    before = ema.net[0].weight.clone()
+    ema_update(ema, model, decay=0.9)
+    assert_close(ema.net[0].weight, 0.9 * before + 0.1 * model.net[0].weight)
+    task, _ = _fit(tmp_path, "ema", ema=0.9, epochs=1)  # one epoch: the best epoch is the last one
+    best, _ = load_checkpoint(tmp_path / "ema" / "checkpoint")
+    last, _ = load_checkpoint(tmp_path / "ema" / "last", ("model", "ema"))
+    assert torch.equal(best["model"]["net.0.weight"], last["ema"]["net.0.weight"])
+    assert not torch.allclose(best["model"]["net.0.weight"], last["model"]["net.0.weight"])
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path):
+    eager, _ = _fit(tmp_path, "eager")
+    compiled, _ = _fit(tmp_path, "compiled", compile=True)
+    assert_close(parameters(compiled), parameters(eager), rtol=1e-4, atol=1e-5)  # same keys: no "_orig_mod."
+    assert_close(list(step_losses(tmp_path / "compiled").values()), list(step_losses(tmp_path / "eager").values()))
