@@ -1,0 +1,140 @@
+"""AVQA (MUSIC-AVQA) head: negatives from other videos, training, temporal weights, per-type scores, the pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from avlearn.methods.baseline import Baseline, BaselineConfig
+from avlearn.registry import BACKBONES
+from avlearn.tasks.avqa import AVQAConfig, AVQATask, other_video
+from avlearn.tasks.base import DatasetInfo
+
+ANSWERS = DatasetInfo(("yes", "no", "left", "right"))
+
+
+def _task() -> AVQATask:
+    torch.manual_seed(0)
+    method = Baseline(
+        BaselineConfig(dim=16), BACKBONES.build("cnn_visual_tiny", size=32), BACKBONES.build("cnn_audio_tiny")
+    )
+    return AVQATask(AVQAConfig(dim=16, heads=2, vocab_size=50), method, ANSWERS)
+
+
+def _batch(videos: list[int]) -> dict:
+    g = torch.Generator().manual_seed(2)
+    b = len(videos)
+    mask = torch.ones(b, 6, dtype=torch.long)
+    mask[0, 4:] = 0
+    return {
+        "frames": torch.randint(0, 256, (b, 10, 32, 32, 3), dtype=torch.uint8, generator=g),
+        "audio": torch.randn(b, 10, 32, 50, generator=g),
+        "input_ids": torch.randint(1, 50, (b, 6), generator=g) * mask,
+        "attention_mask": mask,
+        "answer": torch.arange(b) % 4,
+        "video": torch.tensor(videos),
+        "question_type": ["Audio/Counting", "Visual/Location"] * (b // 2),
+    }
+
+
+def test_negatives_always_come_from_another_video():
+    video = torch.tensor([3, 3, 3, 7, 7, 9])
+    index, found = other_video(video)
+    assert found.all()
+    assert (video[index] != video).all()
+    _, found = other_video(torch.tensor([4, 4, 4]))
+    assert not found.any()
+
+
+def test_avqa_task_trains_with_the_grounding_loss():
+    task = _task()
+    out = task(_batch([0, 0, 1, 2]))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and out["loss_grounding"] > 0
+    assert task.match[0].weight.grad is not None and task.question.embed.weight.grad is not None
+    assert task.method.audio_backbone.model["stem"][0].weight.grad is not None
+
+
+def test_a_batch_of_one_video_has_no_grounding_loss_but_still_trains():
+    task = _task()
+    out = task(_batch([5, 5]))
+    out["loss"].backward()
+    assert out["loss_grounding"] == 0 and task.answer.weight.grad is not None
+
+
+def test_predict_gives_answers_and_temporal_weights():
+    task = _task().eval()
+    pred = task.predict(_batch([0, 1, 2, 3]))
+    assert pred["answer"].shape == (4,) and pred["probs"].shape == (4, 4)
+    for key in ("visual_weights", "audio_weights"):
+        assert pred[key].shape == (4, 10)
+        assert torch.allclose(pred[key].sum(dim=1), torch.ones(4), atol=1e-5)
+
+
+def test_score_is_per_question_type():
+    task = _task()
+    targets = {
+        "answer": torch.tensor([0, 1, 2, 3]),
+        "question_type": ["Audio/Counting", "Audio/Counting", "Visual/Location", "Visual/Location"],
+    }
+    scores = task.score({"answer": torch.tensor([0, 0, 2, 2])}, targets)
+    assert scores["Audio/Counting"] == 50.0 and scores["Visual/Location"] == 50.0 and scores["overall"] == 50.0
+
+
+def test_segment_windows_are_the_seconds_of_a_ten_second_clip():
+    from avlearn.data.pipelines.avqa import segment_windows
+
+    wave = np.arange(10 * 100, dtype=np.float32)
+    windows = segment_windows(wave, 100, 10)
+    assert windows.shape == (10, 100) and (windows[:, 0] == np.arange(10) * 100).all()
+    long = segment_windows(np.arange(60 * 100, dtype=np.float32), 100, 10)
+    assert long[0, 0] == 250 and long[-1, 0] == 5650  # one second around 3 s, ..., 57 s
+
+
+def test_pipeline_decodes_each_video_once(small_synth):
+    from avlearn.data.pipelines.avqa import avqa_splits
+
+    splits = avqa_splits(small_synth, 32, BACKBONES.build("cnn_audio_tiny").preprocess)
+    train = splits["train"]
+    assert train.frames.shape[1:] == (10, 32, 32, 3) and train.audio.shape[1:] == (10, 32, 50)
+    assert len(train.video_ids) == len(train.frames) < len(train)  # several questions per video
+    assert train.input_ids.shape == train.attention_mask.shape == (len(train), 24)
+    assert set(train.question_types) <= {
+        "Audio/Counting",
+        "Audio-Visual/Counting",
+        "Audio-Visual/Temporal",
+        "Visual/Location",
+        "Audio-Visual/Existential",
+    }
+    item = train[3]
+    assert torch.equal(item["frames"], train.frames[int(train.video[3])])
+    assert splits["answers"][:2] == ("yes", "no") and 0 <= int(item["answer"]) < len(splits["answers"])
+
+
+def test_questions_are_tokenised_offline():
+    from avlearn.data.pipelines.avqa import tokenize_questions
+
+    tokens = tokenize_questions(["Is there a drum sound?"])
+    assert tokens["input_ids"].shape == (1, 24) and tokens["attention_mask"][0].sum() == 8  # [CLS] 6 words ? [SEP]
+
+
+@pytest.mark.slow  # builds DG-SCT's transformer backbones: tens of seconds on a loaded two-core machine
+def test_runs_on_dgsct_features():
+    from avlearn.methods.dgsct import DGSCT, DGSCTConfig
+
+    visual = BACKBONES.build("swinv2_tiny", image_size=32, window_size=2)
+    method = DGSCT(DGSCTConfig(num_latents=4, audio_tile=2), visual, BACKBONES.build("htsat_tiny"))
+    task = AVQATask(AVQAConfig(dim=16, heads=2, vocab_size=50), method, ANSWERS)
+    batch = _batch([0, 1])
+    batch["frames"], batch["audio"] = batch["frames"][:, :4, :24, :24], torch.randn(2, 4, 32, 20)  # 4 segments
+    out = task(batch)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and task.predict(batch)["audio_weights"].shape == (2, 4)
+
+
+def test_config_composes():
+    from avlearn.config.compose import compose_run
+
+    task = compose_run(["task=avqa", "task.dim=32"]).task
+    assert task.name == "avqa" and task.dim == 32 and task.grounding_weight == 0.5

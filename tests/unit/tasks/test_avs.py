@@ -1,0 +1,150 @@
+"""AVS (AVSBench S4 / MS3) head: TPAVI's factorised form, the losses, predictions and scores, and the pipeline."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from avlearn.methods.baseline import Baseline, BaselineConfig
+from avlearn.registry import BACKBONES, TASKS
+from avlearn.tasks.avs import TPAVI, AVSConfig, AVSTask, masked_av_kl
+from avlearn.tasks.base import DatasetInfo
+
+SIZE = 32
+
+
+def _task(**cfg) -> AVSTask:
+    torch.manual_seed(0)
+    method = Baseline(
+        BaselineConfig(dim=16), BACKBONES.build("cnn_visual_tiny", size=SIZE), BACKBONES.build("cnn_audio_tiny")
+    )
+    return AVSTask(AVSConfig(dim=16, **cfg), method, DatasetInfo(()))
+
+
+def _batch(valid_frames: int = 5) -> dict:
+    g = torch.Generator().manual_seed(1)
+    masks = torch.zeros(2, 5, SIZE, SIZE, dtype=torch.bool)
+    masks[:, :, 8:20, 10:24] = True
+    valid = torch.zeros(2, 5, dtype=torch.bool)
+    valid[:, :valid_frames] = True
+    return {
+        "frames": torch.randint(0, 256, (2, 5, SIZE, SIZE, 3), dtype=torch.uint8, generator=g),
+        "audio": torch.randn(2, 5, 32, 50, generator=g),
+        "masks": masks.flatten(2),
+        "mask_valid": valid,
+    }
+
+
+def test_tpavi_factorised_equals_the_full_non_local_block():
+    torch.manual_seed(0)
+    block = TPAVI(8, 6).eval()
+    torch.nn.init.normal_(block.w_z[1].weight)  # the zero-initialised batch norm would hide y
+    x, audio = torch.randn(2, 8, 3, 4, 5), torch.randn(2, 3, 6)
+    z, aligned = block(x, audio)
+    b, c, t, h, w = x.shape
+    audio_map = aligned.transpose(1, 2)[..., None, None].expand(-1, -1, -1, h, w)  # (B, C, T, H, W)
+    theta = block.theta(x).flatten(2).transpose(1, 2)  # (B, N, C/2)
+    phi = block.phi(audio_map).flatten(2)  # (B, C/2, N)
+    g = block.g(x).flatten(2).transpose(1, 2)  # (B, N, C/2)
+    y = (theta @ phi / (t * h * w)) @ g  # the seed's (N, N) affinity
+    expected = block.w_z(y.transpose(1, 2).reshape(b, -1, t, h, w)) + x
+    expected = block.norm(expected.movedim(1, -1)).movedim(-1, 1)
+    assert torch.allclose(z, expected, atol=1e-5)
+
+
+def test_avs_task_trains_and_predicts_probabilities():
+    task = _task(kl_weight=0.5)
+    out = task(_batch())
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and {"loss_bce", "loss_kl"} <= set(out)
+    assert task.decoder.project[0][0].weight.grad is not None
+    assert task.method.visual_backbone.model["stem"][0].weight.grad is not None
+    task.eval()
+    probs = task.predict(_batch())["probs"]
+    assert probs.shape == (2, 5, SIZE, SIZE) and 0 <= probs.min() and probs.max() <= 1
+
+
+def test_s4_loss_reads_only_the_annotated_frames():
+    task = _task().eval()
+    batch = _batch(valid_frames=1)
+    before = task(batch)["loss"]
+    batch["masks"][:, 1:] = ~batch["masks"][:, 1:]  # unannotated frames: their masks must not matter
+    assert torch.equal(task(batch)["loss"], before)
+    batch["masks"][:, 0] = ~batch["masks"][:, 0]
+    assert not torch.equal(task(batch)["loss"], before)
+
+
+def test_kl_term_is_zero_when_audio_matches_the_masked_visual_feature():
+    audio = torch.randn(4, 8)
+    maps = [audio[:, :, None, None].expand(-1, -1, 3, 3).clone()]  # constant map = the audio feature
+    logits = torch.full((4, 6, 6), 20.0)  # everything foreground: the masked mean is the map itself
+    assert masked_av_kl(logits, maps, [audio]).item() == pytest.approx(0.0, abs=1e-5)
+    assert masked_av_kl(logits, maps, [torch.randn(4, 8)]).item() > 0
+
+
+def test_score_is_per_annotated_frame():
+    task = _task()
+    masks = _batch()["masks"]
+    valid = torch.ones(2, 5, dtype=torch.bool)
+    perfect = {"probs": masks.unflatten(-1, (SIZE, SIZE)).float()}
+    assert task.score(perfect, {"masks": masks, "mask_valid": valid}) == {
+        "miou": pytest.approx(100.0),
+        "fscore": pytest.approx(100.0),
+    }
+    valid[:, 1:] = False
+    wrong = {"probs": perfect["probs"].clone()}
+    wrong["probs"][:, 1:] = 1 - wrong["probs"][:, 1:]  # wrong only on frames without ground truth
+    assert task.score(wrong, {"masks": masks, "mask_valid": valid})["miou"] == pytest.approx(100.0)
+
+
+def test_both_flavours_are_registered_and_refuse_a_method_without_a_pyramid():
+    from avlearn.errors import ConfigError
+    from avlearn.methods.base import check_pairing
+    from avlearn.methods.dgsct import DGSCT
+
+    assert TASKS.get("avs_s4") is TASKS.get("avs_ms3") is AVSTask
+    check_pairing("baseline", Baseline.produces, "avs_s4", AVSTask.needs)
+    with pytest.raises(ConfigError, match="visual_pyramid"):
+        check_pairing("dgsct", DGSCT.produces, "avs_ms3", AVSTask.needs)
+
+
+def test_pipeline_decodes_avsynth(small_synth):
+    from avlearn.data.pipelines.avs import avs_splits
+
+    pre = BACKBONES.build("cnn_audio_tiny").preprocess
+    s4 = avs_splits(small_synth, "s4", SIZE, pre)
+    train, test = s4["train"], s4["test"]
+    assert train.frames.shape[1:] == (5, SIZE, SIZE, 3) and train.audio.shape[1:] == (5, 32, 50)
+    assert train.masks.shape[1:] == (5, SIZE * SIZE)
+    assert train.mask_valid.sum(dim=1).tolist() == [1] * len(train)  # S4 training: first frame only
+    assert test.mask_valid.all() and test.masks.any()
+    assert not train.masks[:, 1:].any()  # frames without ground truth stay empty
+    ms3 = avs_splits(small_synth, "ms3", SIZE, pre)["train"]
+    assert ms3.mask_valid.all()
+    item = ms3[0]
+    assert set(item) == {"frames", "audio", "masks", "mask_valid", "id"}
+
+
+def test_flip_mirrors_frames_and_masks_together():
+    from avlearn.data.pipelines.avs import AVSTensors
+
+    frames = torch.arange(5 * 4 * 6 * 3, dtype=torch.uint8).reshape(1, 5, 4, 6, 3)
+    masks = torch.zeros(1, 5, 4, 6, dtype=torch.bool)
+    masks[..., :2] = True  # left third
+    data = AVSTensors(["a"], frames, torch.zeros(1, 5, 2, 2), masks.flatten(2), torch.ones(1, 5, dtype=torch.bool))
+    data.flip = True
+    torch.manual_seed(0)
+    items = [data[0] for _ in range(8)]
+    mirrored = [torch.equal(it["frames"], frames[0].flip(-2)) for it in items]
+    assert any(mirrored) and not all(mirrored)
+    for item, flipped in zip(items, mirrored, strict=True):
+        expected = masks[0].flip(-1) if flipped else masks[0]
+        assert torch.equal(item["masks"], expected.flatten(1))
+
+
+@pytest.mark.parametrize(("option", "kl_weight"), [("avs_s4", 0.0), ("avs_ms3", 0.5)])
+def test_configs_compose(option, kl_weight):
+    from avlearn.config.compose import compose_run
+
+    cfg = compose_run([f"task={option}"])
+    assert cfg.task.name == option and cfg.task.kl_weight == kl_weight
