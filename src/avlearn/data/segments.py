@@ -8,7 +8,6 @@ few thousand clips) are decoded once, in parallel, and held in memory as tensors
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 
 from avlearn.backbones.preprocess import AudioPreprocess
+from avlearn.data.parallel import parallel_map
 
 
 @dataclass
@@ -71,20 +71,8 @@ def decode_segments(
     desc: str = "decoding",
 ) -> SegmentTensors:
     """Decode ``(id, video path, labels)`` items into ``SegmentTensors``, ``workers`` processes in parallel."""
-    from tqdm import tqdm
-
     jobs = [(str(path), segments, frame_size, audio.sample_rate) for _, path, _ in items]
-    decoded = []
-    with tqdm(total=len(jobs), desc=desc, unit="clip", leave=False, dynamic_ncols=True) as bar:
-        if workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(workers) as pool:
-                for out in pool.map(_decode, jobs, chunksize=8):
-                    decoded.append(out)
-                    bar.update(1)
-        else:
-            for job in jobs:
-                decoded.append(_decode(job))
-                bar.update(1)
+    decoded = parallel_map(_decode, jobs, workers, desc=desc)
     frames = torch.from_numpy(np.stack([f for f, _ in decoded]))  # (N, S, H, W, 3)
     waves = torch.from_numpy(np.stack([w for _, w in decoded]))  # (N, samples)
     mels = torch.cat([segment_log_mel(chunk, segments, audio) for chunk in waves.split(64)])  # (N, S, F, T)

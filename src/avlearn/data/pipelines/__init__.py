@@ -14,10 +14,10 @@ dataset whose items are the task's batch contract:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from avlearn.data.datasets.media import Decode, Media
+from avlearn.data.parallel import parallel_map
 from avlearn.data.schema import Record
 
 
@@ -30,18 +30,4 @@ def load_media(
     media: Media, records: Sequence[Record], decode: Decode, workers: int = 1, desc: str = "decoding"
 ) -> list[dict[str, Any]]:
     """``media.load(record, decode)`` for every record, in order, over ``workers`` processes, with a progress bar."""
-    from tqdm import tqdm
-
-    jobs = [(media, record, decode) for record in records]
-    out: list[dict[str, Any]] = []
-    with tqdm(total=len(jobs), desc=desc, unit="clip", leave=False, dynamic_ncols=True) as bar:
-        if workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(workers) as pool:
-                for loaded in pool.map(_load, jobs, chunksize=8):
-                    out.append(loaded)
-                    bar.update(1)
-        else:
-            for job in jobs:
-                out.append(_load(job))
-                bar.update(1)
-    return out
+    return parallel_map(_load, [(media, record, decode) for record in records], workers, desc=desc)

@@ -16,12 +16,12 @@ import os
 import shutil
 import wave
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from avlearn.data.parallel import parallel_map
 from avlearn.data.synth.classes import MAX_CLASSES, class_table, class_table_json
 from avlearn.data.synth.formats import (
     avs_paths,
@@ -145,20 +145,8 @@ def _render_one(job: tuple) -> tuple[Scene, str]:
 
 def _render_all(root: Path, cfg: SynthConfig, workers: int, progress: Callable | None) -> dict[str, list]:
     jobs = [(root, cfg, f, i) for f in FLAVOURS for i in range(cfg.count(f))]
-    results: list[tuple[Scene, str]] = []
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            for result in pool.map(_render_one, jobs, chunksize=8):
-                results.append(result)
-                if progress:
-                    progress(1)
-    else:
-        for job in jobs:
-            results.append(_render_one(job))
-            if progress:
-                progress(1)
     by_flavour: dict[str, list] = {f: [] for f in FLAVOURS}
-    for scene, split in results:
+    for scene, split in parallel_map(_render_one, jobs, workers, progress=progress):
         by_flavour[scene.flavour].append((scene, split))
     return by_flavour
 
