@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -67,18 +66,13 @@ class Splits:
     root: Path
 
 
-def _few_shot(items: list, shots: int, seed: int) -> list:
-    """``shots`` clips per class (the class of a clip: its first non-background segment), seeded."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(items))
-    kept, per_class = [], {}
-    for i in order:
-        labels = items[i][2]
-        cls = int(labels[labels < labels.max()][0]) if (labels < labels.max()).any() else int(labels.max())
-        if per_class.get(cls, 0) < shots:
-            per_class[cls] = per_class.get(cls, 0) + 1
-            kept.append(items[i])
-    return kept
+def _few_shot(items: list, shots: int, seed: int, background: int) -> list:
+    """``shots`` clips per class with the shared deterministic sampler; a clip's class is its first event segment."""
+    from avlearn.data.samplers import few_shot_indices
+
+    classes = [int(labels[labels != background][0]) if (labels != background).any() else background
+               for _, _, labels in items]  # fmt: skip
+    return [items[i] for i in few_shot_indices(classes, shots, seed)]
 
 
 def build_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
@@ -94,7 +88,7 @@ def build_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
     splits = {s: reader(root, s) for s in ("train", "val", "test")}
     items = {s: d.items for s, d in splits.items()}
     if cfg.shots > 0:
-        items["train"] = _few_shot(items["train"], cfg.shots, cfg.seed)
+        items["train"] = _few_shot(items["train"], cfg.shots, cfg.seed, splits["train"].info.num_classes)
     decoded = {
         s: decode_segments(items[s], cfg.data.frame_size, audio_pre, workers=cfg.data.workers, desc=f"decoding {s}")
         for s in ("train", "val", "test")
