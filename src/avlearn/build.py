@@ -6,9 +6,11 @@ Nothing here trains; it only looks names up in the registries and wires the piec
 from __future__ import annotations
 
 import hashlib
+import importlib
 import inspect
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,24 +27,40 @@ def cache_dir() -> Path:
     return Path(os.environ.get("AVLEARN_CACHE", Path.home() / ".cache" / "avlearn")).expanduser()
 
 
-def synth_config(data: DictConfig):  # noqa: ANN201 (SynthConfig, imported lazily)
-    """The AVSynth parameters of a ``data`` config."""
+# The AVSynth part each task reads: "events" (the AVE / LLP clips), "avs" (AVSBench S4 and MS3) or "avqa".
+SYNTH_PARTS = {"avs_s4": "avs", "avs_ms3": "avs", "avqa": "avqa"}
+
+
+def synth_part(task: str) -> str:
+    """The AVSynth part that ``task`` reads (AVE, AVVP, few-shot, zero-shot: the event clips)."""
+    return SYNTH_PARTS.get(task, "events")
+
+
+def synth_config(data: DictConfig, task: str = "ave"):  # noqa: ANN201 (SynthConfig, imported lazily)
+    """The AVSynth parameters of a ``data`` config, rendering only the part ``task`` reads.
+
+    ``data.clips`` sizes the event clips; ``data.avs_clips`` / ``data.avqa_clips`` size the AVSBench / AVQA parts
+    (-1: ``data.clips`` of them). The other parts get no clips, so each task's folder holds what it reads.
+    """
     from avlearn.data.synth import SynthConfig
 
+    part = synth_part(task)
+    sizes = {"events": data.clips, "avs": data.avs_clips, "avqa": data.avqa_clips}
+    count = {name: (data.clips if n < 0 else n) if name == part else 0 for name, n in sizes.items()}
     return SynthConfig(
-        clips=data.clips, seed=data.synth_seed, num_classes=data.num_classes, size=data.size,
-        seconds=data.seconds, fps=data.fps, sample_rate=data.sample_rate, avs_clips=data.avs_clips,
-        avqa_clips=data.avqa_clips,
+        clips=count["events"], seed=data.synth_seed, num_classes=data.num_classes, size=data.size,
+        seconds=data.seconds, fps=data.fps, sample_rate=data.sample_rate, avs_clips=count["avs"],
+        avqa_clips=count["avqa"],
     )  # fmt: skip
 
 
-def ensure_avsynth(data: DictConfig) -> Path:
-    """The AVSynth folder for ``data``: generated on first use (with a progress bar), reused after."""
+def ensure_avsynth(data: DictConfig, task: str = "ave") -> Path:
+    """The AVSynth folder for ``data`` and ``task``: generated on first use (with a progress bar), reused after."""
     from tqdm import tqdm
 
     from avlearn.data.synth import generate, read_meta
 
-    cfg = synth_config(data)
+    cfg = synth_config(data, task)
     digest = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:10]
     root = Path(data.root).expanduser() if data.root else cache_dir() / f"avsynth-{digest}"
     if read_meta(root) is None:
@@ -66,6 +84,16 @@ class Splits:
     root: Path
 
 
+def dataset_root(cfg: DictConfig) -> Path:
+    """The dataset folder: AVSynth (generated for the task on first use) or ``data.root``, checked."""
+    if cfg.data.name == "avsynth":
+        return ensure_avsynth(cfg.data, cfg.task.name)
+    root = Path(cfg.data.root or "").expanduser()
+    if not cfg.data.root or not root.is_dir():
+        raise ConfigError(f"data.root={cfg.data.root!r} is not a folder; point it at the {cfg.task.name} dataset root")
+    return root
+
+
 def _few_shot(items: list, shots: int, seed: int, background: int) -> list:
     """``shots`` clips per class with the shared deterministic sampler; a clip's class is its first event segment."""
     from avlearn.data.samplers import few_shot_indices
@@ -75,16 +103,11 @@ def _few_shot(items: list, shots: int, seed: int, background: int) -> list:
     return [items[i] for i in few_shot_indices(classes, shots, seed)]
 
 
-def build_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
-    """Read the task's dataset (AVE layout for task=ave) and decode each split into tensors."""
+def ave_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
+    """AVE (and AVE classification): clips with one label per segment; ``shots > 0`` keeps K training clips a class."""
     from avlearn.data.segments import decode_segments
 
-    if cfg.task.name != "ave":
-        raise ConfigError(f"task '{cfg.task.name}' has no data pipeline yet; available: ave")
-    root = ensure_avsynth(cfg.data) if cfg.data.name == "avsynth" else Path(cfg.data.root or "")
-    if cfg.data.name != "avsynth" and not root.is_dir():
-        raise ConfigError(f"data.root={cfg.data.root!r} is not a folder; point it at the AVE dataset root")
-    reader = DATASETS.get("ave")
+    root, reader = dataset_root(cfg), DATASETS.get("ave")
     splits = {s: reader(root, s) for s in ("train", "val", "test")}
     items = {s: d.items for s, d in splits.items()}
     if cfg.shots > 0:
@@ -94,6 +117,72 @@ def build_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
         for s in ("train", "val", "test")
     }
     return Splits(decoded["train"], decoded["val"], decoded["test"], splits["train"].info, root)
+
+
+def avvp_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
+    """AVVP (LLP): weak video labels for training, per-modality segment labels for validation and test."""
+    from avlearn.data.pipelines.avvp import avvp_splits as decode
+    from avlearn.data.schema import DatasetInfo
+
+    root = dataset_root(cfg)
+    s = decode(root, cfg.data.frame_size, audio_pre, cfg.data.workers)
+    return Splits(s["train"], s["val"], s["test"], DatasetInfo(tuple(s["classes"])), root)
+
+
+def avs_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
+    """AVSBench S4 / MS3 (``task=avs_s4`` / ``avs_ms3``): 5 frames with masks per clip."""
+    from avlearn.data.pipelines.avs import FRAMES
+    from avlearn.data.pipelines.avs import avs_splits as decode
+    from avlearn.data.schema import DatasetInfo
+
+    root = dataset_root(cfg)
+    flavour = cfg.task.name.removeprefix("avs_")
+    s = decode(root, flavour, cfg.data.frame_size, audio_pre, cfg.data.workers, flip=cfg.data.flip)
+    return Splits(s["train"], s["val"], s["test"], DatasetInfo((), segments=FRAMES), root)
+
+
+def avqa_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
+    """MUSIC-AVQA: questions over 10-segment videos; the head's classes are the answer vocabulary."""
+    from avlearn.data.pipelines.avqa import avqa_splits as decode
+    from avlearn.data.schema import DatasetInfo
+
+    root = dataset_root(cfg)
+    s = decode(root, cfg.data.frame_size, audio_pre, cfg.data.workers)
+    return Splits(s["train"], s["val"], s["test"], DatasetInfo(tuple(s["answers"])), root)
+
+
+# task name -> its data pipeline ``(cfg, audio preprocess) -> Splits``: here, or (module, function) of
+# ``avlearn.data.pipelines``, imported when used.
+PIPELINES = {"ave": ave_splits, "ave_cls": ave_splits, "avvp": avvp_splits, "avs_s4": avs_splits,
+             "avs_ms3": avs_splits, "avqa": avqa_splits, "fewshot": ("fewshot", "fewshot_splits"),
+             "fewshot_ave_cls": ("fewshot", "fewshot_splits"), "fewshot_llp_cls": ("fewshot", "fewshot_splits"),
+             "pretrain_captions": ("captions", "captions_splits"), "zeroshot": ("captions", "zeroshot_splits"),
+             "zeroshot_cls": ("captions", "zeroshot_splits")}  # fmt: skip
+
+
+def _pipeline(task: str) -> Callable[[DictConfig, Any], Splits] | None:
+    """The data pipeline of ``task``; None for an unknown task or a pipeline module that is not installed."""
+    entry = PIPELINES.get(task)
+    if not isinstance(entry, tuple):
+        return entry
+    module, function = entry
+    try:
+        return getattr(importlib.import_module(f"avlearn.data.pipelines.{module}"), function)
+    except ModuleNotFoundError:
+        return None
+
+
+def available_tasks() -> list[str]:
+    """Task names that have a data pipeline."""
+    return [task for task in PIPELINES if _pipeline(task) is not None]
+
+
+def build_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
+    """Read the task's dataset and decode each split into tensors, with the task's pipeline."""
+    pipeline = _pipeline(cfg.task.name)
+    if pipeline is None:
+        raise ConfigError(f"task={cfg.task.name!r} has no data pipeline; available: {', '.join(available_tasks())}")
+    return pipeline(cfg, audio_pre)
 
 
 def _backbone(name: str, data: DictConfig, pretrained: str | None) -> nn.Module:
@@ -121,9 +210,23 @@ def build_task(cfg: DictConfig, info: Any) -> nn.Module:
     return task_cls(_schema_instance(task_cls.Config, cfg.task), method, info)
 
 
+def segment_preprocess(pre: Any, data: DictConfig) -> Any:
+    """The one-second log-mel input for an audio backbone whose front end is ``pre``.
+
+    Every pipeline cuts a clip into one-second segments. A front end of about one second (the CNN encoders) is kept;
+    one that covers a whole clip (HTS-AT, CLAP: 10 s; DG-SCT tiles the segment ``method.audio_tile`` times to fill
+    it) becomes a one-second log-mel with the backbone's mel bins at ``data.sample_rate`` and ``data.hop_ms``.
+    """
+    from avlearn.backbones.cnn import log_mel_input
+
+    if pre.num_frames * pre.hop_length <= 1.5 * pre.sample_rate:
+        return pre
+    return log_mel_input(data.sample_rate, pre.num_mel_bins, data.hop_ms)
+
+
 def audio_preprocess(cfg: DictConfig) -> Any:
-    """The audio input settings of the configured audio backbone (built once, cheaply, to read them)."""
-    return _backbone(cfg.backbone.audio, cfg.data, None).preprocess
+    """The one-second audio input of the configured audio backbone (built once, cheaply, to read its settings)."""
+    return segment_preprocess(_backbone(cfg.backbone.audio, cfg.data, None).preprocess, cfg.data)
 
 
 def build_trained(run_dir: str | Path, device: Any = "cpu") -> tuple[DictConfig, nn.Module, dict]:

@@ -19,6 +19,7 @@ from torch import nn
 
 from avlearn.backbones.base import Backbone, Hidden, load_hf_model
 from avlearn.backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocess
+from avlearn.errors import ConfigError
 from avlearn.registry import BACKBONES
 
 _ARCH_FIELDS = ("embed_dim", "depths", "num_heads", "window_size", "patch_size", "image_size")
@@ -96,7 +97,11 @@ def swinv2_large_192(pretrained: str | None = None, **overrides: Any) -> SwinV2:
 
 
 @BACKBONES.register("swinv2_tiny")
-def swinv2_tiny(pretrained: str | None = None, **overrides: Any) -> SwinV2:
-    """Test-size Swin-V2: 64 px, window 4, dims 16-128, depths 1-2-1-1 (random init, CPU-fast)."""
-    base = {"image_size": 64, "embed_dim": 16, "depths": [1, 2, 1, 1], "num_heads": [1, 2, 2, 4], "window_size": 4}
+def swinv2_tiny(pretrained: str | None = None, size: int = 64, **overrides: Any) -> SwinV2:
+    """Test-size Swin-V2: ``size`` px (default 64; a multiple of 16), window size / 16 (the four stages end at 1x1),
+    dims 16-128, depths 1-2-1-1 (random init, CPU-fast)."""
+    if size % 16:
+        raise ConfigError(f"swinv2_tiny: image size {size} (data.frame_size) must be a multiple of 16")
+    base = {"image_size": size, "embed_dim": 16, "depths": [1, 2, 1, 1], "num_heads": [1, 2, 2, 4],
+            "window_size": size // 16}  # fmt: skip
     return SwinV2({**base, **overrides}, pretrained)

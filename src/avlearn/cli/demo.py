@@ -28,10 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     results = run_configs(args.overrides, args.multirun, preset=PRESET)
     last = results[-1]
-    accuracy, chance = last["test"]["segment_accuracy"], last["chance"]
-    print(
-        f"\nAVE segment accuracy on the AVSynth test split: {accuracy:.2f}% "
-        f"(chance {chance['uniform']:.2f}%; always the majority class {chance['majority']:.2f}%)"
-    )
-    print(f"timeline of test clips: {last['run_dir']}/timeline.png")
+    metric = last["primary_metric"]
+    chance = ", ".join(f"{name.replace('_', ' ')} {value:.2f}%" for name, value in last["chance"].items())
+    print(f"\n{last['task'].upper()} {metric.replace('_', ' ')} on the AVSynth test split: "
+          f"{last['test'][metric]:.2f}% (chance: {chance or '-'})")  # fmt: skip
+    if last["plot"]:
+        print(f"plot of test clips: {last['run_dir']}/{last['plot']}")
     return 0

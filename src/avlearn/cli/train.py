@@ -11,10 +11,15 @@ DESCRIPTION = f"""\
 Train, select the best epoch on the validation split, score the test split with the task's official scorer,
 and write a run folder out/<name>/<timestamp>/: config.yaml, metrics.jsonl (steps and epochs), metrics.json,
 checkpoint/ (best epoch: model.safetensors + checkpoint.json), last/ (resumable: model, optimizer, schedule,
-RNG and data position), tensorboard/ (if the tensorboard package is installed) and plots.
+RNG and data position), tensorboard/ (if the tensorboard package is installed) and the task's plot.
+
+Tasks (task=): ave, ave_cls, avvp, avs_s4, avs_ms3, avqa, fewshot, fewshot_ave_cls, fewshot_llp_cls,
+pretrain_captions, zeroshot, zeroshot_cls; AVSynth renders the part the task reads (data.clips clips).
 
 Examples:
   avlearn train task=ave method=baseline backbone=small_cnn data=avsynth
+  avlearn train task=avvp train.lr=3e-4 train.batch_size=8 train.epochs=40 train.weight_decay=0
+  avlearn train task=ave method=dgsct_tiny backbone=dgsct_tiny train.lr=1e-3
   avlearn train train.epochs=30 method.dim=256 out=runs
   avlearn train train.precision=bf16 train.compile=true train.ema=0.999
   avlearn train train.batch_size=64 train.grad_accum=4       # global batch 64, 16 samples per forward

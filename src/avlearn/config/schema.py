@@ -29,8 +29,10 @@ class DataConfig:
     """Where the clips come from and how they are turned into tensors.
 
     ``name: avsynth`` generates (or reuses) AVSynth under ``root`` — by default a cache folder keyed by the
-    AVSynth parameters (``clips`` ... ``avqa_clips``; the AVSBench and AVQA subsets are only rendered for the
-    tasks that read them). ``frame_size``, ``n_mels`` and ``hop_ms`` shape the model inputs.
+    AVSynth parameters (``clips`` ... ``avqa_clips``). Only the part the task reads is rendered: ``clips`` event
+    clips (AVE, AVVP, few-shot), ``avs_clips`` AVSBench S4 and MS3 clips each, ``avqa_clips`` AVQA videos (-1: as
+    many as ``clips``). Another ``name`` reads the real dataset of the task under ``root``. ``frame_size``,
+    ``n_mels`` and ``hop_ms`` shape the model inputs; ``flip`` mirrors AVS training clips left-right.
     """
 
     name: str = "avsynth"
@@ -42,11 +44,12 @@ class DataConfig:
     seconds: int = 10
     fps: int = 4
     sample_rate: int = 16000
-    avs_clips: int = 0
-    avqa_clips: int = 0
+    avs_clips: int = -1
+    avqa_clips: int = -1
     frame_size: int = 64
     n_mels: int = 64
     hop_ms: int = 20
+    flip: bool = True
     workers: int = 2
 
 

@@ -3,8 +3,9 @@
 ``avlearn train`` and ``avlearn demo`` call ``run_supervised`` once per configuration, in every process that
 torchrun started. The run folder (made by rank 0) holds ``config.yaml`` (the resolved config),
 ``metrics.jsonl`` (steps and epochs), ``checkpoint/`` (the best epoch on the validation split), ``last/`` (the
-resumable state), ``metrics.json`` (final scores) and ``timeline.png`` (AVE: predicted vs true events of test
-clips). ``resume=true`` continues the newest run of ``out/name`` from ``last/``; its config must be the same.
+resumable state), ``metrics.json`` (final scores, the task's primary metric and its chance levels) and the task's
+plot (``avlearn.engine.reports``: ``timeline.png`` for AVE and AVVP, ``masks.png`` for AVS, ``grounding.png``
+for AVQA). ``resume=true`` continues the newest run of ``out/name`` from ``last/``; its config must be the same.
 """
 
 from __future__ import annotations
@@ -76,19 +77,13 @@ def find_resumable(cfg: DictConfig, name: str) -> Path:
     return run_dir
 
 
-def _chance(train_labels: torch.Tensor, test_labels: torch.Tensor, num_outputs: int) -> dict[str, float]:
-    """Chance levels in percent: a uniform guess, and always the most frequent training label."""
-    majority = int(torch.bincount(train_labels.flatten(), minlength=num_outputs).argmax())
-    return {"uniform": 100.0 / num_outputs, "majority": 100.0 * float((test_labels == majority).float().mean())}
-
-
 def _summary(cfg: DictConfig, scores: dict, chance: dict, seconds: float, run_dir: Path, metric: str) -> str:
     lines = [
         "",
         f"summary  task={cfg.task.name} method={cfg.method.name} backbone={cfg.backbone.name} data={cfg.data.name}",
         f"  test {metric:<18} {scores['test'][metric]:.2f}",
         f"  val  {metric:<18} {scores['val'][metric]:.2f}  (best epoch {scores['best_epoch']})",
-        f"  chance: uniform {chance['uniform']:.2f}, always the majority class {chance['majority']:.2f}",
+        "  chance: " + (", ".join(f"{k} {v:.2f}" for k, v in chance.items()) or "-"),
         f"  time {seconds:.1f}s   run folder {run_dir}",
     ]
     return "\n".join(lines)
@@ -133,6 +128,7 @@ def _init_from(task: torch.nn.Module, source: str) -> None:
 def run_supervised(cfg: DictConfig) -> dict:
     """Train and test one configuration; returns the final scores (rank 0 also writes ``metrics.json``)."""
     from avlearn.engine.loop import RunInfo, evaluate, fit
+    from avlearn.engine.reports import report_for
     from avlearn.engine.resume import load_model
 
     started = time.perf_counter()
@@ -146,23 +142,14 @@ def run_supervised(cfg: DictConfig) -> dict:
     val_scores, _ = evaluate(task, splits.val, cfg.train.batch_size, env, cfg.train.precision)
     test_scores, test_out = evaluate(task, splits.test, cfg.train.batch_size, env, cfg.train.precision)
     scores = {"val": val_scores, "test": test_scores, "best_epoch": state.best_epoch}
-    chance = _chance(splits.train.labels, splits.test.labels, splits.info.num_classes + 1)
-    result = {**scores, "chance": chance, "seconds": time.perf_counter() - started, "run_dir": str(run_dir)}
+    report = report_for(cfg.task.name)
+    chance = report.chance(splits, task, test_out) if report else {}
+    plot = report.plot_name if report else None
+    result = {**scores, "task": cfg.task.name, "primary_metric": task.primary_metric, "chance": chance, "plot": plot,
+              "seconds": time.perf_counter() - started, "run_dir": str(run_dir)}  # fmt: skip
     if env.is_main:
         atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=1))
-        _plot_timeline(test_out, splits.info.class_names, run_dir / "timeline.png")
+        if plot:
+            report.plot(splits, test_out, run_dir / plot)
         print(_summary(cfg, scores, chance, result["seconds"], run_dir, task.primary_metric), flush=True)
     return result
-
-
-def _plot_timeline(out: dict, class_names: tuple[str, ...], path: Path, clips: int = 6) -> None:
-    """True vs predicted events of the first few test clips."""
-    from avlearn.viz.timeline import plot_timelines
-
-    plot_timelines(
-        path,
-        out["targets"]["id"][:clips],
-        out["targets"]["labels"][:clips].numpy(),
-        out["preds"]["segment_labels"][:clips].numpy(),
-        class_names,
-    )

@@ -5,6 +5,8 @@ model: which frames, which audio features, which targets, in which layout. Each 
 dataset whose items are the task's batch contract:
 
 - ``avs``: AVSBench S4 / MS3 clips -> 5 frames, 5 one-second log-mels, 5 masks and which of them are annotated.
+- ``avvp``: LLP videos -> 10 frames, 10 one-second log-mels, the weak video labels and (val/test) the per-second
+  audio and visual events.
 - ``avqa``: MUSIC-AVQA questions -> the 10 frames and log-mels of their video (decoded once per video), the
   tokenised question, the answer index and the question type.
 

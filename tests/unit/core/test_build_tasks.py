@@ -1,0 +1,63 @@
+"""From a run config to the task's data: which AVSynth part is rendered, which pipeline decodes it, which audio
+input the method gets; and the per-task chance levels of ``avlearn.engine.reports``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from avlearn.backbones.preprocess import AudioPreprocess
+from avlearn.build import audio_preprocess, build_splits, segment_preprocess, synth_config
+from avlearn.config import compose_run
+from avlearn.engine.reports import REPORTS, _first_class, report_for
+from avlearn.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("task", "counts"),
+    [("ave", (40, 0, 0)), ("avvp", (40, 0, 0)), ("avs_ms3", (0, 40, 0)), ("avqa", (0, 0, 7))],
+)
+def test_only_the_part_the_task_reads_is_rendered(task, counts):
+    cfg = compose_run([f"task={task}", "data.clips=40", "data.avqa_clips=7"])
+    synth = synth_config(cfg.data, cfg.task.name)
+    assert (synth.clips, synth.avs_clips, synth.avqa_clips) == counts
+
+
+def test_unknown_task_is_a_config_error_listing_the_pipelines():
+    cfg = compose_run()
+    cfg.task.name = "avsr"
+    with pytest.raises(ConfigError, match="task='avsr'.*available: ave, ave_cls, avvp, avs_s4, avs_ms3, avqa"):
+        build_splits(cfg, None)
+
+
+def test_a_whole_clip_backbone_gets_one_second_log_mels_with_its_mel_bins():
+    cfg = compose_run(["method=dgsct_tiny", "backbone=dgsct_tiny", "data.hop_ms=20"])
+    # htsat_tiny's whole-clip input: 10 s at 1.6 kHz, 32 mel bins
+    htsat_tiny = AudioPreprocess(1600, "log_mel", num_mel_bins=32, num_frames=101, n_fft=256, hop_length=160,
+                                 win_length=256)  # fmt: skip
+    pre = segment_preprocess(htsat_tiny, cfg.data)
+    assert (pre.num_mel_bins, pre.num_frames, pre.sample_rate, pre.hop_length) == (32, 50, 16000, 320)
+    baseline = audio_preprocess(compose_run(["data.n_mels=48"]))
+    assert (baseline.num_mel_bins, baseline.num_frames) == (48, 50)
+
+
+def test_every_task_with_a_pipeline_has_a_report():
+    from avlearn.build import PIPELINES
+
+    assert set(REPORTS) == set(PIPELINES)
+    assert report_for("fewshot") is REPORTS["ave"] and report_for("retrieval") is None
+
+
+def test_ave_chance_levels():
+    class Split:
+        labels = torch.tensor([[2, 2, 0], [2, 1, 2]])  # K = 2 classes, 2 = background
+
+    splits = type("Splits", (), {"train": Split, "test": Split, "info": type("I", (), {"num_classes": 2})})
+    chance = REPORTS["ave"].chance(splits, None, {})
+    assert chance == pytest.approx({"uniform": 100 / 3, "majority": 400 / 6})
+
+
+def test_avvp_plot_rows_show_the_first_class_on_in_each_segment():
+    on = torch.zeros(1, 3, 4, dtype=torch.bool)  # (B, K, S)
+    on[0, 2, 0] = on[0, 1, 0] = on[0, 2, 3] = True
+    assert _first_class(on).tolist() == [[1, 3, 3, 2]]
