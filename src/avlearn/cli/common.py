@@ -51,11 +51,29 @@ def run_configs(overrides: Sequence[str], multirun: bool, preset: Sequence[str] 
 
 
 def _print_sweep(results: list[dict]) -> None:
-    import numpy as np
-
+    """Each run's test score, then the mean ± sample standard deviation (n - 1): over all runs, or per group of runs
+    that differ only in their ``seed=`` override (e.g. per ``shots=`` of a few-shot grid) when there are such groups;
+    a group is named by its overrides that not every run shares.
+    """
     metric = next(iter(results[0]["test"]))
-    values = np.array([r["test"][metric] for r in results])
     print(f"\nsweep: {len(results)} runs, test {metric}")
+    shared = set.intersection(*(set(r["overrides"]) for r in results))
+    groups: dict[str, list[float]] = {}
     for r in results:
         print(f"  {' '.join(r['overrides']):<40} {r['test'][metric]:.4f}")
-    print(f"  mean ± std over runs: {values.mean():.4f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.4f}")
+        key = " ".join(o for o in r["overrides"] if not o.startswith("seed=") and o not in shared) or "(none)"
+        groups.setdefault(key, []).append(r["test"][metric])
+    if len(groups) > 1 and any(len(scores) > 1 for scores in groups.values()):
+        print("  per group of runs that differ only in seed= (mean ± sample std):")
+        for key, scores in groups.items():
+            print(f"    {key:<38} {_mean_std(scores)}  (n={len(scores)})")
+    else:
+        print(f"  mean ± std over runs: {_mean_std([r['test'][metric] for r in results])}")
+
+
+def _mean_std(scores: list[float]) -> str:
+    """``mean ± std`` with the sample standard deviation (n - 1; 0 for one score)."""
+    import numpy as np
+
+    values = np.array(scores)
+    return f"{values.mean():.4f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.4f}"

@@ -1,24 +1,38 @@
-"""Few-shot audio-visual classification with text prompts per class, and the shots x seeds protocol.
+"""Few-shot audio-visual classification with text prompts per class (three variants), and the shots x seeds protocol.
 
-Follows DG-SCT's few-shot setting (haoyi-duan/DG-SCT ``few-shot/nets/net_trans.py``, ``prompt_learner.py``): every
-class is described by a visual prompt ("a photo of a {class}.", as CLIP's) and an audio prompt ("the sound of a
-{class}.", as CLAP's); the segment's visual and audio features are mapped into the text space and compared by cosine
-similarity with a learnable scale; the two similarities are added (the seed: ``2 * logits_v + 2 * logits_a``). For AVE
-the label space includes background, described by its own prompts (the seed's ``weak=0``); its zero-shot code has
-none, so background segments can never be right there. ``few_shot_grid`` runs the protocol: for each number of shots
-and each seed, K training clips per class (``avlearn.data.samplers.few_shot_indices``), a training run, a score; it
-reports the mean and standard deviation over seeds.
+Follows DG-SCT's few-shot setting (Duan et al., NeurIPS 2023; haoyi-duan/DG-SCT ``few-shot/nets/net_trans.py``,
+``prompt_learner.py``, ``main_AVE.py``, ``main_AVE_class.py``, ``main_LLP_class.py``; spec ``specs/dgsct.md`` §4):
+every class is described by a visual prompt ("a photo of a {class}.", as CLIP's) and an audio prompt ("the sound of
+a {class}.", as CLAP's); each segment's visual and audio features are mapped into the text space and compared by
+cosine similarity with a learnable scale; the two similarities are added (the seed: ``2 * logits_v + 2 * logits_a``).
+
+* ``fewshot``: AVE segment classification over the K classes plus background, described by its own prompts (the
+  seed's ``weak=0``); cross-entropy per segment; scored by segment accuracy, background included.
+* ``fewshot_ave_cls``: AVE classification (the seed's ``weak=1 classification=1``): no background class; a clip's
+  label is the class of its first event segment, its logits the mean of its segment logits; scored by accuracy.
+* ``fewshot_llp_cls``: LLP video classification: the same clip logits; cross-entropy against the un-normalised
+  multi-hot weak labels as a soft target; accuracy of the argmax against the argmax of the multi-hot (the first
+  label in class order for multi-label videos), as the seed scores it.
+
+``few_shot_grid`` runs the protocol in one process: for each number of shots and each seed, K training clips per
+class (``avlearn.data.samplers.few_shot_indices``), a training run, a score; mean and population std over seeds. The
+CLI does the same with ``avlearn train -m task=fewshot shots=1,2,4,8,16 seed=0,1,2`` (data:
+``avlearn.data.pipelines.fewshot``).
 
 What we changed, and why:
 
-* The prompts are embedded once by a frozen text tower given by name (default ``minilm_l6``, the sentence encoder
-  that ships offline) instead of CLIP's and CLAP's text towers with CoOp's learnable context: the class embeddings
-  are fixed buffers, the trainable parts are the two projections (the role of the seed's CLIP-Adapter) and the scale.
-* The seed selects the first K clips per class in file order with one fixed seed; here K clips per class are drawn
-  per seed and the grid reports mean and standard deviation, as CoOp-style protocols do.
-
-Not here (see docs/tasks/fewshot.md): DG-SCT's adapters inside CLIP + CLAP towers (that is the method's job), the
-VGGSound-AVEL-40K pre-training recipe and the zero-shot evaluation after it.
+* The prompts are embedded once by frozen text towers given by name (default ``minilm_l6``, the sentence encoder
+  that ships offline; ``clip_text_*`` / ``clap_text_*`` for the seed's CLIP and CLAP text sides, weights by
+  ``text_pretrained`` / ``audio_text_pretrained``). CoOp's learnable context vectors are replaced by these fixed
+  embeddings: the trainable parts are the two projections (the role of the seed's CLIP-Adapter residuals) and one
+  learnable logit scale (the seed also uses CLAP's log-scale un-exponentiated, a bug not copied).
+* Fixed loss weights: segment (or clip) cross-entropy plus ``contrastive`` times the symmetric audio-image InfoNCE
+  over clip-mean embeddings (the seed: ``500 CE`` for 10 epochs then ``5 CE``, plus ``2 CE_ai + 1.5 CE_ia``; its
+  classification scripts use loss-dependent weights that are not detached, so the weights themselves are trained,
+  and ``main_AVE_class.py`` misplaces a parenthesis in one of them). Neither the epoch schedule nor the
+  loss-dependent weights are reproduced.
+* Model selection on the validation split (the seed selects and reports on the test split).
+* Clips without an event have no AVE-classification label: they are left out of ``fewshot_ave_cls``'s loss and score.
 """
 
 from __future__ import annotations
@@ -30,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avlearn.errors import ConfigError
 from avlearn.registry import BACKBONES, TASKS
 from avlearn.tasks.base import DatasetInfo
 
@@ -39,19 +54,28 @@ class FewShotConfig:
     """Schema of ``task/fewshot*.yaml``."""
 
     name: str = "fewshot"
-    text: str = "minilm_l6"  # frozen text tower that embeds the prompts
+    text: str = "minilm_l6"  # frozen text tower that embeds the visual prompts (and the audio ones by default)
+    text_pretrained: str = ""  # its weights (folder or cached HF id); "" = the tower's default
+    audio_text: str = ""  # text tower of the audio prompts; "" = ``text`` (the seed: CLAP's RoBERTa)
+    audio_text_pretrained: str = ""
     visual_prompt: str = "a photo of a {}."
     audio_prompt: str = "the sound of a {}."
     background: str = "background"  # name of the background class in its prompts ("" = no background class)
     init_scale: float = 10.0  # initial cosine-logit scale
+    contrastive: float = 0.0  # weight of the audio-image InfoNCE term (0 = off)
 
 
 @torch.no_grad()
-def embed_prompts(text_tower: str, prompts: Sequence[str]) -> torch.Tensor:
-    """(P, Ct) L2-normalised pooled embeddings of ``prompts`` by the registered text backbone ``text_tower``."""
-    tower = BACKBONES.build(text_tower).eval()
-    tokens = tower.tokenize(list(prompts))
-    return F.normalize(tower(**tokens), dim=-1)
+def embed_prompts(text_tower: str, prompts: Sequence[str], pretrained: str | None = None) -> torch.Tensor:
+    """(P, Ct) L2-normalised embeddings of ``prompts`` by the registered text backbone ``text_tower``.
+
+    Towers of a joint space (CLIP, CLAP) give their projected embedding, others (MiniLM, BERT) their pooled one.
+    """
+    tower = BACKBONES.build(text_tower, pretrained=pretrained or None).eval()
+    embedded = tower(**tower.tokenize(list(prompts)))  # (P, C)
+    if getattr(tower, "proj_dim", None):
+        embedded = tower.project(embedded)  # (P, Ct)
+    return F.normalize(embedded, dim=-1)
 
 
 def class_prompts(template: str, class_names: Sequence[str], background: str) -> list[str]:
@@ -59,42 +83,87 @@ def class_prompts(template: str, class_names: Sequence[str], background: str) ->
     return [template.format(name) for name in (*class_names, *([background] if background else []))]
 
 
-@TASKS.register("fewshot")
-class PromptClassifierTask(nn.Module):
-    """Prompt-based AVE segment classification: batch ``frames``, ``audio``, ``labels (B, S)`` (K = background)."""
+def _class_embeddings(cfg: FewShotConfig, class_names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(P, Ct) visual and (P, Ct') audio prompt embeddings; one tower call when both prompts use the same tower."""
+    visual = class_prompts(cfg.visual_prompt, class_names, cfg.background)
+    audio = class_prompts(cfg.audio_prompt, class_names, cfg.background)
+    tower, weights = (cfg.audio_text, cfg.audio_text_pretrained) if cfg.audio_text else (cfg.text, cfg.text_pretrained)
+    if (tower, weights) != (cfg.text, cfg.text_pretrained):
+        return embed_prompts(cfg.text, visual, cfg.text_pretrained), embed_prompts(tower, audio, weights)
+    both = embed_prompts(cfg.text, [*visual, *audio], cfg.text_pretrained)
+    return both[: len(visual)], both[len(visual) :]
+
+
+def info_nce(audio: torch.Tensor, visual: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE of L2-normalised clip embeddings ``audio``, ``visual`` (B, C); pairs on the diagonal."""
+    logits = scale * audio @ visual.T  # (B, B)
+    target = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+class _PromptClassifier(nn.Module):
+    """Prompt embeddings, the projections into the text space and the scaled cosine logits, shared by the variants."""
 
     Config = FewShotConfig
     needs = ("audio_pooled", "visual_pooled")
-    primary_metric = "segment_accuracy"
+    with_background = True
 
     def __init__(self, cfg: FewShotConfig, method: nn.Module, info: DatasetInfo) -> None:
         super().__init__()
+        if cfg.background and not self.with_background:
+            raise ConfigError(f"task.background={cfg.background!r}: task '{cfg.name}' has no background class; "
+                              "expected ''")  # fmt: skip
         self.cfg, self.info, self.method = cfg, info, method
-        visual_prompts = class_prompts(cfg.visual_prompt, info.class_names, cfg.background)
-        prompts = embed_prompts(cfg.text, [*visual_prompts, *class_prompts(cfg.audio_prompt, info.class_names,
-                                                                           cfg.background)])  # fmt: skip
-        visual, audio = prompts[: len(visual_prompts)], prompts[len(visual_prompts) :]
+        visual, audio = _class_embeddings(cfg, info.class_names)
+        if cfg.contrastive and visual.shape[1] != audio.shape[1]:
+            raise ConfigError(f"task.contrastive={cfg.contrastive}: the two text towers' widths differ "
+                              f"({visual.shape[1]} vs {audio.shape[1]}); expected 0 or equal widths")  # fmt: skip
         self.register_buffer("visual_classes", visual)  # (K [+ 1], Ct)
-        self.register_buffer("audio_classes", audio)
-        audio_dim = getattr(method, "audio_dim", method.out_dim)
+        self.register_buffer("audio_classes", audio)  # (K [+ 1], Ct')
         self.visual_proj = nn.Linear(method.out_dim, visual.shape[1])
-        self.audio_proj = nn.Linear(audio_dim, audio.shape[1])
+        self.audio_proj = nn.Linear(getattr(method, "audio_dim", method.out_dim), audio.shape[1])
         self.log_scale = nn.Parameter(torch.tensor(float(cfg.init_scale)).log())
 
-    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, S, K [+ 1]): scaled cosine similarity to the visual prompts plus that to the audio prompts."""
+    def segment_logits(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S, K [+ 1]) logits (scaled cosine to the visual plus to the audio prompts) and the auxiliary loss."""
         feats = self.method(batch)
         visual = F.normalize(self.visual_proj(feats.visual_pooled), dim=-1)  # (B, S, Ct)
-        audio = F.normalize(self.audio_proj(feats.audio_pooled), dim=-1)  # (B, S, Ct)
-        return self.log_scale.exp() * (visual @ self.visual_classes.T + audio @ self.audio_classes.T)
+        audio = F.normalize(self.audio_proj(feats.audio_pooled), dim=-1)  # (B, S, Ct')
+        scale = self.log_scale.exp()
+        logits = scale * (visual @ self.visual_classes.T + audio @ self.audio_classes.T)
+        aux = logits.new_zeros(())
+        if self.cfg.contrastive and self.training:
+            clip_v, clip_a = F.normalize(visual.mean(1), dim=-1), F.normalize(audio.mean(1), dim=-1)  # (B, Ct)
+            aux = self.cfg.contrastive * info_nce(clip_a, clip_v, scale)
+        return logits, aux
+
+    def clip_logits(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, K) the mean of the segment logits (the seed's classification score) and the auxiliary loss."""
+        logits, aux = self.segment_logits(batch)
+        return logits.mean(dim=1), aux
+
+    @torch.no_grad()
+    def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``clip_labels (B,)``: the argmax of the clip logits, and ``probs (B, K)``."""
+        probs = self.clip_logits(batch)[0].float().softmax(dim=-1)
+        return {"clip_labels": probs.argmax(dim=-1), "probs": probs}
+
+
+@TASKS.register("fewshot")
+class PromptClassifierTask(_PromptClassifier):
+    """Prompt-based AVE segment classification: batch ``frames``, ``audio``, ``labels (B, S)`` (K = background)."""
+
+    primary_metric = "segment_accuracy"
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"loss": F.cross_entropy(self.logits(batch).flatten(0, 1), batch["labels"].flatten())}
+        logits, aux = self.segment_logits(batch)
+        ce = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten())  # (B, S, K + 1) -> (B*S, K + 1)
+        return {"loss": ce + aux, "loss_ce": ce.detach()}
 
     @torch.no_grad()
     def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``segment_labels (B, S)`` and ``probs (B, S, K [+ 1])``."""
-        probs = self.logits(batch).float().softmax(dim=-1)
+        probs = self.segment_logits(batch)[0].float().softmax(dim=-1)
         return {"segment_labels": probs.argmax(dim=-1), "probs": probs}
 
     def score(self, preds: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -102,6 +171,50 @@ class PromptClassifierTask(nn.Module):
         from avlearn.metrics.ave import ave_segment_accuracy
 
         return {"segment_accuracy": float(ave_segment_accuracy(preds["segment_labels"], targets["labels"]))}
+
+
+@TASKS.register("fewshot_ave_cls")
+class PromptAVEClassTask(_PromptClassifier):
+    """Prompt-based AVE classification: batch ``labels (B, S)`` as for AVE; the clip's class is its first event's."""
+
+    primary_metric = "accuracy"
+    with_background = False
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        from avlearn.tasks.ave import clip_class
+
+        logits, aux = self.clip_logits(batch)
+        target = clip_class(batch["labels"], self.info.num_classes)  # (B,), -100 for clips without an event
+        ce = F.cross_entropy(logits, target, reduction="sum") / (target >= 0).sum().clamp_min(1)
+        return {"loss": ce + aux, "loss_ce": ce.detach()}
+
+    def score(self, preds: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Clip accuracy (percent) over the clips that have an event."""
+        from avlearn.metrics.ave import ave_video_accuracy
+        from avlearn.tasks.ave import clip_class
+
+        target = clip_class(targets["labels"], self.info.num_classes)
+        keep = target >= 0
+        return {"accuracy": float(ave_video_accuracy(preds["clip_labels"][keep], target[keep]))}
+
+
+@TASKS.register("fewshot_llp_cls")
+class PromptLLPClassTask(_PromptClassifier):
+    """Prompt-based LLP video classification: batch ``labels (B, K)``, the multi-hot weak labels."""
+
+    primary_metric = "accuracy"
+    with_background = False
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        logits, aux = self.clip_logits(batch)
+        ce = F.cross_entropy(logits, batch["labels"].to(logits.dtype))  # soft target: the un-normalised multi-hot
+        return {"loss": ce + aux, "loss_ce": ce.detach()}
+
+    def score(self, preds: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Accuracy (percent) of the predicted class against the first labelled class of each video."""
+        from avlearn.metrics.ave import ave_video_accuracy
+
+        return {"accuracy": float(ave_video_accuracy(preds["clip_labels"], targets["labels"].argmax(dim=-1)))}
 
 
 def few_shot_grid(

@@ -1,0 +1,176 @@
+"""AVE-layout clips with captions -> the caption-pretraining and zero-shot tasks' tensors.
+
+Follows DG-SCT's pre-training / zero-shot split (haoyi-duan/DG-SCT ``pretrain/``, ``zero-shot/``): a model is
+pre-trained on one set of clips and evaluated, without training, on classes described only by text. The clips come
+from an AVE-layout dataset (AVSynth writes one, with ``captions/txt_mapper.json`` keyed by video id); each clip is
+decoded into ten one-second segments (``avlearn.data.segments.decode_segments``) with its per-second labels.
+
+What we changed, and why:
+
+* The seed pre-trains on VGGSound-AVEL-40K with class labels; here the pre-training signal is the clips' captions,
+  embedded once by the task's frozen text tower (``task.text``) and held as tensors, one caption drawn per read.
+* Honest zero-shot: ``task.holdout`` classes are left out of pre-training, together with every clip whose captions
+  mention a held-out class (a distractor's name or look), so no text or pixel of a held-out class is trained on;
+  ``task.classes`` selects the evaluated classes, relabelled ``0..K-1`` with background ``K``.
+* Class descriptions: AVSynth class names are arbitrary words, its meaning is in the look ("red striped circle");
+  ``DescribedInfo.descriptions`` carries it (from ``avsynth.json``) so prompts can name it. Elsewhere it is the name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from avlearn.data.schema import DatasetInfo
+from avlearn.data.segments import SegmentTensors
+from avlearn.errors import ConfigError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class DescribedInfo(DatasetInfo):
+    """``DatasetInfo`` plus a text description per class (empty: the class names describe themselves)."""
+
+    descriptions: tuple[str, ...] = ()
+
+
+@dataclass
+class CaptionSegments:
+    """Decoded clips with their caption embeddings.
+
+    Attributes:
+        clips: Frames, log-mels and segment labels of N clips.
+        texts: (N, M, Ct) L2-normalised caption embeddings, padded with zeros to the most captions M of a clip.
+        counts: (N,) captions per clip (>= 1).
+        draw: Pick a random caption of the clip at every read (training); otherwise its first caption.
+    """
+
+    clips: SegmentTensors
+    texts: torch.Tensor
+    counts: torch.Tensor
+    draw: bool = False
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """(N, S) segment labels (background = number of classes)."""
+        return self.clips.labels
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> dict:
+        pick = int(torch.randint(int(self.counts[i]), ())) if self.draw else 0  # torch's global generator
+        return {**self.clips[i], "text": self.texts[i, pick]}
+
+
+def class_descriptions(root: Path, class_names: Sequence[str]) -> tuple[str, ...]:
+    """Each class's look from AVSynth's ``avsynth.json`` ("red striped circle"); the class name elsewhere."""
+    from avlearn.data.synth import read_meta
+    from avlearn.data.synth.classes import ClassSpec
+
+    meta = read_meta(root) or {}
+    looks = {c["name"]: ClassSpec(**c).describe() for c in meta.get("classes", [])}
+    return tuple(looks.get(name, name) for name in class_names)
+
+
+def class_positions(field: str, wanted: Sequence[str], class_names: Sequence[str]) -> list[int]:
+    """Indices of the class names ``wanted``; an unknown name is a one-line ConfigError naming ``field``."""
+    unknown = [name for name in wanted if name not in class_names]
+    if unknown:
+        raise ConfigError(f"{field}: unknown class {unknown[0]!r}; expected names from {', '.join(class_names)}")
+    return [list(class_names).index(name) for name in wanted]
+
+
+def _read(root: Path) -> tuple[dict, tuple[str, ...]]:
+    """The AVE reader of each split, and the class names."""
+    from avlearn import register_all
+    from avlearn.registry import DATASETS
+
+    register_all()
+    readers = {split: DATASETS.get("ave")(root, split) for split in SPLITS}
+    return readers, tuple(readers["train"].classes)
+
+
+def _read_captions(root: Path) -> dict[str, list[str]]:
+    from avlearn.data.datasets.base import find_file
+    from avlearn.data.datasets.valor32k import read_txt_mapper
+
+    return read_txt_mapper(find_file(root, ["captions/txt_mapper.json", "txt_mapper.json"], "captions txt_mapper"))
+
+
+def _embed_captions(
+    text_tower: str, pretrained: str | None, captions: Sequence[list[str]], chunk: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, M, Ct) embeddings of each clip's captions (zero-padded) as the prompts are embedded, (N,) their counts."""
+    from avlearn.tasks.fewshot import embed_prompts
+
+    flat = [c for caps in captions for c in caps]
+    parts = [flat[i : i + chunk] for i in range(0, len(flat), chunk)]
+    embedded = torch.cat([embed_prompts(text_tower, part, pretrained) for part in parts])  # (sum of counts, Ct)
+    counts = torch.tensor([len(caps) for caps in captions])
+    texts = torch.zeros(len(captions), int(counts.max()), embedded.shape[-1])
+    for row, part in enumerate(embedded.split(counts.tolist())):
+        texts[row, : len(part)] = part
+    return texts, counts
+
+
+def _decode(cfg: Any, audio_pre: Any, items: list, split: str) -> SegmentTensors:
+    from avlearn.data.segments import decode_segments
+
+    if not items:
+        raise ConfigError(f"task: no {split} clip is left after selecting classes; check task.holdout / task.classes")
+    return decode_segments(items, cfg.data.frame_size, audio_pre, workers=cfg.data.workers, desc=f"decoding {split}")
+
+
+def captions_splits(cfg: Any, audio_pre: Any) -> Any:  # Splits, imported lazily
+    """Caption pre-training data: the clips of every class but ``task.holdout``, with their caption embeddings."""
+    from avlearn.build import Splits, dataset_root
+
+    root = dataset_root(cfg)
+    readers, class_names = _read(root)
+    descriptions = class_descriptions(root, class_names)
+    held = class_positions("task.holdout", list(cfg.task.holdout), class_names)
+    banned = [text for k in held for text in {class_names[k], descriptions[k]}]
+    captions = _read_captions(root)
+    kept = {split: [(item, captions[r.media]) for item, r in zip(reader.items, reader.records, strict=True)
+                    if r.media in captions and r.targets["label"] not in held
+                    and not any(word in c for c in captions[r.media] for word in banned)]
+            for split, reader in readers.items()}  # fmt: skip
+    clips = {split: _decode(cfg, audio_pre, [item for item, _ in kept[split]], split) for split in SPLITS}
+    pretrained = cfg.task.get("text_pretrained") or None
+    texts, counts = _embed_captions(cfg.task.text, pretrained, [caps for split in SPLITS for _, caps in kept[split]])
+    sizes = [len(clips[split]) for split in SPLITS]
+    out = {split: CaptionSegments(clips[split], t, c, draw=split == "train")
+           for split, t, c in zip(SPLITS, texts.split(sizes), counts.split(sizes), strict=True)}  # fmt: skip
+    info = DescribedInfo(class_names, readers["train"].segments, descriptions)
+    return Splits(out["train"], out["val"], out["test"], info, root)
+
+
+def _relabel(labels: np.ndarray, chosen: list[int], background: int) -> np.ndarray:
+    """(S,) segment labels over the dataset's classes -> over ``chosen`` (background = ``len(chosen)``)."""
+    mapping = {old: new for new, old in enumerate(chosen)} | {background: len(chosen)}
+    return np.array([mapping[int(x)] for x in labels], dtype=labels.dtype)
+
+
+def zeroshot_splits(cfg: Any, audio_pre: Any) -> Any:  # Splits, imported lazily
+    """Zero-shot evaluation data: the clips whose event class is one of ``task.classes`` (all when empty)."""
+    from avlearn.build import Splits, dataset_root
+
+    root = dataset_root(cfg)
+    readers, class_names = _read(root)
+    chosen = class_positions("task.classes", list(cfg.task.classes), class_names) or list(range(len(class_names)))
+    out = {}
+    for split, reader in readers.items():
+        items = [(vid, path, _relabel(labels, chosen, len(class_names)))
+                 for (vid, path, labels), r in zip(reader.items, reader.records, strict=True)
+                 if r.targets["label"] in chosen]  # fmt: skip
+        out[split] = _decode(cfg, audio_pre, items, split)
+    names = tuple(class_names[k] for k in chosen)
+    info = DescribedInfo(names, readers["train"].segments, class_descriptions(root, names))
+    return Splits(out["train"], out["val"], out["test"], info, root)
