@@ -1,4 +1,5 @@
-"""Training-step benchmark: samples/s, peak memory and model-FLOPs utilisation, eager vs compiled, fp32 vs bf16.
+"""Training-step benchmark: samples/s, peak memory and model-FLOPs utilisation, eager vs compiled, fp32 vs bf16,
+with or without activation checkpointing.
 
 What is timed is the engine's own ``avlearn.engine.loop.train_step`` (forward under autocast, backward, gradient
 clipping, AdamW step, schedule step) on one synthetic batch kept on the device, after warmup steps (the first one,
@@ -6,18 +7,27 @@ which compiles, is reported separately as ``first_step_s``). Two kinds of model:
 
 - ``task``: a registered method + task built exactly as ``avlearn train`` builds it (``build_task`` on the composed
   config), fed an AVE batch (``frames (B, S, H, W, 3)`` uint8, ``audio (B, S, F, T)``, ``labels (B, S)``); a sample
-  is a clip of S = 10 segments. Preset ``demo``: the baseline with the small CNNs of ``avlearn demo``.
+  is a clip of S segments (``--segments``, default 10). Preset ``demo``: the baseline with the small CNNs of
+  ``avlearn demo``.
 - ``towers``: the two backbones alone on their own inputs (``dummy_inputs``), pooled, concatenated and classified;
   a sample is one image + one audio clip. Presets ``tiny`` (vit_tiny + ast_tiny, for CPUs) and ``base``
   (ViT-B/16 at 224 px + AST-base on 1024x128 fbank, the GPU target). The baseline method cannot feed AST (it
   passes a log-mel as ``input_features``), hence this mode for transformer pairs.
 
-Each (mode, precision) runs in a fresh process, so peak memory is that configuration's: ``torch.cuda
-.max_memory_allocated`` on a GPU, the process's peak RSS (``ru_maxrss``, imports included) on a CPU. The baseline
-is eager fp32 measured in the same run; every row has ``speedup`` against it. FLOPs per step are counted once
-with ``torch.utils.flop_counter`` (matmuls and convolutions, forward + backward); ``mfu`` = achieved FLOP/s over
-the device's dense bf16 peak (``--peak-tflops``, or known for A100/H100/H200), also for fp32 rows, so the rows
-compare on one scale.
+Preset ``dgsct`` (issue #7): DG-SCT at paper size (Swin-V2-L 192 px + HTS-AT, 12 pairs x 4 adapters, random init,
+frozen backbones, CMBS head) with batch 2 clips, comparing eager fp32, eager bf16 + activation checkpointing
+(``method.checkpointing=true``) and the same compiled; ``--segments`` sets the segments per clip (preset: 1, so a
+CPU step takes seconds to minutes; the paper uses 10). Rows are ``--configs`` entries ``MODE-PRECISION[+ckpt]``;
+without it, every ``--modes`` x ``--precisions`` pair.
+
+Each configuration runs in a fresh process, so peak memory is that configuration's: ``torch.cuda
+.max_memory_allocated`` on a GPU, the process's peak RSS (``ru_maxrss``, imports included) on a CPU; ``base_mem_mb``
+is the same measure once the model and batch are built (before the first step), so ``peak - base`` is what training
+adds (activations, gradients, optimizer state). ``*_per_sample`` divide by the batch. The baseline is eager fp32
+measured in the same run; every row has ``speedup``, ``mem_ratio`` (peak) and ``train_mem_ratio`` (peak - base)
+against it. FLOPs per step are counted once with ``torch.utils.flop_counter`` (matmuls and convolutions, forward +
+backward); ``mfu`` = achieved FLOP/s over the device's dense bf16 peak (``--peak-tflops``, or known for
+A100/H100/H200), also for fp32 rows, so the rows compare on one scale.
 
 CPU threads default to 1 (``--threads``): on a shared CPU an OpenMP team stalls whenever one of its threads is
 descheduled, and compiled code runs many small parallel regions, so with 2 threads under load we measured compiled
@@ -25,6 +35,8 @@ steps 150x slower than with 1 (2 s vs 13 ms); one thread gives stable numbers. G
 
 Run:  python benchmarks/train_step.py --preset tiny                       (CPU, about a minute per compiled row)
       python benchmarks/train_step.py --preset base --device cuda --batch 64
+      python benchmarks/train_step.py --preset dgsct --row-timeout 1500    (CPU: eager rows ~5 min each)
+      python benchmarks/train_step.py --preset dgsct --device cuda --segments 10
 Prints one JSON object.
 """
 
@@ -33,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import signal
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -45,7 +58,11 @@ PRESETS = {
     "demo": {"model": "task", "visual": "cnn_visual_small", "audio": "cnn_audio_small"},
     "tiny": {"model": "towers", "visual": "vit_tiny", "audio": "ast_tiny"},
     "base": {"model": "towers", "visual": "vit_base_patch16", "audio": "ast_base"},
-}
+    "dgsct": {"model": "task", "method": "dgsct", "visual": "swinv2_large_192", "audio": "htsat_base",
+              "overrides": ["backbone.freeze=all", "task.head=cmbs"], "batch": 2, "segments": 1, "steps": 2,
+              "warmup": 0, "configs": "eager-fp32,eager-bf16+ckpt,compiled-bf16+ckpt"},
+}  # fmt: skip
+DEFAULTS = {"method": "baseline", "overrides": [], "batch": 8, "segments": 10, "steps": 10, "warmup": 3}
 PEAK_BF16_TFLOPS = {"H200": 989.5, "H100": 989.5, "A100": 312.0}  # dense, SXM parts
 CLASSES = 28
 
@@ -66,36 +83,44 @@ class Towers(nn.Module):
         return {"loss": F.cross_entropy(self.head(pooled), batch["labels"])}
 
 
-def build(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-    """The model and one batch of ``args.batch`` samples on ``device``."""
+def build(
+    args: argparse.Namespace, device: torch.device, checkpointing: bool = False
+) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """The model (with ``method.checkpointing`` if asked) and one batch of ``args.batch`` samples on ``device``."""
     from avlearn import register_all
     from avlearn.registry import BACKBONES
 
     register_all()
     torch.manual_seed(0)
     if args.model == "towers":
+        if checkpointing:
+            raise SystemExit("activation checkpointing (+ckpt) is a method option: use --model task")
         visual, audio = BACKBONES.get(args.visual)(), BACKBONES.get(args.audio)()
         batch = {f"visual.{k}": v for k, v in visual.dummy_inputs(args.batch).items()}
         batch |= {f"audio.{k}": v for k, v in audio.dummy_inputs(args.batch).items()}
         batch["labels"] = torch.randint(0, CLASSES, (args.batch,))
         return Towers(visual, audio).to(device), {k: v.to(device) for k, v in batch.items()}
-    return _task(args, device)
+    return _task(args, device, checkpointing)
 
 
-def _task(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+def _task(
+    args: argparse.Namespace, device: torch.device, checkpointing: bool
+) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     from avlearn.build import audio_preprocess, build_task
     from avlearn.config import compose_run
     from avlearn.tasks.base import DatasetInfo
 
     cfg = compose_run([f"task={args.task}", f"method={args.method}", f"backbone.visual={args.visual}",
-                       f"backbone.audio={args.audio}"])  # fmt: skip
+                       f"backbone.audio={args.audio}", *args.overrides,
+                       *(["method.checkpointing=true"] if checkpointing else [])])  # fmt: skip
     if cfg.task.name != "ave":
         raise SystemExit(f"--model task knows the AVE batch only, not task {cfg.task.name!r}")
-    info = DatasetInfo(tuple(f"class{k}" for k in range(CLASSES)))
+    info = DatasetInfo(tuple(f"class{k}" for k in range(CLASSES)), segments=args.segments)
     pre, size, s = audio_preprocess(cfg), cfg.data.frame_size, info.segments
+    frames = pre.num_frames // cfg.method.get("audio_tile", 1)  # DG-SCT: a one-second log-mel, tiled by the method
     batch = {
         "frames": torch.randint(0, 256, (args.batch, s, size, size, 3), dtype=torch.uint8),  # (B, S, H, W, 3)
-        "audio": torch.randn(args.batch, s, pre.num_mel_bins, pre.num_frames),  # (B, S, F, T)
+        "audio": torch.randn(args.batch, s, pre.num_mel_bins, frames),  # (B, S, F, T)
         "labels": torch.randint(0, CLASSES + 1, (args.batch, s)),  # (B, S)
     }
     return build_task(cfg, info).to(device), {k: v.to(device) for k, v in batch.items()}
@@ -118,8 +143,33 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(args: argparse.Namespace, mode: str, precision: str) -> dict[str, float | str]:
-    """Time ``args.steps`` engine steps of one configuration (runs in a fresh process)."""
+def _memory(device: torch.device) -> float:
+    """Peak memory so far in bytes: allocated on a GPU, resident on a CPU (Linux reports KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def measure(args: argparse.Namespace, mode: str, precision: str, checkpointing: bool) -> dict[str, float | str]:
+    """Time ``args.steps`` engine steps of one configuration (runs in a fresh process), or report that it took
+    longer than ``--row-timeout`` seconds in all (build, first step, warmup and timed steps)."""
+    row = {"mode": mode, "precision": precision, "checkpointing": checkpointing}
+    if args.row_timeout:
+        signal.signal(signal.SIGALRM, _out_of_time)
+        signal.alarm(args.row_timeout)
+    try:
+        return row | _measure(args, mode, precision, checkpointing)
+    except TimeoutError:
+        return row | {"timed_out_s": args.row_timeout}
+    finally:
+        signal.alarm(0)
+
+
+def _out_of_time(signum: int, frame: object) -> None:
+    raise TimeoutError
+
+
+def _measure(args: argparse.Namespace, mode: str, precision: str, checkpointing: bool) -> dict[str, float]:
     from avlearn.config.schema import TrainConfig
     from avlearn.engine.env import Env
     from avlearn.engine.log import MetricsLog
@@ -129,7 +179,8 @@ def measure(args: argparse.Namespace, mode: str, precision: str) -> dict[str, fl
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, batch = build(args, device)
+    model, batch = build(args, device, checkpointing)
+    base = _memory(device)
     cfg = TrainConfig(batch_size=args.batch, precision=precision, compile=mode == "compiled", device=args.device)
     env = Env(device=device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -142,19 +193,38 @@ def measure(args: argparse.Namespace, mode: str, precision: str) -> dict[str, fl
     for _ in range(args.warmup):
         train_step(t, [batch], args.batch, cfg, env)
     if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+        torch.cuda.reset_peak_memory_stats(device)  # steady-state peak; base (params, batch) is still allocated
     _sync(device)
     started = time.perf_counter()
     for _ in range(args.steps):
         loss = train_step(t, [batch], args.batch, cfg, env)["loss"]
     _sync(device)
     seconds = (time.perf_counter() - started) / args.steps
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device)
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-    return {"mode": mode, "precision": precision, "samples_per_s": args.batch / seconds, "step_ms": 1e3 * seconds,
-            "first_step_s": first, "peak_mem_mb": peak / 2**20, "final_loss": float(loss)}  # fmt: skip
+    peak = _memory(device)
+    mb = 2**20
+    return {"samples_per_s": args.batch / seconds, "step_ms": 1e3 * seconds, "first_step_s": first,
+            "peak_mem_mb": peak / mb, "base_mem_mb": base / mb, "peak_mem_mb_per_sample": peak / mb / args.batch,
+            "train_mem_mb_per_sample": (peak - base) / mb / args.batch, "final_loss": float(loss)}  # fmt: skip
+
+
+def _rows(args: argparse.Namespace) -> list[tuple[str, str, bool]]:
+    """(mode, precision, checkpointing) per row, from ``--configs`` or the ``--modes`` x ``--precisions`` grid."""
+    if not args.configs:
+        return [(m, p, False) for m in args.modes.split(",") for p in args.precisions.split(",")]
+    rows = []
+    for entry in args.configs.split(","):
+        name, _, extra = entry.partition("+")
+        mode, _, precision = name.partition("-")
+        if mode not in ("eager", "compiled") or precision not in ("fp32", "bf16") or extra not in ("", "ckpt"):
+            raise SystemExit(f"--configs entry {entry!r}: expected MODE-PRECISION[+ckpt], e.g. compiled-bf16+ckpt")
+        rows.append((mode, precision, extra == "ckpt"))
+    return rows
+
+
+def _fresh(fn, *args: object) -> dict:  # noqa: ANN001
+    """``fn(*args)`` in a fresh process: its own peak memory, and nothing left behind in this one."""
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def _peak_tflops(args: argparse.Namespace) -> float | None:
@@ -172,37 +242,44 @@ def main() -> None:
     parser.add_argument("--model", choices=("task", "towers"), help="override the preset's kind of model")
     parser.add_argument("--visual", help="registered visual backbone (overrides the preset)")
     parser.add_argument("--audio", help="registered audio backbone (overrides the preset)")
-    parser.add_argument("--method", default="baseline", help="registered method (--model task)")
+    parser.add_argument("--method", help="registered method (--model task; default baseline)")
     parser.add_argument("--task", default="ave", help="registered task (--model task)")
-    parser.add_argument("--batch", type=int, default=8, help="samples per step")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per configuration")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps after the first (compiling) one")
+    parser.add_argument("--override", action="append", dest="overrides", help="extra config override (--model task)")
+    parser.add_argument("--batch", type=int, help="samples per step (default 8)")
+    parser.add_argument("--segments", type=int, help="segments per clip (--model task; default 10)")
+    parser.add_argument("--steps", type=int, help="timed steps per configuration (default 10)")
+    parser.add_argument("--warmup", type=int, help="untimed steps after the first (compiling) one (default 3)")
     parser.add_argument("--modes", default="eager,compiled")
     parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--row-timeout", type=int, default=0, help="seconds per configuration (0: no limit)")
+    parser.add_argument("--configs", help="rows MODE-PRECISION[+ckpt], comma-separated (overrides modes/precisions)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default); see above")
     parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for the MFU")
     args = parser.parse_args()
-    for key, value in PRESETS[args.preset].items():
-        setattr(args, key, getattr(args, key) or value)
+    for key, value in {**DEFAULTS, **PRESETS[args.preset]}.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
 
-    info = count_flops(args)
-    rows = []
-    for mode in args.modes.split(","):
-        for precision in args.precisions.split(","):
-            with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:  # fresh process: its own peak memory
-                rows.append(pool.submit(measure, args, mode, precision).result())
-    baseline = next((r for r in rows if (r["mode"], r["precision"]) == ("eager", "fp32")), rows[0])
+    info = _fresh(count_flops, args)
+    rows = [_fresh(measure, args, *row) for row in _rows(args)]
+    timed = [r for r in rows if "samples_per_s" in r]
+    baseline = next((r for r in timed if (r["mode"], r["precision"], r["checkpointing"]) == ("eager", "fp32", False)),
+                    timed[0] if timed else None)  # fmt: skip
     peak = _peak_tflops(args)
-    for r in rows:
+    for r in timed:
         r["speedup"] = r["samples_per_s"] / baseline["samples_per_s"]
+        r["mem_ratio"] = r["peak_mem_mb"] / baseline["peak_mem_mb"]
+        r["train_mem_ratio"] = r["train_mem_mb_per_sample"] / baseline["train_mem_mb_per_sample"]
         achieved = info["flops_per_step"] * r["samples_per_s"] / args.batch
         r["tflops"] = achieved / 1e12
         r["mfu"] = achieved / (peak * 1e12) if peak else None
     device = torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda") else "cpu"
+    task_keys = ("method", "task", "segments", "overrides") if args.model == "task" else ()
     print(json.dumps({"benchmark": "train_step", "device": device, "torch": torch.__version__,
-                      **{k: getattr(args, k) for k in ("preset", "model", "visual", "audio", "batch", "steps")},
-                      **({"method": args.method, "task": args.task} if args.model == "task" else {}), **info,
+                      "threads": args.threads if device == "cpu" else None,
+                      **{k: getattr(args, k) for k in ("preset", "model", "visual", "audio", "batch", "steps", "warmup",
+                                                       *task_keys)}, **info,
                       "peak_bf16_tflops": peak, "baseline": "eager fp32", "results": rows}, indent=1))  # fmt: skip
 
 

@@ -205,8 +205,8 @@ def build_task(cfg: DictConfig, info: Any) -> nn.Module:
     visual = _backbone(cfg.backbone.visual, cfg.data, cfg.backbone.pretrained).freeze(cfg.backbone.freeze)
     audio = _backbone(cfg.backbone.audio, cfg.data, cfg.backbone.pretrained).freeze(cfg.backbone.freeze)
     method_cls, task_cls = METHODS.get(cfg.method.name), TASKS.get(cfg.task.name)
-    check_pairing(cfg.method.name, method_cls.produces, cfg.task.name, task_cls.needs)
     method = method_cls(_schema_instance(method_cls.Config, cfg.method), visual, audio)
+    check_pairing(cfg.method.name, method.produces, cfg.task.name, task_cls.needs)  # fields may depend on backbones
     return task_cls(_schema_instance(task_cls.Config, cfg.task), method, info)
 
 

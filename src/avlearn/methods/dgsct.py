@@ -1,24 +1,30 @@
 """DG-SCT: dual-guided spatial-channel-temporal adapters between a frozen visual and a frozen audio transformer.
 
 Paper: Duan et al., "Cross-modal Prompts: Adapting Large Pre-trained Models for Audio-Visual Downstream Tasks",
-NeurIPS 2023; code studied: haoyi-duan/DG-SCT (``DG-SCT/AVE/nets/net_trans.py``, the AVE and
-AVVP variants; spec in the project's ``specs/dgsct.md``).
+NeurIPS 2023; code studied: haoyi-duan/DG-SCT (``DG-SCT/AVE/nets/net_trans.py``, the AVE and AVVP variants, and
+``few-shot/nets/net_trans.py``; spec in the project's ``specs/dgsct.md``).
 
-The two backbones (Swin-V2 for frames, HTS-AT for the log-mel of each one-second segment) run in lock-step, stage by
-stage. In every stage the blocks of the shorter stage are paired with evenly spaced blocks of the longer one (the
-paper's Swin-V2-L 2-2-18-2 with HTS-AT 2-2-6-2 gives 12 pairs; stage 3 pairs HTS-AT block k with Swin block 3k+2).
-Each pair gets four :class:`DGSCTAdapter`: audio-p1, visual-p1 (computed from the tokens entering the pair) and
-audio-p2, visual-p2 (from the tokens after the first half). A Swin-V2 block is split into its attention residual
-(p1 is added beside it) and its MLP residual (p2 beside it); any other block (HTS-AT) runs whole, then p1 and p2 are
-added one after the other, as in the seed. Each adapter aligns the other modality to its own token count and width,
-lets 32 latent tokens gather from it, derives channel and spatial attention maps guided by it, modulates its own
-tokens with ``alpha * Mc + beta * sigmoid(Ms) + 1 - alpha`` and returns a zero-gated grouped bottleneck of the result.
-The per-segment embeddings are the final tokens pooled with the softmax spatial map of the last p2 adapter.
+The two backbones (Swin-V2 for frames, HTS-AT for the log-mel of each one-second segment) run in lock-step. Blocks of
+the shallower side are paired with evenly spaced blocks of the deeper one (:func:`pair_blocks`): stage by stage when
+both have the same number of stages (the paper's Swin-V2-L 2-2-18-2 with HTS-AT 2-2-6-2 gives 12 pairs; stage 3 pairs
+HTS-AT block k with Swin block 3k+2), over the flattened block sequences otherwise (the few-shot CLIP ViT-B/32, twelve
+one-block stages, with HTS-AT's 2-2-6-2 gives 12 pairs, 1:1); each side ends its stages (patch merging) at its own
+stage boundaries (:func:`plan_pairs`). Each pair gets four :class:`DGSCTAdapter`: audio-p1, visual-p1 (computed from
+the tokens entering the pair) and audio-p2, visual-p2 (from the tokens after the first half). A Swin-V2 or CLIP block
+is split into its attention residual (p1 is added beside it) and its MLP residual (p2 beside it); any other block
+(HTS-AT) runs whole, then p1 and p2 are added one after the other, as in the seed. Each adapter aligns the other
+modality to its own token count and width, lets 32 latent tokens gather from it, derives channel and spatial
+attention maps guided by it, modulates its own tokens with ``alpha * Mc + beta * sigmoid(Ms) (+ gamma * Mt) + 1 -
+alpha`` and returns a zero-gated grouped bottleneck of the result. The per-segment embeddings are the final tokens
+pooled with the softmax spatial map of the last p2 adapter, except for visual backbones with a CLS token (ViT-style,
+no token grid), whose embedding is the CLS token after the final norm, as in the few-shot seed.
 
 What we changed, and why:
 
 * One adapter class and one runner for every depth: the pairing rule is computed from the stage depths, so the test
-  sizes (``swinv2_tiny`` + ``htsat_tiny``) run the same code as the paper size.
+  sizes (``swinv2_tiny`` / ``clip_vit_tiny`` + ``htsat_tiny``) run the same code as the paper size.
+* The few-shot seed computes its p1 adapters after the attention / HTS-AT block, we keep the AVE order (from the
+  tokens entering the pair) for every backbone pair.
 * The audio input is the log-mel of each one-second segment, tiled ``audio_tile`` times along time (the seed tiles the
   one-second *waveform* ten times and computes the log-mel of the ten-second result: ten times the STFT work for the
   same frames, up to edge effects).
@@ -26,20 +32,26 @@ What we changed, and why:
   norm drift in ``train()``.
 * Unused seed parameters are not created (``gate_tk``, ``adapter_token_downsampler``, ``fc_caption``, the temporal
   gate of the supervised variants), so every parameter of the method receives a gradient.
-* The optional few-shot temporal gate (``gamma``: ``+ gamma * sigmoid(W_t mean(y))`` in the modulation) is off by
-  default, as in the supervised seed code; the CMBS-style temporal module of the supervised tasks lives in the task
-  heads (``avlearn.tasks.ave``, ``avlearn.tasks.avvp``), applied once after the backbones as in the seed.
+* The few-shot temporal gate (``gamma > 0``: ``+ gamma * sigmoid(W_t mean_N(y_t))``, one scalar per segment t) is off
+  by default, as in the supervised seed code; the seed hard-codes 10 segments per clip, ours works for any S. The
+  CMBS-style temporal module of the supervised tasks lives in the task heads (``avlearn.tasks.ave``,
+  ``avlearn.tasks.avvp``), applied once after the backbones as in the seed.
+* ``visual_pyramid`` (for AVS): each visual stage's tokens before its patch merging, the last one after the final
+  norm, as the seed's AVS model takes them.
+* Optional activation checkpointing of every paired step and unpaired block (``checkpointing``), which the seed lacks.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from avlearn.backbones.base import Hidden
 from avlearn.errors import ConfigError
@@ -47,6 +59,8 @@ from avlearn.methods.base import AVFeatures
 from avlearn.registry import METHODS
 
 Step = tuple[int | None, int | None, int | None]  # (visual block, audio block, pair index or None)
+Block = tuple[int, int]  # (stage, block within the stage)
+PlanStep = tuple[Block | None, Block | None, int | None]  # (visual block, audio block, pair index or None)
 Half = Callable[[Hidden], Hidden]
 
 
@@ -65,6 +79,7 @@ class DGSCTConfig:
     audio_gate: bool = True  # zero-initialised output gate on the audio adapters (visual ones always have it)
     split_visual_blocks: bool = True  # visual p1/p2 beside a Swin-V2 block's attention/MLP residuals
     audio_tile: int = 10  # one-second log-mel tiled this many times along time before the audio backbone
+    checkpointing: bool = False  # recompute each paired step / unpaired block in backward (training only)
 
 
 class DGSCTAdapter(nn.Module):
@@ -168,6 +183,34 @@ def pair_blocks(visual_blocks: int, audio_blocks: int) -> list[Step]:
     return steps
 
 
+def plan_pairs(visual_depths: Sequence[int], audio_depths: Sequence[int]) -> list[PlanStep]:
+    """The run order of the whole model: ``((stage, block) or None, (stage, block) or None, pair)`` per step.
+
+    With as many visual as audio stages, :func:`pair_blocks` pairs each stage with the same stage of the other side
+    (the paper's layout). Otherwise it pairs the two flattened block sequences (blocks in stage order), so that e.g.
+    CLIP ViT-B/32's 12 one-block stages meet HTS-AT's 2-2-6-2 blocks 1:1. Pair indices count up over the model.
+    """
+    if len(visual_depths) == len(audio_depths):
+        stages = enumerate(zip(visual_depths, audio_depths, strict=True))
+        groups = [(_blocks([d_v], i), _blocks([d_a], i)) for i, (d_v, d_a) in stages]
+    else:
+        groups = [(_blocks(visual_depths), _blocks(audio_depths))]
+    plan, pairs = [], 0
+    for visual, audio in groups:
+        for j_v, j_a, pair in pair_blocks(len(visual), len(audio)):
+            plan.append((_at(visual, j_v), _at(audio, j_a), None if pair is None else pairs + pair))
+        pairs += min(len(visual), len(audio))
+    return plan
+
+
+def _blocks(depths: Sequence[int], first_stage: int = 0) -> list[Block]:
+    return [(first_stage + i, j) for i, depth in enumerate(depths) for j in range(depth)]
+
+
+def _at(blocks: list[Block], index: int | None) -> Block | None:
+    return None if index is None else blocks[index]
+
+
 def _swinv2_attention_residual(block: nn.Module, hidden: Hidden) -> Hidden:
     """First half of a ``Swinv2Layer``: ``x + drop_path(norm(window_attention(x)))``, as its own forward does."""
     from transformers.models.swinv2.modeling_swinv2 import window_partition, window_reverse
@@ -195,14 +238,35 @@ def _swinv2_mlp_residual(block: nn.Module, hidden: Hidden) -> Hidden:
     return replace(hidden, tokens=x + block.drop_path(block.layernorm_after(block.output(block.intermediate(x)))))
 
 
-def _halves(backbone: nn.Module, i: int, j: int, split: bool) -> tuple[Half, Half]:
-    """Block j of stage i as two steps; unsplit blocks run whole, then nothing."""
+def _clip_attention_residual(block: nn.Module, hidden: Hidden) -> Hidden:
+    """First half of a ``CLIPEncoderLayer``: ``x + attention(norm(x))``."""
+    x = hidden.tokens
+    attended = block.self_attn(hidden_states=block.layer_norm1(x), attention_mask=hidden.attention_mask)[0]
+    return replace(hidden, tokens=x + attended)
+
+
+def _clip_mlp_residual(block: nn.Module, hidden: Hidden) -> Hidden:
+    """Second half of a ``CLIPEncoderLayer``: ``x + mlp(norm(x))``."""
+    x = hidden.tokens
+    return replace(hidden, tokens=x + block.mlp(block.layer_norm2(x)))
+
+
+def _halves(backbone: nn.Module, block: Block, split: bool) -> tuple[Half, Half]:
+    """A block as two steps: attention and MLP residuals for Swin-V2 and CLIP blocks when ``split``; otherwise the
+    whole block, then nothing."""
+    from transformers.models.clip.modeling_clip import CLIPEncoderLayer
     from transformers.models.swinv2.modeling_swinv2 import Swinv2Layer
 
-    block = backbone.stage_blocks(i)[j]
-    if split and isinstance(block, Swinv2Layer):
-        return (lambda h: _swinv2_attention_residual(block, h)), (lambda h: _swinv2_mlp_residual(block, h))
-    return (lambda h: backbone.run_block(i, j, h)), (lambda h: h)
+    module = backbone.stage_blocks(block[0])[block[1]]
+    if split and isinstance(module, Swinv2Layer):
+        return partial(_swinv2_attention_residual, module), partial(_swinv2_mlp_residual, module)
+    if split and isinstance(module, CLIPEncoderLayer):
+        return partial(_clip_attention_residual, module), partial(_clip_mlp_residual, module)
+    return partial(backbone.run_block, *block), _unchanged
+
+
+def _unchanged(hidden: Hidden) -> Hidden:
+    return hidden
 
 
 def _input_name(backbone: nn.Module, *names: str) -> str:
@@ -213,46 +277,65 @@ def _input_name(backbone: nn.Module, *names: str) -> str:
     raise ConfigError(f"DG-SCT: backbone {type(backbone).__name__} takes none of the inputs {', '.join(names)}")
 
 
+@torch.no_grad()
+def _stage_shapes(backbone: nn.Module) -> tuple[list[tuple[int, int]], bool]:
+    """(tokens, width) entering each stage, from the stem and the stage ends on a dummy input (in eval mode, so
+    batch-norm statistics stay untouched), and whether the tokens lie on a 2-D grid (else: a CLS token first).
+
+    Blocks keep the token shape (transformer stages), so only ``embed`` and ``end_stage`` are run.
+    """
+    was_training = backbone.training
+    backbone.eval()
+    hidden, shapes = backbone.embed(**backbone.dummy_inputs(1)), []
+    has_grid = hidden.grid is not None and len(hidden.grid) == 2
+    for i in range(backbone.num_stages):
+        shapes.append(tuple(hidden.tokens.shape[1:]))
+        hidden = backbone.end_stage(i, hidden)
+    backbone.train(was_training)
+    return shapes, has_grid
+
+
+def _last_blocks(depths: Sequence[int]) -> list[Block]:
+    return [(i, depth - 1) for i, depth in enumerate(depths)]
+
+
+def _grid_map(tokens: torch.Tensor, grid: tuple[int, int], b: int, s: int) -> torch.Tensor:
+    """``(B*S, H*W, C)`` tokens -> ``(B, S, C, H, W)`` map."""
+    return tokens.transpose(1, 2).unflatten(-1, grid).unflatten(0, (b, s))  # (B*S, C, H*W) -> (B, S, C, H, W)
+
+
 @METHODS.register("dgsct")
 @METHODS.register("dgsct_tiny")  # the same class; method/dgsct_tiny.yaml holds the test-size settings
+@METHODS.register("dgsct_fewshot")  # the few-shot settings (CLIP + CLAP towers, temporal gate): method/dgsct_fewshot*
+@METHODS.register("dgsct_fewshot_tiny")
 class DGSCT(nn.Module):
-    """DG-SCT adapters in paired Swin-V2 / HTS-AT stages; ``frames (B, S, H, W, 3)`` uint8 and ``audio (B, S, F, T)``
-    log-mel per segment -> AVFeatures (tokens and adapter-pooled embeddings per segment)."""
+    """DG-SCT adapters between paired visual / HTS-AT blocks; ``frames (B, S, H, W, 3)`` uint8 and ``audio (B, S, F,
+    T)`` log-mel per segment -> AVFeatures (tokens, pooled embeddings and, for grid backbones, the stage pyramid).
+
+    ``produces`` (class): what every visual backbone gives; an instance adds ``visual_pyramid`` when its visual
+    backbone has a token grid (Swin-V2), so a pairing check on the built method refuses AVS for CLIP / ViT.
+    ``pyramid_widths``: the channels of the ``visual_pyramid`` levels (empty without a grid).
+    """
 
     Config = DGSCTConfig
     produces = ("audio", "audio_pooled", "visual", "visual_pooled")
 
     def __init__(self, cfg: DGSCTConfig, visual: nn.Module, audio: nn.Module) -> None:
         super().__init__()
-        if visual.num_stages != audio.num_stages:
-            raise ConfigError(f"DG-SCT pairs the backbones stage by stage: visual has {visual.num_stages} stages, "
-                              f"audio {audio.num_stages}; pick backbones with the same number of stages")  # fmt: skip
         self.cfg = cfg
         self.visual_backbone, self.audio_backbone = visual, audio
         self._audio_input = _input_name(audio, "spectrogram", "input_features")
-        self.plan, shapes, adapters = [], self._stage_shapes(), []
-        for i in range(visual.num_stages):
-            steps = pair_blocks(len(visual.stage_blocks(i)), len(audio.stage_blocks(i)))
-            # Stage-local pair numbers -> indices into self.pairs.
-            self.plan.append([(jv, ja, None if p is None else p + len(adapters)) for jv, ja, p in steps])
-            adapters += [_PairAdapters(*shapes[i], cfg) for *_, p in steps if p is not None]
-        self.pairs = nn.ModuleList(adapters)
+        (v_shapes, self._visual_grid), (a_shapes, _) = _stage_shapes(visual), _stage_shapes(audio)
+        depths = [[len(b.stage_blocks(i)) for i in range(b.num_stages)] for b in (visual, audio)]
+        self.plan = plan_pairs(*depths)
+        self.pairs = nn.ModuleList(
+            _PairAdapters(v_shapes[v[0]], a_shapes[a[0]], cfg) for v, a, pair in self.plan if pair is not None
+        )
+        self._stage_ends = [set(_last_blocks(d)) for d in depths]
+        self.produces = self.produces + (("visual_pyramid",) if self._visual_grid else ())
+        self.pyramid_widths = tuple(c for _, c in v_shapes) if self._visual_grid else ()
         self.out_dim = visual.num_features
         self.audio_dim = audio.num_features
-
-    @torch.no_grad()
-    def _stage_shapes(self) -> list[tuple[tuple[int, int], tuple[int, int]]]:
-        """(tokens, width) of each stage, visual then audio, from the stems and stage ends on dummy inputs.
-
-        Blocks keep the token shape (transformer stages), so only ``embed`` and ``end_stage`` are run.
-        """
-        visual, audio = self.visual_backbone, self.audio_backbone
-        v, a = visual.embed(**visual.dummy_inputs(1)), audio.embed(**audio.dummy_inputs(1))
-        shapes = []
-        for i in range(visual.num_stages):
-            shapes.append((tuple(v.tokens.shape[1:]), tuple(a.tokens.shape[1:])))
-            v, a = visual.end_stage(i, v), audio.end_stage(i, a)
-        return shapes
 
     def _embed(self, frames: torch.Tensor, mel: torch.Tensor) -> tuple[Hidden, Hidden]:
         pixels = self.visual_backbone.preprocess(frames.flatten(0, 1))  # (B*S, H, W, 3) uint8 -> (B*S, 3, h, w)
@@ -261,11 +344,27 @@ class DGSCT(nn.Module):
             mel = mel.transpose(1, 2)  # (B*S, tile * T, F), HTS-AT's layout
         return self.visual_backbone.embed(pixel_values=pixels), self.audio_backbone.embed(**{self._audio_input: mel})
 
+    def _run(self, fn: Callable, *args: object) -> tuple:
+        """``fn(*args)``; when checkpointing a training step, recomputed in backward instead of storing activations."""
+        if self.cfg.checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
+    def _step(
+        self, v_block: Block | None, a_block: Block | None, pair: int | None, v: Hidden, a: Hidden
+    ) -> tuple[Hidden, Hidden, tuple[torch.Tensor, torch.Tensor] | None]:
+        """One plan step: a paired block (with its spatial pooling maps) or one block of one side."""
+        if pair is not None:
+            return self._paired_step(v_block, a_block, self.pairs[pair], v, a)
+        if v_block is not None:
+            return self.visual_backbone.run_block(*v_block, v), a, None
+        return v, self.audio_backbone.run_block(*a_block, a), None
+
     def _paired_step(
-        self, i: int, jv: int, ja: int, adapters: _PairAdapters, v: Hidden, a: Hidden
-    ) -> tuple[Hidden, Hidden, torch.Tensor, torch.Tensor]:
-        v_first, v_second = _halves(self.visual_backbone, i, jv, self.cfg.split_visual_blocks)
-        a_first, a_second = _halves(self.audio_backbone, i, ja, split=False)
+        self, v_block: Block, a_block: Block, adapters: _PairAdapters, v: Hidden, a: Hidden
+    ) -> tuple[Hidden, Hidden, tuple[torch.Tensor, torch.Tensor]]:
+        v_first, v_second = _halves(self.visual_backbone, v_block, self.cfg.split_visual_blocks)
+        a_first, a_second = _halves(self.audio_backbone, a_block, split=False)
         residual_v, _ = adapters.visual_p1(v.tokens, a.tokens)
         residual_a, _ = adapters.audio_p1(a.tokens, v.tokens)
         v, a = v_first(v), a_first(a)
@@ -273,29 +372,41 @@ class DGSCT(nn.Module):
         residual_v, pool_v = adapters.visual_p2(v.tokens, a.tokens)
         residual_a, pool_a = adapters.audio_p2(a.tokens, v.tokens)
         v, a = v_second(v), a_second(a)
-        return replace(v, tokens=v.tokens + residual_v), replace(a, tokens=a.tokens + residual_a), pool_v, pool_a
+        return replace(v, tokens=v.tokens + residual_v), replace(a, tokens=a.tokens + residual_a), (pool_v, pool_a)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> AVFeatures:
         frames, mel = batch["frames"], batch["audio"]
         b, s = frames.shape[:2]
         v, a = self._embed(frames, mel)
-        pool_v = pool_a = None
-        for i, steps in enumerate(self.plan):
-            for jv, ja, pair in steps:
-                if pair is not None:
-                    v, a, pool_v, pool_a = self._paired_step(i, jv, ja, self.pairs[pair], v, a)
-                elif jv is not None:
-                    v = self.visual_backbone.run_block(i, jv, v)
-                else:
-                    a = self.audio_backbone.run_block(i, ja, a)
-            v, a = self.visual_backbone.end_stage(i, v), self.audio_backbone.end_stage(i, a)
+        pools, stage_outputs = None, []  # stage_outputs: visual state at each stage end, before its patch merging
+        for v_block, a_block, pair in self.plan:
+            v, a, step_pools = self._run(self._step, v_block, a_block, pair, v, a)
+            pools = step_pools or pools
+            if v_block in self._stage_ends[0]:
+                stage_outputs.append(v)
+                v = self.visual_backbone.end_stage(v_block[0], v)
+            if a_block in self._stage_ends[1]:
+                a = self.audio_backbone.end_stage(a_block[0], a)
+        pool_v, pool_a = pools
         v_tokens = self.visual_backbone.head(v)  # (B*S, Nv, Cv)
         a_tokens = self.audio_backbone.head(a)  # (B*S, Na, Ca)
+        # With a token grid: pooled by the last visual p2 map; otherwise the CLS token after the final norm.
+        visual_pooled = (pool_v @ v_tokens).squeeze(1) if self._visual_grid else v_tokens[:, 0]  # (B*S, Cv)
         return AVFeatures(
             audio=a_tokens.unflatten(0, (b, s)),  # (B, S, Na, Ca)
             # The seed pools the audio tokens before HTS-AT's final norm and re-ordering (the map's token order).
             audio_pooled=(pool_a @ a.tokens).squeeze(1).unflatten(0, (b, s)),  # (B, S, Ca)
             visual=v_tokens.unflatten(0, (b, s)),  # (B, S, Nv, Cv)
-            visual_pooled=(pool_v @ v_tokens).squeeze(1).unflatten(0, (b, s)),  # (B, S, Cv)
+            visual_pooled=visual_pooled.unflatten(0, (b, s)),  # (B, S, Cv)
             visual_grid=v.grid,
+            visual_pyramid=self._pyramid(stage_outputs, v_tokens, v.grid, b, s) if self._visual_grid else None,
         )
+
+    @staticmethod
+    def _pyramid(
+        stage_outputs: list[Hidden], v_tokens: torch.Tensor, grid: tuple[int, int], b: int, s: int
+    ) -> tuple[torch.Tensor, ...]:
+        """One ``(B, S, C_i, H_i, W_i)`` map per visual stage, finest first: each stage's tokens before its patch
+        merging; the last stage's after the final norm (the seed's AVS model applies ``swin.norm`` there)."""
+        maps = [_grid_map(h.tokens, h.grid, b, s) for h in stage_outputs[:-1]]
+        return (*maps, _grid_map(v_tokens, grid, b, s))

@@ -199,7 +199,8 @@ class AVSTask(nn.Module):
         super().__init__()
         self.cfg, self.info, self.method = cfg, info, method
         audio_dim = getattr(method, "audio_dim", method.out_dim)
-        self.decoder = AVSDecoder(pyramid_widths(method.visual_backbone), audio_dim, cfg)
+        widths = getattr(method, "pyramid_widths", None) or pyramid_widths(method.visual_backbone)
+        self.decoder = AVSDecoder(widths, audio_dim, cfg)
 
     def outputs(self, batch: dict[str, torch.Tensor], keep: torch.Tensor | None = None) -> tuple:
         """Mask logits (K, H, W) of the frames ``keep`` selects from (B, T) (default: all, K = B*T), and the stage

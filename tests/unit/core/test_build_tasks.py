@@ -61,3 +61,15 @@ def test_avvp_plot_rows_show_the_first_class_on_in_each_segment():
     on = torch.zeros(1, 3, 4, dtype=torch.bool)  # (B, K, S)
     on[0, 2, 0] = on[0, 1, 0] = on[0, 2, 3] = True
     assert _first_class(on).tolist() == [[1, 3, 3, 2]]
+
+
+def test_avs_builds_on_dgsct_with_a_grid_backbone_and_is_refused_without_one():
+    from avlearn.build import build_task
+    from avlearn.tasks.base import DatasetInfo
+
+    cfg = compose_run(["task=avs_s4", "method=dgsct_tiny", "backbone=dgsct_tiny", "data.frame_size=32"])
+    task = build_task(cfg, DatasetInfo(()))
+    assert "visual_pyramid" in task.method.produces  # Swin-V2 has a token grid
+    clip = compose_run(["task=avs_s4", "method=dgsct_fewshot_tiny", "backbone=dgsct_fewshot_tiny"])
+    with pytest.raises(ConfigError, match="visual_pyramid"):
+        build_task(clip, DatasetInfo(()))
