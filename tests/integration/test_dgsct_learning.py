@@ -1,24 +1,21 @@
 """DG-SCT learns AVE and AVVP on AVSynth from random initialisation (tiny backbones, trainable, on CPU).
 
-The issue's acceptance runs: AVE segment accuracy >= 90 % with the CMBS head (240 clips, 16 epochs); AVVP
-segment-level F1 >= 70 for audio, visual and Type@AV with the MGN-style head (160 clips, 24 epochs), scored by
+The issue's acceptance runs: AVE segment accuracy >= 90 % with the CMBS head (240 clips, 40 epochs); AVVP
+segment-level F1 >= 70 for audio, visual and Type@AV with the MGN-style head (160 clips, 32 epochs), scored by
 ``avlearn.metrics.avvp.avvp_scores`` (the official AVVP semantics). Both are slow (10-30 minutes each on two
-loaded cores): ``pytest -m slow tests/integration/test_dgsct_learning.py -s``. The AVVP data comes from AVSynth's
-``LLP/`` files through the metric module's readers (not the LLP dataset reader, which is being written).
+loaded cores): ``pytest -m slow tests/integration/test_dgsct_learning.py -s``. The AVVP data is AVSynth's ``LLP/``
+folder through ``avlearn.data.pipelines.avvp`` (the LLP reader; the pipeline ``avlearn train task=avvp`` uses).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
 SYNTH = {"seed": 11, "num_classes": 5, "fps": 2}
-SEGMENTS = 10
 
 
 def _tiny_method(size: int):  # noqa: ANN202
@@ -85,8 +82,12 @@ def _fit_and_test(task, data: dict, epochs: int, lr: float) -> dict[str, float]:
     return task.score(*_predict(task, data["test"]))
 
 
-def run_ave(tmp: Path, epochs: int = 16, lr: float = 1e-3, clips: int = 240, size: int = 32) -> dict[str, float]:
-    """Train DG-SCT tiny + CMBS on AVSynth AVE; returns the test scores."""
+def run_ave(tmp: Path, epochs: int = 40, lr: float = 3e-4, clips: int = 240, size: int = 32) -> dict[str, float]:
+    """Train DG-SCT tiny + CMBS on AVSynth AVE; returns the test scores.
+
+    lr 3e-4: at 1e-3 and above the random-init Swin-V2 tiny stays on a plateau (a linear probe of the pooled visual
+    features is at chance), so the head learns from audio alone and the test accuracy stalls near 80 %.
+    """
     from avlearn.data.datasets.ave import AVEDataset
     from avlearn.data.segments import decode_segments
     from avlearn.tasks.ave import AVEConfig, AVETask
@@ -100,74 +101,30 @@ def run_ave(tmp: Path, epochs: int = 16, lr: float = 1e-3, clips: int = 240, siz
     return _fit_and_test(task, data, epochs, lr)
 
 
-@dataclass
-class _LLPSplit:
-    """Decoded clips with weak labels and (val/test) per-modality segment labels, as a dataset of dicts."""
-
-    frames: torch.Tensor
-    audio: torch.Tensor
-    labels: torch.Tensor
-    gt_audio: torch.Tensor
-    gt_visual: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"frames": self.frames[i], "audio": self.audio[i], "labels": self.labels[i],
-                "gt_audio": self.gt_audio[i], "gt_visual": self.gt_visual[i]}  # fmt: skip
-
-
-def _weak_labels(path: Path) -> list[tuple[str, list[str]]]:
-    """``(filename, labels)`` rows of an ``AVVP_*.csv`` weak-label file (tab-separated, with a header)."""
-    lines = path.read_text(encoding="utf-8").splitlines()[1:]
-    return [(name, labels.split(",")) for name, labels in (line.split("\t") for line in lines if line.strip())]
-
-
-def _llp_split(root: Path, split: str, classes: tuple[str, ...], size: int) -> _LLPSplit:
-    from avlearn.data.segments import decode_segments
-    from avlearn.metrics.avvp import events_to_segments, read_event_file
-
-    files = {"train": "AVVP_train.csv", "val": "AVVP_val_pd.csv", "test": "AVVP_test_pd.csv"}
-    rows = _weak_labels(root / "LLP" / files[split])
-    ids = [vid for vid, _ in rows]
-    labels = torch.zeros(len(rows), len(classes))
-    for i, (_, names) in enumerate(rows):
-        labels[i, [classes.index(c) for c in names]] = 1.0
-    items = [(vid, root / "videos" / f"{vid}.mp4", np.zeros(SEGMENTS, np.int64)) for vid in ids]
-    decoded = decode_segments(items, size, _audio_input(), workers=2)
-    wanted, gt = set(ids), []
-    for modality in ("audio", "visual"):
-        events = [e for e in read_event_file(root / "LLP" / f"AVVP_eval_{modality}.csv", classes) if e[0] in wanted]
-        gt.append(torch.from_numpy(events_to_segments(events, ids, classes, SEGMENTS)))  # (N, K, S)
-    return _LLPSplit(decoded.frames, decoded.audio, labels, *gt)
-
-
-def run_avvp(tmp: Path, epochs: int = 24, lr: float = 2e-3, clips: int = 160, size: int = 64) -> dict[str, float]:
+def run_avvp(tmp: Path, epochs: int = 32, lr: float = 2e-3, clips: int = 160, size: int = 64) -> dict[str, float]:
     """Train DG-SCT tiny + MGN on AVSynth's LLP files (weak labels only); returns the test scores."""
-    from avlearn.data.synth.classes import class_table
+    from avlearn.data.pipelines.avvp import avvp_splits
     from avlearn.tasks.avvp import AVVPConfig, AVVPTask
     from avlearn.tasks.base import DatasetInfo
 
     torch.manual_seed(0)
-    root = _synth(tmp, clips, size)
-    classes = tuple(c.name for c in class_table(SYNTH["num_classes"]))
-    data = {s: _llp_split(root, s, classes, size) for s in ("train", "val", "test")}
+    data = avvp_splits(_synth(tmp, clips, size), size, _audio_input(), workers=2)  # LLP reader + scorer's labels
+    classes = data.pop("classes")
     cfg = AVVPConfig(dim=64, temporal_dim=32, heads=4, depth_audio=1, depth_visual=1, depth_av=2)
     task = AVVPTask(cfg, _tiny_method(size), DatasetInfo(classes))
     return _fit_and_test(task, data, epochs, lr)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 7 open: measured 81.25-83.75 % test accuracy so far (target 90 %)")
 def test_dgsct_cmbs_learns_ave(tmp_path):
+    """Measured: 90.83 % test (best val 89.6 %, epoch 33 of 40), 392 s on two lightly loaded cores, one thread."""
     scores = run_ave(tmp_path)
     print("AVE", scores)
     assert scores["segment_accuracy"] >= 90.0, scores
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 7 open: visual segment F1 stays at 0 so far (target 70: a, v, Type@AV)")
+@pytest.mark.xfail(strict=True, reason="issue 7 open: test segment F1 a 83.1 / v 67.4 / Type@AV 78.9 (target 70)")
 def test_dgsct_mgn_learns_avvp(tmp_path):
     scores = run_avvp(tmp_path)
     print("AVVP", scores)
