@@ -161,27 +161,19 @@ PIPELINES = {"ave": ave_splits, "ave_cls": ave_splits, "avvp": avvp_splits, "avs
 
 
 def _pipeline(task: str) -> Callable[[DictConfig, Any], Splits] | None:
-    """The data pipeline of ``task``; None for an unknown task or a pipeline module that is not installed."""
+    """The data pipeline of ``task`` (None for an unknown task); (module, function) entries are imported here."""
     entry = PIPELINES.get(task)
     if not isinstance(entry, tuple):
         return entry
     module, function = entry
-    try:
-        return getattr(importlib.import_module(f"avlearn.data.pipelines.{module}"), function)
-    except ModuleNotFoundError:
-        return None
-
-
-def available_tasks() -> list[str]:
-    """Task names that have a data pipeline."""
-    return [task for task in PIPELINES if _pipeline(task) is not None]
+    return getattr(importlib.import_module(f"avlearn.data.pipelines.{module}"), function)
 
 
 def build_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
     """Read the task's dataset and decode each split into tensors, with the task's pipeline."""
     pipeline = _pipeline(cfg.task.name)
     if pipeline is None:
-        raise ConfigError(f"task={cfg.task.name!r} has no data pipeline; available: {', '.join(available_tasks())}")
+        raise ConfigError(f"task={cfg.task.name!r} has no data pipeline; available: {', '.join(PIPELINES)}")
     return pipeline(cfg, audio_pre)
 
 
