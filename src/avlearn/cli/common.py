@@ -43,8 +43,10 @@ def run_configs(overrides: Sequence[str], multirun: bool, preset: Sequence[str] 
                 if len(combos) > 1:
                     print(f"\n=== run {i}/{len(combos)}: {' '.join(combo)}", flush=True)
                 results.append({"overrides": combo, **run_supervised(cfg)})
-        finally:
-            teardown()
+        except BaseException:
+            teardown(wait=False)
+            raise
+        teardown()
         if len(results) > 1:
             _print_sweep(results)
     return results

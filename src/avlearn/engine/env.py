@@ -86,9 +86,15 @@ def setup(device: str = "auto", threads: int = 0, seed: int = 0, deterministic: 
     return Env(rank, world, local, dev)
 
 
-def teardown() -> None:
-    """Leave the process group, if any (the end of ``avlearn train``)."""
+def teardown(wait: bool = True) -> None:
+    """Leave the process group, if any (the end of ``avlearn train``).
+
+    ``wait``: first wait for every process to get here (a gloo process that leaves while its peer still has traffic
+    in flight makes the peer abort with SIGABRT); ``False`` on an error path, where the others may never arrive.
+    """
     if dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -14,7 +14,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.testing import assert_close
 
 from avlearn.engine.checkpoint import load_checkpoint
-from avlearn.engine.env import Env, setup
+from avlearn.engine.env import Env, setup, teardown
 from avlearn.engine.loop import RunInfo, fit
 from avlearn.engine.resume import load_model
 
@@ -42,7 +42,7 @@ def _worker(rank: int, port: int, out: str) -> None:
         assert all(torch.equal(trained[k], loaded[k]) for k in trained), strategy
         best = load_model(Path(out) / strategy / "checkpoint", resumed, env)  # the best epoch's weights
         assert best["epoch"] >= 1 and get_model_state_dict(resumed, options=FULL).keys() == trained.keys()
-    dist.destroy_process_group()
+    teardown()
 
 
 def _free_port() -> int:
