@@ -39,12 +39,15 @@ What we changed, and why:
 * ``visual_pyramid`` (for AVS): each visual stage's tokens before its patch merging, the last one after the final
   norm, as the seed's AVS model takes them.
 * Optional activation checkpointing of every paired step and unpaired block (``checkpointing``), which the seed lacks.
+  The recomputation in backward leaves the adapters' batch-norm running statistics as the forward left them, so a
+  checkpointed step updates them once, like an ordinary one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -347,8 +350,25 @@ class DGSCT(nn.Module):
     def _run(self, fn: Callable, *args: object) -> tuple:
         """``fn(*args)``; when checkpointing a training step, recomputed in backward instead of storing activations."""
         if self.cfg.checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(fn, *args, use_reentrant=False)
+            return checkpoint(fn, *args, use_reentrant=False, context_fn=self._checkpoint_contexts)
         return fn(*args)
+
+    def _checkpoint_contexts(self) -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
+        """(forward, recomputation) contexts of a checkpointed step."""
+        return contextlib.nullcontext(), self._norm_stats_kept()
+
+    @contextlib.contextmanager
+    def _norm_stats_kept(self) -> Iterator[None]:
+        """Restores every batch-norm buffer on exit (the recomputation must not count a second update)."""
+        norms = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        saved = [[b.clone() for b in m.buffers()] for m in norms]
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for module, buffers in zip(norms, saved, strict=True):
+                    for buffer, value in zip(module.buffers(), buffers, strict=True):
+                        buffer.copy_(value)
 
     def _step(
         self, v_block: Block | None, a_block: Block | None, pair: int | None, v: Hidden, a: Hidden

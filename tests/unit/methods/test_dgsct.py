@@ -223,13 +223,17 @@ def test_checkpointing_gives_the_same_outputs_and_gradients_and_saves_fewer_tens
         loss = feats.visual_pooled.square().mean() + feats.audio_pooled.square().mean()
         loss.backward()
         grads = {n: p.grad.clone() for n, p in method.named_parameters() if p.grad is not None}
-        results.append((loss.detach(), grads, saved))
-    (loss_plain, grads_plain, saved_plain), (loss_ckpt, grads_ckpt, saved_ckpt) = results
+        stats = {n: b.clone() for n, b in method.named_buffers() if "bn_" in n}  # adapters' batch-norm statistics
+        results.append((loss.detach(), grads, saved, stats))
+    (loss_plain, grads_plain, saved_plain, stats_plain), (loss_ckpt, grads_ckpt, saved_ckpt, stats_ckpt) = results
     assert saved_ckpt < saved_plain / 2  # activations inside the checkpointed steps are recomputed, not kept
     torch.testing.assert_close(loss_ckpt, loss_plain)
     assert grads_plain.keys() == grads_ckpt.keys() and len(grads_plain) > 0
     for name, grad in grads_plain.items():
         torch.testing.assert_close(grads_ckpt[name], grad, msg=name)
+    assert stats_plain.keys() == stats_ckpt.keys() and len(stats_plain) > 0
+    for name, stat in stats_plain.items():  # updated once per step, not again by the recomputation
+        torch.testing.assert_close(stats_ckpt[name], stat, msg=name)
 
 
 def test_avs_s4_task_trains_on_the_dgsct_pyramid(built):
