@@ -58,10 +58,11 @@ def ensure_avsynth(data: DictConfig, task: str = "ave") -> Path:
     """The AVSynth folder for ``data`` and ``task``: generated on first use (with a progress bar), reused after."""
     from tqdm import tqdm
 
-    from avlearn.data.synth import generate, read_meta
+    from avlearn.data.synth import FORMAT_VERSION, generate, read_meta
 
     cfg = synth_config(data, task)
-    digest = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:10]
+    key = {"format": FORMAT_VERSION, **asdict(cfg)}  # a newer format goes to a new cache folder
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     root = Path(data.root).expanduser() if data.root else cache_dir() / f"avsynth-{digest}"
     if read_meta(root) is None:
         total = sum(cfg.count(f) for f in ("events", "s4", "ms3", "avqa"))
@@ -157,7 +158,9 @@ PIPELINES = {"ave": ave_splits, "ave_cls": ave_splits, "avvp": avvp_splits, "avs
              "avs_ms3": avs_splits, "avqa": avqa_splits, "fewshot": ("fewshot", "fewshot_splits"),
              "fewshot_ave_cls": ("fewshot", "fewshot_splits"), "fewshot_llp_cls": ("fewshot", "fewshot_splits"),
              "pretrain_captions": ("captions", "captions_splits"), "zeroshot": ("captions", "zeroshot_splits"),
-             "zeroshot_cls": ("captions", "zeroshot_splits")}  # fmt: skip
+             "zeroshot_cls": ("captions", "zeroshot_splits"), "pretrain_segments": ("fewshot", "fewshot_splits"),
+             "zeroshot_ave": ("fewshot", "fewshot_splits"), "zeroshot_ave_cls": ("fewshot", "fewshot_splits"),
+             "zeroshot_llp_cls": ("fewshot", "fewshot_splits")}  # fmt: skip
 
 
 def _pipeline(task: str) -> Callable[[DictConfig, Any], Splits] | None:

@@ -14,7 +14,8 @@ checkpoint/ (best epoch: model.safetensors + checkpoint.json), last/ (resumable:
 RNG and data position), tensorboard/ (if the tensorboard package is installed) and the task's plot.
 
 Tasks (task=): ave, ave_cls, avvp, avs_s4, avs_ms3, avqa, fewshot, fewshot_ave_cls, fewshot_llp_cls,
-pretrain_captions, zeroshot, zeroshot_cls; AVSynth renders the part the task reads (data.clips clips).
+pretrain_captions, zeroshot, zeroshot_cls, pretrain_segments, zeroshot_ave, zeroshot_ave_cls, zeroshot_llp_cls;
+AVSynth renders the part the task reads (data.clips clips).
 
 Examples:
   avlearn train task=ave method=baseline backbone=small_cnn data=avsynth

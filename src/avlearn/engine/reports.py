@@ -2,11 +2,11 @@
 
 Keyed by task name. Chance levels are in the unit of the task's primary metric:
 
-- ``ave``, ``fewshot``, ``zeroshot``, ``pretrain_captions`` (segment accuracy): a uniform guess over the K + 1
-  labels, and always the most frequent training label.
-- ``ave_cls``, ``fewshot_ave_cls``, ``zeroshot_cls`` (clip accuracy): a uniform guess over the K classes, and
-  always the most frequent training class.
-- ``fewshot_llp_cls`` (video accuracy against the first labelled class): the same two, no plot.
+- ``ave``, ``fewshot``, ``zeroshot``, ``pretrain_captions``, ``pretrain_segments``, ``zeroshot_ave`` (segment
+  accuracy): a uniform guess over the K + 1 labels, and always the most frequent training label.
+- ``ave_cls``, ``fewshot_ave_cls``, ``zeroshot_cls``, ``zeroshot_ave_cls`` (clip accuracy): a uniform guess over the
+  K classes, and always the most frequent training class.
+- ``fewshot_llp_cls``, ``zeroshot_llp_cls`` (video accuracy against the first labelled class): the same two, no plot.
 - ``avvp`` (segment-level Type@AV F1): every class of the video's true weak labels predicted in every segment of
   both modalities (predicting nothing scores 0), a reference that knows the labels but not when they occur.
 - ``avs_s4`` / ``avs_ms3`` (mIoU): an empty mask everywhere.
@@ -163,6 +163,10 @@ REPORTS = {
     "pretrain_captions": _AVE,
     "zeroshot": _AVE,
     "zeroshot_cls": _AVE_CLS,
+    "pretrain_segments": _AVE,
+    "zeroshot_ave": _AVE,
+    "zeroshot_ave_cls": _AVE_CLS,
+    "zeroshot_llp_cls": Report(_llp_cls_chance),
 }
 
 

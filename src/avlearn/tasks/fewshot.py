@@ -107,6 +107,7 @@ class _PromptClassifier(nn.Module):
     Config = FewShotConfig
     needs = ("audio_pooled", "visual_pooled")
     with_background = True
+    persistent_prompts = True  # False: prompts are rebuilt from the class names, never saved nor loaded
 
     def __init__(self, cfg: FewShotConfig, method: nn.Module, info: DatasetInfo) -> None:
         super().__init__()
@@ -118,8 +119,8 @@ class _PromptClassifier(nn.Module):
         if cfg.contrastive and visual.shape[1] != audio.shape[1]:
             raise ConfigError(f"task.contrastive={cfg.contrastive}: the two text towers' widths differ "
                               f"({visual.shape[1]} vs {audio.shape[1]}); expected 0 or equal widths")  # fmt: skip
-        self.register_buffer("visual_classes", visual)  # (K [+ 1], Ct)
-        self.register_buffer("audio_classes", audio)  # (K [+ 1], Ct')
+        self.register_buffer("visual_classes", visual, persistent=self.persistent_prompts)  # (K [+ 1], Ct)
+        self.register_buffer("audio_classes", audio, persistent=self.persistent_prompts)  # (K [+ 1], Ct')
         self.visual_proj = nn.Linear(method.out_dim, visual.shape[1])
         self.audio_proj = nn.Linear(getattr(method, "audio_dim", method.out_dim), audio.shape[1])
         self.log_scale = nn.Parameter(torch.tensor(float(cfg.init_scale)).log())

@@ -1,4 +1,4 @@
-"""Caption pre-training into a frozen text space, and zero-shot AVE / video classification from class prompts.
+"""Pre-training (on captions, or on class prompts as DG-SCT) and zero-shot AVE / LLP classification from prompts.
 
 Follows DG-SCT's pre-training and zero-shot settings (haoyi-duan/DG-SCT ``pretrain/``, ``zero-shot/zero_shot.py``,
 ``few-shot/nets/net_trans.py``): the segment's visual and audio features are mapped into a text space, compared by
@@ -25,6 +25,16 @@ What we changed, and why (see docs/tasks/zeroshot.md):
 * Clips of a batch with identical captions (AVSynth repeats "the chime is heard while the red circle is visible")
   are positives of each other (a soft target), which matters in the audio-visual InfoNCE: the seed's diagonal
   target makes same-class clips negatives.
+
+DG-SCT's own recipe, on the few-shot prompt classifier (``avlearn.tasks.fewshot``; docs/tasks/zeroshot.md):
+``pretrain_segments`` trains it on VGGSound-AVEL40K with the seed's segment cross-entropy over the class prompts plus
+a background prompt (and the few-shot audio-image InfoNCE); ``zeroshot_ave`` (segments, background included),
+``zeroshot_ave_cls`` and ``zeroshot_llp_cls`` rebuild the prompts for the target dataset's classes and keep every
+pre-trained weight (``train.init_from``). What differs from the seed: the prompts are fixed text-tower embeddings
+(the seed discards its learned CoOp context in zero-shot anyway), ``zeroshot_ave`` keeps the background prompt (the
+seed sets ``weak=True``: no background, so AVE background segments can never be right), the branches are summed as
+in pre-training (not the seed's unstable ``w1 = logits_v / (logits_v + logits_a)``), and LLP is also scored by
+whether the predicted class is any of the video's labels and by mAP (the seed: argmax of the multi-hot only).
 """
 
 from __future__ import annotations
@@ -38,7 +48,13 @@ from torch import nn
 from avlearn.errors import ConfigError
 from avlearn.registry import TASKS
 from avlearn.tasks.base import DatasetInfo
-from avlearn.tasks.fewshot import embed_prompts
+from avlearn.tasks.fewshot import (
+    FewShotConfig,
+    PromptAVEClassTask,
+    PromptClassifierTask,
+    PromptLLPClassTask,
+    embed_prompts,
+)
 
 MAX_SCALE = 100.0  # CLIP's clamp of the learnable logit scale
 
@@ -81,6 +97,13 @@ class ZeroShotClsConfig(ZeroShotConfig):
     """Schema of ``task/zeroshot_cls.yaml``."""
 
     name: str = "zeroshot_cls"
+
+
+@dataclass
+class PretrainSegmentsConfig(FewShotConfig):
+    """Schema of ``task/pretrain_segments.yaml`` (and, with their names, of ``task/zeroshot_{ave,ave_cls,llp_cls}``)."""
+
+    name: str = "pretrain_segments"
 
 
 def class_texts(template: str, info: DatasetInfo) -> list[str]:
@@ -210,14 +233,18 @@ class CaptionPretrainTask(TextSpaceTask):
         return loss
 
 
-@TASKS.register("zeroshot")
-class ZeroShotTask(TextSpaceTask):
-    """Zero-shot AVE segment classification (background included): no training; weights from ``train.init_from``."""
-
-    Config = ZeroShotConfig
+class _EvaluationOnly:
+    """Mixin of the zero-shot tasks: nothing to train; the weights come from ``train.init_from``."""
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise ConfigError(f"task={self.cfg.name} does not train: set train.epochs=0 and train.init_from=<weights>")
+
+
+@TASKS.register("zeroshot")
+class ZeroShotTask(_EvaluationOnly, TextSpaceTask):
+    """Zero-shot AVE segment classification (background included): no training; weights from ``train.init_from``."""
+
+    Config = ZeroShotConfig
 
 
 @TASKS.register("zeroshot_cls")
@@ -244,3 +271,47 @@ class ZeroShotClassifyTask(ZeroShotTask):
         target = clip_class(targets["labels"], self.info.num_classes)
         keep = target >= 0
         return {"accuracy": float(ave_video_accuracy(preds["clip_labels"][keep], target[keep]))}
+
+
+@TASKS.register("pretrain_segments")
+class SegmentPretrainTask(PromptClassifierTask):
+    """DG-SCT's pre-training: segment cross-entropy over K class prompts + background, batch ``labels (B, S)``.
+
+    The prompts are rebuilt from the class names, so the checkpoint holds no class-specific tensor and the zero-shot
+    tasks load it exactly whatever their classes. Validation: segment accuracy, background included.
+    """
+
+    Config = PretrainSegmentsConfig
+    persistent_prompts = False
+
+
+class _FreshPrompts(_EvaluationOnly):
+    """Zero-shot from ``pretrain_segments``: the target dataset's class prompts, every pre-trained weight."""
+
+    Config = PretrainSegmentsConfig
+    persistent_prompts = False
+
+
+@TASKS.register("zeroshot_ave")
+class PromptZeroShotTask(_FreshPrompts, PromptClassifierTask):
+    """Zero-shot AVE segments over K class prompts + the background prompt; segment accuracy."""
+
+
+@TASKS.register("zeroshot_ave_cls")
+class PromptZeroShotAVEClassTask(_FreshPrompts, PromptAVEClassTask):
+    """Zero-shot AVE classification: the argmax of the segment-mean logits vs the first event's class."""
+
+
+@TASKS.register("zeroshot_llp_cls")
+class PromptZeroShotLLPClassTask(_FreshPrompts, PromptLLPClassTask):
+    """Zero-shot LLP video classification: the seed's accuracy, plus ``hit_accuracy`` and ``map`` (percent)."""
+
+    def score(self, preds: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, float]:
+        """``accuracy`` vs the first labelled class (the seed's), ``hit_accuracy``: the predicted class is one of
+        the video's labels; ``map``: mean average precision of the clip probabilities over the labelled classes."""
+        from avlearn.metrics.classification import multilabel_scores
+
+        labels = targets["labels"].bool()  # (B, K) multi-hot
+        hit = labels.gather(1, preds["clip_labels"][:, None].long()).float().mean()  # (B, 1) -> ()
+        ranked = multilabel_scores(preds["probs"].float(), labels)["map"]
+        return {**super().score(preds, targets), "hit_accuracy": 100.0 * float(hit), "map": float(ranked)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -127,6 +128,14 @@ def test_existing_folder_with_other_parameters_is_refused(small_synth, small_syn
     with pytest.raises(DataError, match="other parameters.*delete it or choose another folder"):
         generate(small_synth, replace(small_synth_config, size=48))
     assert generate(small_synth, small_synth_config) == small_synth  # same parameters: reused as is
+
+
+def test_folder_of_another_format_is_refused(tmp_path, small_synth, small_synth_config):
+    old = shutil.copytree(small_synth, tmp_path / "old")
+    meta = json.loads((old / "avsynth.json").read_text())
+    (old / "avsynth.json").write_text(json.dumps(meta | {"format": meta["format"] - 1}))
+    with pytest.raises(DataError, match="of format 1, not this avlearn's 2.*delete it"):
+        generate(old, small_synth_config)
 
 
 def test_unwritable_output_is_a_clear_error(tmp_path):

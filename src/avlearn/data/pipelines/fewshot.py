@@ -6,6 +6,10 @@ Follows DG-SCT's few-shot data (haoyi-duan/DG-SCT ``few-shot/dataloader.py``; sp
   keeps its label (background = K), so the targets are ``labels (S,)`` as for the AVE task.
 - ``fewshot_llp_cls`` reads LLP (AVVP); only videos with a single weak label are drawn for training (as the seed);
   validation and test keep every video; the targets are ``labels (K,)``, the multi-hot weak labels.
+- DG-SCT's pre-training and zero-shot (``avlearn.tasks.zeroshot``) use the same pipeline: ``pretrain_segments`` reads
+  VGGSound-AVEL40K (``vggsound-avel40k_labels.csv``: per-second flags -> ``labels (S,)``, background = K);
+  ``zeroshot_ave`` / ``zeroshot_ave_cls`` read AVE and ``zeroshot_llp_cls`` LLP, as the few-shot tasks (``shots=0``;
+  every video of every split is kept, multi-label LLP videos included).
 
 What we changed: the seed takes the *first* K clips of each class in file order with one fixed seed; here K clips per
 class are drawn with ``avlearn.data.samplers.few_shot_indices`` for ``cfg.seed`` (``shots=0``: every eligible clip),
@@ -33,8 +37,11 @@ from avlearn.errors import ConfigError
 from avlearn.registry import DATASETS
 
 SEGMENTS = 10
-READERS = {"fewshot": "ave", "fewshot_ave_cls": "ave", "fewshot_llp_cls": "llp"}
-TARGETS = {"ave": "segment_labels", "llp": "labels"}  # the record target that becomes the batch's ``labels``
+READERS = {"fewshot": "ave", "fewshot_ave_cls": "ave", "fewshot_llp_cls": "llp",
+           "pretrain_segments": "vggsound_avel40k", "zeroshot_ave": "ave", "zeroshot_ave_cls": "ave",
+           "zeroshot_llp_cls": "llp"}  # fmt: skip
+# The record target that becomes the batch's ``labels``.
+TARGETS = {"ave": "segment_labels", "llp": "labels", "vggsound_avel40k": "segment_labels"}
 
 
 def few_shot_records(records: list[Record], shots: int, seed: int, single_label: bool) -> list[Record]:
@@ -76,7 +83,7 @@ def fewshot_splits(cfg: DictConfig, audio_pre: AudioPreprocess):  # noqa: ANN201
     audio = audio_pre  # one-second log-mel segments (avlearn.build.audio_preprocess)
     decode = Decode(frames=SEGMENTS, seconds=float(SEGMENTS), size=cfg.data.frame_size, sample_rate=audio.sample_rate)
     datasets = {s: reader(root, s, decode=decode) for s in ("train", "val", "test")}
-    single = READERS[cfg.task.name] == "llp"
+    single = cfg.task.name == "fewshot_llp_cls"  # the seed's few-shot LLP draws single-label videos only
     chosen = {s: list(d.records) for s, d in datasets.items()}
     chosen["train"] = few_shot_records(chosen["train"], cfg.shots, cfg.seed, single_label=single)
     out = {s: _decode(datasets[s], chosen[s], audio, cfg.data.workers) for s in datasets}

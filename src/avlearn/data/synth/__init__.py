@@ -1,8 +1,9 @@
 """AVSynth: the embedded synthetic audio-visual dataset, written as real media in the benchmarks' formats.
 
 ``generate(out, SynthConfig(...))`` renders clips (H.264 + AAC mp4 files under ``videos/``) and writes the
-annotation files of AVE, LLP/AVVP, AVSBench S4/MS3, MUSIC-AVQA, VGGSound and VALOR-style captions (see
-``formats.py`` for the layouts), plus ``avsynth.json`` with the config, the class table and the counts.
+annotation files of AVE, LLP/AVVP, AVSBench S4/MS3, MUSIC-AVQA, VGGSound, VGGSound-AVEL40K and VALOR-style
+captions (see ``formats.py`` for the layouts), plus ``avsynth.json`` with the config, the class table and the
+counts.
 
 The same config and seed give identical annotations and identical decoded frames: every clip draws from its own
 generator seeded by (seed, flavour, index), and the encoder is single-threaded. The folder is written under a
@@ -30,12 +31,13 @@ from avlearn.data.synth.formats import (
     write_avs_meta,
     write_llp,
     write_vggsound_and_captions,
+    write_vggsound_avel40k,
 )
 from avlearn.data.synth.render import render_audio, render_frame, render_mask
 from avlearn.data.synth.scene import FLAVOURS, Scene, sample_scene
 from avlearn.errors import DataError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: VGGSound-AVEL40K labels added
 AVS_FRAMES = 5  # AVSBench: one frame (and mask) per second over 5 s
 _PREFIX = {"events": "ev", "s4": "s4", "ms3": "ms", "avqa": ""}
 
@@ -156,6 +158,7 @@ def _write_annotations(root: Path, cfg: SynthConfig, by_flavour: dict[str, list]
     write_ave(root, by_flavour["events"], classes)
     write_llp(root, by_flavour["events"], classes)
     write_vggsound_and_captions(root, by_flavour["events"], classes)
+    write_vggsound_avel40k(root, by_flavour["events"], classes)
     write_avs_meta(root, by_flavour["s4"], classes, "s4")
     write_avs_meta(root, by_flavour["ms3"], classes, "ms3")
     write_avqa(root, by_flavour["avqa"], classes, cfg.seed)
@@ -184,7 +187,12 @@ def check_existing(out: Path, cfg: SynthConfig) -> bool:
     meta = read_meta(out)
     if meta is None:
         raise DataError(f"{out} exists and is not an AVSynth folder (no avsynth.json); choose an empty or new folder")
-    if meta["config"] != asdict(cfg) or meta["format"] != FORMAT_VERSION:
+    if meta["format"] != FORMAT_VERSION:
+        raise DataError(
+            f"{out} holds AVSynth of format {meta['format']}, not this avlearn's {FORMAT_VERSION} (files differ "
+            "between formats); delete it or choose another folder"
+        )
+    if meta["config"] != asdict(cfg):
         diff = {k: (v, asdict(cfg)[k]) for k, v in meta["config"].items() if asdict(cfg).get(k) != v}
         raise DataError(
             f"{out} holds AVSynth made with other parameters (folder vs asked: {diff}); "

@@ -17,6 +17,11 @@ Every writer takes the rendered scenes of one flavour with their splits. Layouts
 - ``VGGSound/vggsound.csv`` (``youtube_id,start_seconds,label,split``, no header; splits train/test only, as
   published — AVSynth's validation clips are left out of it).
 - ``captions/txt_mapper.json`` (``{video_id: [caption, ...]}``, VALOR style) and ``captions/{train,val,test}_id.json``.
+- ``VGGSound-AVEL40K/vggsound-avel40k_labels.csv`` (``category,video_id,label,split``; ``label`` the per-second
+  audio-visual event flags as DG-SCT writes them, ``"[0, 1, 1, ...]"``) and ``VggsoundAVEL40kCategories.txt``: the
+  same event clips and splits as AVE (every benchmark of one AVSynth folder is written from one set of event clips;
+  an independent pre-training set is another folder: another ``seed`` and, as VGGSound's 141 classes contain AVE's
+  28, more classes — class ``k`` is the same for every class count).
 """
 
 from __future__ import annotations
@@ -215,3 +220,14 @@ def write_vggsound_and_captions(root: Path, items: Sequence[Split], classes: tup
     (out / "txt_mapper.json").write_text(json.dumps({s.clip_id: _captions(s, classes) for s, _ in items}, indent=1))
     for split in SPLITS:
         (out / f"{split}_id.json").write_text(json.dumps([s.clip_id for s, sp in items if sp == split]))
+
+
+def write_vggsound_avel40k(root: Path, items: Sequence[Split], classes: tuple[ClassSpec, ...]) -> None:
+    """VGGSound-AVEL40K as DG-SCT's pre-training reads it: one row per event clip, its per-second event flags."""
+    rows = []
+    for scene, split in items:
+        flags = ", ".join(str(int(on)) for on in scene.av_labels() >= 0)  # seen and heard in that second
+        rows.append(f'{classes[scene.event[0]].name},{scene.clip_id},"[{flags}]",{split}')
+    out = root / "VGGSound-AVEL40K"
+    _write_lines(out / "vggsound-avel40k_labels.csv", ["category,video_id,label,split", *rows])
+    _write_lines(out / "VggsoundAVEL40kCategories.txt", [c.name for c in classes])
