@@ -1,9 +1,9 @@
-"""AVS learns on AVSynth from random initialisation (baseline method, small CNNs): S4 mIoU >= 70, MS3 >= 40.
+"""AVS learns on AVSynth from random initialisation (baseline method, small CNNs): S4 mIoU >= 70, MS3 >= 50.
 
-Slow (S4 about 10 min, MS3 about 15 min on two CPU cores): ``pytest -m slow tests/integration/test_avs_learning.py
--s``. Each run writes its run folder (``metrics.jsonl``, ``checkpoint/`` selected on the validation split,
-``metrics.json`` and ``masks.png``: input frame, true mask, predicted mask for test clips) under pytest's temporary
-directory and prints its path and scores.
+Slow (S4 about 15 min, MS3 about 25 min on two shared CPU cores, one thread): ``pytest -m slow
+tests/integration/test_avs_learning.py -s``. Each run writes its run folder (``metrics.jsonl``, ``checkpoint/``
+selected on the validation split, ``metrics.json`` and ``masks.png``: input frame, true mask, predicted mask for test
+clips) under pytest's temporary directory and prints its path and scores.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import torch
 
 CLIPS = 800  # per flavour: 640 train / 80 val / 80 test
 SIZE = 64
-# flavour -> (epochs, lr, decoder width, KL weight, required test mIoU). Measured: S4 84.4, MS3 47.7; the issue asks
-# for MS3 >= 50, which these runs do not reach (docs/tasks/avs.md), so MS3 checks a clear margin over predicting no
-# mask at all (about 21).
-RUNS = {"s4": (20, 2e-3, 64, 0.0, 70.0), "ms3": (40, 3e-3, 32, 0.5, 40.0)}
+# flavour -> (epochs, lr, decoder width, KL weight, per-frame audio FiLM, required test mIoU). MS3's sounding objects
+# change from second to second, which TPAVI (a temporal non-local block over all five frames) cannot tell apart on
+# AVSynth's near-static frames; the FiLM gives each frame its own second's audio (avlearn.tasks.avs docstring).
+RUNS = {"s4": (20, 2e-3, 64, 0.0, False, 70.0), "ms3": (40, 3e-3, 32, 0.5, True, 50.0)}
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +44,15 @@ def test_avs_learns_on_avsynth(avs_synth, tmp_path, flavour):
     from avlearn.tasks.base import DatasetInfo
     from avlearn.viz.masks import plot_masks
 
-    epochs, lr, dim, kl_weight, required = RUNS[flavour]
+    epochs, lr, dim, kl_weight, film, required = RUNS[flavour]
     audio = BACKBONES.build("cnn_audio_small")
     splits = avs_splits(avs_synth, flavour, SIZE, audio.preprocess, workers=2, flip=True)
     env = setup("cpu", 0, 0)
     seed_everything(0)
     method = Baseline(BaselineConfig(dim=128), BACKBONES.build("cnn_visual_small", size=SIZE), audio)
-    task = AVSTask(AVSConfig(name=f"avs_{flavour}", dim=dim, kl_weight=kl_weight), method, DatasetInfo(()))
+    task = AVSTask(
+        AVSConfig(name=f"avs_{flavour}", dim=dim, kl_weight=kl_weight, audio_film=film), method, DatasetInfo(())
+    )
     run = tmp_path / f"avs_{flavour}"
     cfg = TrainConfig(epochs=epochs, batch_size=16, lr=lr, log_every=20)
     fit(task, splits["train"], splits["val"], cfg, env, RunInfo(run, 0))

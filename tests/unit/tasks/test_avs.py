@@ -7,7 +7,7 @@ import torch
 
 from avlearn.methods.baseline import Baseline, BaselineConfig
 from avlearn.registry import BACKBONES, TASKS
-from avlearn.tasks.avs import TPAVI, AVSConfig, AVSTask, masked_av_kl
+from avlearn.tasks.avs import TPAVI, AVSConfig, AVSTask, FrameFiLM, masked_av_kl
 from avlearn.tasks.base import DatasetInfo
 
 SIZE = 32
@@ -52,12 +52,25 @@ def test_tpavi_factorised_equals_the_full_non_local_block():
     assert torch.allclose(z, expected, atol=1e-5)
 
 
+def test_frame_film_starts_as_identity_and_reads_each_frame_own_audio():
+    torch.manual_seed(0)
+    film = FrameFiLM(6, 8)
+    x, audio = torch.randn(3, 8, 4, 4), torch.randn(3, 6)
+    assert torch.equal(film(x, audio), x)
+    torch.nn.init.normal_(film.proj.weight)
+    changed = audio.clone()
+    changed[1] = torch.randn(6)  # only frame 1's audio differs
+    same = (film(x, audio) == film(x, changed)).flatten(1).all(dim=1)  # (K,)
+    assert same.tolist() == [True, False, True]
+
+
 def test_avs_task_trains_and_predicts_probabilities():
-    task = _task(kl_weight=0.5)
+    task = _task(kl_weight=0.5, audio_film=True)
     out = task(_batch())
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and {"loss_bce", "loss_kl"} <= set(out)
     assert task.decoder.project[0][0].weight.grad is not None
+    assert task.decoder.film[0].proj.weight.grad.abs().sum() > 0
     assert task.method.visual_backbone.model["stem"][0].weight.grad is not None
     task.eval()
     probs = task.predict(_batch())["probs"]
@@ -142,9 +155,9 @@ def test_flip_mirrors_frames_and_masks_together():
         assert torch.equal(item["masks"], expected.flatten(1))
 
 
-@pytest.mark.parametrize(("option", "kl_weight"), [("avs_s4", 0.0), ("avs_ms3", 0.5)])
-def test_configs_compose(option, kl_weight):
+@pytest.mark.parametrize(("option", "kl_weight", "film"), [("avs_s4", 0.0, False), ("avs_ms3", 0.5, True)])
+def test_configs_compose(option, kl_weight, film):
     from avlearn.config.compose import compose_run
 
     cfg = compose_run([f"task={option}"])
-    assert cfg.task.name == option and cfg.task.kl_weight == kl_weight
+    assert cfg.task.name == option and cfg.task.kl_weight == kl_weight and cfg.task.audio_film == film
