@@ -16,12 +16,16 @@ which compiles, is reported separately as ``first_step_s``). Two kinds of model:
 
 Preset ``dgsct`` (issue #7): DG-SCT at paper size (Swin-V2-L 192 px + HTS-AT, 12 pairs x 4 adapters, random init,
 frozen backbones, CMBS head) with batch 2 clips, comparing eager fp32, eager bf16 + activation checkpointing
-(``method.checkpointing=true``) and the same compiled; ``--segments`` sets the segments per clip (preset: 1, so a
-CPU step takes seconds to minutes; the paper uses 10). Rows are ``--configs`` entries ``MODE-PRECISION[+ckpt]``;
-without it, every ``--modes`` x ``--precisions`` pair.
+(``method.checkpointing=true``) and the same compiled; a clip is a whole AVE video of 10 one-second segments, as in
+the paper (``--segments 1`` for a quick look: a CPU step then takes half a minute instead of four, but the fixed
+parameter and optimizer memory dominates and the memory ratios mean little). Rows are ``--configs`` entries
+``MODE-PRECISION[+ckpt]``; without it, every ``--modes`` x ``--precisions`` pair.
 
 Each configuration runs in a fresh process, so peak memory is that configuration's: ``torch.cuda
-.max_memory_allocated`` on a GPU, the process's peak RSS (``ru_maxrss``, imports included) on a CPU; ``base_mem_mb``
+.max_memory_allocated`` on a GPU, the process's peak RSS (``ru_maxrss``, imports included) on a CPU. On a CPU the
+workers run with glibc's mmap threshold fixed at 128 KiB (``MALLOC_MMAP_THRESHOLD_``, unless already set): with
+glibc's default dynamic threshold, freed tensors of a few MB stay in the heap, so RSS kept about a gradient-set's
+worth (0.7-0.9 GB here) of freed memory and measured the allocator as much as the model. ``base_mem_mb``
 is the same measure once the model and batch are built (before the first step), so ``peak - base`` is what training
 adds (activations, gradients, optimizer state). ``*_per_sample`` divide by the batch. The baseline is eager fp32
 measured in the same run; every row has ``speedup``, ``mem_ratio`` (peak) and ``train_mem_ratio`` (peak - base)
@@ -35,8 +39,9 @@ steps 150x slower than with 1 (2 s vs 13 ms); one thread gives stable numbers. G
 
 Run:  python benchmarks/train_step.py --preset tiny                       (CPU, about a minute per compiled row)
       python benchmarks/train_step.py --preset base --device cuda --batch 64
-      python benchmarks/train_step.py --preset dgsct --row-timeout 1500    (CPU: eager rows ~5 min each)
-      python benchmarks/train_step.py --preset dgsct --device cuda --segments 10
+      python benchmarks/train_step.py --preset dgsct --configs eager-fp32,eager-bf16+ckpt --steps 1
+                                            (CPU: ~30 min, fp32 peak ~20 GB RSS)
+      python benchmarks/train_step.py --preset dgsct --device cuda
 Prints one JSON object.
 """
 
@@ -44,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import signal
 import time
@@ -59,12 +65,13 @@ PRESETS = {
     "tiny": {"model": "towers", "visual": "vit_tiny", "audio": "ast_tiny"},
     "base": {"model": "towers", "visual": "vit_base_patch16", "audio": "ast_base"},
     "dgsct": {"model": "task", "method": "dgsct", "visual": "swinv2_large_192", "audio": "htsat_base",
-              "overrides": ["backbone.freeze=all", "task.head=cmbs"], "batch": 2, "segments": 1, "steps": 2,
+              "overrides": ["backbone.freeze=all", "task.head=cmbs"], "batch": 2, "segments": 10, "steps": 2,
               "warmup": 0, "configs": "eager-fp32,eager-bf16+ckpt,compiled-bf16+ckpt"},
 }  # fmt: skip
 DEFAULTS = {"method": "baseline", "overrides": [], "batch": 8, "segments": 10, "steps": 10, "warmup": 3}
 PEAK_BF16_TFLOPS = {"H200": 989.5, "H100": 989.5, "A100": 312.0}  # dense, SXM parts
 CLASSES = 28
+MMAP_THRESHOLD = 128 * 1024  # bytes; see the module docstring (CPU peak RSS)
 
 
 class Towers(nn.Module):
@@ -222,7 +229,9 @@ def _rows(args: argparse.Namespace) -> list[tuple[str, str, bool]]:
 
 
 def _fresh(fn, *args: object) -> dict:  # noqa: ANN001
-    """``fn(*args)`` in a fresh process: its own peak memory, and nothing left behind in this one."""
+    """``fn(*args)`` in a fresh process: its own peak memory, and nothing left behind in this one (the process
+    inherits ``MALLOC_MMAP_THRESHOLD_``, read by glibc at start-up)."""
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(MMAP_THRESHOLD))
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
         return pool.submit(fn, *args).result()
 
@@ -278,6 +287,7 @@ def main() -> None:
     task_keys = ("method", "task", "segments", "overrides") if args.model == "task" else ()
     print(json.dumps({"benchmark": "train_step", "device": device, "torch": torch.__version__,
                       "threads": args.threads if device == "cpu" else None,
+                      "malloc_mmap_threshold": os.environ["MALLOC_MMAP_THRESHOLD_"] if device == "cpu" else None,
                       **{k: getattr(args, k) for k in ("preset", "model", "visual", "audio", "batch", "steps", "warmup",
                                                        *task_keys)}, **info,
                       "peak_bf16_tflops": peak, "baseline": "eager fp32", "results": rows}, indent=1))  # fmt: skip
