@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from avlearn.errors import ConfigError
-from avlearn.methods.baseline import Baseline, BaselineConfig
 from avlearn.registry import BACKBONES
 from avlearn.tasks.base import DatasetInfo
 from avlearn.tasks.fewshot import (
@@ -30,26 +29,9 @@ def test_prompts_include_background_only_when_named():
     assert class_prompts("the sound of a {}.", ["dog", "car"], "") == ["the sound of a dog.", "the sound of a car."]
 
 
-def _method() -> Baseline:
-    torch.manual_seed(0)
-    return Baseline(
-        BaselineConfig(dim=16), BACKBONES.build("cnn_visual_tiny", size=32), BACKBONES.build("cnn_audio_tiny")
-    )
-
-
-def _batch(labels: torch.Tensor) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    b = len(labels)
-    return {
-        "frames": torch.randint(0, 256, (b, 10, 32, 32, 3), dtype=torch.uint8, generator=g),
-        "audio": torch.randn(b, 10, 32, 50, generator=g),
-        "labels": labels,
-    }
-
-
 @pytest.fixture(scope="module")
-def task():
-    return PromptClassifierTask(FewShotConfig(), _method(), DatasetInfo(CLASSES))
+def task(tiny_method):
+    return PromptClassifierTask(FewShotConfig(), tiny_method(), DatasetInfo(CLASSES))
 
 
 def test_class_embeddings_come_from_the_text_tower(task):
@@ -59,8 +41,8 @@ def test_class_embeddings_come_from_the_text_tower(task):
     assert not any(p.requires_grad for p in task.buffers())
 
 
-def test_prompt_classifier_trains_and_predicts(task):
-    batch = _batch(torch.tensor([[3] * 5 + [1] * 5, [0] * 10]))
+def test_prompt_classifier_trains_and_predicts(task, clip_batch):
+    batch = clip_batch(torch.tensor([[3] * 5 + [1] * 5, [0] * 10]))
     out = task(batch)
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and task.visual_proj.weight.grad is not None and task.log_scale.grad is not None
@@ -95,9 +77,9 @@ def test_config_composes():
     assert (cfg.backbone.visual, cfg.backbone.audio, cfg.backbone.freeze) == ("clip_vit_b32", "clap_audio_htsat", "all")
 
 
-def test_contrastive_term_adds_to_the_loss_in_training_only(task):
-    batch = _batch(torch.tensor([[3] * 5 + [1] * 5, [0] * 10]))
-    with_term = PromptClassifierTask(FewShotConfig(contrastive=1.0), _method(), DatasetInfo(CLASSES))
+def test_contrastive_term_adds_to_the_loss_in_training_only(task, tiny_method, clip_batch):
+    batch = clip_batch(torch.tensor([[3] * 5 + [1] * 5, [0] * 10]))
+    with_term = PromptClassifierTask(FewShotConfig(contrastive=1.0), tiny_method(), DatasetInfo(CLASSES))
     with_term.load_state_dict(task.state_dict())
     for t in (task, with_term):
         t.train().method.eval()  # the term is on in training mode; the encoders deterministic (batch norm stats)
@@ -125,11 +107,11 @@ def test_joint_space_text_towers_give_projected_embeddings(monkeypatch):
     assert torch.allclose(emb.norm(dim=-1), torch.ones(2))
 
 
-def test_ave_classification_uses_the_first_event_and_skips_clips_without_one():
-    task = PromptAVEClassTask(FewShotConfig(name="fewshot_ave_cls", background=""), _method(), DatasetInfo(CLASSES))
+def test_ave_classification_uses_the_first_event_and_skips_clips_without_one(tiny_method, clip_batch):
+    task = PromptAVEClassTask(FewShotConfig(name="fewshot_ave_cls", background=""), tiny_method(), DatasetInfo(CLASSES))
     assert task.visual_classes.shape[0] == 3  # no background prompt
     labels = torch.tensor([[3, 3, 2, 2, 0, 0, 3, 3, 3, 3], [3] * 10])  # first event: class 2; second clip: none
-    batch = _batch(labels)
+    batch = clip_batch(labels)
     task.eval()
     logits = task.clip_logits(batch)[0]
     assert torch.allclose(task(batch)["loss_ce"], torch.nn.functional.cross_entropy(logits[:1], torch.tensor([2])))
@@ -139,15 +121,15 @@ def test_ave_classification_uses_the_first_event_and_skips_clips_without_one():
     assert task.score(right, {"labels": labels}) == {"accuracy": 100.0}  # the clip without an event is not scored
 
 
-def test_classification_variants_refuse_a_background_class():
+def test_classification_variants_refuse_a_background_class(tiny_method):
     with pytest.raises(ConfigError, match="task.background"):
-        PromptLLPClassTask(FewShotConfig(name="fewshot_llp_cls"), _method(), DatasetInfo(CLASSES))
+        PromptLLPClassTask(FewShotConfig(name="fewshot_llp_cls"), tiny_method(), DatasetInfo(CLASSES))
 
 
-def test_llp_classification_soft_target_and_first_label_accuracy():
-    task = PromptLLPClassTask(FewShotConfig(name="fewshot_llp_cls", background=""), _method(), DatasetInfo(CLASSES))
+def test_llp_classification_soft_target_and_first_label_accuracy(tiny_method, clip_batch):
+    task = PromptLLPClassTask(FewShotConfig(name="fewshot_llp_cls", background=""), tiny_method(), DatasetInfo(CLASSES))
     labels = torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
-    batch = _batch(labels)
+    batch = clip_batch(labels)
     task.eval()
     logits = task.clip_logits(batch)[0]
     expected = -(labels * logits.log_softmax(-1)).sum(-1).mean()  # the multi-hot as it is, not normalised

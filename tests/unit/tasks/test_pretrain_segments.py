@@ -7,8 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from avlearn.errors import ConfigError
-from avlearn.methods.baseline import Baseline, BaselineConfig
-from avlearn.registry import BACKBONES, DATASETS
+from avlearn.registry import DATASETS
 from avlearn.tasks.base import DatasetInfo
 from avlearn.tasks.fewshot import FewShotConfig
 from avlearn.tasks.zeroshot import (
@@ -22,26 +21,9 @@ from avlearn.tasks.zeroshot import (
 CLASSES = ("dog", "violin", "car")
 
 
-def _method() -> Baseline:
-    torch.manual_seed(0)
-    return Baseline(
-        BaselineConfig(dim=16), BACKBONES.build("cnn_visual_tiny", size=32), BACKBONES.build("cnn_audio_tiny")
-    )
-
-
-def _batch(labels: torch.Tensor) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    b = len(labels)
-    return {
-        "frames": torch.randint(0, 256, (b, 10, 32, 32, 3), dtype=torch.uint8, generator=g),
-        "audio": torch.randn(b, 10, 32, 50, generator=g),
-        "labels": labels,
-    }
-
-
 @pytest.fixture(scope="module")
-def pretrained():
-    return SegmentPretrainTask(PretrainSegmentsConfig(), _method(), DatasetInfo(CLASSES))
+def pretrained(tiny_method):
+    return SegmentPretrainTask(PretrainSegmentsConfig(), tiny_method(), DatasetInfo(CLASSES))
 
 
 def test_avsynth_vggsound_avel40k_flags_are_the_ave_segment_labels(small_synth):
@@ -57,30 +39,30 @@ def test_avsynth_vggsound_avel40k_flags_are_the_ave_segment_labels(small_synth):
     assert header == "category,video_id,label,split" and '"[' in first  # DG-SCT's bracketed flag list
 
 
-def test_pretraining_trains_on_class_prompts_plus_background(pretrained):
+def test_pretraining_trains_on_class_prompts_plus_background(pretrained, clip_batch):
     assert pretrained.visual_classes.shape == (4, 384)  # 3 classes + background, minilm_l6
-    batch = _batch(torch.tensor([[3] * 4 + [2] * 6, [0] * 10]))
+    batch = clip_batch(torch.tensor([[3] * 4 + [2] * 6, [0] * 10]))
     out = pretrained(batch)
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and pretrained.visual_proj.weight.grad is not None
 
 
-def test_zero_shot_tasks_rebuild_prompts_and_load_every_pretrained_weight(pretrained):
+def test_zero_shot_tasks_rebuild_prompts_and_load_every_pretrained_weight(pretrained, tiny_method, clip_batch):
     state = pretrained.state_dict()
     assert not any("classes" in key for key in state)  # no class-specific tensor is saved
     targets = ("cat", "piano")  # other classes, another number of classes
     for cls, background, prompts in ((PromptZeroShotTask, "background", 3), (PromptZeroShotAVEClassTask, "", 2),
                                      (PromptZeroShotLLPClassTask, "", 2)):  # fmt: skip
-        task = cls(FewShotConfig(background=background), _method(), DatasetInfo(targets))
+        task = cls(FewShotConfig(background=background), tiny_method(), DatasetInfo(targets))
         task.load_state_dict(state, strict=True)
         assert task.visual_classes.shape == (prompts, 384) and task.audio_classes.shape == (prompts, 384)
         assert torch.equal(task.visual_proj.weight, pretrained.visual_proj.weight)
         with pytest.raises(ConfigError, match="does not train: set train.epochs=0"):
-            task(_batch(torch.zeros(1, 10, dtype=torch.long)))
+            task(clip_batch(torch.zeros(1, 10, dtype=torch.long)))
 
 
-def test_llp_zero_shot_scores_the_first_label_any_label_and_map():
-    task = PromptZeroShotLLPClassTask(FewShotConfig(background=""), _method(), DatasetInfo(CLASSES))
+def test_llp_zero_shot_scores_the_first_label_any_label_and_map(tiny_method):
+    task = PromptZeroShotLLPClassTask(FewShotConfig(background=""), tiny_method(), DatasetInfo(CLASSES))
     labels = torch.tensor([[1, 1, 0], [0, 0, 1], [1, 0, 0], [0, 1, 1]])  # (B, K) multi-hot
     probs = torch.tensor([[0.15, 0.8, 0.05], [0.1, 0.2, 0.7], [0.25, 0.7, 0.06], [0.3, 0.31, 0.39]])  # (B, K)
     scores = task.score({"clip_labels": probs.argmax(dim=-1), "probs": probs}, {"labels": labels})

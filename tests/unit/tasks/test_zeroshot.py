@@ -7,8 +7,6 @@ import torch
 import torch.nn.functional as F
 
 from avlearn.errors import ConfigError
-from avlearn.methods.baseline import Baseline, BaselineConfig
-from avlearn.registry import BACKBONES
 from avlearn.tasks.base import DatasetInfo
 from avlearn.tasks.zeroshot import (
     CaptionPretrainTask,
@@ -25,27 +23,9 @@ from avlearn.tasks.zeroshot import (
 CLASSES = ("dog", "violin", "car")
 
 
-def _method() -> Baseline:
-    torch.manual_seed(0)
-    return Baseline(
-        BaselineConfig(dim=16), BACKBONES.build("cnn_visual_tiny", size=32), BACKBONES.build("cnn_audio_tiny")
-    )
-
-
-def _batch(labels: torch.Tensor, texts: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    b = len(labels)
-    batch = {
-        "frames": torch.randint(0, 256, (b, 10, 32, 32, 3), dtype=torch.uint8, generator=g),
-        "audio": torch.randn(b, 10, 32, 50, generator=g),
-        "labels": labels,
-    }
-    return batch if texts is None else {**batch, "text": texts}
-
-
 @pytest.fixture(scope="module")
-def pretrain():
-    return CaptionPretrainTask(PretrainCaptionsConfig(), _method(), DatasetInfo(CLASSES))
+def pretrain(tiny_method):
+    return CaptionPretrainTask(PretrainCaptionsConfig(), tiny_method(), DatasetInfo(CLASSES))
 
 
 def test_class_texts_use_descriptions_else_names():
@@ -56,11 +36,11 @@ def test_class_texts_use_descriptions_else_names():
     assert class_texts("a {description}", DatasetInfo(("dog",))) == ["a dog"]
 
 
-def test_zero_shot_tasks_load_the_pretrained_weights_exactly(pretrain):
+def test_zero_shot_tasks_load_the_pretrained_weights_exactly(pretrain, tiny_method):
     state = pretrain.state_dict()
     assert not any(key.startswith("prompts") for key in state)  # class prompts are rebuilt, never loaded
     for cls, cfg in ((ZeroShotTask, ZeroShotConfig()), (ZeroShotClassifyTask, ZeroShotClsConfig())):
-        other = cls(cfg, _method(), DatasetInfo(("cat", "piano")))  # other classes, other number of classes
+        other = cls(cfg, tiny_method(), DatasetInfo(("cat", "piano")))  # other classes, other number of classes
         assert other.load_state_dict(state, strict=True) is not None
         assert other.prompts.shape == (3, 384)  # 2 classes + background, embedded by minilm_l6
 
@@ -81,11 +61,11 @@ def test_masked_mean_averages_event_segments_or_all_when_none():
     assert torch.allclose(out[1], torch.tensor([0.5, 0.5]).sqrt())
 
 
-def test_pretraining_loss_trains_method_and_projections(pretrain):
+def test_pretraining_loss_trains_method_and_projections(pretrain, clip_batch):
     labels = torch.tensor([[3] * 3 + [0] * 7, [1] * 10])  # clip 0: background then an event; clip 1: all event
     texts = F.normalize(torch.randn(2, 384, generator=torch.Generator().manual_seed(1)), dim=-1)
     pretrain.zero_grad()
-    loss = pretrain(_batch(labels, texts))["loss"]
+    loss = pretrain(clip_batch(labels, text=texts))["loss"]
     loss.backward()
     assert torch.isfinite(loss)
     assert pretrain.visual_proj.weight.grad.abs().sum() > 0 and pretrain.audio_proj.weight.grad.abs().sum() > 0
@@ -117,22 +97,22 @@ def test_background_is_decided_apart_from_the_class_prompts(pretrain):
     assert pretrain.segment_predictions(classes, None)["segment_labels"].tolist() == [[0, 1]]
 
 
-def test_zero_shot_predicts_background_as_a_class_and_does_not_train():
-    task = ZeroShotTask(ZeroShotConfig(), _method(), DatasetInfo(CLASSES))
+def test_zero_shot_predicts_background_as_a_class_and_does_not_train(tiny_method, clip_batch):
+    task = ZeroShotTask(ZeroShotConfig(), tiny_method(), DatasetInfo(CLASSES))
     labels = torch.tensor([[3] * 5 + [1] * 5, [2] * 10])
-    preds = task.predict(_batch(labels))
+    preds = task.predict(clip_batch(labels))
     assert preds["probs"].shape == (2, 10, 4) and preds["segment_labels"].shape == (2, 10)
     assert 0 <= task.score(preds, {"labels": labels})["segment_accuracy"] <= 100
     with pytest.raises(ConfigError, match="train.epochs=0"):
-        task(_batch(labels))
-    seedlike = ZeroShotTask(ZeroShotConfig(background=""), _method(), DatasetInfo(CLASSES))
-    assert seedlike.predict(_batch(labels))["probs"].shape == (2, 10, 3)  # the seed's zero-shot: no background
+        task(clip_batch(labels))
+    seedlike = ZeroShotTask(ZeroShotConfig(background=""), tiny_method(), DatasetInfo(CLASSES))
+    assert seedlike.predict(clip_batch(labels))["probs"].shape == (2, 10, 3)  # the seed's zero-shot: no background
 
 
-def test_zero_shot_classification_scores_clips_by_their_first_event():
-    task = ZeroShotClassifyTask(ZeroShotClsConfig(), _method(), DatasetInfo(CLASSES))
+def test_zero_shot_classification_scores_clips_by_their_first_event(tiny_method, clip_batch):
+    task = ZeroShotClassifyTask(ZeroShotClsConfig(), tiny_method(), DatasetInfo(CLASSES))
     labels = torch.tensor([[3] * 4 + [2] * 6, [3] * 10, [0] * 10])
-    preds = task.predict(_batch(labels))
+    preds = task.predict(clip_batch(labels))
     assert preds["clip_labels"].shape == (3,) and int(preds["clip_labels"].max()) < 3  # background never a clip class
     targets = {"labels": labels}
     assert task.score({"clip_labels": torch.tensor([2, 1, 0])}, targets)["accuracy"] == 100.0  # clip 1 has no event
