@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import ConcatDataset, DataLoader
+from torch.utils.data import ConcatDataset
 
 DATA = ["method=baseline", "backbone=small_cnn", "data.size=32", "data.frame_size=32", "data.fps=2", "data.workers=1",
         "train.threads=1"]  # fmt: skip
@@ -43,16 +43,12 @@ def _pretrain(tmp_path: Path) -> Path:
 
 
 def _scores(task: torch.nn.Module, data: ConcatDataset) -> tuple[dict, torch.Tensor]:
-    """``task.score`` of ``task.predict`` over ``data``, and the labels."""
-    task.eval()
-    preds, labels = {}, []
-    with torch.no_grad():
-        for batch in DataLoader(data, batch_size=64):
-            for key, value in task.predict(batch).items():
-                preds.setdefault(key, []).append(value)
-            labels.append(batch["labels"])
-    labels = torch.cat(labels)
-    return task.score({k: torch.cat(v) for k, v in preds.items()}, {"labels": labels}), labels
+    """``task.score`` of ``task.predict`` over ``data`` (the engine's evaluation), and the labels."""
+    from avlearn.engine.env import Env
+    from avlearn.engine.loop import evaluate
+
+    scores, out = evaluate(task, data, 64, Env(device=torch.device("cpu")))
+    return scores, out["targets"]["labels"]
 
 
 def _zero_shot(task_name: str, run_dir: Path, root: Path) -> tuple[dict, dict, torch.Tensor, int]:

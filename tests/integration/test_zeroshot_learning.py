@@ -46,15 +46,12 @@ def _pretrain(task, data) -> None:  # noqa: ANN001
 
 
 def _evaluate(task, data) -> tuple[dict, torch.Tensor]:  # noqa: ANN001
-    task.eval()
-    preds, labels = {}, []
-    with torch.no_grad():
-        for batch in DataLoader(data, batch_size=64):
-            for key, value in task.predict(batch).items():
-                preds.setdefault(key, []).append(value)
-            labels.append(batch["labels"])
-    labels = torch.cat(labels)
-    return task.score({k: torch.cat(v) for k, v in preds.items()}, {"labels": labels}), labels
+    """``task.score`` of ``task.predict`` over ``data`` (the engine's evaluation), and the labels."""
+    from avlearn.engine.env import Env
+    from avlearn.engine.loop import evaluate
+
+    scores, out = evaluate(task, data, 64, Env(device=torch.device("cpu")))
+    return scores, out["targets"]["labels"]
 
 
 def _majority(labels: torch.Tensor) -> float:
