@@ -1,9 +1,10 @@
 """AVQA learns on AVSynth from random initialisation (baseline method, tiny CNNs, AVST head).
 
-Slow (about 15-20 minutes on two CPU cores): ``pytest -m slow tests/integration/test_avqa_learning.py -s``. The
-run folder holds ``metrics.json`` (per-type accuracy, and chance: the majority training answer of each question
-type), ``checkpoint/`` (selected on the validation split) and ``grounding.png`` (the temporal grounding weights over
-the 10 segments for a few test questions).
+Slow (about 30 minutes on two shared CPU cores: 5 generating, 25 training):
+``pytest -m slow tests/integration/test_avqa_learning.py -s``. The run folder holds ``metrics.json`` (per-type
+accuracy, and chance: the majority training answer of each question type), ``checkpoint/`` (selected on the
+validation split) and ``grounding.png`` (the temporal grounding weights over the 10 segments for a few test
+questions).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import pytest
 
 CLIPS = 1000  # 800 train / 100 val / 100 test videos, 6 questions each
 SIZE = 32
-EPOCHS, LR = 20, 2e-3
-# Measured: 59.0 % overall against 34.8 % for the majority answer per type (docs/tasks/avqa.md). The 80 % asked for
-# in the issue is not reached; this checks a clear margin over that chance level.
-REQUIRED = 50.0
+EPOCHS, VIDEOS_PER_BATCH, LR, WARMUP = 80, 32, 3e-3, 3  # a batch: 32 videos with all their questions (192)
+# Measured: 64.3 % overall against 34.8 % for the majority answer per type (docs/tasks/avqa.md; the previous recipe,
+# question-per-row batches of 32 for 20 epochs, measured 59.0 %). The 80 % asked for in the issue is NOT reached
+# (AV-Temporal stays at 37 %); this checks the measured level, less a margin for run-to-run noise.
+REQUIRED = 60.0
 
 
 def majority_chance(train, test) -> dict[str, float]:
@@ -54,8 +56,8 @@ def test_avqa_learns_on_avsynth(tmp_path):
     method = Baseline(BaselineConfig(dim=64), BACKBONES.build("cnn_visual_tiny", size=SIZE), audio)
     task = AVQATask(AVQAConfig(dim=96), method, DatasetInfo(tuple(splits["answers"])))
     run = tmp_path / "avqa"
-    fit(task, splits["train"], splits["val"], TrainConfig(epochs=EPOCHS, batch_size=32, lr=LR, log_every=20), env,
-        RunInfo(run, 0))  # fmt: skip
+    train = TrainConfig(epochs=EPOCHS, batch_size=VIDEOS_PER_BATCH, lr=LR, warmup_epochs=WARMUP, log_every=20)
+    fit(task, splits["train"].by_video(), splits["val"], train, env, RunInfo(run, 0))  # each video encoded once a step
     load_model(run / "checkpoint", task, env)  # the epoch selected on the validation split
     scores, out = evaluate(task, splits["test"], 64, env)
     chance = majority_chance(splits["train"], splits["test"])

@@ -28,11 +28,30 @@ What we changed, and why:
   rebuilt from the training questions; sequences are packed, so padding does not reach the LSTM's state.
 * The grounding MLP is trained with the rest from the start; the seed initialises it from a separate pre-training
   run (``grounding_gen``).
+* Each video is encoded once per batch: questions with the same ``video`` id share one pass through the method and
+  the video-level features (``split_batch``), and training batches can hold whole videos with all their questions
+  (``AVQATensors.by_video``). The seed re-encodes a video for every question, the cost the DG-SCT spec lists first.
+* The word embedding table is ``word_dim`` (16) wide and lifted to ``dim``: at full width its 30522 rows took about
+  40 % of a CPU training step (optimizer and dense gradient) while the questions use a few hundred tokens.
+* Audio: besides the method's pooled feature, a per-token MLP over the audio tokens plus a learned embedding of
+  their index, averaged. Mean pooling a CNN's tokens discards where in frequency the energy lies (pitch), which
+  tells several AVSynth classes apart. Visual tokens get a residual MLP after their position embedding, so the
+  mean and the attended sums keep which content is where (a plain sum of content and position does not bind them).
+* Each audio segment adds a linear map of its change from the previous segment (onsets: "which instrument comes in
+  second"), and one transformer layer runs over the 2S audio and visual segment features (time and modality
+  embeddings) before the question attends over them, so audio segments can see what is visible (voiceovers).
+* The question also attends over all S*N visual tokens of its video (one head; the tokens are keys and values) and
+  the result is added to the visual term: "the instrument on the left of X" asks the question, not the audio, to
+  pick tokens.
+* A clip-level audio-visual contrastive loss (symmetric InfoNCE between each video's mean audio and mean visual
+  token, the batch's other videos as negatives, weight ``contrast_weight``) is added to the match loss: from random
+  initialisation the answer loss alone trains small encoders slowly (docs/tasks/avqa.md has the measurements).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +60,9 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from avlearn.registry import TASKS
 from avlearn.tasks.base import DatasetInfo
+
+if TYPE_CHECKING:
+    from avlearn.methods.base import AVFeatures
 
 
 @dataclass
@@ -51,17 +73,22 @@ class AVQAConfig:
     dim: int = 128  # width of every feature after its projection (AVST: 512)
     heads: int = 4  # temporal attention heads
     vocab_size: int = 30522  # question token vocabulary (the tokenizer's)
+    word_dim: int = 16  # width of the word embedding table, lifted to ``dim`` (the table dominates the step)
     dropout: float = 0.1
     grounding_weight: float = 0.5  # weight of the positive/negative match loss
+    contrast_weight: float = 0.5  # weight of the clip-level audio-visual contrastive loss over the batch's videos
     max_segments: int = 64  # size of the learned time embedding
+    max_audio_tokens: int = 256  # size of the learned audio token position embedding
+    segment_layers: int = 1  # transformer layers over the 2S audio and visual segment features (0: none)
 
 
 class QuestionEncoder(nn.Module):
-    """``input_ids`` and ``attention_mask`` (B, L) -> (B, dim): embedding, tanh, LSTM, ``tanh([h; c])``, linear."""
+    """``input_ids`` and ``attention_mask`` (B, L) -> (B, dim): embedding (``word_dim`` wide, lifted to ``dim``),
+    tanh, LSTM, ``tanh([h; c])``, linear."""
 
-    def __init__(self, vocab_size: int, dim: int) -> None:
+    def __init__(self, vocab_size: int, dim: int, word_dim: int) -> None:
         super().__init__()
-        self.embed = nn.Embedding(vocab_size, dim, padding_idx=0)
+        self.embed = nn.Sequential(nn.Embedding(vocab_size, word_dim, padding_idx=0), nn.Linear(word_dim, dim))
         self.lstm = nn.LSTM(dim, dim, batch_first=True)
         self.out = nn.Linear(2 * dim, dim)
 
@@ -102,6 +129,26 @@ class _QuestionAttention(nn.Module):
         return self.norm(attended + self.drop(self.ffn(attended))), weights[:, 0]
 
 
+class _QuestionTokens(nn.Module):
+    """The question attends over each of its video's S*N visual tokens (one head, the tokens as keys and values):
+    (Q, d), (Q, S*N, d) -> (Q, d)."""
+
+    def __init__(self, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.query = nn.Linear(dim, dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, question: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        scores = torch.einsum("qd,qnd->qn", self.query(question), tokens) / tokens.shape[-1] ** 0.5  # (Q, S*N)
+        attended = torch.einsum("qn,qnd->qd", scores.softmax(dim=-1), tokens)  # (Q, d)
+        return self.norm(attended + self.ffn(attended))
+
+
+def _mlp(dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
+
+
 def match_head(dim: int) -> nn.Sequential:
     """AVST's match MLP: [audio; grounded visual] (2d) -> 2 logits (negative, positive)."""
     return nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(), nn.Linear(dim, dim // 2), nn.ReLU(),
@@ -123,13 +170,45 @@ def other_video(video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return candidates[torch.arange(b, device=video.device), first], different.any(dim=1)
 
 
+@dataclass
+class Questions:
+    """The questions of a batch, one row each: ``row (Q,)`` indexes their video among the batch's distinct videos;
+    ``input_ids`` / ``attention_mask (Q, L)``; ``answer (Q,)``."""
+
+    row: torch.Tensor
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    answer: torch.Tensor
+
+
+def split_batch(batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor, Questions]:
+    """A batch -> the media of its distinct videos (V rows), their ids (V,), and its questions.
+
+    Two layouts: one question per row (``input_ids (B, L)``; rows of the same ``video`` id share one encoding), or
+    one video per row with all its questions (``input_ids (B, Q, L)``, ``answer (B, Q)``; padding questions have an
+    empty attention mask and are dropped).
+    """
+    ids, mask, answer = batch["input_ids"], batch["attention_mask"], batch["answer"]
+    if ids.dim() == 3:
+        b, q = ids.shape[:2]
+        real = mask.flatten(0, 1).sum(dim=1) > 0  # (B*Q,)
+        row = torch.arange(b, device=ids.device).repeat_interleave(q)[real]
+        questions = Questions(row, ids.flatten(0, 1)[real], mask.flatten(0, 1)[real], answer.flatten()[real])
+        return {"frames": batch["frames"], "audio": batch["audio"]}, batch["video"], questions
+    videos, row = torch.unique(batch["video"], return_inverse=True)  # (V,), (B,)
+    first = torch.zeros(len(videos), dtype=torch.long, device=row.device).scatter_(0, row, torch.arange(len(row)))
+    media = {"frames": batch["frames"][first], "audio": batch["audio"][first]}  # one (any) row per video
+    return media, videos, Questions(row, ids, mask, answer)
+
+
 @TASKS.register("avqa")
 class AVQATask(nn.Module):
-    """MUSIC-AVQA with the AVST head: batch ``frames``, ``audio``, ``input_ids``, ``attention_mask``, ``answer (B,)``,
-    ``video (B,)`` (ids telling videos apart, for the negatives) and ``question_type`` (B strings)."""
+    """MUSIC-AVQA with the AVST head: batch ``frames``, ``audio``, ``input_ids``, ``attention_mask``, ``answer``,
+    ``video`` (ids telling videos apart, for the negatives and for encoding each video once) and, for scoring,
+    ``question_type`` (B strings). See ``split_batch`` for the two layouts (a question or a video per row)."""
 
     Config = AVQAConfig
-    needs = ("audio_pooled", "visual")
+    needs = ("audio", "audio_pooled", "visual")
     primary_metric = "overall"
 
     def __init__(self, cfg: AVQAConfig, method: nn.Module, info: DatasetInfo) -> None:
@@ -137,13 +216,25 @@ class AVQATask(nn.Module):
         self.cfg, self.info, self.method = cfg, info, method
         d = cfg.dim
         audio_dim, visual_dim = getattr(method, "audio_dim", method.out_dim), method.visual_backbone.num_features
-        self.question = QuestionEncoder(cfg.vocab_size, d)
+        self.question = QuestionEncoder(cfg.vocab_size, d, cfg.word_dim)
         self.audio_proj = nn.Sequential(nn.Linear(audio_dim, d), nn.ReLU(), nn.Linear(d, d))
+        self.audio_token_proj = nn.Linear(method.audio_backbone.num_features, d)
+        self.audio_token_pos = nn.Embedding(cfg.max_audio_tokens, d)
+        self.audio_token_mlp = _mlp(d)
+        self.onset = nn.Linear(d, d)
         self.visual_proj = nn.Linear(visual_dim, d)
         self.position = nn.Linear(2, d)
+        self.token_mlp = _mlp(d)
         self.time = nn.Embedding(cfg.max_segments, d)
+        self.modality = nn.Embedding(2, d)
         self.grounding = SpatialGrounding(d)
         self.match = match_head(d)
+        self.contrast = nn.ModuleDict({"audio": nn.Linear(d, d), "visual": nn.Linear(d, d)})
+        self.contrast_log_scale = nn.Parameter(torch.tensor(10.0).log())
+        self.segments = nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(d, cfg.heads, 2 * d, cfg.dropout, batch_first=True, norm_first=True),
+            cfg.segment_layers, enable_nested_tensor=False) if cfg.segment_layers else None  # fmt: skip
+        self.attend_tokens = _QuestionTokens(d, cfg.dropout)
         self.attend_visual = _QuestionAttention(d, cfg.heads, cfg.dropout)
         self.attend_audio = _QuestionAttention(d, cfg.heads, cfg.dropout)
         self.fusion = nn.Linear(2 * d, d)
@@ -151,28 +242,51 @@ class AVQATask(nn.Module):
 
     def _tokens(self, visual: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """(B, S, N, Cv) method tokens -> (B*S, N, d) with their position embedding."""
-        return self.visual_proj(visual.flatten(0, 1)) + self.position(grid_positions(grid, visual.device))
+        tokens = self.visual_proj(visual.flatten(0, 1)) + self.position(grid_positions(grid, visual.device))
+        return tokens + self.token_mlp(tokens)  # binds each token's content to its place
+
+    def _audio(self, feats: AVFeatures) -> torch.Tensor:
+        """(V, S, d) audio segment features: the method's pooled features plus the mean of a per-token MLP over
+        its tokens with their position (for CNN tokens, frequency x time: pitch survives the pooling)."""
+        tokens = self.audio_token_proj(feats.audio) + self.audio_token_pos.weight[: feats.audio.shape[2]]  # (V,S,Na,d)
+        return self.audio_proj(feats.audio_pooled) + self.audio_token_mlp(tokens).mean(dim=2)  # (V, S, d)
+
+    def encode(self, media: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each video once: audio (V, S, d), tokens (V*S, N, d), grounded visual (V*S, d), and the segment
+        features the questions attend to (``audio_seg`` / ``visual_seg``, (V, S, d))."""
+        feats = self.method(media)
+        audio = self._audio(feats)
+        v, s = audio.shape[:2]
+        tokens = self._tokens(feats.visual, feats.visual_grid)  # (V*S, N, d)
+        visual, _ = self.grounding(tokens, audio.flatten(0, 1))  # (V*S, d)
+        time = self.time(torch.arange(s, device=audio.device))  # (S, d)
+        onset = self.onset(audio - F.pad(audio, (0, 0, 1, 0))[:, :-1])  # (V, S, d): change from segment s-1
+        audio_seg, visual_seg = audio + onset + time, visual.unflatten(0, (v, s)) + time  # (V, S, d)
+        if self.segments is not None:
+            both = torch.cat([audio_seg + self.modality.weight[0], visual_seg + self.modality.weight[1]], dim=1)
+            audio_seg, visual_seg = self.segments(both).split(s, dim=1)  # (V, 2S, d) -> 2 x (V, S, d)
+        return {"audio": audio, "tokens": tokens, "visual": visual, "audio_seg": audio_seg, "visual_seg": visual_seg}
 
     def outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Answer logits (B, K), temporal weights (B, S) of each modality, and the grounding inputs."""
-        feats = self.method(batch)
-        b, s = feats.audio_pooled.shape[:2]
-        audio = self.audio_proj(feats.audio_pooled)  # (B, S, d)
-        tokens = self._tokens(feats.visual, feats.visual_grid)  # (B*S, N, d)
-        visual, _ = self.grounding(tokens, audio.flatten(0, 1))  # (B*S, d)
-        time = self.time(torch.arange(s, device=audio.device))  # (S, d)
-        question = self.question(batch["input_ids"], batch["attention_mask"])  # (B, d)
-        v_att, v_weights = self.attend_visual(question, visual.unflatten(0, (b, s)) + time)  # (B, d), (B, S)
-        a_att, a_weights = self.attend_audio(question, audio + time)
-        fused = torch.tanh(torch.cat([a_att + audio.mean(dim=1), v_att + visual.unflatten(0, (b, s)).mean(dim=1)], -1))
-        logits = self.answer(torch.tanh(self.fusion(fused) * question))  # (B, K)
-        return {"logits": logits, "visual_weights": v_weights, "audio_weights": a_weights, "tokens": tokens,
-                "audio": audio, "visual": visual}  # fmt: skip
+        """Answer logits (Q, K), temporal weights (Q, S) of each modality, and the grounding inputs."""
+        media, videos, q = split_batch(batch)
+        enc = self.encode(media)
+        v, s = enc["audio"].shape[:2]
+        question = self.question(q.input_ids, q.attention_mask)  # (Q, d)
+        v_att, v_weights = self.attend_visual(question, enc["visual_seg"][q.row])  # (Q, d), (Q, S)
+        a_att, a_weights = self.attend_audio(question, enc["audio_seg"][q.row])
+        visual = v_att + enc["visual"].unflatten(0, (v, s)).mean(dim=1)[q.row]
+        tokens = enc["tokens"].unflatten(0, (v, s)).flatten(1, 2)  # (V*S, N, d) -> (V, S*N, d)
+        visual = visual + self.attend_tokens(question, tokens[q.row])
+        fused = torch.tanh(torch.cat([a_att + enc["audio"].mean(dim=1)[q.row], visual], dim=-1))
+        logits = self.answer(torch.tanh(self.fusion(fused) * question))  # (Q, K)
+        return {"logits": logits, "visual_weights": v_weights, "audio_weights": a_weights, "answer": q.answer,
+                "videos": videos, **enc}  # fmt: skip
 
-    def grounding_loss(self, out: dict[str, torch.Tensor], video: torch.Tensor) -> torch.Tensor:
+    def grounding_loss(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
         """Match cross-entropy: each segment's audio with its own grounded frame (1) and with another video's (0)."""
         b, s, d = out["audio"].shape
-        negative, found = other_video(video)
+        negative, found = other_video(out["videos"])
         if not found.any():
             return out["logits"].sum() * 0.0  # keeps the graph: one video in the batch, no negatives
         keep = found.repeat_interleave(s)  # (B*S,)
@@ -185,17 +299,30 @@ class AVQATask(nn.Module):
         labels = torch.cat([torch.ones(len(audio)), torch.zeros(len(audio))]).long().to(logits.device)
         return F.cross_entropy(logits, labels)
 
+    def contrastive_loss(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Symmetric InfoNCE between each video's mean audio and mean visual token over the batch's V videos."""
+        v, s = out["audio"].shape[:2]
+        if v < 2:
+            return out["logits"].sum() * 0.0
+        audio = F.normalize(self.contrast["audio"](out["audio"].mean(dim=1)), dim=-1)  # (V, d)
+        visual = F.normalize(self.contrast["visual"](out["tokens"].unflatten(0, (v, s)).mean(dim=(1, 2))), dim=-1)
+        logits = self.contrast_log_scale.exp() * audio @ visual.T  # (V, V)
+        labels = torch.arange(v, device=logits.device)
+        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = self.outputs(batch)
-        loss_answer = F.cross_entropy(out["logits"], batch["answer"])
-        loss_grounding = self.grounding_loss(out, batch["video"])
-        loss = loss_answer + self.cfg.grounding_weight * loss_grounding
-        return {"loss": loss, "loss_answer": loss_answer.detach(), "loss_grounding": loss_grounding.detach()}
+        loss_answer = F.cross_entropy(out["logits"], out["answer"])
+        loss_grounding = self.grounding_loss(out)
+        loss_contrast = self.contrastive_loss(out)
+        loss = loss_answer + self.cfg.grounding_weight * loss_grounding + self.cfg.contrast_weight * loss_contrast
+        return {"loss": loss, "loss_answer": loss_answer.detach(), "loss_grounding": loss_grounding.detach(),
+                "loss_contrast": loss_contrast.detach()}  # fmt: skip
 
     @torch.no_grad()
     def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``answer (B,)``, ``probs (B, K)``, and the temporal grounding weights ``visual_weights`` /
-        ``audio_weights`` (B, S): how much the question attends to each segment."""
+        ``audio_weights`` (B, S): how much the question attends to each segment (one question per row)."""
         out = self.outputs(batch)
         probs = out["logits"].float().softmax(dim=-1)
         return {"answer": probs.argmax(dim=-1), "probs": probs, "visual_weights": out["visual_weights"].float(),

@@ -8,7 +8,7 @@ import torch
 
 from avlearn.methods.baseline import Baseline, BaselineConfig
 from avlearn.registry import BACKBONES
-from avlearn.tasks.avqa import AVQAConfig, AVQATask, other_video
+from avlearn.tasks.avqa import AVQAConfig, AVQATask, other_video, split_batch
 from avlearn.tasks.base import DatasetInfo
 
 ANSWERS = DatasetInfo(("yes", "no", "left", "right"))
@@ -52,8 +52,19 @@ def test_avqa_task_trains_with_the_grounding_loss():
     out = task(_batch([0, 0, 1, 2]))
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and out["loss_grounding"] > 0
-    assert task.match[0].weight.grad is not None and task.question.embed.weight.grad is not None
+    assert task.match[0].weight.grad is not None and task.question.embed[0].weight.grad is not None
     assert task.method.audio_backbone.model["stem"][0].weight.grad is not None
+
+
+def test_contrastive_loss_trains_both_encoders():
+    task = _task()
+    out = task.outputs(_batch([0, 1, 2, 3]))
+    loss = task.contrastive_loss(out)
+    loss.backward()
+    assert torch.isfinite(loss) and loss > 0
+    for backbone in (task.method.audio_backbone, task.method.visual_backbone):
+        assert backbone.model["stem"][0].weight.grad.abs().sum() > 0
+    assert task.contrastive_loss(task.outputs(_batch([5, 5]))) == 0  # one video: nothing to contrast
 
 
 def test_a_batch_of_one_video_has_no_grounding_loss_but_still_trains():
@@ -70,6 +81,30 @@ def test_predict_gives_answers_and_temporal_weights():
     for key in ("visual_weights", "audio_weights"):
         assert pred[key].shape == (4, 10)
         assert torch.allclose(pred[key].sum(dim=1), torch.ones(4), atol=1e-5)
+
+
+def test_questions_of_one_video_share_one_encoding():
+    batch = _batch([4, 9, 4, 4])
+    media, videos, questions = split_batch(batch)
+    assert videos.tolist() == [4, 9] and questions.row.tolist() == [0, 1, 0, 0]
+    assert media["frames"].shape[0] == 2 and torch.equal(media["frames"][1], batch["frames"][1])
+
+
+def test_a_video_per_row_answers_like_a_question_per_row():
+    task = _task().eval()
+    batch = _batch([0, 1, 2, 3])
+    batch["frames"][2:], batch["audio"][2:] = batch["frames"][:2], batch["audio"][:2]  # rows 2, 3: videos 0, 1 again
+    batch["video"] = torch.tensor([0, 1, 0, 1])
+    by_question = task.outputs(batch)["logits"]  # (4, K)
+    videos = {k: batch[k][:2] for k in ("frames", "audio")}
+    pad = torch.zeros_like(batch["input_ids"][:1])
+    ids = torch.stack([batch["input_ids"][[0, 2]], torch.cat([batch["input_ids"][[1]], pad])])  # (2, 2, L)
+    mask = torch.stack([batch["attention_mask"][[0, 2]], torch.cat([batch["attention_mask"][[1]], pad])])
+    answer = torch.tensor([[0, 2], [1, -100]])
+    by_video = task.outputs({**videos, "input_ids": ids, "attention_mask": mask, "answer": answer,
+                             "video": torch.tensor([0, 1])})  # fmt: skip
+    assert torch.allclose(by_video["logits"], by_question[[0, 2, 1]], atol=1e-5)
+    assert by_video["answer"].tolist() == [0, 2, 1]  # the padding question is dropped
 
 
 def test_score_is_per_question_type():
@@ -110,6 +145,19 @@ def test_pipeline_decodes_each_video_once(small_synth):
     item = train[3]
     assert torch.equal(item["frames"], train.frames[int(train.video[3])])
     assert splits["answers"][:2] == ("yes", "no") and 0 <= int(item["answer"]) < len(splits["answers"])
+
+
+def test_videos_view_holds_every_question_of_a_video(small_synth):
+    from avlearn.data.pipelines.avqa import avqa_splits
+
+    train = avqa_splits(small_synth, 32, BACKBONES.build("cnn_audio_tiny").preprocess)["train"]
+    videos = train.by_video()
+    assert len(videos) == len(train.video_ids)
+    item = videos[1]
+    real = item["attention_mask"].sum(dim=1) > 0  # (Q,)
+    asked = (train.video == 1).nonzero()[:, 0]
+    assert int(real.sum()) == len(asked) and (item["answer"][~real] == -100).all()
+    assert torch.equal(item["input_ids"][real], train.input_ids[asked]) and torch.equal(item["frames"], train.frames[1])
 
 
 def test_questions_are_tokenised_offline():

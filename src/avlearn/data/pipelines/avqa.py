@@ -6,7 +6,9 @@ frames spread over the video and, for each, one second of audio; the question wi
 
 What we changed, and why:
 
-* Each video is decoded once and shared by all its questions (MUSIC-AVQA asks several questions per video).
+* Each video is decoded once and shared by all its questions (MUSIC-AVQA asks several questions per video), and
+  ``AVQATensors.by_video`` serves one item per video with all its questions, so that training encodes each video
+  once per step instead of once per question.
 * Segment s's audio is the one-second window centred on frame s (the seed ships pre-cut 1-s waveforms whose cutting
   is undocumented), as a log-mel from ``avlearn.data.segments.segment_log_mel``; on a 10-second clip the windows are
   exactly the ten seconds.
@@ -25,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
 
 from avlearn.backbones.preprocess import AudioPreprocess
 from avlearn.data.datasets.media import Decode
@@ -96,6 +100,34 @@ class AVQATensors:
         return {"frames": self.frames[v], "audio": self.audio[v], "input_ids": self.input_ids[i],
                 "attention_mask": self.attention_mask[i], "answer": self.answers[i], "video": self.video[i],
                 "question_type": self.question_types[i], "id": self.ids[i]}  # fmt: skip
+
+    def by_video(self) -> AVQAVideos:
+        """The same questions with one item per video (all its questions): each video is encoded once per step."""
+        return AVQAVideos(self)
+
+
+class AVQAVideos(Dataset):
+    """One item per video of an ``AVQATensors``: ``frames``, ``audio``, ``video ()`` and all its questions,
+    ``input_ids`` / ``attention_mask (Q, L)`` and ``answer (Q,)``, Q the most questions of any video (shorter
+    videos are padded with empty questions, answer -100; ``avlearn.tasks.avqa.split_batch`` drops them)."""
+
+    def __init__(self, questions: AVQATensors) -> None:
+        self.questions = questions
+        order = torch.argsort(questions.video, stable=True)  # question indices grouped by video
+        counts = torch.bincount(questions.video, minlength=len(questions.frames)).tolist()
+        self.index = list(order.split(counts))  # V tensors of question indices
+        self.width = max(counts)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, v: int) -> dict:
+        q, pad = self.questions, self.width - len(self.index[v])
+        idx = self.index[v]
+        return {"frames": q.frames[v], "audio": q.audio[v], "video": torch.tensor(v),
+                "input_ids": F.pad(q.input_ids[idx], (0, 0, 0, pad)),  # (Q, L)
+                "attention_mask": F.pad(q.attention_mask[idx], (0, 0, 0, pad)),
+                "answer": F.pad(q.answers[idx], (0, pad), value=-100)}  # fmt: skip
 
 
 def decode_avqa(dataset, audio: AudioPreprocess, workers: int = 1) -> AVQATensors:  # noqa: ANN001 (a MUSIC-AVQA reader)
