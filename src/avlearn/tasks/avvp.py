@@ -25,9 +25,22 @@ What differs from MGN/DG-SCT, and why:
 * Direct multiple-instance terms (``direct_weight``, 1 by default; HAN-style per-segment classifiers): a linear
   classifier per modality on the method's own pooled segment features, smooth-max pooled over segments, trained with
   the same targets as that modality (BCE(audio, y), BCE(visual, 0.9 y + 0.05)); training only, prediction does not
-  use them. They give the backbones a short gradient path from each modality's weak labels. Without them a
-  from-scratch DG-SCT tiny never learns to see: the video-level loss is already met from audio, and the visual
-  branch settles on the class prior (test visual segment F1 0 on AVSynth LLP after 24 epochs, 64-67 with them).
+  use them. They give the backbones a short gradient path from each modality's weak labels. Without them the
+  visual branch of a from-scratch DG-SCT tiny settles on the class prior (the video-level loss is already met from
+  audio; test visual segment F1 0 on AVSynth LLP after 24 epochs, 62-69 with them, read from the audio-guided
+  visual features rather than seen: docs/methods/dgsct.md).
+* Modality-aware exchange (MA: Wu and Yang, "Exploring Heterogeneous Clues for Weakly-Supervised Audio-Visual
+  Video Parsing", CVPR 2021), two optional pieces, both off by default. ``exchange``: a share of the training
+  videos take the audio track of a batch partner that shares none of their labels; their audio targets become the
+  partner's labels, their visual targets stay their own and their video target is the union, so the visual stream
+  cannot score by reading the audio (DG-SCT's visual features are audio-guided). ``refine_after``: from that
+  training step on, MA's label refinement runs on every batch: with the partner's frames (or audio) swapped in, a
+  labelled class the model finds in neither stream's probability (< threshold) leaves that video's audio (or
+  visual) targets. MA uses a trained model once and scales the probabilities by per-class error rates; here the
+  current model decides online (a two-stage run: ``train.init_from=<first run> task.refine_after=0``), without the
+  scaling, and a class dropped from both modalities stays in both (the video label says it is somewhere). The
+  step count is saved with the weights. Measured on AVSynth from scratch: neither helps, because the visual stream
+  there reads the audio instead of seeing (docs/methods/dgsct.md, acceptance runs).
 * The temporal encoder's audio output is used (in the seed it is computed and overwritten, dead code).
 * The grouping assignment is soft (the seed's default), without Gumbel noise; no R(2+1)D stream (AVFeatures carry
   the method's own visual features); no audio mixup (the seed mixes audio between clips without mixing the labels).
@@ -61,6 +74,8 @@ class AVVPConfig:
     dropout: float = 0.0
     visual_smoothing: float = 0.9  # visual targets 0.9 y + 0.05 (MGN's label smoothing)
     direct_weight: float = 1.0  # weight of the direct per-segment MIL losses (0 turns them off; not in MGN)
+    exchange: float = 0.0  # share of training videos given a label-disjoint partner's audio track (not in MGN)
+    refine_after: int = -1  # training steps before MA's modality-aware label refinement starts (-1: never)
     threshold: float = 0.5
 
 
@@ -161,6 +176,7 @@ class AVVPTask(nn.Module):
         self.cfg, self.info, self.method = cfg, info, method
         audio_dim, visual_dim = method_dims(method)
         self.head = MGNHead(audio_dim, visual_dim, info.num_classes, cfg)
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # training steps taken (for refine_after)
 
     def outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The head's probabilities (see ``MGNHead``)."""
@@ -168,19 +184,52 @@ class AVVPTask(nn.Module):
         return self.head(feats.audio_pooled, feats.visual_pooled)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out, y = self.outputs(batch), batch["labels"].float()
-        smooth = self.cfg.visual_smoothing
+        y = batch["labels"].float()
+        y_audio, y_visual = self.modality_targets(batch, y)
+        if self.training:
+            self.steps += 1
+            batch, y_audio = exchange_audio(batch, y_audio, disjoint_partner(y), self.cfg.exchange)
+            y = torch.maximum(y_audio, y_visual)
+        out, smooth = self.outputs(batch), self.cfg.visual_smoothing
+        y_visual = smooth * y_visual + (1 - smooth) / 2
         own_class = torch.arange(self.info.num_classes, device=y.device)
         losses = {
             "loss_video": _bce(out["video"], y),
-            "loss_audio": _bce(out["audio"], y),
-            "loss_visual": _bce(out["visual"], smooth * y + (1 - smooth) / 2),
+            "loss_audio": _bce(out["audio"], y_audio),
+            "loss_visual": _bce(out["visual"], y_visual),
             "loss_direct": self.cfg.direct_weight
-            * (_bce(out["audio_direct"], y) + _bce(out["visual_direct"], smooth * y + (1 - smooth) / 2)),
+            * (_bce(out["audio_direct"], y_audio) + _bce(out["visual_direct"], y_visual)),
             "loss_tokens": F.cross_entropy(out["audio_tokens"], own_class)
             + F.cross_entropy(out["visual_tokens"], own_class),
         }
         return {"loss": sum(losses.values()), **{k: v.detach() for k, v in losses.items()}}
+
+    def modality_targets(self, batch: dict[str, torch.Tensor], y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, K) audio and visual targets: the video labels ``y`` for both, or, once ``steps`` reaches
+        ``refine_after``, ``y`` less the classes that MA's exchange evidence says a modality does not carry."""
+        if self.cfg.refine_after < 0 or int(self.steps) < self.cfg.refine_after:
+            return y, y
+        keep_audio, keep_visual = self.exchange_evidence(batch, disjoint_partner(y))
+        neither = ~(keep_audio | keep_visual)  # a labelled class is somewhere: never drop it from both
+        return y * (keep_audio | neither), y * (keep_visual | neither)
+
+    @torch.no_grad()
+    def exchange_evidence(self, batch: dict[str, torch.Tensor], partner: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """MA's test (Wu and Yang, CVPR 2021): give each video the other track of a ``partner`` (B,) video that
+        shares none of its labels (-1: none). Class k stays in the audio targets when the model still finds it
+        (audio or visual probability >= threshold) with the partner's frames, and in the visual targets when it
+        still finds it with the partner's audio. Returns (B, K) bool ``keep_audio``, ``keep_visual``."""
+        b, has = partner.shape[0], partner >= 0
+        other = torch.where(has, partner, torch.arange(b, device=partner.device))  # (B,) self where no partner
+        frames, audio = batch["frames"], batch["audio"]
+        mixed = {"frames": torch.cat([frames, frames[other]]), "audio": torch.cat([audio[other], audio])}  # (2B, ...)
+        training = self.training
+        self.eval()
+        out = self.outputs(mixed)
+        self.train(training)
+        found = torch.maximum(out["audio"], out["visual"]) >= self.cfg.threshold  # (2B, K)
+        keep_visual, keep_audio = found[:b] | ~has[:, None], found[b:] | ~has[:, None]
+        return keep_audio, keep_visual
 
     @torch.no_grad()
     def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -199,6 +248,33 @@ class AVVPTask(nn.Module):
         from avlearn.metrics.avvp import avvp_scores
 
         return avvp_scores(preds["audio"], preds["visual"], targets["gt_audio"], targets["gt_visual"])
+
+
+def disjoint_partner(y: torch.Tensor) -> torch.Tensor:
+    """(B, K) multi-hot labels -> (B,) long: for each video the next one in the batch (cyclically) that shares none
+    of its labels, -1 where there is none."""
+    b = y.shape[0]
+    if b < 2:
+        return torch.full((b,), -1, dtype=torch.long, device=y.device)
+    order = (torch.arange(b)[:, None] + torch.arange(1, b)[None]) % b  # (B, B - 1) the others, from i + 1 on
+    order = order.to(y.device)
+    disjoint = (y[:, None] * y[order]).sum(-1) == 0  # (B, B - 1)
+    first = disjoint.float().argmax(dim=1)  # (B,) first disjoint position (0 where none)
+    chosen = order.gather(1, first[:, None]).squeeze(1)
+    return torch.where(disjoint.any(dim=1), chosen, torch.full_like(chosen, -1))
+
+
+def exchange_audio(
+    batch: dict[str, torch.Tensor], y_audio: torch.Tensor, partner: torch.Tensor, share: float
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """MA's exchange as training data: each video that has a ``partner`` (B,) sharing none of its labels takes,
+    with probability ``share``, the partner's audio track and (B, K) audio targets. Its frames keep their own
+    visual targets, so the visual stream cannot score by reading the audio."""
+    if share <= 0:
+        return batch, y_audio
+    swap = (partner >= 0) & (torch.rand(partner.shape, device=partner.device) < share)  # (B,)
+    source = torch.where(swap, partner, torch.arange(partner.shape[0], device=partner.device))  # (B,)
+    return {**batch, "audio": batch["audio"][source]}, y_audio[source]
 
 
 def _bce(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

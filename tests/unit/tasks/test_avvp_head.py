@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from avlearn.methods.base import AVFeatures
-from avlearn.tasks.avvp import AVVPConfig, AVVPTask, _pool
+from avlearn.tasks.avvp import AVVPConfig, AVVPTask, _pool, disjoint_partner, exchange_audio
 from avlearn.tasks.base import DatasetInfo
 
 INFO = DatasetInfo(("a", "b", "c"))
@@ -58,3 +58,68 @@ def test_direct_weight_zero_drops_the_direct_loss_from_the_total():
     parts = sum(v for k, v in losses.items() if k.startswith("loss_") and k != "loss_direct")
     assert losses["loss_direct"] == 0
     assert torch.isclose(losses["loss"].detach(), parts)
+
+
+def test_disjoint_partner_is_the_next_video_sharing_no_label():
+    y = torch.tensor([[1.0, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1, 0]])
+    assert disjoint_partner(y).tolist() == [2, 2, 3, 0]
+    assert disjoint_partner(torch.tensor([[1.0, 0], [1, 1]])).tolist() == [-1, -1]  # every pair shares class 0
+    assert disjoint_partner(torch.tensor([[1.0, 0]])).tolist() == [-1]
+
+
+def _presence_task(refine_after: int) -> AVVPTask:
+    """A task whose probabilities are read off the batch: ``audio`` (B, K) and ``frames`` (B, K) say which classes
+    each track carries, so the exchange test's outcome is known."""
+    task = AVVPTask(AVVPConfig(**SMALL, refine_after=refine_after), _Features(), INFO)
+    task.outputs = lambda batch: {"audio": batch["audio"], "visual": batch["frames"]}
+    return task
+
+
+def test_exchange_refinement_drops_a_class_from_the_modality_that_does_not_carry_it():
+    # video 0: class 0 seen and heard, class 1 only seen; video 1: class 2 seen and heard (the partner of 0 and 2);
+    # video 2: labelled 0 but the model finds class 0 in neither track
+    y = torch.tensor([[1.0, 1, 0], [0, 0, 1], [1, 0, 0]])
+    batch = {"labels": y, "audio": torch.tensor([[1.0, 0, 0], [0, 0, 1], [0, 0, 0]]),
+             "frames": torch.tensor([[1.0, 1, 0], [0, 0, 1], [0, 0, 0]])}  # fmt: skip
+    task = _presence_task(refine_after=1)
+    assert all(torch.equal(t, y) for t in task.modality_targets(batch, y))  # before refine_after: the labels
+    task.steps.fill_(1)
+    audio, visual = task.modality_targets(batch, y)
+    assert audio.tolist() == [[1, 0, 0], [0, 0, 1], [1, 0, 0]]  # class 1 of video 0 is not heard
+    assert visual.tolist() == [[1, 1, 0], [0, 0, 1], [1, 0, 0]]  # video 2: found nowhere, so kept in both
+
+
+def test_refine_after_counts_training_steps_only():
+    task = AVVPTask(AVVPConfig(**SMALL, refine_after=2), _Features(), INFO)
+    task(_batch())
+    task.eval()
+    task(_batch())
+    assert int(task.steps) == 1
+
+
+def test_exchange_audio_gives_the_partner_audio_and_audio_targets_keeping_the_visual_side():
+    y = torch.tensor([[1.0, 0, 0], [0, 1, 0], [1, 0, 0]])
+    batch = {"audio": torch.arange(3.0), "frames": torch.arange(3.0), "labels": y}
+    partner = torch.tensor([1, 2, -1])
+    mixed, y_audio = exchange_audio(batch, y, partner, share=1.0)
+    assert mixed["audio"].tolist() == [1, 2, 2] and mixed["frames"].tolist() == [0, 1, 2]  # no partner: own track
+    assert torch.equal(y_audio, y[[1, 2, 2]])
+    same, y_same = exchange_audio(batch, y, partner, share=0.0)
+    assert same is batch and y_same is y
+
+
+def test_exchanged_video_targets_its_audio_with_the_partner_labels_and_its_video_with_both():
+    task = AVVPTask(AVVPConfig(**SMALL, exchange=1.0), _Features(), INFO)
+    task.outputs = _uniform
+    losses = task({"labels": torch.tensor([[1.0, 0, 0], [0, 1, 0]]), "audio": torch.zeros(2), "frames": torch.zeros(2)})
+    half = torch.full((2, 3), 0.5)
+    bce = nn.functional.binary_cross_entropy
+    assert torch.isclose(losses["loss_video"], bce(half, torch.tensor([[1.0, 1, 0], [1, 1, 0]])))
+    assert torch.isclose(losses["loss_audio"], bce(half, torch.tensor([[0.0, 1, 0], [1, 0, 0]])))
+
+
+def _uniform(batch: dict) -> dict:
+    """Probabilities 0.5 everywhere, in the shapes ``AVVPTask.forward`` reads (B = 2, K = 3, S = 4)."""
+    half = torch.full((2, 3), 0.5)
+    return {"video": half, "audio": half, "visual": half, "audio_direct": half, "visual_direct": half,
+            "audio_tokens": torch.zeros(3, 3), "visual_tokens": torch.zeros(3, 3)}  # fmt: skip
