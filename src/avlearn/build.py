@@ -143,13 +143,15 @@ def avs_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
 
 
 def avqa_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
-    """MUSIC-AVQA: questions over 10-segment videos; the head's classes are the answer vocabulary."""
+    """MUSIC-AVQA: questions over 10-segment videos; the head's classes are the answer vocabulary. Training items are
+    whole videos with all their questions (``train.batch_size`` counts videos; each is encoded once per step);
+    validation and test items are questions, in the annotation order."""
     from avlearn.data.pipelines.avqa import avqa_splits as decode
     from avlearn.data.schema import DatasetInfo
 
     root = dataset_root(cfg)
     s = decode(root, cfg.data.frame_size, audio_pre, cfg.data.workers)
-    return Splits(s["train"], s["val"], s["test"], DatasetInfo(tuple(s["answers"])), root)
+    return Splits(s["train"].by_video(), s["val"], s["test"], DatasetInfo(tuple(s["answers"])), root)
 
 
 # task name -> its data pipeline ``(cfg, audio preprocess) -> Splits``: here, or (module, function) of

@@ -158,6 +158,7 @@ def test_videos_view_holds_every_question_of_a_video(small_synth):
     asked = (train.video == 1).nonzero()[:, 0]
     assert int(real.sum()) == len(asked) and (item["answer"][~real] == -100).all()
     assert torch.equal(item["input_ids"][real], train.input_ids[asked]) and torch.equal(item["frames"], train.frames[1])
+    assert torch.equal(videos.answers, train.answers) and videos.question_types == train.question_types  # chance
 
 
 def test_questions_are_tokenised_offline():

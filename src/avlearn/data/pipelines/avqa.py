@@ -121,6 +121,16 @@ class AVQAVideos(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    @property
+    def answers(self) -> torch.Tensor:
+        """(Q,) the answers of every question (as ``AVQATensors.answers``; chance levels read them)."""
+        return self.questions.answers
+
+    @property
+    def question_types(self) -> list[str]:
+        """The type of every question (as ``AVQATensors.question_types``)."""
+        return self.questions.question_types
+
     def __getitem__(self, v: int) -> dict:
         q, pad = self.questions, self.width - len(self.index[v])
         idx = self.index[v]
