@@ -60,6 +60,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from avlearn.registry import TASKS
 from avlearn.tasks.base import DatasetInfo
+from avlearn.tasks.fewshot import info_nce
 
 if TYPE_CHECKING:
     from avlearn.methods.base import AVFeatures
@@ -306,9 +307,7 @@ class AVQATask(nn.Module):
             return out["logits"].sum() * 0.0
         audio = F.normalize(self.contrast["audio"](out["audio"].mean(dim=1)), dim=-1)  # (V, d)
         visual = F.normalize(self.contrast["visual"](out["tokens"].unflatten(0, (v, s)).mean(dim=(1, 2))), dim=-1)
-        logits = self.contrast_log_scale.exp() * audio @ visual.T  # (V, V)
-        labels = torch.arange(v, device=logits.device)
-        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        return info_nce(audio, visual, self.contrast_log_scale.exp())
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = self.outputs(batch)
