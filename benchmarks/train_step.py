@@ -21,17 +21,18 @@ the paper (``--segments 1`` for a quick look: a CPU step then takes half a minut
 parameter and optimizer memory dominates and the memory ratios mean little). Rows are ``--configs`` entries
 ``MODE-PRECISION[+ckpt]``; without it, every ``--modes`` x ``--precisions`` pair.
 
-Each configuration runs in a fresh process, so peak memory is that configuration's: ``torch.cuda
-.max_memory_allocated`` on a GPU, the process's peak RSS (``ru_maxrss``, imports included) on a CPU. On a CPU the
-workers run with glibc's mmap threshold fixed at 128 KiB (``MALLOC_MMAP_THRESHOLD_``, unless already set): with
-glibc's default dynamic threshold, freed tensors of a few MB stay in the heap, so RSS kept about a gradient-set's
-worth (0.7-0.9 GB here) of freed memory and measured the allocator as much as the model. ``base_mem_mb``
-is the same measure once the model and batch are built (before the first step), so ``peak - base`` is what training
-adds (activations, gradients, optimizer state). ``*_per_sample`` divide by the batch. The baseline is eager fp32
-measured in the same run; every row has ``speedup``, ``mem_ratio`` (peak) and ``train_mem_ratio`` (peak - base)
-against it. FLOPs per step are counted once with ``torch.utils.flop_counter`` (matmuls and convolutions, forward +
-backward); ``mfu`` = achieved FLOP/s over the device's dense bf16 peak (``--peak-tflops``, or known for
-A100/H100/H200), also for fp32 rows, so the rows compare on one scale.
+Each configuration runs in a fresh process, so peak memory is that configuration's: ``torch.cuda.max_memory_allocated``
+on a GPU, the process's peak RSS (``ru_maxrss``, imports included) on a CPU. On a CPU the workers run with glibc's mmap
+threshold fixed at 128 KiB (``MALLOC_MMAP_THRESHOLD_``, unless already set): with glibc's default dynamic threshold,
+freed tensors of a few MB stay in the heap, so RSS kept about a gradient-set's worth (0.7-0.9 GB here) of freed memory
+and measured the allocator as much as the model. ``base_mem_mb`` is the same measure once the model and batch are built
+(before the first step), so ``peak - base`` is what training adds (activations, gradients, optimizer state). bf16 rows
+store the frozen Linear/conv weights in bf16 as ``fit`` does (``train.frozen_bf16``; after ``base`` is measured, so
+their base still counts them in fp32). ``*_per_sample`` divide by the batch. The baseline is eager fp32 measured in the
+same run; every row has ``speedup``, ``mem_ratio`` (peak) and ``train_mem_ratio`` (peak - base) against it. FLOPs per
+step are counted once with ``torch.utils.flop_counter`` (matmuls and convolutions, forward + backward); ``mfu`` =
+achieved FLOP/s over the device's dense bf16 peak (``--peak-tflops``, or known for A100/H100/H200), also for fp32 rows,
+so the rows compare on one scale.
 
 CPU threads default to 1 (``--threads``): on a shared CPU an OpenMP team stalls whenever one of its threads is
 descheduled, and compiled code runs many small parallel regions, so with 2 threads under load we measured compiled
@@ -180,7 +181,7 @@ def _measure(args: argparse.Namespace, mode: str, precision: str, checkpointing:
     from avlearn.config.schema import TrainConfig
     from avlearn.engine.env import Env
     from avlearn.engine.log import MetricsLog
-    from avlearn.engine.loop import Training, train_step, wrap
+    from avlearn.engine.loop import Training, frozen_weights_in_bf16, train_step, wrap
     from avlearn.engine.state import TrainState
 
     device = torch.device(args.device)
@@ -192,22 +193,23 @@ def _measure(args: argparse.Namespace, mode: str, precision: str, checkpointing:
     env = Env(device=device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-    t = Training(model, wrap(model, cfg, env), optimizer, schedule, None, TrainState(), MetricsLog(None, False))
-    started = time.perf_counter()
-    train_step(t, [batch], args.batch, cfg, env)
-    _sync(device)
-    first = time.perf_counter() - started
-    for _ in range(args.warmup):
+    with frozen_weights_in_bf16(model, precision == "bf16"):  # as ``fit`` does (train.frozen_bf16)
+        t = Training(model, wrap(model, cfg, env), optimizer, schedule, None, TrainState(), MetricsLog(None, False))
+        started = time.perf_counter()
         train_step(t, [batch], args.batch, cfg, env)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)  # steady-state peak; base (params, batch) is still allocated
-    _sync(device)
-    started = time.perf_counter()
-    for _ in range(args.steps):
-        loss = train_step(t, [batch], args.batch, cfg, env)["loss"]
-    _sync(device)
-    seconds = (time.perf_counter() - started) / args.steps
-    peak = _memory(device)
+        _sync(device)
+        first = time.perf_counter() - started
+        for _ in range(args.warmup):
+            train_step(t, [batch], args.batch, cfg, env)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)  # steady-state peak; base (params, batch) is still allocated
+        _sync(device)
+        started = time.perf_counter()
+        for _ in range(args.steps):
+            loss = train_step(t, [batch], args.batch, cfg, env)["loss"]
+        _sync(device)
+        seconds = (time.perf_counter() - started) / args.steps
+        peak = _memory(device)
     mb = 2**20
     return {"samples_per_s": args.batch / seconds, "step_ms": 1e3 * seconds, "first_step_s": first,
             "peak_mem_mb": peak / mb, "base_mem_mb": base / mb, "peak_mem_mb_per_sample": peak / mb / args.batch,

@@ -70,7 +70,8 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
     grad_accum: int = 1  # micro-batches per process per optimizer step
-    precision: str = "fp32"  # fp32 | bf16 (autocast; parameters and optimizer state stay fp32)
+    precision: str = "fp32"  # fp32 | bf16 (autocast; trained parameters and optimizer state stay fp32)
+    frozen_bf16: bool = True  # bf16: store frozen Linear/conv weights in bf16 (autocast's numbers, half the memory)
     device: str = "auto"  # auto | cpu | cuda (each torchrun process takes cuda:LOCAL_RANK) | cuda:N
     threads: int = 0  # torch CPU threads; 0 = all cores
     select_on: str = "val"  # model selection split; never the test split

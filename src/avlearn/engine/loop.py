@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,32 @@ def warmup_cosine(step: int, total: int, warmup: int) -> float:
 def autocast(precision: str, device: torch.device) -> torch.autocast:
     """bf16 autocast when ``precision == "bf16"``, else a disabled context."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def _frozen_matmul_layers(task: nn.Module) -> list[nn.Module]:
+    """Linear and convolution layers none of whose own parameters is trained."""
+    layers = (nn.Linear, nn.modules.conv._ConvNd)
+    return [m for m in task.modules() if isinstance(m, layers) and not any(p.requires_grad for p in m.parameters())]
+
+
+@contextmanager
+def frozen_weights_in_bf16(task: nn.Module, enabled: bool = True) -> Iterator[int]:
+    """Inside, the frozen Linear and convolution weights of ``task`` are stored in bf16; fp32 again on exit.
+
+    Under bf16 autocast these layers compute in bf16 anyway: autocast rounds their fp32 weights to bf16 at every
+    call, as this does once, so training computes the same numbers with half the memory for those weights (a frozen
+    Swin-V2-L + HTS-AT: about 0.5 GB). Yields how many layers were converted (0 when not ``enabled``).
+    Normalisation layers, embeddings and loose parameters keep their dtype. The weights are bf16-rounded after
+    exit: the values training used.
+    """
+    layers = _frozen_matmul_layers(task) if enabled else []
+    for layer in layers:
+        layer.to(torch.bfloat16)
+    try:
+        yield len(layers)
+    finally:
+        for layer in layers:
+            layer.to(torch.float32)
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -265,18 +291,25 @@ def _end_epoch(t: Training, val: Dataset, loss: float, seconds: float, cfg: Trai
               f"{'  *best' if improved else ''}  ({seconds:.1f}s)", flush=True)  # fmt: skip
 
 
+def _frozen_bf16(cfg: TrainConfig, env: Env) -> bool:
+    """Whether ``fit`` stores frozen weights in bf16: bf16 training, ``train.frozen_bf16``, and not FSDP (which
+    shards a module's parameters as one flat tensor of a single dtype)."""
+    return cfg.precision == "bf16" and cfg.frozen_bf16 and not (env.distributed and cfg.strategy == "fsdp")
+
+
 def fit(task: nn.Module, train: Dataset, val: Dataset, cfg: TrainConfig, env: Env, run: RunInfo) -> TrainState:
     """Train ``task`` for ``cfg.epochs`` (continuing from ``run.dir/last`` if ``run.resume``); returns the counters.
 
     Every rank calls this with the same arguments; rank 0 prints, logs and writes the checkpoints.
     """
-    t, per_epoch = _start(task, len(train), cfg, env, run)
-    if per_epoch == 0:
-        raise ConfigError(f"train split of {len(train)} samples holds no global batch of {cfg.batch_size}")
-    while t.state.epoch < cfg.epochs:
-        started = time.perf_counter()
-        loss = _train_epoch(t, train, per_epoch, cfg, env, run)
-        _end_epoch(t, val, loss, time.perf_counter() - started, cfg, env, run)
+    with frozen_weights_in_bf16(task, _frozen_bf16(cfg, env)):
+        t, per_epoch = _start(task, len(train), cfg, env, run)
+        if per_epoch == 0:
+            raise ConfigError(f"train split of {len(train)} samples holds no global batch of {cfg.batch_size}")
+        while t.state.epoch < cfg.epochs:
+            started = time.perf_counter()
+            loss = _train_epoch(t, train, per_epoch, cfg, env, run)
+            _end_epoch(t, val, loss, time.perf_counter() - started, cfg, env, run)
     t.log.close()
     if env.is_main and t.state.history:
         print("\n" + summary_table(t.state.history, task.primary_metric), flush=True)

@@ -38,7 +38,9 @@ What we changed, and why:
   ``avlearn.tasks.avvp``), applied once after the backbones as in the seed.
 * ``visual_pyramid`` (for AVS): each visual stage's tokens before its patch merging, the last one after the final
   norm, as the seed's AVS model takes them.
-* Optional activation checkpointing of every paired step and unpaired block (``checkpointing``), which the seed lacks.
+* Optional activation checkpointing (``checkpointing``), which the seed lacks: of every paired step and unpaired block
+  (``checkpoint_unit: step``), or of every adapter, half-block and unpaired block (``piece``: more saved inputs, but
+  backward recomputes one piece at a time instead of a whole paired step with its four adapters).
   The recomputation in backward leaves the adapters' batch-norm running statistics as the forward left them, so a
   checkpointed step updates them once, like an ordinary one.
 """
@@ -82,7 +84,8 @@ class DGSCTConfig:
     audio_gate: bool = True  # zero-initialised output gate on the audio adapters (visual ones always have it)
     split_visual_blocks: bool = True  # visual p1/p2 beside a Swin-V2 block's attention/MLP residuals
     audio_tile: int = 10  # one-second log-mel tiled this many times along time before the audio backbone
-    checkpointing: bool = False  # recompute each paired step / unpaired block in backward (training only)
+    checkpointing: bool = False  # recompute activations in backward instead of keeping them (training only)
+    checkpoint_unit: str = "piece"  # piece: each adapter, half-block and unpaired block; step: a paired step at a time
 
 
 class DGSCTAdapter(nn.Module):
@@ -325,6 +328,8 @@ class DGSCT(nn.Module):
 
     def __init__(self, cfg: DGSCTConfig, visual: nn.Module, audio: nn.Module) -> None:
         super().__init__()
+        if cfg.checkpoint_unit not in ("step", "piece"):
+            raise ConfigError(f"method.checkpoint_unit={cfg.checkpoint_unit!r}: expected step or piece")
         self.cfg = cfg
         self.visual_backbone, self.audio_backbone = visual, audio
         self._audio_input = _input_name(audio, "spectrogram", "input_features")
@@ -347,9 +352,10 @@ class DGSCT(nn.Module):
             mel = mel.transpose(1, 2)  # (B*S, tile * T, F), HTS-AT's layout
         return self.visual_backbone.embed(pixel_values=pixels), self.audio_backbone.embed(**{self._audio_input: mel})
 
-    def _run(self, fn: Callable, *args: object) -> tuple:
-        """``fn(*args)``; when checkpointing a training step, recomputed in backward instead of storing activations."""
-        if self.cfg.checkpointing and self.training and torch.is_grad_enabled():
+    def _run(self, fn: Callable, *args: object, unit: str = "step") -> tuple:
+        """``fn(*args)``; recomputed in backward instead of keeping its activations when checkpointing a training
+        step at this ``unit`` (``method.checkpoint_unit``)."""
+        if self.cfg.checkpointing and self.cfg.checkpoint_unit == unit and self.training and torch.is_grad_enabled():
             return checkpoint(fn, *args, use_reentrant=False, context_fn=self._checkpoint_contexts)
         return fn(*args)
 
@@ -377,21 +383,22 @@ class DGSCT(nn.Module):
         if pair is not None:
             return self._paired_step(v_block, a_block, self.pairs[pair], v, a)
         if v_block is not None:
-            return self.visual_backbone.run_block(*v_block, v), a, None
-        return v, self.audio_backbone.run_block(*a_block, a), None
+            return self._run(self.visual_backbone.run_block, *v_block, v, unit="piece"), a, None
+        return v, self._run(self.audio_backbone.run_block, *a_block, a, unit="piece"), None
 
     def _paired_step(
         self, v_block: Block, a_block: Block, adapters: _PairAdapters, v: Hidden, a: Hidden
     ) -> tuple[Hidden, Hidden, tuple[torch.Tensor, torch.Tensor]]:
         v_first, v_second = _halves(self.visual_backbone, v_block, self.cfg.split_visual_blocks)
         a_first, a_second = _halves(self.audio_backbone, a_block, split=False)
-        residual_v, _ = adapters.visual_p1(v.tokens, a.tokens)
-        residual_a, _ = adapters.audio_p1(a.tokens, v.tokens)
-        v, a = v_first(v), a_first(a)
+        piece = partial(self._run, unit="piece")
+        residual_v, _ = piece(adapters.visual_p1, v.tokens, a.tokens)
+        residual_a, _ = piece(adapters.audio_p1, a.tokens, v.tokens)
+        v, a = piece(v_first, v), piece(a_first, a)
         v, a = replace(v, tokens=v.tokens + residual_v), replace(a, tokens=a.tokens + residual_a)
-        residual_v, pool_v = adapters.visual_p2(v.tokens, a.tokens)
-        residual_a, pool_a = adapters.audio_p2(a.tokens, v.tokens)
-        v, a = v_second(v), a_second(a)
+        residual_v, pool_v = piece(adapters.visual_p2, v.tokens, a.tokens)
+        residual_a, pool_a = piece(adapters.audio_p2, a.tokens, v.tokens)
+        v, a = piece(v_second, v), a_second(a)  # a_second: nothing (HTS-AT blocks run whole in a_first)
         return replace(v, tokens=v.tokens + residual_v), replace(a, tokens=a.tokens + residual_a), (pool_v, pool_a)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> AVFeatures:

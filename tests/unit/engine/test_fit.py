@@ -12,7 +12,7 @@ from torch.testing import assert_close
 from avlearn.engine.checkpoint import load_checkpoint
 from avlearn.engine.ema import ema_copy, ema_update
 from avlearn.engine.env import Env
-from avlearn.engine.loop import RunInfo, fit
+from avlearn.engine.loop import RunInfo, autocast, fit, frozen_weights_in_bf16
 
 TRAIN, VAL = ToyData(20, seed=1), ToyData(12, seed=2)
 
@@ -54,6 +54,32 @@ def test_bf16_autocast_trains(tmp_path):
     task, state = _fit(tmp_path, "bf16", precision="bf16", epochs=4)
     assert state.best > 50.0  # 3 balanced-ish classes: chance is about 33 %
     assert all(p.dtype == torch.float32 for p in task.parameters())  # autocast: weights stay fp32
+
+
+def test_frozen_weights_in_bf16_keeps_autocast_outputs_and_restores_fp32():
+    task, x = make_task(), torch.randn(5, 8)
+    task.net[0].requires_grad_(False)  # a frozen first layer, a trained second one
+    with autocast("bf16", torch.device("cpu")):
+        expected = task.net(x)
+    with frozen_weights_in_bf16(task) as converted:
+        assert converted == 1
+        assert task.net[0].weight.dtype == task.net[0].bias.dtype == torch.bfloat16
+        assert task.net[3].weight.dtype == torch.float32  # trained: stays fp32 for the optimizer
+        with autocast("bf16", torch.device("cpu")):
+            assert torch.equal(task.net(x), expected)  # autocast rounds fp32 weights the same way
+    assert all(p.dtype == torch.float32 for p in task.parameters())
+
+
+def test_bf16_fit_with_a_frozen_layer_trains_and_returns_fp32(tmp_path):
+    task = make_task()
+    task.net[0].requires_grad_(False)
+    frozen = task.net[0].weight.detach().clone()
+    state = fit(task, TRAIN, VAL, toy_config(precision="bf16", epochs=4), Env(), RunInfo(tmp_path / "frozen"))
+    assert state.best > 50.0
+    assert task.net[0].weight.dtype == torch.float32
+    assert torch.equal(task.net[0].weight, frozen.bfloat16().float())  # the rounded values training used
+    saved, _ = load_checkpoint(tmp_path / "frozen" / "checkpoint")
+    assert saved["model"]["net.0.weight"].dtype == torch.bfloat16
 
 
 def test_ema_moves_towards_the_weights_and_is_what_gets_selected(tmp_path):

@@ -108,6 +108,11 @@ def test_adapter_rejects_widths_the_bottleneck_cannot_group():
         DGSCTAdapter(12, 4, 8, 4, DGSCTConfig(reduction=8, groups=2))
 
 
+def test_unknown_checkpoint_unit_is_refused():
+    with pytest.raises(ConfigError, match="checkpoint_unit='block'"):
+        _clip_method(layers=1, checkpoint_unit="block")
+
+
 def test_zero_gates_leave_the_backbones_unchanged(built):
     method = copy.deepcopy(built).eval()
     batch = _batch()
@@ -212,11 +217,12 @@ def _forward_counting_saved(method: DGSCT, batch: dict[str, torch.Tensor]) -> tu
     return feats, sum(saved)
 
 
-def test_checkpointing_gives_the_same_outputs_and_gradients_and_saves_fewer_tensors(built):
+@pytest.mark.parametrize("unit", ["step", "piece"])
+def test_checkpointing_gives_the_same_outputs_and_gradients_and_saves_fewer_tensors(built, unit):
     results = []
     for checkpointing in (False, True):
         method = copy.deepcopy(built)
-        method.cfg = replace(method.cfg, checkpointing=checkpointing)
+        method.cfg = replace(method.cfg, checkpointing=checkpointing, checkpoint_unit=unit)
         _open_gates(method, 0.5)
         torch.manual_seed(1)
         feats, saved = _forward_counting_saved(method.train(), _batch())
