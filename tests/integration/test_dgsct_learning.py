@@ -1,8 +1,8 @@
 """DG-SCT learns AVE and AVVP on AVSynth from random initialisation (tiny backbones, trainable, on CPU).
 
 The issue's acceptance runs: AVE segment accuracy >= 90 % with the CMBS head (240 clips, 40 epochs); AVVP
-segment-level F1 >= 70 for audio, visual and Type@AV with the MGN-style head (160 clips, 32 epochs), scored by
-``avlearn.metrics.avvp.avvp_scores`` (the official AVVP semantics). Both are slow (10-30 minutes each on two
+segment-level F1 >= 70 for audio, visual and Type@AV with the MGN-style head (400 clips, 40 epochs), scored by
+``avlearn.metrics.avvp.avvp_scores`` (the official AVVP semantics). Both are slow (10-35 minutes each on two
 loaded cores): ``pytest -m slow tests/integration/test_dgsct_learning.py -s``. The AVVP data is AVSynth's ``LLP/``
 folder through ``avlearn.data.pipelines.avvp`` (the LLP reader; the pipeline ``avlearn train task=avvp`` uses).
 """
@@ -101,8 +101,13 @@ def run_ave(tmp: Path, epochs: int = 40, lr: float = 3e-4, clips: int = 240, siz
     return _fit_and_test(task, data, epochs, lr)
 
 
-def run_avvp(tmp: Path, epochs: int = 32, lr: float = 2e-3, clips: int = 160, size: int = 64) -> dict[str, float]:
-    """Train DG-SCT tiny + MGN on AVSynth's LLP files (weak labels only); returns the test scores."""
+def run_avvp(tmp: Path, epochs: int = 40, lr: float = 3e-4, clips: int = 400, size: int = 32) -> dict[str, float]:
+    """Train DG-SCT tiny + MGN on AVSynth's LLP files (weak labels only); returns the test scores.
+
+    As for AVE, lr 3e-4: faster rates leave the random-init Swin-V2 tiny unable to see, and the visual stream then
+    reads the audio through the audio-guided visual features. 400 clips at 32 px rather than 160 at 64: with 128
+    training videos the visual stream learned in some seeds only (docs/methods/dgsct.md).
+    """
     from avlearn.data.pipelines.avvp import avvp_splits
     from avlearn.tasks.avvp import AVVPConfig, AVVPTask
     from avlearn.tasks.base import DatasetInfo
@@ -124,12 +129,9 @@ def test_dgsct_cmbs_learns_ave(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 7 open: test segment F1 a 83.1 / v 67.4 / Type@AV 78.9 (target 70); the visual stream reads the "
-    "audio instead of seeing (docs/methods/dgsct.md)",
-)
 def test_dgsct_mgn_learns_avvp(tmp_path):
+    """Measured (the test's seed, and with every torch seed shifted by 1): test segment F1 audio 74.3 / 73.4, visual
+    71.4 / 72.0, Type@AV 73.5 / 74.1; about 35 minutes each on two cores shared with three other jobs."""
     scores = run_avvp(tmp_path)
     print("AVVP", scores)
     for key in ("segment_audio", "segment_visual", "segment_type_at_av"):
