@@ -38,8 +38,23 @@ What we changed, and why:
   tells several AVSynth classes apart. Visual tokens get a residual MLP after their position embedding, so the
   mean and the attended sums keep which content is where (a plain sum of content and position does not bind them).
 * Each audio segment adds a linear map of its change from the previous segment (onsets: "which instrument comes in
-  second"), and one transformer layer runs over the 2S audio and visual segment features (time and modality
-  embeddings) before the question attends over them, so audio segments can see what is visible (voiceovers).
+  second"), and transformer layers (``segment_layers``, 2; one fitted the training questions less well) run over
+  the 2S audio and visual segment features (time and modality embeddings) before the question attends over them,
+  so audio segments can see what is visible (voiceovers).
+* Onsets (``Onsets``, ``onset_count``): each audio segment also adds what is new in it (non-negative evidence above
+  its running maximum over the earlier segments) and a soft count of the onsets so far, so that "the second
+  instrument that comes in" can be found by attention (the count) and read off (what is new there); attention with
+  a softmax over segments cannot count by itself.
+* Onset places (``onset_place``): each audio segment also adds where its change from the previous segment is seen:
+  the spatial grounding (its own weights) queried with the change instead of the whole audio, and a map of the
+  attention's mean token coordinates ("where is the first sounding instrument": the place of the sound that comes
+  in, not of every sounding object).
+* Answer names (``AnswerNames``, ``answer_names``): each answer also has an embedding that audio segments are
+  scored against. The question's temporal attention weights pool those scores into extra answer logits ("what is
+  the first instrument that comes in"), and a question that names an answer (all of its WordPiece ids occur in the
+  question: "is there a violin sound?") gets the best segment's score for it, read through a linear map of the
+  question into logits. One audio embedding per answer name is then trained by both kinds of question; the plain
+  classifier keeps answer rows that the questions' words never reach.
 * The question also attends over all S*N visual tokens of its video (one head; the tokens are keys and values) and
   the result is added to the visual term: "the instrument on the left of X" asks the question, not the audio, to
   pick tokens.
@@ -80,7 +95,11 @@ class AVQAConfig:
     contrast_weight: float = 0.5  # weight of the clip-level audio-visual contrastive loss over the batch's videos
     max_segments: int = 64  # size of the learned time embedding
     max_audio_tokens: int = 256  # size of the learned audio token position embedding
-    segment_layers: int = 1  # transformer layers over the 2S audio and visual segment features (0: none)
+    segment_layers: int = 2  # transformer layers over the 2S audio and visual segment features (0: none)
+    onset_count: bool = True  # audio segments add what is new in them and a soft count of the onsets so far
+    onset_place: bool = True  # audio segments add where their change from the previous segment is seen
+    max_onsets: int = 6  # the soft onset count is encoded by its distance to 0..max_onsets
+    answer_names: bool = True  # answers are also scored against the audio, and questions naming one get its evidence
 
 
 class QuestionEncoder(nn.Module):
@@ -144,6 +163,74 @@ class _QuestionTokens(nn.Module):
         scores = torch.einsum("qd,qnd->qn", self.query(question), tokens) / tokens.shape[-1] ** 0.5  # (Q, S*N)
         attended = torch.einsum("qn,qnd->qd", scores.softmax(dim=-1), tokens)  # (Q, d)
         return self.norm(attended + self.ffn(attended))
+
+
+class Onsets(nn.Module):
+    """What comes in, and when: audio segments (V, S, d) -> (V, S, d).
+
+    Each segment's non-negative evidence ``relu(W a)`` above its running maximum over the earlier segments is what
+    is new in it (a sound that comes in; zero for one that goes on or comes back); a sigmoid of a linear map of it,
+    summed over time, softly counts the onsets so far (the bias learns what a segment with nothing new adds),
+    encoded by its distance to 0..``max_onsets``. Both are mapped to ``d``.
+    """
+
+    def __init__(self, dim: int, max_onsets: int) -> None:
+        super().__init__()
+        self.evidence, self.new = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.strength = nn.Linear(dim, 1)
+        self.count = nn.Linear(max_onsets + 1, dim)
+        self.register_buffer("levels", torch.arange(max_onsets + 1, dtype=torch.float32), persistent=False)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        evidence = F.relu(self.evidence(audio))  # (V, S, d)
+        before = F.pad(evidence.cummax(dim=1).values, (0, 0, 1, 0))[:, :-1]  # (V, S, d): max over segments < s
+        new = F.relu(evidence - before)  # (V, S, d)
+        count = torch.sigmoid(self.strength(new)).cumsum(dim=1)  # (V, S, 1) onsets up to segment s
+        levels = torch.exp(-((count - self.levels) ** 2))  # (V, S, max_onsets + 1)
+        return self.new(new) + self.count(levels)
+
+
+def answer_token_ids(names: tuple[str, ...]) -> torch.Tensor:
+    """(K, T) WordPiece ids of each answer (no [CLS]/[SEP]), padded with -1."""
+    from avlearn.data.pipelines.avqa import question_tokenizer
+
+    ids = question_tokenizer()(list(names), add_special_tokens=False)["input_ids"]
+    width = max(1, *(len(i) for i in ids))
+    return torch.tensor([i + [-1] * (width - len(i)) for i in ids], dtype=torch.long)
+
+
+class AnswerNames(nn.Module):
+    """Answers as sounds to find. Each answer has an embedding; audio segments (V, S, d) are scored against them.
+
+    ``forward`` gives, per question, logits for the audio its temporal attention picked (the question's segment
+    weights (Q, S) pool the segments: "what is the first instrument that comes in") and the evidence that the
+    answers the question names are heard (all of an answer's WordPiece ids occur in the question, "is there a
+    violin sound?"; the best segment's score, averaged over the named answers; 0 when it names none). Both tie an
+    answer's name to one audio embedding whatever the question type.
+    """
+
+    def __init__(self, dim: int, answer_ids: torch.Tensor) -> None:
+        super().__init__()
+        self.names = nn.Parameter(torch.randn(len(answer_ids), dim) * dim**-0.5)
+        self.audio = nn.Linear(dim, dim)
+        self.register_buffer("answer_ids", answer_ids, persistent=False)
+
+    def mentions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(Q, L) question ids -> (Q, K) 1 where all of answer k's ids occur in question q."""
+        ids = self.answer_ids  # (K, T)
+        found = (ids[None, :, :, None] == input_ids[:, None, None, :]).any(dim=-1) | (ids < 0)  # (Q, K, T)
+        return (found.all(dim=-1) & (ids >= 0).any(dim=-1)).float()  # (Q, K)
+
+    def forward(
+        self, audio: torch.Tensor, row: torch.Tensor, weights: torch.Tensor, input_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """audio (V, S, d), row (Q,) video of each question, weights (Q, S), input_ids (Q, L) -> logits (Q, K),
+        evidence (Q, 1)."""
+        scores = self.audio(audio) @ self.names.T / audio.shape[-1] ** 0.5  # (V, S, K)
+        logits = torch.einsum("qs,qsk->qk", weights, scores[row])  # (Q, K): scores are linear in the audio
+        named = self.mentions(input_ids)  # (Q, K)
+        heard = (named * scores.amax(dim=1)[row]).sum(dim=-1) / named.sum(dim=-1).clamp(min=1)  # (Q,)
+        return logits, heard[:, None]
 
 
 def _mlp(dim: int) -> nn.Sequential:
@@ -229,6 +316,8 @@ class AVQATask(nn.Module):
         self.time = nn.Embedding(cfg.max_segments, d)
         self.modality = nn.Embedding(2, d)
         self.grounding = SpatialGrounding(d)
+        self.onsets = Onsets(d, cfg.max_onsets) if cfg.onset_count else None
+        self.onset_grounding = SpatialGrounding(d) if cfg.onset_place else None
         self.match = match_head(d)
         self.contrast = nn.ModuleDict({"audio": nn.Linear(d, d), "visual": nn.Linear(d, d)})
         self.contrast_log_scale = nn.Parameter(torch.tensor(10.0).log())
@@ -240,6 +329,11 @@ class AVQATask(nn.Module):
         self.attend_audio = _QuestionAttention(d, cfg.heads, cfg.dropout)
         self.fusion = nn.Linear(2 * d, d)
         self.answer = nn.Linear(d, info.num_classes)
+        if cfg.answer_names:
+            self.names = AnswerNames(d, answer_token_ids(info.class_names))
+            self.heard_answer = nn.Linear(d, info.num_classes)  # how the question reads the named answer's evidence
+        else:
+            self.names = None
 
     def _tokens(self, visual: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """(B, S, N, Cv) method tokens -> (B*S, N, d) with their position embedding."""
@@ -252,6 +346,13 @@ class AVQATask(nn.Module):
         tokens = self.audio_token_proj(feats.audio) + self.audio_token_pos.weight[: feats.audio.shape[2]]  # (V,S,Na,d)
         return self.audio_proj(feats.audio_pooled) + self.audio_token_mlp(tokens).mean(dim=2)  # (V, S, d)
 
+    def _onset_place(self, tokens: torch.Tensor, change: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Where each segment's audio change is seen: tokens (V*S, N, d), change (V, S, d) -> (V, S, d), the
+        change-guided grounded feature plus a map of the attention's mean token coordinates."""
+        seen, weights = self.onset_grounding(tokens, change.flatten(0, 1))  # (V*S, d), (V*S, N)
+        place = self.position(weights @ grid_positions(grid, tokens.device))  # (V*S, N) @ (N, 2) -> (V*S, d)
+        return (seen + place).unflatten(0, change.shape[:2])  # (V*S, d) -> (V, S, d)
+
     def encode(self, media: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each video once: audio (V, S, d), tokens (V*S, N, d), grounded visual (V*S, d), and the segment
         features the questions attend to (``audio_seg`` / ``visual_seg``, (V, S, d))."""
@@ -261,8 +362,12 @@ class AVQATask(nn.Module):
         tokens = self._tokens(feats.visual, feats.visual_grid)  # (V*S, N, d)
         visual, _ = self.grounding(tokens, audio.flatten(0, 1))  # (V*S, d)
         time = self.time(torch.arange(s, device=audio.device))  # (S, d)
-        onset = self.onset(audio - F.pad(audio, (0, 0, 1, 0))[:, :-1])  # (V, S, d): change from segment s-1
-        audio_seg, visual_seg = audio + onset + time, visual.unflatten(0, (v, s)) + time  # (V, S, d)
+        change = audio - F.pad(audio, (0, 0, 1, 0))[:, :-1]  # (V, S, d): change from segment s-1
+        audio_seg, visual_seg = audio + self.onset(change) + time, visual.unflatten(0, (v, s)) + time  # (V, S, d)
+        if self.onsets is not None:
+            audio_seg = audio_seg + self.onsets(audio)
+        if self.onset_grounding is not None:
+            audio_seg = audio_seg + self._onset_place(tokens, change, feats.visual_grid)
         if self.segments is not None:
             both = torch.cat([audio_seg + self.modality.weight[0], visual_seg + self.modality.weight[1]], dim=1)
             audio_seg, visual_seg = self.segments(both).split(s, dim=1)  # (V, 2S, d) -> 2 x (V, S, d)
@@ -273,14 +378,16 @@ class AVQATask(nn.Module):
         media, videos, q = split_batch(batch)
         enc = self.encode(media)
         v, s = enc["audio"].shape[:2]
+        tokens = enc["tokens"].unflatten(0, (v, s)).flatten(1, 2)[q.row]  # (V*S, N, d) -> (V, S*N, d) -> (Q, S*N, d)
         question = self.question(q.input_ids, q.attention_mask)  # (Q, d)
         v_att, v_weights = self.attend_visual(question, enc["visual_seg"][q.row])  # (Q, d), (Q, S)
         a_att, a_weights = self.attend_audio(question, enc["audio_seg"][q.row])
-        visual = v_att + enc["visual"].unflatten(0, (v, s)).mean(dim=1)[q.row]
-        tokens = enc["tokens"].unflatten(0, (v, s)).flatten(1, 2)  # (V*S, N, d) -> (V, S*N, d)
-        visual = visual + self.attend_tokens(question, tokens[q.row])
+        visual = v_att + enc["visual"].unflatten(0, (v, s)).mean(dim=1)[q.row] + self.attend_tokens(question, tokens)
         fused = torch.tanh(torch.cat([a_att + enc["audio"].mean(dim=1)[q.row], visual], dim=-1))
         logits = self.answer(torch.tanh(self.fusion(fused) * question))  # (Q, K)
+        if self.names is not None:
+            named, heard = self.names(enc["audio"], q.row, a_weights, q.input_ids)  # (Q, K), (Q, 1)
+            logits = logits + named + heard * self.heard_answer(question)
         return {"logits": logits, "visual_weights": v_weights, "audio_weights": a_weights, "answer": q.answer,
                 "videos": videos, **enc}  # fmt: skip
 

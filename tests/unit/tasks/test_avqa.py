@@ -8,7 +8,15 @@ import torch
 
 from avlearn.methods.baseline import Baseline, BaselineConfig
 from avlearn.registry import BACKBONES
-from avlearn.tasks.avqa import AVQAConfig, AVQATask, other_video, split_batch
+from avlearn.tasks.avqa import (
+    AnswerNames,
+    AVQAConfig,
+    AVQATask,
+    Onsets,
+    answer_token_ids,
+    other_video,
+    split_batch,
+)
 from avlearn.tasks.base import DatasetInfo
 
 ANSWERS = DatasetInfo(("yes", "no", "left", "right"))
@@ -187,3 +195,57 @@ def test_config_composes():
 
     task = compose_run(["task=avqa", "task.dim=32"]).task
     assert task.name == "avqa" and task.dim == 32 and task.grounding_weight == 0.5
+
+
+def test_onset_features_only_look_back_in_time():
+    torch.manual_seed(0)
+    onsets = Onsets(8, max_onsets=4)
+    audio = torch.randn(2, 10, 8)
+    later = audio.clone()
+    later[:, 6:] += torch.randn(2, 4, 8)  # change only segments 6..9
+    before, after = onsets(audio), onsets(later)
+    assert before.shape == (2, 10, 8)
+    assert torch.allclose(before[:, :6], after[:, :6]) and not torch.allclose(before[:, 6:], after[:, 6:])
+
+
+def test_a_sound_that_goes_on_is_not_new():
+    onsets = Onsets(4, max_onsets=4)
+    with torch.no_grad():
+        onsets.evidence.weight.copy_(torch.eye(4))
+        onsets.evidence.bias.zero_()
+        onsets.strength.weight.fill_(10.0)
+        onsets.strength.bias.fill_(-10.0)  # a segment with nothing new adds (almost) nothing to the onset count
+    steady = torch.tensor([1.0, 0.0, 0.0, 0.0]).expand(1, 5, 4)  # (V, S, d): one sound from segment 0 on
+    comes_in = steady.clone()
+    comes_in[0, 3:, 1] = 1.0  # a second sound comes in at segment 3
+    plain = onsets(steady)
+    assert torch.allclose(plain[:, 1], plain[:, 4], atol=1e-3)  # nothing new after segment 0: segments 1.. alike
+    assert not torch.allclose(onsets(comes_in)[:, 3], plain[:, 3])
+
+
+def test_onset_pieces_get_gradients():
+    task = _task()
+    task(_batch([0, 1, 2, 3]))["loss"].backward()
+    for module in (task.onsets, task.onset_grounding):
+        assert all(p.grad is not None for p in module.parameters())
+
+
+def test_a_question_mentions_the_answers_it_names():
+    from avlearn.data.pipelines.avqa import tokenize_questions
+
+    answers = ("yes", "no", "xylophone", "chime", "left")
+    names = AnswerNames(8, answer_token_ids(answers))
+    ids = tokenize_questions(["Is there a xylophone sound?", "What is the instrument on the left of chime?",
+                              "How many instruments are sounding?"])["input_ids"]  # fmt: skip
+    assert names.mentions(ids).tolist() == [[0, 0, 1, 0, 0], [0, 0, 0, 1, 1], [0, 0, 0, 0, 0]]
+
+
+def test_answer_names_score_the_attended_audio_and_the_named_sound():
+    torch.manual_seed(0)
+    names = AnswerNames(8, answer_token_ids(("yes", "no", "chime")))
+    audio, weights = torch.randn(2, 10, 8, requires_grad=True), torch.full((3, 10), 0.1)
+    ids = torch.tensor([[101, 9610, 4168, 102], [101, 2003, 102, 0], [101, 9610, 4168, 102]])  # chime, -, chime
+    logits, heard = names(audio, torch.tensor([0, 0, 1]), weights, ids)
+    assert logits.shape == (3, 3) and heard.shape == (3, 1) and heard[1] == 0
+    (logits.sum() + heard.sum()).backward()
+    assert names.names.grad.abs().sum() > 0 and audio.grad.abs().sum() > 0
