@@ -40,9 +40,9 @@ What we changed, and why:
   norm, as the seed's AVS model takes them.
 * Optional activation checkpointing (``checkpointing``), which the seed lacks: of every paired step and unpaired block
   (``checkpoint_unit: step``), or of every adapter, half-block and unpaired block (``piece``: more saved inputs, but
-  backward recomputes one piece at a time instead of a whole paired step with its four adapters).
-  The recomputation in backward leaves the adapters' batch-norm running statistics as the forward left them, so a
-  checkpointed step updates them once, like an ordinary one.
+  backward recomputes one piece at a time instead of a whole paired step with its four adapters). Eager
+  recomputation restores the batch-norm statistics it changed, so a step updates them once, as without
+  checkpointing; under ``torch.compile`` the compiled backward does not update them again by itself.
 """
 
 from __future__ import annotations
@@ -355,9 +355,12 @@ class DGSCT(nn.Module):
     def _run(self, fn: Callable, *args: object, unit: str = "step") -> tuple:
         """``fn(*args)``; recomputed in backward instead of keeping its activations when checkpointing a training
         step at this ``unit`` (``method.checkpoint_unit``)."""
-        if self.cfg.checkpointing and self.cfg.checkpoint_unit == unit and self.training and torch.is_grad_enabled():
-            return checkpoint(fn, *args, use_reentrant=False, context_fn=self._checkpoint_contexts)
-        return fn(*args)
+        checkpointed = self.cfg.checkpointing and self.cfg.checkpoint_unit == unit and self.training
+        if not (checkpointed and torch.is_grad_enabled()):
+            return fn(*args)
+        if torch.compiler.is_compiling():  # the compiled backward recomputes without updating buffers again
+            return checkpoint(fn, *args, use_reentrant=False)
+        return checkpoint(fn, *args, use_reentrant=False, context_fn=self._checkpoint_contexts)
 
     def _checkpoint_contexts(self) -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
         """(forward, recomputation) contexts of a checkpointed step."""
@@ -365,7 +368,9 @@ class DGSCT(nn.Module):
 
     @contextlib.contextmanager
     def _norm_stats_kept(self) -> Iterator[None]:
-        """Restores every batch-norm buffer on exit (the recomputation must not count a second update)."""
+        """Restores the batch-norm buffers the recomputation changed (it must not count a second update). Buffers it
+        left alone are not written: a norm outside the recomputed piece (HTS-AT's input norm) may have saved them for
+        its own backward, which a write would invalidate."""
         norms = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         saved = [[b.clone() for b in m.buffers()] for m in norms]
         try:
@@ -374,7 +379,8 @@ class DGSCT(nn.Module):
             with torch.no_grad():
                 for module, buffers in zip(norms, saved, strict=True):
                     for buffer, value in zip(module.buffers(), buffers, strict=True):
-                        buffer.copy_(value)
+                        if not torch.equal(buffer, value):
+                            buffer.copy_(value)
 
     def _step(
         self, v_block: Block | None, a_block: Block | None, pair: int | None, v: Hidden, a: Hidden
