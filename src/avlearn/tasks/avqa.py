@@ -55,6 +55,11 @@ What we changed, and why:
   question: "is there a violin sound?") gets the best segment's score for it, read through a linear map of the
   question into logits. One audio embedding per answer name is then trained by both kinds of question; the plain
   classifier keeps answer rows that the questions' words never reach.
+* Onset order (``OnsetOrder``, ``onset_order``): the answer names' audio scores also say when each answer's sound
+  is first heard; answers whose name is also seen in the frames (the name mapped to the tokens' space) are ranked by
+  that onset, and a question picks a rank (first, second, third, last) and reads off the answer at it or its place.
+  Attention over segments plus an onset count left "the second instrument that comes in" near chance (the head did
+  not fit these questions on the training videos either); this ranks the sounds explicitly.
 * The question also attends over all S*N visual tokens of its video (one head; the tokens are keys and values) and
   the result is added to the visual term: "the instrument on the left of X" asks the question, not the audio, to
   pick tokens.
@@ -100,6 +105,8 @@ class AVQAConfig:
     onset_place: bool = True  # audio segments add where their change from the previous segment is seen
     max_onsets: int = 6  # the soft onset count is encoded by its distance to 0..max_onsets
     answer_names: bool = True  # answers are also scored against the audio, and questions naming one get its evidence
+    onset_order: bool = True  # per-answer onsets ranked among the visible ones (needs ``answer_names``)
+    order_slots: int = 4  # ranks the order readout can be asked for: 1st..(order_slots-1)th and the last
 
 
 class QuestionEncoder(nn.Module):
@@ -215,6 +222,10 @@ class AnswerNames(nn.Module):
         self.audio = nn.Linear(dim, dim)
         self.register_buffer("answer_ids", answer_ids, persistent=False)
 
+    def scores(self, audio: torch.Tensor) -> torch.Tensor:
+        """Audio segments (V, S, d) -> (V, S, K): how much each answer's sound is in each segment."""
+        return self.audio(audio) @ self.names.T / audio.shape[-1] ** 0.5
+
     def mentions(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(Q, L) question ids -> (Q, K) 1 where all of answer k's ids occur in question q."""
         ids = self.answer_ids  # (K, T)
@@ -222,15 +233,82 @@ class AnswerNames(nn.Module):
         return (found.all(dim=-1) & (ids >= 0).any(dim=-1)).float()  # (Q, K)
 
     def forward(
-        self, audio: torch.Tensor, row: torch.Tensor, weights: torch.Tensor, input_ids: torch.Tensor
+        self, scores: torch.Tensor, row: torch.Tensor, weights: torch.Tensor, input_ids: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """audio (V, S, d), row (Q,) video of each question, weights (Q, S), input_ids (Q, L) -> logits (Q, K),
-        evidence (Q, 1)."""
-        scores = self.audio(audio) @ self.names.T / audio.shape[-1] ** 0.5  # (V, S, K)
+        """scores (V, S, K) from ``scores``, row (Q,) video of each question, weights (Q, S), input_ids (Q, L) ->
+        logits (Q, K), evidence (Q, 1)."""
         logits = torch.einsum("qs,qsk->qk", weights, scores[row])  # (Q, K): scores are linear in the audio
         named = self.mentions(input_ids)  # (Q, K)
         heard = (named * scores.amax(dim=1)[row]).sum(dim=-1) / named.sum(dim=-1).clamp(min=1)  # (Q,)
         return logits, heard[:, None]
+
+
+class OnsetOrder(nn.Module):
+    """Which answer's sound comes in when, among the visible ones ("what is the second instrument that comes in",
+    "where is the last sounding instrument"): extra answer logits per question.
+
+    Answer k is heard in segment s with probability ``p = sigmoid(a * score + b_k)`` (the answer names' audio scores)
+    and comes in at s with ``p * prod_{s' < s} (1 - p)`` (heard for the first time). It is visible with a probability
+    read from its embedding, mapped to the tokens' space, against the video's tokens (cosine, best token), times a
+    learned gate of whether answer k names a thing at all; its place is the mean token coordinate under that
+    attention. Visible onsets add to a running count, so k's rank is one plus the expected count before it comes in.
+    Rank slot j (1 .. slots-1) holds ``exp(-(rank_k - j)^2 / width)`` times k's probability of being heard and seen;
+    the last slot compares rank_k with the total count. A question picks a slot (softmax over a linear map of it) and
+    two non-negative gates read from it scale the log of the slot's answer distribution and a linear map of its
+    place (left / middle / right) into the answer logits.
+    """
+
+    def __init__(self, dim: int, num_answers: int, slots: int) -> None:
+        super().__init__()
+        self.heard_scale = nn.Parameter(torch.tensor(1.0))
+        self.heard_bias = nn.Parameter(torch.zeros(num_answers))
+        self.seen = nn.Linear(dim, dim)
+        self.seen_log_scale = nn.Parameter(torch.tensor(10.0).log())
+        self.seen_bias = nn.Parameter(torch.zeros(()))
+        self.countable = nn.Parameter(torch.zeros(num_answers))
+        self.log_width = nn.Parameter(torch.tensor(0.25).log())  # ranks one apart: exp(-4) = 0.02
+        self.slot = nn.Linear(dim, slots)
+        self.gate = nn.Linear(dim, 2)
+        nn.init.constant_(self.gate.bias, -1.0)  # softplus(-1) = 0.31: the readout starts weak for every question
+        self.place = nn.Linear(2, num_answers)
+        self.register_buffer("ranks", torch.arange(1, slots, dtype=torch.float32), persistent=False)
+
+    def _seen(self, tokens: torch.Tensor, names: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """tokens (V, S, N, d), names (K, d), grid (N, 2) -> visible (V, K) and place (V, K, 2) of each answer."""
+        query = F.normalize(self.seen(names), dim=-1)  # (K, d)
+        cosine = torch.einsum("vnd,kd->vkn", F.normalize(tokens.mean(dim=1), dim=-1), query)  # (V, K, N)
+        scale = self.seen_log_scale.exp()
+        place = (scale * cosine).softmax(dim=-1) @ grid  # (V, K, N) @ (N, 2) -> (V, K, 2)
+        visible = torch.sigmoid(scale * cosine.amax(dim=-1) + self.seen_bias) * torch.sigmoid(self.countable)
+        return visible, place
+
+    def readouts(self, scores: torch.Tensor, tokens: torch.Tensor, names: torch.Tensor,
+                 grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """scores (V, S, K), tokens (V, S, N, d), names (K, d), grid (N, 2) -> per slot J: answers (V, J, K) and
+        place (V, J, 2)."""
+        heard = torch.sigmoid(self.heard_scale * scores + self.heard_bias)  # (V, S, K)
+        unheard_before = F.pad(torch.cumprod(1 - heard, dim=1), (0, 0, 1, 0), value=1.0)[:, :-1]  # (V, S, K)
+        comes_in = heard * unheard_before  # (V, S, K): heard for the first time at s
+        visible, place = self._seen(tokens, names, grid)  # (V, K), (V, K, 2)
+        onsets = (comes_in * visible[:, None]).sum(dim=-1)  # (V, S) visible onsets at s
+        before = F.pad(onsets.cumsum(dim=1), (1, 0))[:, :-1]  # (V, S): visible onsets before s
+        ever = comes_in.sum(dim=1)  # (V, K): heard at all
+        rank = 1 + (comes_in * before[..., None]).sum(dim=1) / ever.clamp(min=1e-6)  # (V, K)
+        targets = torch.cat([self.ranks.expand(len(rank), -1), onsets.sum(dim=1, keepdim=True)], dim=1)  # (V, J)
+        match = torch.exp(-((rank[:, None] - targets[..., None]) ** 2) / self.log_width.exp())  # (V, J, K)
+        answers = match * (ever * visible)[:, None]  # (V, J, K)
+        where = answers @ place / answers.sum(dim=-1, keepdim=True).clamp(min=1e-6)  # (V, J, K) @ (V, K, 2)
+        return answers, where
+
+    def forward(self, question: torch.Tensor, row: torch.Tensor, scores: torch.Tensor, tokens: torch.Tensor,
+                names: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        """question (Q, d), row (Q,) its video, the ``readouts`` inputs -> logits (Q, K)."""
+        answers, where = self.readouts(scores, tokens, names, grid)  # (V, J, K), (V, J, 2)
+        slot = self.slot(question).softmax(dim=-1)  # (Q, J)
+        answer = torch.einsum("qj,qjk->qk", slot, answers[row])  # (Q, K)
+        place = torch.einsum("qj,qjc->qc", slot, where[row])  # (Q, 2)
+        gate = F.softplus(self.gate(question))  # (Q, 2)
+        return gate[:, :1] * torch.log(answer + 1e-4) + gate[:, 1:] * self.place(place)
 
 
 def _mlp(dim: int) -> nn.Sequential:
@@ -334,6 +412,7 @@ class AVQATask(nn.Module):
             self.heard_answer = nn.Linear(d, info.num_classes)  # how the question reads the named answer's evidence
         else:
             self.names = None
+        self.order = OnsetOrder(d, info.num_classes, cfg.order_slots) if cfg.onset_order and cfg.answer_names else None
 
     def _tokens(self, visual: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """(B, S, N, Cv) method tokens -> (B*S, N, d) with their position embedding."""
@@ -371,7 +450,9 @@ class AVQATask(nn.Module):
         if self.segments is not None:
             both = torch.cat([audio_seg + self.modality.weight[0], visual_seg + self.modality.weight[1]], dim=1)
             audio_seg, visual_seg = self.segments(both).split(s, dim=1)  # (V, 2S, d) -> 2 x (V, S, d)
-        return {"audio": audio, "tokens": tokens, "visual": visual, "audio_seg": audio_seg, "visual_seg": visual_seg}
+        grid = grid_positions(feats.visual_grid, audio.device)  # (N, 2)
+        return {"audio": audio, "tokens": tokens, "visual": visual, "audio_seg": audio_seg, "visual_seg": visual_seg,
+                "grid": grid}  # fmt: skip
 
     def outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Answer logits (Q, K), temporal weights (Q, S) of each modality, and the grounding inputs."""
@@ -386,8 +467,12 @@ class AVQATask(nn.Module):
         fused = torch.tanh(torch.cat([a_att + enc["audio"].mean(dim=1)[q.row], visual], dim=-1))
         logits = self.answer(torch.tanh(self.fusion(fused) * question))  # (Q, K)
         if self.names is not None:
-            named, heard = self.names(enc["audio"], q.row, a_weights, q.input_ids)  # (Q, K), (Q, 1)
+            scores = self.names.scores(enc["audio"])  # (V, S, K)
+            named, heard = self.names(scores, q.row, a_weights, q.input_ids)  # (Q, K), (Q, 1)
             logits = logits + named + heard * self.heard_answer(question)
+        if self.order is not None:
+            tokens_vsn = enc["tokens"].unflatten(0, (v, s))  # (V*S, N, d) -> (V, S, N, d)
+            logits = logits + self.order(question, q.row, scores, tokens_vsn, self.names.names, enc["grid"])
         return {"logits": logits, "visual_weights": v_weights, "audio_weights": a_weights, "answer": q.answer,
                 "videos": videos, **enc}  # fmt: skip
 

@@ -12,6 +12,7 @@ from avlearn.tasks.avqa import (
     AnswerNames,
     AVQAConfig,
     AVQATask,
+    OnsetOrder,
     Onsets,
     answer_token_ids,
     other_video,
@@ -226,8 +227,29 @@ def test_a_sound_that_goes_on_is_not_new():
 def test_onset_pieces_get_gradients():
     task = _task()
     task(_batch([0, 1, 2, 3]))["loss"].backward()
-    for module in (task.onsets, task.onset_grounding):
+    for module in (task.onsets, task.onset_grounding, task.order):
         assert all(p.grad is not None for p in module.parameters())
+
+
+def test_onset_order_ranks_the_visible_sounds_by_when_they_come_in():
+    order = OnsetOrder(4, num_answers=3, slots=3)  # slots: first, second, last
+    with torch.no_grad():
+        order.seen.weight.copy_(torch.eye(4))
+        order.seen.bias.zero_()
+        order.seen_bias.fill_(-5.0)  # visible: cosine 1 -> sigmoid(5); unseen: cosine 0 -> sigmoid(-5)
+        order.countable.fill_(10.0)
+    names = torch.eye(3, 4)  # answers A, B, C
+    tokens = names[:2].expand(1, 6, 2, 4)  # (V, S, N, d): A on the left token, B on the right one; C is not seen
+    grid = torch.tensor([[0.0, -1.0], [0.0, 1.0]])  # (N, 2) (y, x)
+    heard = torch.zeros(1, 6, 3, dtype=torch.bool)  # (V, S, K)
+    heard[0, 0:, 2] = True  # C (off screen) is heard first, from segment 0
+    heard[0, 2:4, 0] = True  # A comes in at 2 and stops at 4
+    heard[0, 4:, 1] = True  # B comes in at 4, while C still sounds
+    answers, where = order.readouts(heard.float() * 20 - 10, tokens, names, grid)  # (V, 3, K), (V, 3, 2)
+    assert answers[0].argmax(dim=-1).tolist() == [0, 1, 1]  # first A, second B, last B: C is off screen
+    assert answers[0, :, 2].max() < 0.05 and answers[0, 0, 0] > 0.9 and answers[0, 1, 1] > 5 * answers[0, 1, 0]
+    assert where[0, 0].tolist() == pytest.approx([0.0, -1.0], abs=0.05)  # the first one is on the left
+    assert where[0, 2].tolist() == pytest.approx([0.0, 1.0], abs=0.05)  # the last one on the right
 
 
 def test_a_question_mentions_the_answers_it_names():
@@ -245,7 +267,7 @@ def test_answer_names_score_the_attended_audio_and_the_named_sound():
     names = AnswerNames(8, answer_token_ids(("yes", "no", "chime")))
     audio, weights = torch.randn(2, 10, 8, requires_grad=True), torch.full((3, 10), 0.1)
     ids = torch.tensor([[101, 9610, 4168, 102], [101, 2003, 102, 0], [101, 9610, 4168, 102]])  # chime, -, chime
-    logits, heard = names(audio, torch.tensor([0, 0, 1]), weights, ids)
+    logits, heard = names(names.scores(audio), torch.tensor([0, 0, 1]), weights, ids)
     assert logits.shape == (3, 3) and heard.shape == (3, 1) and heard[1] == 0
     (logits.sum() + heard.sum()).backward()
     assert names.names.grad.abs().sum() > 0 and audio.grad.abs().sum() > 0
