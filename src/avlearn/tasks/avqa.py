@@ -107,6 +107,7 @@ class AVQAConfig:
     answer_names: bool = True  # answers are also scored against the audio, and questions naming one get its evidence
     onset_order: bool = True  # per-answer onsets ranked among the visible ones (needs ``answer_names``)
     order_slots: int = 4  # ranks the order readout can be asked for: 1st..(order_slots-1)th and the last
+    relative_place: bool = True  # answers seen where the question says, relative to the one it names
 
 
 class QuestionEncoder(nn.Module):
@@ -243,53 +244,66 @@ class AnswerNames(nn.Module):
         return logits, heard[:, None]
 
 
+class SeenNames(nn.Module):
+    """Answers as things to see: each answer's embedding (K, d), mapped to the tokens' space, against a video's
+    visual tokens (V, S, N, d) gives whether it is visible, ``sigmoid(scale * best cosine + b)`` times a learned gate
+    of whether answer k names a thing at all, (V, K), and its place, the mean token coordinate under a softmax of
+    the cosines, (V, K, 2)."""
+
+    def __init__(self, dim: int, num_answers: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(dim, dim)
+        self.log_scale = nn.Parameter(torch.tensor(10.0).log())
+        self.bias = nn.Parameter(torch.zeros(()))
+        self.countable = nn.Parameter(torch.zeros(num_answers))
+
+    def forward(self, names: torch.Tensor, tokens: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """names (K, d), tokens (V, S, N, d), grid (N, 2) -> visible (V, K), place (V, K, 2)."""
+        query = F.normalize(self.query(names), dim=-1)  # (K, d)
+        cosine = torch.einsum("vnd,kd->vkn", F.normalize(tokens.mean(dim=1), dim=-1), query)  # (V, K, N)
+        scale = self.log_scale.exp()
+        place = (scale * cosine).softmax(dim=-1) @ grid  # (V, K, N) @ (N, 2) -> (V, K, 2)
+        visible = torch.sigmoid(scale * cosine.amax(dim=-1) + self.bias) * torch.sigmoid(self.countable)
+        return visible, place
+
+
+def _gate(dim: int, outputs: int) -> nn.Linear:
+    """A linear map of the question whose softplus scales a readout; starts at softplus(-1) = 0.31 for every
+    question, so that readouts start weak."""
+    gate = nn.Linear(dim, outputs)
+    nn.init.constant_(gate.bias, -1.0)
+    return gate
+
+
 class OnsetOrder(nn.Module):
     """Which answer's sound comes in when, among the visible ones ("what is the second instrument that comes in",
     "where is the last sounding instrument"): extra answer logits per question.
 
     Answer k is heard in segment s with probability ``p = sigmoid(a * score + b_k)`` (the answer names' audio scores)
-    and comes in at s with ``p * prod_{s' < s} (1 - p)`` (heard for the first time). It is visible with a probability
-    read from its embedding, mapped to the tokens' space, against the video's tokens (cosine, best token), times a
-    learned gate of whether answer k names a thing at all; its place is the mean token coordinate under that
-    attention. Visible onsets add to a running count, so k's rank is one plus the expected count before it comes in.
-    Rank slot j (1 .. slots-1) holds ``exp(-(rank_k - j)^2 / width)`` times k's probability of being heard and seen;
-    the last slot compares rank_k with the total count. A question picks a slot (softmax over a linear map of it) and
-    two non-negative gates read from it scale the log of the slot's answer distribution and a linear map of its
-    place (left / middle / right) into the answer logits.
+    and comes in at s with ``p * prod_{s' < s} (1 - p)`` (heard for the first time); ``SeenNames`` says whether it is
+    visible and where. Visible onsets add to a running count, so k's rank is one plus the expected count before it
+    comes in. Rank slot j (1 .. slots-1) holds ``exp(-(rank_k - j)^2 / width)`` times k's probability of being heard
+    and seen; the last slot compares rank_k with the total count. A question picks a slot (softmax over a linear map
+    of it) and two non-negative gates read from it scale the log of the slot's answer distribution and a linear map
+    of its place (left / middle / right) into the answer logits.
     """
 
     def __init__(self, dim: int, num_answers: int, slots: int) -> None:
         super().__init__()
         self.heard_scale = nn.Parameter(torch.tensor(1.0))
         self.heard_bias = nn.Parameter(torch.zeros(num_answers))
-        self.seen = nn.Linear(dim, dim)
-        self.seen_log_scale = nn.Parameter(torch.tensor(10.0).log())
-        self.seen_bias = nn.Parameter(torch.zeros(()))
-        self.countable = nn.Parameter(torch.zeros(num_answers))
         self.log_width = nn.Parameter(torch.tensor(0.25).log())  # ranks one apart: exp(-4) = 0.02
         self.slot = nn.Linear(dim, slots)
-        self.gate = nn.Linear(dim, 2)
-        nn.init.constant_(self.gate.bias, -1.0)  # softplus(-1) = 0.31: the readout starts weak for every question
+        self.gate = _gate(dim, 2)
         self.place = nn.Linear(2, num_answers)
         self.register_buffer("ranks", torch.arange(1, slots, dtype=torch.float32), persistent=False)
 
-    def _seen(self, tokens: torch.Tensor, names: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """tokens (V, S, N, d), names (K, d), grid (N, 2) -> visible (V, K) and place (V, K, 2) of each answer."""
-        query = F.normalize(self.seen(names), dim=-1)  # (K, d)
-        cosine = torch.einsum("vnd,kd->vkn", F.normalize(tokens.mean(dim=1), dim=-1), query)  # (V, K, N)
-        scale = self.seen_log_scale.exp()
-        place = (scale * cosine).softmax(dim=-1) @ grid  # (V, K, N) @ (N, 2) -> (V, K, 2)
-        visible = torch.sigmoid(scale * cosine.amax(dim=-1) + self.seen_bias) * torch.sigmoid(self.countable)
-        return visible, place
-
-    def readouts(self, scores: torch.Tensor, tokens: torch.Tensor, names: torch.Tensor,
-                 grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-        """scores (V, S, K), tokens (V, S, N, d), names (K, d), grid (N, 2) -> per slot J: answers (V, J, K) and
-        place (V, J, 2)."""
+    def readouts(self, scores: torch.Tensor, visible: torch.Tensor,
+                 place: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """scores (V, S, K), visible (V, K), place (V, K, 2) -> per slot J: answers (V, J, K) and place (V, J, 2)."""
         heard = torch.sigmoid(self.heard_scale * scores + self.heard_bias)  # (V, S, K)
         unheard_before = F.pad(torch.cumprod(1 - heard, dim=1), (0, 0, 1, 0), value=1.0)[:, :-1]  # (V, S, K)
         comes_in = heard * unheard_before  # (V, S, K): heard for the first time at s
-        visible, place = self._seen(tokens, names, grid)  # (V, K), (V, K, 2)
         onsets = (comes_in * visible[:, None]).sum(dim=-1)  # (V, S) visible onsets at s
         before = F.pad(onsets.cumsum(dim=1), (1, 0))[:, :-1]  # (V, S): visible onsets before s
         ever = comes_in.sum(dim=1)  # (V, K): heard at all
@@ -300,15 +314,43 @@ class OnsetOrder(nn.Module):
         where = answers @ place / answers.sum(dim=-1, keepdim=True).clamp(min=1e-6)  # (V, J, K) @ (V, K, 2)
         return answers, where
 
-    def forward(self, question: torch.Tensor, row: torch.Tensor, scores: torch.Tensor, tokens: torch.Tensor,
-                names: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    def forward(self, question: torch.Tensor, row: torch.Tensor, scores: torch.Tensor, visible: torch.Tensor,
+                place: torch.Tensor) -> torch.Tensor:  # fmt: skip
         """question (Q, d), row (Q,) its video, the ``readouts`` inputs -> logits (Q, K)."""
-        answers, where = self.readouts(scores, tokens, names, grid)  # (V, J, K), (V, J, 2)
+        answers, where = self.readouts(scores, visible, place)  # (V, J, K), (V, J, 2)
         slot = self.slot(question).softmax(dim=-1)  # (Q, J)
         answer = torch.einsum("qj,qjk->qk", slot, answers[row])  # (Q, K)
-        place = torch.einsum("qj,qjc->qc", slot, where[row])  # (Q, 2)
+        where = torch.einsum("qj,qjc->qc", slot, where[row])  # (Q, 2)
         gate = F.softplus(self.gate(question))  # (Q, 2)
-        return gate[:, :1] * torch.log(answer + 1e-4) + gate[:, 1:] * self.place(place)
+        return gate[:, :1] * torch.log(answer + 1e-4) + gate[:, 1:] * self.place(where)
+
+
+class RelativePlace(nn.Module):
+    """Which visible answer is where relative to the one the question names ("what is the instrument on the left of
+    the violin?"): extra answer logits per question.
+
+    The named answers' mean place is the anchor; answer k scores ``-|place_k - anchor - offset|^2 / width`` plus the
+    log of its visibility, where the offset (2,) is read from the question; a non-negative gate read from the
+    question scales the scores into the answer logits.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.offset = nn.Linear(dim, 2)
+        self.log_width = nn.Parameter(torch.tensor(0.25).log())
+        self.gate = _gate(dim, 1)
+
+    def forward(self, question: torch.Tensor, row: torch.Tensor, named: torch.Tensor, visible: torch.Tensor,
+                place: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        """question (Q, d), row (Q,), named (Q, K) answers the question names, visible (V, K), place (V, K, 2) ->
+        logits (Q, K)."""
+        place = place[row]  # (Q, K, 2)
+        weights = named / named.sum(dim=-1, keepdim=True).clamp(min=1)  # (Q, K)
+        anchor = torch.einsum("qk,qkc->qc", weights, place)  # (Q, 2)
+        target = anchor + self.offset(question)  # (Q, 2)
+        distance = ((place - target[:, None]) ** 2).sum(dim=-1)  # (Q, K)
+        score = torch.log(visible[row] + 1e-4) - distance / self.log_width.exp()
+        return F.softplus(self.gate(question)) * score
 
 
 def _mlp(dim: int) -> nn.Sequential:
@@ -412,7 +454,10 @@ class AVQATask(nn.Module):
             self.heard_answer = nn.Linear(d, info.num_classes)  # how the question reads the named answer's evidence
         else:
             self.names = None
-        self.order = OnsetOrder(d, info.num_classes, cfg.order_slots) if cfg.onset_order and cfg.answer_names else None
+        places = cfg.answer_names and (cfg.onset_order or cfg.relative_place)
+        self.seen_names = SeenNames(d, info.num_classes) if places else None
+        self.order = OnsetOrder(d, info.num_classes, cfg.order_slots) if places and cfg.onset_order else None
+        self.relative = RelativePlace(d) if places and cfg.relative_place else None
 
     def _tokens(self, visual: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """(B, S, N, Cv) method tokens -> (B*S, N, d) with their position embedding."""
@@ -470,9 +515,13 @@ class AVQATask(nn.Module):
             scores = self.names.scores(enc["audio"])  # (V, S, K)
             named, heard = self.names(scores, q.row, a_weights, q.input_ids)  # (Q, K), (Q, 1)
             logits = logits + named + heard * self.heard_answer(question)
-        if self.order is not None:
+        if self.seen_names is not None:
             tokens_vsn = enc["tokens"].unflatten(0, (v, s))  # (V*S, N, d) -> (V, S, N, d)
-            logits = logits + self.order(question, q.row, scores, tokens_vsn, self.names.names, enc["grid"])
+            visible, place = self.seen_names(self.names.names, tokens_vsn, enc["grid"])  # (V, K), (V, K, 2)
+        if self.order is not None:
+            logits = logits + self.order(question, q.row, scores, visible, place)
+        if self.relative is not None:
+            logits = logits + self.relative(question, q.row, self.names.mentions(q.input_ids), visible, place)
         return {"logits": logits, "visual_weights": v_weights, "audio_weights": a_weights, "answer": q.answer,
                 "videos": videos, **enc}  # fmt: skip
 

@@ -14,6 +14,8 @@ from avlearn.tasks.avqa import (
     AVQATask,
     OnsetOrder,
     Onsets,
+    RelativePlace,
+    SeenNames,
     answer_token_ids,
     other_video,
     split_batch,
@@ -227,29 +229,54 @@ def test_a_sound_that_goes_on_is_not_new():
 def test_onset_pieces_get_gradients():
     task = _task()
     task(_batch([0, 1, 2, 3]))["loss"].backward()
-    for module in (task.onsets, task.onset_grounding, task.order):
+    for module in (task.onsets, task.onset_grounding, task.seen_names, task.order, task.relative):
         assert all(p.grad is not None for p in module.parameters())
 
 
-def test_onset_order_ranks_the_visible_sounds_by_when_they_come_in():
-    order = OnsetOrder(4, num_answers=3, slots=3)  # slots: first, second, last
+def _seen_names() -> tuple[torch.Tensor, torch.Tensor]:
+    """Answers A, B, C: A seen on the left, B on the right, C not seen -> visible (1, 3), place (1, 3, 2)."""
+    seen = SeenNames(4, num_answers=3)
     with torch.no_grad():
-        order.seen.weight.copy_(torch.eye(4))
-        order.seen.bias.zero_()
-        order.seen_bias.fill_(-5.0)  # visible: cosine 1 -> sigmoid(5); unseen: cosine 0 -> sigmoid(-5)
-        order.countable.fill_(10.0)
-    names = torch.eye(3, 4)  # answers A, B, C
-    tokens = names[:2].expand(1, 6, 2, 4)  # (V, S, N, d): A on the left token, B on the right one; C is not seen
-    grid = torch.tensor([[0.0, -1.0], [0.0, 1.0]])  # (N, 2) (y, x)
+        seen.query.weight.copy_(torch.eye(4))
+        seen.query.bias.zero_()
+        seen.bias.fill_(-5.0)  # visible: cosine 1 -> sigmoid(5); unseen: cosine 0 -> sigmoid(-5)
+        seen.countable.fill_(10.0)
+    names = torch.eye(3, 4)
+    tokens = names[:2].expand(1, 6, 2, 4)  # (V, S, N, d): A's token, B's token
+    return seen(names, tokens, torch.tensor([[0.0, -1.0], [0.0, 1.0]]))  # grid (N, 2) as (y, x)
+
+
+def test_seen_names_find_each_answer_in_the_frames():
+    visible, place = _seen_names()
+    assert visible[0, :2].min() > 0.99 and visible[0, 2] < 0.01
+    assert place[0, 0].tolist() == pytest.approx([0.0, -1.0], abs=0.01)
+    assert place[0, 1].tolist() == pytest.approx([0.0, 1.0], abs=0.01)
+
+
+def test_onset_order_ranks_the_visible_sounds_by_when_they_come_in():
+    visible, place = _seen_names()
     heard = torch.zeros(1, 6, 3, dtype=torch.bool)  # (V, S, K)
     heard[0, 0:, 2] = True  # C (off screen) is heard first, from segment 0
     heard[0, 2:4, 0] = True  # A comes in at 2 and stops at 4
     heard[0, 4:, 1] = True  # B comes in at 4, while C still sounds
-    answers, where = order.readouts(heard.float() * 20 - 10, tokens, names, grid)  # (V, 3, K), (V, 3, 2)
+    order = OnsetOrder(4, num_answers=3, slots=3)  # slots: first, second, last
+    answers, where = order.readouts(heard.float() * 20 - 10, visible, place)  # (V, 3, K), (V, 3, 2)
     assert answers[0].argmax(dim=-1).tolist() == [0, 1, 1]  # first A, second B, last B: C is off screen
     assert answers[0, :, 2].max() < 0.05 and answers[0, 0, 0] > 0.9 and answers[0, 1, 1] > 5 * answers[0, 1, 0]
     assert where[0, 0].tolist() == pytest.approx([0.0, -1.0], abs=0.05)  # the first one is on the left
     assert where[0, 2].tolist() == pytest.approx([0.0, 1.0], abs=0.05)  # the last one on the right
+
+
+def test_relative_place_finds_the_answer_beside_the_named_one():
+    relative = RelativePlace(4)
+    visible = torch.tensor([[1.0, 1.0, 1.0]])  # (V, K)
+    place = torch.tensor([[[0.0, -0.6], [0.0, 0.0], [0.0, 0.6]]])  # (V, K, 2): left, middle, right
+    with torch.no_grad():
+        relative.offset.weight.zero_()
+        relative.offset.bias.copy_(torch.tensor([0.0, -0.6]))  # "on the left of"
+    named = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # (Q, K): the middle one, the right one
+    logits = relative(torch.zeros(2, 4), torch.tensor([0, 0]), named, visible, place)  # (Q, K)
+    assert logits.argmax(dim=-1).tolist() == [0, 1]
 
 
 def test_a_question_mentions_the_answers_it_names():
