@@ -1,6 +1,6 @@
 """DG-SCT learns AVE and AVVP on AVSynth from random initialisation (tiny backbones, trainable, on CPU).
 
-The issue's acceptance runs: AVE segment accuracy >= 90 % with the CMBS head (240 clips, 40 epochs); AVVP
+The issue's acceptance runs: AVE segment accuracy >= 90 % with the CMBS head (400 clips, 60 epochs); AVVP
 segment-level F1 >= 70 for audio, visual and Type@AV with the MGN-style head (400 clips, 40 epochs), scored by
 ``avlearn.metrics.avvp.avvp_scores`` (the official AVVP semantics). Both are slow (10-35 minutes each on two
 loaded cores): ``pytest -m slow tests/integration/test_dgsct_learning.py -s``. The AVVP data is AVSynth's ``LLP/``
@@ -82,7 +82,7 @@ def _fit_and_test(task, data: dict, epochs: int, lr: float) -> dict[str, float]:
     return task.score(*_predict(task, data["test"]))
 
 
-def run_ave(tmp: Path, epochs: int = 40, lr: float = 3e-4, clips: int = 240, size: int = 32) -> dict[str, float]:
+def run_ave(tmp: Path, epochs: int = 60, lr: float = 3e-4, clips: int = 400, size: int = 32) -> dict[str, float]:
     """Train DG-SCT tiny + CMBS on AVSynth AVE; returns the test scores.
 
     lr 3e-4: at 1e-3 and above the random-init Swin-V2 tiny stays on a plateau (a linear probe of the pooled visual
@@ -122,8 +122,9 @@ def run_avvp(tmp: Path, epochs: int = 40, lr: float = 3e-4, clips: int = 400, si
 
 @pytest.mark.slow
 def test_dgsct_cmbs_learns_ave(tmp_path):
-    """Measured: 90.83 % test (best val 89.6 %, epoch 33 of 40), 392 s on two lightly loaded cores, one thread; 91.67
-    % in another run; a rerun on 2026-12-02 failed at 88.33 % (best val 92.9), a shifted seed 84.17 %: not robust."""
+    """Measured with 400 clips x 60 epochs (scripts calling ``run_ave``, torch seeds shifted by 0 and 1): 91.75 and
+    93.25 %. The earlier recipe (240 clips x 40 epochs) was not robust: 91.67, 90.83, 88.33, 84.17 (shifted seed);
+    400 clips x 40 epochs: 86.25, 88.5, 90.5. Errors were whole clips given the class of an audio-only distractor."""
     scores = run_ave(tmp_path)
     print("AVE", scores)
     assert scores["segment_accuracy"] >= 90.0, scores
