@@ -17,9 +17,9 @@ import pytest
 CLIPS = 2000  # 1600 train / 200 val / 200 test videos, 6 questions each
 SIZE = 32
 EPOCHS, VIDEOS_PER_BATCH, LR, WARMUP = 40, 32, 5e-3, 3  # a batch: 32 videos with all their questions (192)
-# Measured (docs/tasks/avqa.md): 84.6 % overall (the same recipe run by a script; AV-Temporal 58.8) against 39.3 % for
-# the majority answer per type; before the onset order and relative place readouts 73.7 % (AV-Temporal 38). Asserts
-# the 80 %.
+# Measured (docs/tasks/avqa.md): 80.4 % overall under pytest and 84.6 % by a script of the same recipe (AV-Temporal
+# 50.2 / 58.8), against 39.3 % for the majority answer per type; 73.7 % before the onset order and relative place
+# readouts. Asserts the 80 %: the margin is thin (runs differ by about 4 points).
 REQUIRED = 80.0
 
 

@@ -55,11 +55,16 @@ What we changed, and why:
   question: "is there a violin sound?") gets the best segment's score for it, read through a linear map of the
   question into logits. One audio embedding per answer name is then trained by both kinds of question; the plain
   classifier keeps answer rows that the questions' words never reach.
-* Onset order (``OnsetOrder``, ``onset_order``): the answer names' audio scores also say when each answer's sound
-  is first heard; answers whose name is also seen in the frames (the name mapped to the tokens' space) are ranked by
-  that onset, and a question picks a rank (first, second, third, last) and reads off the answer at it or its place.
-  Attention over segments plus an onset count left "the second instrument that comes in" near chance (the head did
-  not fit these questions on the training videos either); this ranks the sounds explicitly.
+* Answers seen (``SeenNames``): each answer's embedding, mapped to the tokens' space, is also looked for in the
+  frames, which gives whether it is visible and where. Two readouts use it. Onset order (``OnsetOrder``,
+  ``onset_order``): the answer names' audio scores also say when each answer's sound is first heard; the visible
+  answers are ranked by that onset, and a question picks a rank (first, second, third, last) and reads off the
+  answer at it or its place. Attention over segments plus an onset count left "the second instrument that comes in"
+  near chance (the head did not fit these questions on the training videos either); this ranks the sounds
+  explicitly. Relative place (``RelativePlace``, ``relative_place``): the visible answers are scored by their place
+  relative to the answer the question names, at an offset read from the question ("the instrument on the left of
+  the violin"); it also trains where each answer is seen, which "where is the first sounding instrument" needs
+  (docs/tasks/avqa.md has the measurements).
 * The question also attends over all S*N visual tokens of its video (one head; the tokens are keys and values) and
   the result is added to the visual term: "the instrument on the left of X" asks the question, not the audio, to
   pick tokens.
