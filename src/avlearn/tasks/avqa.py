@@ -239,12 +239,11 @@ class AnswerNames(nn.Module):
         return (found.all(dim=-1) & (ids >= 0).any(dim=-1)).float()  # (Q, K)
 
     def forward(
-        self, scores: torch.Tensor, row: torch.Tensor, weights: torch.Tensor, input_ids: torch.Tensor
+        self, scores: torch.Tensor, row: torch.Tensor, weights: torch.Tensor, named: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """scores (V, S, K) from ``scores``, row (Q,) video of each question, weights (Q, S), input_ids (Q, L) ->
-        logits (Q, K), evidence (Q, 1)."""
+        """scores (V, S, K) from ``scores``, row (Q,) video of each question, weights (Q, S), named (Q, K) from
+        ``mentions`` -> logits (Q, K), evidence (Q, 1)."""
         logits = torch.einsum("qs,qsk->qk", weights, scores[row])  # (Q, K): scores are linear in the audio
-        named = self.mentions(input_ids)  # (Q, K)
         heard = (named * scores.amax(dim=1)[row]).sum(dim=-1) / named.sum(dim=-1).clamp(min=1)  # (Q,)
         return logits, heard[:, None]
 
@@ -464,9 +463,9 @@ class AVQATask(nn.Module):
         self.order = OnsetOrder(d, info.num_classes, cfg.order_slots) if places and cfg.onset_order else None
         self.relative = RelativePlace(d) if places and cfg.relative_place else None
 
-    def _tokens(self, visual: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """(B, S, N, Cv) method tokens -> (B*S, N, d) with their position embedding."""
-        tokens = self.visual_proj(visual.flatten(0, 1)) + self.position(grid_positions(grid, visual.device))
+    def _tokens(self, visual: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """(B, S, N, Cv) method tokens, grid (N, 2) their coordinates -> (B*S, N, d) with their position embedding."""
+        tokens = self.visual_proj(visual.flatten(0, 1)) + self.position(grid)
         return tokens + self.token_mlp(tokens)  # binds each token's content to its place
 
     def _audio(self, feats: AVFeatures) -> torch.Tensor:
@@ -475,11 +474,11 @@ class AVQATask(nn.Module):
         tokens = self.audio_token_proj(feats.audio) + self.audio_token_pos.weight[: feats.audio.shape[2]]  # (V,S,Na,d)
         return self.audio_proj(feats.audio_pooled) + self.audio_token_mlp(tokens).mean(dim=2)  # (V, S, d)
 
-    def _onset_place(self, tokens: torch.Tensor, change: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """Where each segment's audio change is seen: tokens (V*S, N, d), change (V, S, d) -> (V, S, d), the
-        change-guided grounded feature plus a map of the attention's mean token coordinates."""
+    def _onset_place(self, tokens: torch.Tensor, change: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """Where each segment's audio change is seen: tokens (V*S, N, d), change (V, S, d), grid (N, 2) -> (V, S, d),
+        the change-guided grounded feature plus a map of the attention's mean token coordinates."""
         seen, weights = self.onset_grounding(tokens, change.flatten(0, 1))  # (V*S, d), (V*S, N)
-        place = self.position(weights @ grid_positions(grid, tokens.device))  # (V*S, N) @ (N, 2) -> (V*S, d)
+        place = self.position(weights @ grid)  # (V*S, N) @ (N, 2) -> (V*S, d)
         return (seen + place).unflatten(0, change.shape[:2])  # (V*S, d) -> (V, S, d)
 
     def encode(self, media: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -488,7 +487,8 @@ class AVQATask(nn.Module):
         feats = self.method(media)
         audio = self._audio(feats)
         v, s = audio.shape[:2]
-        tokens = self._tokens(feats.visual, feats.visual_grid)  # (V*S, N, d)
+        grid = grid_positions(feats.visual_grid, audio.device)  # (N, 2)
+        tokens = self._tokens(feats.visual, grid)  # (V*S, N, d)
         visual, _ = self.grounding(tokens, audio.flatten(0, 1))  # (V*S, d)
         time = self.time(torch.arange(s, device=audio.device))  # (S, d)
         change = audio - F.pad(audio, (0, 0, 1, 0))[:, :-1]  # (V, S, d): change from segment s-1
@@ -496,11 +496,10 @@ class AVQATask(nn.Module):
         if self.onsets is not None:
             audio_seg = audio_seg + self.onsets(audio)
         if self.onset_grounding is not None:
-            audio_seg = audio_seg + self._onset_place(tokens, change, feats.visual_grid)
+            audio_seg = audio_seg + self._onset_place(tokens, change, grid)
         if self.segments is not None:
             both = torch.cat([audio_seg + self.modality.weight[0], visual_seg + self.modality.weight[1]], dim=1)
             audio_seg, visual_seg = self.segments(both).split(s, dim=1)  # (V, 2S, d) -> 2 x (V, S, d)
-        grid = grid_positions(feats.visual_grid, audio.device)  # (N, 2)
         return {"audio": audio, "tokens": tokens, "visual": visual, "audio_seg": audio_seg, "visual_seg": visual_seg,
                 "grid": grid}  # fmt: skip
 
@@ -517,16 +516,16 @@ class AVQATask(nn.Module):
         fused = torch.tanh(torch.cat([a_att + enc["audio"].mean(dim=1)[q.row], visual], dim=-1))
         logits = self.answer(torch.tanh(self.fusion(fused) * question))  # (Q, K)
         if self.names is not None:
-            scores = self.names.scores(enc["audio"])  # (V, S, K)
-            named, heard = self.names(scores, q.row, a_weights, q.input_ids)  # (Q, K), (Q, 1)
-            logits = logits + named + heard * self.heard_answer(question)
+            scores, named = self.names.scores(enc["audio"]), self.names.mentions(q.input_ids)  # (V, S, K), (Q, K)
+            name_logits, heard = self.names(scores, q.row, a_weights, named)  # (Q, K), (Q, 1)
+            logits = logits + name_logits + heard * self.heard_answer(question)
         if self.seen_names is not None:
             tokens_vsn = enc["tokens"].unflatten(0, (v, s))  # (V*S, N, d) -> (V, S, N, d)
             visible, place = self.seen_names(self.names.names, tokens_vsn, enc["grid"])  # (V, K), (V, K, 2)
         if self.order is not None:
             logits = logits + self.order(question, q.row, scores, visible, place)
         if self.relative is not None:
-            logits = logits + self.relative(question, q.row, self.names.mentions(q.input_ids), visible, place)
+            logits = logits + self.relative(question, q.row, named, visible, place)
         return {"logits": logits, "visual_weights": v_weights, "audio_weights": a_weights, "answer": q.answer,
                 "videos": videos, **enc}  # fmt: skip
 

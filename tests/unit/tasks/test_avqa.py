@@ -294,7 +294,7 @@ def test_answer_names_score_the_attended_audio_and_the_named_sound():
     names = AnswerNames(8, answer_token_ids(("yes", "no", "chime")))
     audio, weights = torch.randn(2, 10, 8, requires_grad=True), torch.full((3, 10), 0.1)
     ids = torch.tensor([[101, 9610, 4168, 102], [101, 2003, 102, 0], [101, 9610, 4168, 102]])  # chime, -, chime
-    logits, heard = names(names.scores(audio), torch.tensor([0, 0, 1]), weights, ids)
+    logits, heard = names(names.scores(audio), torch.tensor([0, 0, 1]), weights, names.mentions(ids))
     assert logits.shape == (3, 3) and heard.shape == (3, 1) and heard[1] == 0
     (logits.sum() + heard.sum()).backward()
     assert names.names.grad.abs().sum() > 0 and audio.grad.abs().sum() > 0
