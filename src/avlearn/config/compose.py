@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from avlearn.config.schema import BackboneConfig, DataConfig, RunConfig, TrainConfig
+from avlearn.config.schema import BackboneConfig, DataConfig, RunConfig, TrainConfig, check_choices
 from avlearn.errors import ConfigError
 from avlearn.registry import METHODS, TASKS
 
@@ -98,6 +98,10 @@ def compose_run(overrides: Sequence[str] = (), config_name: str = "config") -> D
     except Exception as err:  # Hydra and OmegaConf raise many types; all become one readable line
         raise _rewrite(err, overrides) from None
     OmegaConf.resolve(cfg)
+    for group in GROUPS:
+        schema = _schema(group, cfg[group].name) if group in ("task", "method") else _SHARED[group]
+        if schema is not None:
+            check_choices(schema, cfg[group], group)
     return cfg
 
 

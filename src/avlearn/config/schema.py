@@ -8,8 +8,31 @@ brings its own typed schema. Unknown keys and wrongly typed values are errors at
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+
+def choice(default: str, options: tuple[str, ...], pattern: str | None = None) -> Any:
+    """A string field that must be one of ``options`` (or match the regex ``pattern``); checked by ``check_choices``
+    when a run config is composed, so a bad value is a one-line error listing the valid ones."""
+    return field(default=default, metadata={"choices": options, "pattern": pattern})
+
+
+def check_choices(schema: type, values: Any, where: str) -> None:
+    """Raise a ConfigError for the first ``choice`` field of ``schema`` whose value in ``values`` is not valid."""
+    import re
+
+    from avlearn.errors import ConfigError
+
+    for f in fields(schema):
+        options = f.metadata.get("choices")
+        value = getattr(values, f.name, None) if not isinstance(values, dict) else values.get(f.name)
+        if options is None or value in options:
+            continue
+        pattern = f.metadata.get("pattern")
+        if pattern and isinstance(value, str) and re.fullmatch(pattern, value):
+            continue
+        raise ConfigError(f"{where}.{f.name}={value!r} is not valid; expected one of: {', '.join(options)}")
 
 
 @dataclass
@@ -21,7 +44,7 @@ class BackboneConfig:
     audio: str = "cnn_audio_small"
     text: str | None = None
     pretrained: str | None = None  # a local folder or a cached Hugging Face id; None = random init
-    freeze: str = "none"  # none | all | all_but_norm
+    freeze: str = choice("none", ("none", "all", "all_but_norm"))
 
 
 @dataclass
@@ -70,13 +93,13 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
     grad_accum: int = 1  # micro-batches per process per optimizer step
-    precision: str = "fp32"  # fp32 | bf16 (autocast; trained parameters and optimizer state stay fp32)
+    precision: str = choice("fp32", ("fp32", "bf16"))  # bf16: autocast; trained parameters and optimizer state fp32
     frozen_bf16: bool = True  # bf16: store frozen Linear/conv weights in bf16 (autocast's numbers, half the memory)
-    device: str = "auto"  # auto | cpu | cuda (each torchrun process takes cuda:LOCAL_RANK) | cuda:N
+    device: str = choice("auto", ("auto", "cpu", "cuda", "cuda:N"), pattern=r"cuda:\d+")  # cuda: cuda:LOCAL_RANK
     threads: int = 0  # torch CPU threads; 0 = all cores
     select_on: str = "val"  # model selection split; never the test split
     checkpoint: bool = True  # write checkpoint/ (best epoch) and last/ (resumable)
-    strategy: str = "ddp"  # ddp | fsdp: how several processes share the model (one process: neither)
+    strategy: str = choice("ddp", ("ddp", "fsdp"))  # how several processes share the model (one process: neither)
     fsdp_min_params: int = 1_000_000  # fsdp: shard every sub-module holding at least this many parameters
     compile: bool = False  # torch.compile the training forward
     ema: float = 0.0  # decay of an exponential moving average of the weights, used for selection; 0 = off
