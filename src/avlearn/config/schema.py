@@ -78,27 +78,58 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """The optimisation recipe: epochs, batch, AdamW, warmup + cosine schedule, precision, selection, scale-out.
+    """The optimisation recipe: length, batch, optimizer and parameter groups, schedule, precision, validation and
+    selection, scale-out, checkpoints. Every key is described in docs/training.md ("The ``train`` keys").
 
     ``batch_size`` is the global batch of one optimizer step: over all processes and all ``grad_accum``
     micro-batches (each process runs ``batch_size / (processes * grad_accum)`` samples per forward), so changing
-    the number of processes or the accumulation keeps the optimisation the same. See docs/training.md.
+    the number of processes or the accumulation keeps the optimisation the same.
     """
 
     name: str = "default"
+    # Length: ``epochs`` passes over the training split, or ``steps`` optimizer steps when > 0 (then training stops
+    # after ``steps`` steps, mid-epoch if need be, and ``epochs`` is not read; the schedule spans ``steps``).
     epochs: int = 20
+    steps: int = 0
     batch_size: int = 32
+    grad_accum: int = 1  # micro-batches per process per optimizer step
+    grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
+    # Optimizer (engine/optim.py): adamw / adam (betas, eps), sgd (momentum, nesterov), lars (momentum, lars_eta).
+    optimizer: str = choice("adamw", ("adamw", "adam", "sgd", "lars"))
     lr: float = 2e-3
     weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    momentum: float = 0.9
+    nesterov: bool = False
+    lars_eta: float = 0.001  # LARS trust coefficient
+    # Parameter groups: {pattern: multiplier} (module name, glob or regex; first match wins; 0 = not trained),
+    # layer-wise lr decay (1.0 = off; needs the model's layer_id/num_layers), no weight decay on biases, norms,
+    # embeddings and learned tokens.
+    lr_mult: dict[str, float] = field(default_factory=dict)
+    layer_decay: float = 1.0
+    no_decay: bool = True
+    # Schedule, per optimizer step: linear warmup over warmup_epochs, then cosine (to min_lr_ratio), step
+    # (x step_gamma every step_every epochs), linear (to 0) or constant.
+    schedule: str = choice("cosine", ("cosine", "step", "linear", "constant"))
     warmup_epochs: float = 1.0
-    grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
-    grad_accum: int = 1  # micro-batches per process per optimizer step
-    precision: str = choice("fp32", ("fp32", "bf16"))  # bf16: autocast; trained parameters and optimizer state fp32
+    min_lr_ratio: float = 0.0
+    step_every: float = 1.0
+    step_gamma: float = 0.1
+    # fp16: autocast + gradient scaler (steps with inf/nan gradients are skipped); bf16: autocast; trained
+    # parameters and optimizer state stay fp32 in both.
+    precision: str = choice("fp32", ("fp32", "bf16", "fp16"))
     frozen_bf16: bool = True  # bf16: store frozen Linear/conv weights in bf16 (autocast's numbers, half the memory)
+    # Validation and selection: validate every val_every steps (0 = at each epoch end, -1 = never); checkpoint/
+    # keeps the best validation (select=best) or the last state (select=last); stop after `patience`
+    # validations without improvement (0 = never); score the test split at the end (test).
+    val_every: int = 0
+    select: str = choice("best", ("best", "last"))
+    patience: int = 0
+    test: bool = True
     device: str = choice("auto", ("auto", "cpu", "cuda", "cuda:N"), pattern=r"cuda:\d+")  # cuda: cuda:LOCAL_RANK
     threads: int = 0  # torch CPU threads; 0 = all cores
-    select_on: str = "val"  # model selection split; never the test split
-    checkpoint: bool = True  # write checkpoint/ (best epoch) and last/ (resumable)
+    checkpoint: bool = True  # write checkpoint/ (selected model) and last/ (resumable)
     strategy: str = choice("ddp", ("ddp", "fsdp"))  # how several processes share the model (one process: neither)
     fsdp_min_params: int = 1_000_000  # fsdp: shard every sub-module holding at least this many parameters
     compile: bool = False  # torch.compile the training forward

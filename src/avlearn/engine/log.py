@@ -1,8 +1,10 @@
 """What a run reports, on rank 0 only: a progress bar, ``metrics.jsonl``, TensorBoard, a final summary table.
 
 ``metrics.jsonl`` (always) has one JSON object per line: ``{"kind": "step", "step", "epoch", "loss", "lr",
-"grad_norm", "samples_per_s"}`` every ``train.log_every`` steps and ``{"kind": "epoch", "epoch", "step",
-"train_loss", "val_<metric>", "seconds", "best"}`` after each epoch. TensorBoard event files go to
+"grad_norm", "samples_per_s"}`` (fp16: also ``"loss_scale", "skipped"``) every ``train.log_every`` steps,
+``{"kind": "epoch", "epoch", "step", "train_loss", "lr", "seconds"}`` after each epoch (with ``"val_<metric>"``
+and ``"best"`` when validated there, ``train.val_every=0``) and ``{"kind": "val", "step", "epoch",
+"val_<metric>", "best"}`` for each validation every ``train.val_every`` steps. TensorBoard event files go to
 ``tensorboard/`` when the ``tensorboard`` package is importable (it is not a dependency; ``pip install
 tensorboard`` to get them). A resumed run first drops the lines written after its checkpoint, so the file reads
 as if the run had never stopped.
@@ -70,8 +72,9 @@ def summary_table(history: Iterable[dict[str, Any]], metric: str) -> str:
     rows = [f"{'epoch':>5}  {'step':>7}  {'train loss':>10}  {'val ' + metric:>22}  {'lr':>8}  {'seconds':>7}"]
     for r in history:
         mark = " *" if r.get("best") else "  "
+        score = f"{r['val_' + metric]:>20.2f}" if "val_" + metric in r else f"{'-':>20}"  # not validated then
         rows.append(
-            f"{r['epoch']:>5}  {r['step']:>7}  {r['train_loss']:>10.4f}  {r['val_' + metric]:>20.2f}{mark}  "
-            f"{r['lr']:>8.1e}  {r['seconds']:>7.1f}"
+            f"{r['epoch']:>5}  {r['step']:>7}  {r['train_loss']:>10.4f}  {score}{mark}  {r['lr']:>8.1e}  "
+            f"{r['seconds']:>7.1f}"
         )
     return "\n".join(rows)

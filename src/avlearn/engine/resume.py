@@ -1,4 +1,4 @@
-"""The resumable ``last/`` checkpoint: model, optimizer, EMA, schedule, counters, data position and RNG states.
+"""The resumable ``last/`` checkpoint: model, optimizers, EMA, schedule, fp16 scalers, counters, data position, RNGs.
 
 Saving and loading go through ``torch.distributed.checkpoint.state_dict`` (full, CPU-offloaded state dicts
 keyed by parameter name), so the same code serves a plain module, DDP and FSDP: under FSDP gathering the full
@@ -48,38 +48,50 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], info: dict[str, Any])
 
 
 def save_last(
-    folder: Path, task: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any, ema: nn.Module | None,
-    state: TrainState, env: Env, extra: dict[str, Any],
+    folder: Path, task: nn.Module, optimizers: dict[str, torch.optim.Optimizer], schedule: Any,
+    ema: nn.Module | None, scalers: dict[str, Any], state: TrainState, env: Env, extra: dict[str, Any],
 ) -> None:  # fmt: skip
-    """Write the resumable checkpoint (every rank calls this; rank 0 writes)."""
+    """Write the resumable checkpoint (every rank calls this; rank 0 writes).
+
+    ``optimizers``: name -> optimizer over parameters of ``task`` (``"optimizer"``, the main one, and
+    ``"aux_optimizer"`` when the model has an auxiliary part); each becomes a tensor file of that name.
+    ``scalers``: name -> fp16 gradient scaler (their state is a few numbers, kept in the JSON).
+    """
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
     model_state = get_model_state_dict(task, options=_options(env, loading=False))
-    optim_state = get_optimizer_state_dict(task, optimizer, options=_options(env, loading=False))
+    optim_states = {name: get_optimizer_state_dict(task, opt, options=_options(env, loading=False))
+                    for name, opt in optimizers.items()}  # fmt: skip
     rngs = all_gather_objects(rng_state(), env)
     if env.is_main:
-        optim_tensors, optim_info = _flatten_optimizer(optim_state)
-        tensors = {"model": model_state, "optimizer": optim_tensors}
+        tensors, infos = {"model": model_state}, {}
+        for name, optim_state in optim_states.items():
+            tensors[name], infos[name] = _flatten_optimizer(optim_state)
         if ema is not None:
             tensors["ema"] = ema.state_dict()
-        meta = {**extra, "state": state.to_json(), "optimizer": optim_info, "schedule": schedule.state_dict(),
-                "rng": rngs, "world_size": env.world_size}  # fmt: skip
+        meta = {**extra, "state": state.to_json(), **infos, "schedule": schedule.state_dict(),
+                "scalers": {name: scaler.state_dict() for name, scaler in scalers.items()}, "rng": rngs,
+                "world_size": env.world_size}  # fmt: skip
         save_checkpoint(folder, meta, tensors)
     barrier(env)
 
 
 def load_last(
-    folder: Path, task: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any, ema: nn.Module | None, env: Env
-) -> TrainState:
+    folder: Path, task: nn.Module, optimizers: dict[str, torch.optim.Optimizer], schedule: Any,
+    ema: nn.Module | None, scalers: dict[str, Any], env: Env,
+) -> TrainState:  # fmt: skip
     """Restore what ``save_last`` wrote into the live objects; returns the counters to continue from."""
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
-    groups = ("model", "optimizer", "ema") if ema is not None else ("model", "optimizer")
+    groups = ("model", *optimizers, *(("ema",) if ema is not None else ()))
     tensors, meta = load_checkpoint(folder, groups) if env.is_main else ({g: {} for g in groups}, None)
     meta = broadcast_object(meta, env)
     set_model_state_dict(task, tensors["model"], options=_options(env, loading=True))
-    optim_state = _unflatten_optimizer(tensors["optimizer"], meta["optimizer"])
-    set_optimizer_state_dict(task, optimizer, optim_state, options=_options(env, loading=True))
+    for name, optimizer in optimizers.items():
+        optim_state = _unflatten_optimizer(tensors[name], meta[name])
+        set_optimizer_state_dict(task, optimizer, optim_state, options=_options(env, loading=True))
+    for name, scaler in scalers.items():
+        scaler.load_state_dict(meta["scalers"][name])
     schedule.load_state_dict(meta["schedule"])
     state = TrainState.from_json(meta["state"])
     if ema is not None:

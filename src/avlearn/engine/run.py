@@ -1,9 +1,11 @@
 """One supervised run, end to end: run folder, config, data, model, training, test scores, summary, plots.
 
 ``avlearn train`` and ``avlearn demo`` call ``run_supervised`` once per configuration, in every process that
-torchrun started. The run folder (made by rank 0) holds ``config.yaml`` (the resolved config),
-``metrics.jsonl`` (steps and epochs), ``checkpoint/`` (the best epoch on the validation split), ``last/`` (the
-resumable state), ``metrics.json`` (final scores, the task's primary metric and its chance levels) and the task's
+torchrun started. The run folder (made by rank 0; removed again when the run fails before its first optimizer
+step, unless it is a resumed run) holds ``config.yaml`` (the resolved config),
+``metrics.jsonl`` (steps, validations and epochs), ``checkpoint/`` (the selected model: best on the validation
+split, or the last state), ``last/`` (the resumable state), ``metrics.json`` (final scores, the task's primary
+metric and its chance levels; no test scores with ``train.test=false``) and the task's
 plot (``avlearn.engine.reports``: ``timeline.png`` for AVE and AVVP, ``masks.png`` for AVS, ``grounding.png``
 for AVQA). ``resume=true`` continues the newest run of ``out/name`` from ``last/``; its config must be the same.
 """
@@ -11,7 +13,10 @@ for AVQA). ``resume=true`` continues the newest run of ``out/name`` from ``last/
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -78,39 +83,56 @@ def find_resumable(cfg: DictConfig, name: str) -> Path:
 
 
 def _summary(cfg: DictConfig, scores: dict, chance: dict, seconds: float, run_dir: Path, metric: str) -> str:
+    selected = f"best epoch {scores['best_epoch']}" if cfg.train.select == "best" else "last state"
     lines = [
         "",
         f"summary  task={cfg.task.name} method={cfg.method.name} backbone={cfg.backbone.name} data={cfg.data.name}",
-        f"  test {metric:<18} {scores['test'][metric]:.2f}",
-        f"  val  {metric:<18} {scores['val'][metric]:.2f}  (best epoch {scores['best_epoch']})",
+        *([f"  test {metric:<18} {scores['test'][metric]:.2f}"] if "test" in scores else []),
+        f"  val  {metric:<18} {scores['val'][metric]:.2f}  ({selected})",
         "  chance: " + (", ".join(f"{k} {v:.2f}" for k, v in chance.items()) or "-"),
         f"  time {seconds:.1f}s   run folder {run_dir}",
     ]
     return "\n".join(lines)
 
 
-def _prepare(cfg: DictConfig, env: Env) -> tuple[Path, Any, torch.nn.Module]:
-    """Run folder (rank 0 makes or finds it), decoded splits (rank 0 first: it may generate AVSynth), task."""
-    from avlearn.build import audio_preprocess, build_splits, build_task
-    from avlearn.config import save_config
-
+def _run_dir(cfg: DictConfig, env: Env) -> Path:
+    """The run folder on every rank: rank 0 makes a new one or finds the one ``resume=`` names."""
     name = cfg.name or f"{cfg.task.name}-{cfg.method.name}"
     run_dir = None
     if env.is_main:
         run_dir = find_resumable(cfg, name) if cfg.resume else make_run_dir(cfg.out, name)
+    return broadcast_object(run_dir, env)
+
+
+@contextmanager
+def _removed_if_unstarted(run: Any, env: Env) -> Iterator[None]:
+    """On an error before ``run`` did its first optimizer step, rank 0 removes the new (not resumed) run folder."""
+    try:
+        yield
+    except BaseException:
+        if env.is_main and not run.resume and not run.started:
+            shutil.rmtree(run.dir, ignore_errors=True)
+        raise
+
+
+def _prepare(cfg: DictConfig, env: Env, run_dir: Path) -> tuple[Any, torch.nn.Module]:
+    """Config file, decoded splits (rank 0 first: it may generate AVSynth), task."""
+    from avlearn.build import audio_preprocess, build_splits, build_task
+    from avlearn.config import save_config
+
+    if env.is_main:
         print(OmegaConf.to_yaml(cfg), flush=True)
         if not cfg.resume:
             save_config(cfg, run_dir)
         splits = build_splits(cfg, audio_preprocess(cfg))
         print(f"data: {splits.root}  train {len(splits.train)}  val {len(splits.val)}  test {len(splits.test)} clips")
-    run_dir = broadcast_object(run_dir, env)
     barrier(env)
     if not env.is_main:
         splits = build_splits(cfg, audio_preprocess(cfg))
     task = build_task(cfg, splits.info).to(env.device)
     if cfg.train.init_from:
         _init_from(task, cfg.train.init_from)
-    return run_dir, splits, task
+    return splits, task
 
 
 def _init_from(task: torch.nn.Module, source: str) -> None:
@@ -133,16 +155,20 @@ def run_supervised(cfg: DictConfig) -> dict:
 
     started = time.perf_counter()
     env = setup(cfg.train.device, cfg.train.threads, cfg.seed, cfg.train.deterministic)
-    run_dir, splits, task = _prepare(cfg, env)
-    seed_everything(cfg.seed + env.rank)  # the same initial weights everywhere, then a dropout stream per rank
-    meta = {"config": OmegaConf.to_container(cfg, resolve=True), "class_names": list(splits.info.class_names)}
-    state = fit(task, splits.train, splits.val, cfg.train, env, RunInfo(run_dir, cfg.seed, meta, bool(cfg.resume)))
+    run = RunInfo(_run_dir(cfg, env), cfg.seed, resume=bool(cfg.resume))
+    with _removed_if_unstarted(run, env):
+        splits, task = _prepare(cfg, env, run.dir)
+        seed_everything(cfg.seed + env.rank)  # the same initial weights everywhere, then a dropout stream per rank
+        run.meta = {"config": OmegaConf.to_container(cfg, resolve=True), "class_names": list(splits.info.class_names)}
+        state = fit(task, splits.train, splits.val, cfg.train, env, run)
+    run_dir = run.dir
     if cfg.train.checkpoint:
         load_model(run_dir / "checkpoint", task, env)
     val_scores, _ = evaluate(task, splits.val, cfg.train.batch_size, env, cfg.train.precision)
-    test_scores, test_out = evaluate(task, splits.test, cfg.train.batch_size, env, cfg.train.precision)
-    scores = {"val": val_scores, "test": test_scores, "best_epoch": state.best_epoch}
-    report = report_for(cfg.task.name)
+    scores = {"val": val_scores, "best_epoch": state.best_epoch}
+    report = report_for(cfg.task.name) if cfg.train.test else None  # chance levels and plot read the test split
+    if cfg.train.test:
+        scores["test"], test_out = evaluate(task, splits.test, cfg.train.batch_size, env, cfg.train.precision)
     chance = report.chance(splits, task, test_out) if report else {}
     plot = report.plot_name if report else None
     result = {**scores, "task": cfg.task.name, "primary_metric": task.primary_metric, "chance": chance, "plot": plot,

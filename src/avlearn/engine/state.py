@@ -29,6 +29,9 @@ class TrainState:
         best_epoch: The epoch of ``best`` (1-based; 0 = none yet).
         epoch_loss: Sum of the sample losses of the current epoch so far (a resumed epoch reports the whole mean).
         epoch_samples: Samples of the current epoch so far.
+        stale: Validations since the last improvement of ``best`` (early stopping: ``train.patience``).
+        stopped: Early stopping ended the run (a resumed run does not go on).
+        skipped: fp16 steps whose gradients held inf/nan and were not applied.
         history: One record per completed epoch (losses, validation scores, seconds).
     """
 
@@ -39,6 +42,9 @@ class TrainState:
     best_epoch: int = 0
     epoch_loss: float = 0.0
     epoch_samples: int = 0
+    stale: int = 0
+    stopped: bool = False
+    skipped: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:

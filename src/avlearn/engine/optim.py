@@ -1,0 +1,187 @@
+"""Optimizer, parameter groups and learning-rate schedule of a run (``train.optimizer``, ``train.schedule``, ...).
+
+``param_groups`` sorts the trainable parameters into groups by learning-rate multiplier (``train.lr_mult``,
+``train.layer_decay``) and weight decay (``train.no_decay``); ``build_optimizer`` makes AdamW, Adam, SGD or LARS
+over them; ``build_schedule`` is a per-step ``LambdaLR`` whose factor (``schedule_factor``) multiplies every
+group's ``lr_scale * train.lr``. See docs/training.md, "The optimisation".
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from typing import Any
+
+import torch
+from torch import nn
+
+from avlearn.config.schema import TrainConfig
+from avlearn.errors import ConfigError
+
+# The last component of a parameter's name that marks a learned token or position embedding (no weight decay).
+TOKEN_NAME = re.compile(r".*(token|latent|pos_embed|pos_emb|position|prompt).*")
+
+
+def _matches(name: str, pattern: str) -> bool:
+    """``name`` is the module ``pattern`` or inside it, matches it as a glob, or matches it as a full regex."""
+    if name == pattern or name.startswith(pattern + ".") or fnmatch.fnmatchcase(name, pattern):
+        return True
+    try:
+        return re.fullmatch(pattern, name) is not None
+    except re.error as err:
+        raise ConfigError(f"train.lr_mult: {pattern!r} is neither a module name, a glob nor a regex ({err})") from None
+
+
+def lr_multiplier(name: str, lr_mult: dict[str, float]) -> float:
+    """The multiplier of the first ``train.lr_mult`` pattern that matches ``name`` (1.0 when none does)."""
+    for pattern, mult in lr_mult.items():
+        if _matches(name, pattern):
+            if mult < 0:
+                raise ConfigError(f"train.lr_mult[{pattern!r}]={mult}: expected a multiplier >= 0")
+            return float(mult)
+    return 1.0
+
+
+def decays(name: str, param: nn.Parameter, module: nn.Module) -> bool:
+    """Whether weight decay applies to ``param`` (``train.no_decay=true``).
+
+    Not decayed: every parameter of at most one dimension (biases, norm weights and shifts, learned scales and
+    1-D tokens), the weights of ``nn.Embedding`` modules, and parameters whose own name (the part after the last
+    dot) contains ``token``, ``latent``, ``pos_embed``, ``pos_emb``, ``position`` or ``prompt`` (class tokens,
+    latents, position embeddings, learned prompts). Everything else (Linear / conv / attention weights) decays.
+    """
+    return param.ndim > 1 and not isinstance(module, nn.Embedding) and not TOKEN_NAME.fullmatch(name.rsplit(".")[-1])
+
+
+def _layer_scale(model: nn.Module, name: str, cfg: TrainConfig) -> float:
+    """``decay ** (num_layers + 1 - layer_id)``: 1 for the head (id ``num_layers + 1``), less towards the input."""
+    if cfg.layer_decay == 1.0:
+        return 1.0
+    if not (callable(getattr(model, "layer_id", None)) and callable(getattr(model, "num_layers", None))):
+        raise ConfigError(
+            f"train.layer_decay={cfg.layer_decay} needs a model with layer_id(name) and num_layers(); "
+            f"{type(model).__name__} has none (set train.layer_decay=1.0)"
+        )
+    return cfg.layer_decay ** (model.num_layers() + 1 - model.layer_id(name))
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig, exclude: set[int] = frozenset()) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: one per distinct (lr scale, weight decay), in order of first appearance.
+
+    Each group: ``params``, ``name``, ``lr_scale`` (multiplier of ``train.lr``: ``train.lr_mult`` times the
+    layer decay), ``lr`` (= ``lr_scale * train.lr``, what the schedule then multiplies) and ``weight_decay``
+    (``train.weight_decay``, or 0 for parameters ``decays`` rejects when ``train.no_decay``). Only parameters
+    with ``requires_grad``; those whose multiplier is 0 and those in ``exclude`` (ids: the auxiliary optimizer's)
+    are left out. Layer decay reads the model's ``layer_id(param_name) -> int`` and ``num_layers() -> int``.
+    """
+    owners = {f"{m_name}.{p_name}".lstrip("."): m for m_name, m in model.named_modules()
+              for p_name, _ in m.named_parameters(recurse=False)}  # fmt: skip
+    groups: dict[tuple[float, bool], dict[str, Any]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad or id(param) in exclude:
+            continue
+        scale = lr_multiplier(name, cfg.lr_mult)
+        if scale == 0.0:
+            continue
+        scale *= _layer_scale(model, name, cfg)
+        decay = not cfg.no_decay or decays(name, param, owners[name])
+        key = (scale, decay)
+        if key not in groups:
+            label = ("decay" if decay else "no_decay") + (f" lr x{scale:.4g}" if scale != 1.0 else "")
+            groups[key] = {"params": [], "name": label, "lr_scale": scale, "lr": cfg.lr * scale,
+                           "weight_decay": cfg.weight_decay if decay else 0.0}  # fmt: skip
+        groups[key]["params"].append(param)
+    return list(groups.values())
+
+
+def describe_param_groups(groups: list[dict[str, Any]]) -> str:
+    """A table: group name, number of tensors, number of parameters, learning rate, weight decay."""
+    rows = [f"{'group':<24} {'tensors':>7} {'params':>12} {'lr':>10} {'weight_decay':>12}"]
+    for g in groups:
+        count = sum(p.numel() for p in g["params"])
+        rows.append(f"{g['name']:<24} {len(g['params']):>7} {count:>12,} {g['lr']:>10.3g} {g['weight_decay']:>12.3g}")
+    return "\n".join(rows)
+
+
+class LARS(torch.optim.Optimizer):
+    """Layer-wise adaptive rate scaling (You et al. 2017), in the form MAE and SimCLR use for linear probing.
+
+    For each parameter ``w`` with gradient ``g``: if ``w.ndim > 1`` (weights), ``u = g + wd * w`` and
+    ``u *= eta * ||w|| / ||u||`` (the trust ratio; 1 when either norm is 0); parameters of at most one dimension
+    (biases, norms) get neither weight decay nor the trust ratio (``u = g``). Then heavy-ball momentum:
+    ``m = momentum * m + u``, ``w -= lr * m``.
+    """
+
+    def __init__(self, params: Any, lr: float, weight_decay: float = 0.0, momentum: float = 0.9, eta: float = 0.001):
+        super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "momentum": momentum, "eta": eta})
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for w in group["params"]:
+                if w.grad is None:
+                    continue
+                update = w.grad
+                if w.ndim > 1:
+                    update = update.add(w, alpha=group["weight_decay"])
+                    w_norm, u_norm = torch.linalg.vector_norm(w), torch.linalg.vector_norm(update)
+                    ratio = torch.where((w_norm > 0) & (u_norm > 0), group["eta"] * w_norm / u_norm, 1.0)
+                    update = update * ratio
+                state = self.state[w]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(w)
+                buf = state["momentum_buffer"].mul_(group["momentum"]).add_(update)
+                w.add_(buf, alpha=-group["lr"])
+        return loss
+
+
+def build_optimizer(groups: list[dict[str, Any]], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """``train.optimizer`` over ``groups``: adamw / adam (``betas``, ``eps``), sgd (``momentum``, ``nesterov``),
+    lars (``momentum``, ``lars_eta``). Each group's own ``lr`` and ``weight_decay`` apply."""
+    if cfg.optimizer in ("adamw", "adam"):
+        kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        return kind(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    if cfg.optimizer == "lars":
+        return LARS(groups, lr=cfg.lr, momentum=cfg.momentum, eta=cfg.lars_eta)
+    raise ConfigError(f"train.optimizer={cfg.optimizer!r} is not valid; expected one of: adamw, adam, sgd, lars")
+
+
+def schedule_factor(step: int, total: int, warmup: int, cfg: TrainConfig, per_epoch: int = 1) -> float:
+    """The learning-rate factor of optimizer step ``step`` (0-based) of ``total``.
+
+    Warmup: ``(step + 1) / warmup`` for the first ``warmup`` steps (linear, reaching 1 at step ``warmup - 1``).
+    Then ``train.schedule``: ``cosine`` from 1 to ``train.min_lr_ratio`` at ``total``; ``linear`` from 1 to 0 at
+    ``total``; ``step``: ``train.step_gamma ** (step // (train.step_every * per_epoch))`` (counted from step 0,
+    as ``StepLR`` stepped per epoch); ``constant``: 1.
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    done = min(1.0, (step - warmup) / max(1, total - warmup))
+    if cfg.schedule == "cosine":
+        return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * done))
+    if cfg.schedule == "linear":
+        return 1.0 - done
+    if cfg.schedule == "step":
+        return cfg.step_gamma ** (step // max(1, round(cfg.step_every * per_epoch)))
+    return 1.0
+
+
+def schedule_length(cfg: TrainConfig, per_epoch: int) -> tuple[int, int]:
+    """``(total, warmup)`` in optimizer steps: ``train.steps`` if set, else ``train.epochs * per_epoch``; warmup
+    ``train.warmup_epochs * per_epoch`` rounded, at least 1."""
+    total = cfg.steps if cfg.steps > 0 else cfg.epochs * per_epoch
+    return total, max(1, round(cfg.warmup_epochs * per_epoch))
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """A ``LambdaLR`` stepped once per optimizer step: every group's lr is its ``lr_scale * train.lr`` times
+    ``schedule_factor``."""
+    total, warmup = schedule_length(cfg, per_epoch)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule_factor(s, total, warmup, cfg, per_epoch))
