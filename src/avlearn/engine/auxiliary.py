@@ -75,7 +75,9 @@ def find_auxiliary(model: nn.Module) -> Auxiliary | None:
     return spec
 
 
-def build_auxiliary(spec: Auxiliary | None, scaler: Callable[[], torch.amp.GradScaler | None]) -> AuxiliaryTraining | None:
+def build_auxiliary(
+    spec: Auxiliary | None, scaler: Callable[[], torch.amp.GradScaler | None]
+) -> AuxiliaryTraining | None:
     """The auxiliary optimizer (its defaults: betas 0.9/0.999, eps 1e-8, momentum 0.9) and its own scaler."""
     if spec is None:
         return None

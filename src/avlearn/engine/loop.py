@@ -331,11 +331,9 @@ def _log_step(t: Training, out: dict[str, Any], rate: float, bar: Any) -> None:
     bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.1e}", samples_s=f"{rate:.0f}")
 
 
-def _validation_due(t: Training, cfg: TrainConfig, epoch_done: bool) -> bool:
-    """Whether to score the validation split now: every ``val_every`` steps and at the last step (> 0), at each
-    epoch end (0), never (-1)."""
-    if cfg.val_every == 0:
-        return epoch_done
+def _validation_due(t: Training, cfg: TrainConfig) -> bool:
+    """Whether to score the validation split after this step: every ``val_every`` steps and at the last step
+    (``val_every > 0``; 0 validates in ``_end_epoch`` instead, -1 never)."""
     return cfg.val_every > 0 and (t.state.step % cfg.val_every == 0 or t.state.step >= t.total)
 
 
@@ -391,7 +389,7 @@ def _train_epoch(t: Training, data: tuple[Dataset, Dataset], per_epoch: int, cfg
             rate, since, tick = since / (time.perf_counter() - tick), 0, time.perf_counter()
             _log_step(t, out, rate, bar)
         bar.update()
-        if _validation_due(t, cfg, epoch_done=False):
+        if _validation_due(t, cfg):
             t.log.write({"kind": "val", "step": t.state.step, "epoch": epoch + 1, **_validate(t, val, cfg, env, run)})
             t.task.train()
         stop = _finished(t)
@@ -407,9 +405,9 @@ def _train_epoch(t: Training, data: tuple[Dataset, Dataset], per_epoch: int, cfg
 
 def _end_epoch(t: Training, val: Dataset, loss: float, seconds: float, epoch_done: bool, cfg: TrainConfig, env: Env,
                run: RunInfo) -> None:  # fmt: skip
-    """Validate (``val_every=0``), log the epoch, move the data position to the next epoch (unless the run ended
-    mid-epoch: ``epoch_done`` False) and rewrite ``last/``."""
-    scores = _validate(t, val, cfg, env, run) if _validation_due(t, cfg, epoch_done) else {}
+    """Validate (``val_every=0``; also when the run ended mid-epoch), log the epoch, move the data position to the
+    next epoch (unless the run ended mid-epoch: ``epoch_done`` False) and rewrite ``last/``."""
+    scores = _validate(t, val, cfg, env, run) if cfg.val_every == 0 else {}
     record = {"kind": "epoch", "epoch": t.state.epoch + 1, "step": t.state.step, "train_loss": loss, **scores,
               "lr": _base_lr(t), "seconds": seconds}  # fmt: skip
     if epoch_done:

@@ -180,7 +180,9 @@ def schedule_length(cfg: TrainConfig, per_epoch: int) -> tuple[int, int]:
     return total, max(1, round(cfg.warmup_epochs * per_epoch))
 
 
-def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_schedule(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """A ``LambdaLR`` stepped once per optimizer step: every group's lr is its ``lr_scale * train.lr`` times
     ``schedule_factor``."""
     total, warmup = schedule_length(cfg, per_epoch)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avlearn.config.schema import TrainConfig
+from avlearn.engine.auxiliary import Auxiliary
 
 
 class ToyTask(nn.Module):
@@ -70,3 +71,33 @@ def make_task(dropout: float = 0.0) -> ToyTask:
 
 def parameters(task: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in task.state_dict().items()}
+
+
+class AuxToyTask(ToyTask):
+    """The toy with an auxiliary part trained by its own optimizer (as CMG's CLUB estimator is).
+
+    ``estimator`` predicts ``x`` from the detached hidden features (its own Adam, ``steps`` inner steps per
+    training step, with dropout on its input so the inner steps draw random numbers); the main loss adds the
+    estimator's error on the live features, so the main gradient flows through the (frozen for it) estimator.
+    """
+
+    def __init__(self, dropout: float = 0.0, aux_dropout: float = 0.2, steps: int = 3) -> None:
+        super().__init__(dropout)
+        self.estimator = nn.Linear(16, 8)
+        self.aux_dropout, self.steps = aux_dropout, steps
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net[1](self.net[0](x))  # (B, 16)
+
+    def forward(self, batch: dict) -> dict:
+        h = self.hidden(batch["x"])
+        loss = F.cross_entropy(self.net[3](self.net[2](h)), batch["labels"])
+        return {"loss": loss + 0.1 * F.mse_loss(self.estimator(h), batch["x"])}
+
+    def auxiliary(self) -> Auxiliary:
+        def loss(inputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+            h, x = inputs
+            return F.mse_loss(self.estimator(F.dropout(h, self.aux_dropout)), x)
+
+        return Auxiliary(list(self.estimator.parameters()), loss, steps=self.steps, lr=1e-2,
+                         prepare=lambda batch: (self.hidden(batch["x"]), batch["x"]))  # fmt: skip
