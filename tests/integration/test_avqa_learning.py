@@ -56,7 +56,9 @@ def test_avqa_learns_on_avsynth(tmp_path):
     method = Baseline(BaselineConfig(dim=64), BACKBONES.build("cnn_visual_tiny", size=SIZE), audio)
     task = AVQATask(AVQAConfig(dim=96), method, DatasetInfo(tuple(splits["answers"])))
     run = tmp_path / "avqa"
-    train = TrainConfig(epochs=EPOCHS, batch_size=VIDEOS_PER_BATCH, lr=LR, warmup_epochs=WARMUP, log_every=20)
+    train = TrainConfig(
+        epochs=EPOCHS, batch_size=VIDEOS_PER_BATCH, lr=LR, warmup_epochs=WARMUP, log_every=20, no_decay=False
+    )  # the recipe as measured (weight decay on every parameter)
     fit(task, splits["train"].by_video(), splits["val"], train, env, RunInfo(run, 0))  # each video encoded once a step
     load_model(run / "checkpoint", task, env)  # the epoch selected on the validation split
     scores, out = evaluate(task, splits["test"], 64, env)

@@ -54,7 +54,7 @@ def test_avs_learns_on_avsynth(avs_synth, tmp_path, flavour):
         AVSConfig(name=f"avs_{flavour}", dim=dim, kl_weight=kl_weight, audio_film=film), method, DatasetInfo(())
     )
     run = tmp_path / f"avs_{flavour}"
-    cfg = TrainConfig(epochs=epochs, batch_size=16, lr=lr, log_every=20)
+    cfg = TrainConfig(epochs=epochs, batch_size=16, lr=lr, log_every=20, no_decay=False)  # the recipe as measured
     fit(task, splits["train"], splits["val"], cfg, env, RunInfo(run, 0))
     load_model(run / "checkpoint", task, env)  # the epoch selected on the validation split
     scores, out = evaluate(task, splits["test"], 16, env)

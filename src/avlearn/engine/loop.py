@@ -33,7 +33,14 @@ from avlearn.engine.batches import MicroBatches, eval_shard, gather_predictions,
 from avlearn.engine.ema import ema_copy, ema_update
 from avlearn.engine.env import Env, all_reduce_sum
 from avlearn.engine.log import MetricsLog, progress, summary_table
-from avlearn.engine.optim import build_optimizer, build_schedule, describe_param_groups, param_groups, schedule_length
+from avlearn.engine.optim import (
+    build_optimizer,
+    build_schedule,
+    check_train_values,
+    describe_param_groups,
+    param_groups,
+    schedule_length,
+)
 from avlearn.engine.resume import load_last, save_last, save_model
 from avlearn.engine.state import TrainState
 from avlearn.errors import ConfigError
@@ -148,8 +155,9 @@ def wrap(task: nn.Module, cfg: TrainConfig, env: Env, aux_params: set[int] = fro
     if env.distributed and cfg.strategy == "fsdp":
         _shard_fsdp(task, cfg.fsdp_min_params)
     elif env.distributed:
-        ignored = [name for name, p in task.named_parameters() if id(p) in aux_params]
-        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(task, ignored)
+        if aux_params:
+            ignored = [name for name, p in task.named_parameters() if id(p) in aux_params]
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(task, ignored)
         model = DistributedDataParallel(task, device_ids=[env.device.index] if env.device.type == "cuda" else None)
     if cfg.compile:
         model.compile()  # in place: state-dict keys keep their names (no "_orig_mod.")
@@ -433,10 +441,7 @@ def fit(task: nn.Module, train: Dataset, val: Dataset, cfg: TrainConfig, env: En
 
     Every rank calls this with the same arguments; rank 0 prints, logs and writes the checkpoints.
     """
-    if cfg.val_every < -1 or cfg.patience < 0:
-        raise ConfigError(f"train.val_every={cfg.val_every}, train.patience={cfg.patience}: expected >= -1 and >= 0")
-    if cfg.val_every == -1 and (cfg.select == "best" or cfg.patience > 0):
-        raise ConfigError("train.val_every=-1 (never validate) needs train.select=last and train.patience=0")
+    check_train_values(cfg)
     with frozen_weights_in_bf16(task, _frozen_bf16(cfg, env)):
         t, per_epoch = _start(task, len(train), cfg, env, run)
         if per_epoch == 0:

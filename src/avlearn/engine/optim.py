@@ -23,6 +23,30 @@ from avlearn.errors import ConfigError
 TOKEN_NAME = re.compile(r".*(token|latent|pos_embed|pos_emb|position|prompt).*")
 
 
+# train key -> (test, what it must be): numeric ranges that the schema's types cannot express.
+RANGES = {
+    "steps": (lambda v: v >= 0, ">= 0 (0 = use train.epochs)"),
+    "layer_decay": (lambda v: 0 < v <= 1, "in (0, 1] (1 = off)"),
+    "min_lr_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "step_every": (lambda v: v > 0, "> 0 epochs"),
+    "step_gamma": (lambda v: v > 0, "> 0"),
+    "betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    "val_every": (lambda v: v >= -1, ">= -1 (0 = each epoch end, -1 = never)"),
+    "patience": (lambda v: v >= 0, ">= 0 (0 = no early stopping)"),
+}
+
+
+def check_train_values(cfg: TrainConfig) -> None:
+    """A one-line ConfigError for the first out-of-range ``train`` value of ``RANGES``, or for validation turned
+    off (``val_every=-1``) while selection or early stopping needs it."""
+    for key, (valid, expected) in RANGES.items():
+        value = getattr(cfg, key)
+        if not valid(value):
+            raise ConfigError(f"train.{key}={value!r} is not valid; expected {expected}")
+    if cfg.val_every == -1 and (cfg.select == "best" or cfg.patience > 0):
+        raise ConfigError("train.val_every=-1 (never validate) needs train.select=last and train.patience=0")
+
+
 def _matches(name: str, pattern: str) -> bool:
     """``name`` is the module ``pattern`` or inside it, matches it as a glob, or matches it as a full regex."""
     if name == pattern or name.startswith(pattern + ".") or fnmatch.fnmatchcase(name, pattern):

@@ -13,7 +13,7 @@ from torch import nn
 import avlearn.engine.loop as loop
 from avlearn.engine.env import Env
 from avlearn.engine.loop import RunInfo, fit
-from avlearn.engine.optim import LARS, build_optimizer, describe_param_groups, param_groups
+from avlearn.engine.optim import LARS, build_optimizer, check_train_values, describe_param_groups, param_groups
 from avlearn.errors import ConfigError
 
 TRAIN, VAL = ToyData(20, seed=1), ToyData(12, seed=2)  # batch 7: 3 steps per epoch
@@ -143,3 +143,12 @@ def test_optimizers_take_their_settings(name, kind):
         assert group["momentum"] == 0.7 and group["nesterov"]
     else:
         assert group["betas"] == (0.8, 0.9) and group["eps"] == 1e-6
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("layer_decay", 0.0), ("min_lr_ratio", 1.5), ("step_every", 0), ("betas", [0.9]),
+                       ("steps", -1), ("val_every", -2), ("patience", -1)],
+)  # fmt: skip
+def test_out_of_range_values_are_one_line_errors(key, value):
+    with pytest.raises(ConfigError, match=rf"^train\.{key}=.* is not valid; expected "):
+        check_train_values(toy_config(**{key: value}))
