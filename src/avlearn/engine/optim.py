@@ -75,7 +75,7 @@ def decays(name: str, param: nn.Parameter, module: nn.Module) -> bool:
     dot) contains ``token``, ``latent``, ``pos_embed``, ``pos_emb``, ``position`` or ``prompt`` (class tokens,
     latents, position embeddings, learned prompts). Everything else (Linear / conv / attention weights) decays.
     """
-    return param.ndim > 1 and not isinstance(module, nn.Embedding) and not TOKEN_NAME.fullmatch(name.rsplit(".")[-1])
+    return param.ndim > 1 and not isinstance(module, nn.Embedding) and not TOKEN_NAME.fullmatch(name.rsplit(".", 1)[-1])
 
 
 def _layer_scale(model: nn.Module, name: str, cfg: TrainConfig) -> float:
