@@ -222,7 +222,12 @@ def segment_preprocess(pre: Any, data: DictConfig) -> Any:
 
 
 def audio_preprocess(cfg: DictConfig) -> Any:
-    """The one-second audio input of the configured audio backbone (built once, cheaply, to read its settings)."""
+    """The one-second audio input of the configured audio backbone (built once, cheaply, to read its settings);
+    32 kHz waveforms for a method with HTS-AT's own front end (DG-SCT's ``method.audio_frontend: seed``)."""
+    if cfg.method.get("audio_frontend") == "seed":
+        from avlearn.backbones.clap import htsat_segment_waveform
+
+        return htsat_segment_waveform()
     return segment_preprocess(_backbone(cfg.backbone.audio, cfg.data, None).preprocess, cfg.data)
 
 

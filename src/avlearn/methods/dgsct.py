@@ -25,9 +25,11 @@ What we changed, and why:
   sizes (``swinv2_tiny`` / ``clip_vit_tiny`` + ``htsat_tiny``) run the same code as the paper size.
 * The few-shot seed computes its p1 adapters after the attention / HTS-AT block, we keep the AVE order (from the
   tokens entering the pair) for every backbone pair.
-* The audio input is the log-mel of each one-second segment, tiled ``audio_tile`` times along time (the seed tiles the
-  one-second *waveform* ten times and computes the log-mel of the ten-second result: ten times the STFT work for the
-  same frames, up to edge effects).
+* The audio input (``audio_frontend``): ``generic`` (default) is the pipeline's log-mel of each one-second segment
+  (``data.sample_rate`` / ``data.hop_ms``), tiled ``audio_tile`` times along time. ``seed`` is the seed's exactly: the
+  pipeline hands over each segment's 32 kHz waveform, which is tiled ``audio_tile`` times and turned into HTS-AT's
+  own log-mel (``avlearn.audio.htsat_segment_input``) on the model's device; the paper recipes use it.
+  ``spec_augment`` adds HTS-AT's training-time SpecAugment (time 64 x 2, frequency 8 x 2) after its input norm.
 * Frozen backbones keep their batch-norm statistics (``Backbone.freeze("all")``); the seed lets HTS-AT's input batch
   norm drift in ``train()``.
 * Unused seed parameters are not created (``gate_tk``, ``adapter_token_downsampler``, ``fc_caption``, the temporal
@@ -58,6 +60,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from avlearn.audio.presets import HTSAT_SAMPLE_RATE, htsat_segment_input
+from avlearn.audio.specaugment import SpecAugment
 from avlearn.backbones.base import Hidden
 from avlearn.errors import ConfigError
 from avlearn.methods.base import AVFeatures
@@ -67,6 +71,7 @@ Step = tuple[int | None, int | None, int | None]  # (visual block, audio block, 
 Block = tuple[int, int]  # (stage, block within the stage)
 PlanStep = tuple[Block | None, Block | None, int | None]  # (visual block, audio block, pair index or None)
 Half = Callable[[Hidden], Hidden]
+SEED_MEL_BINS = 64  # HTS-AT's AudioSet front end
 
 
 @dataclass
@@ -86,6 +91,8 @@ class DGSCTConfig:
     audio_tile: int = 10  # one-second log-mel tiled this many times along time before the audio backbone
     checkpointing: bool = False  # recompute activations in backward instead of keeping them (training only)
     checkpoint_unit: str = "piece"  # piece: each adapter, half-block and unpaired block; step: a paired step at a time
+    audio_frontend: str = "generic"  # generic: the pipeline's one-second log-mel; seed: HTS-AT's own from the waveform
+    spec_augment: bool = False  # HTS-AT's SpecAugment (time 64 x 2, frequency 8 x 2) in training
 
 
 class DGSCTAdapter(nn.Module):
@@ -301,6 +308,23 @@ def _stage_shapes(backbone: nn.Module) -> tuple[list[tuple[int, int]], bool]:
     return shapes, has_grid
 
 
+def _check_audio_options(cfg: DGSCTConfig, audio: nn.Module) -> None:
+    """Validate ``audio_frontend`` / ``spec_augment`` against the audio backbone; switch its SpecAugment on."""
+    if cfg.audio_frontend not in ("generic", "seed"):
+        raise ConfigError(f"method.audio_frontend={cfg.audio_frontend!r}: expected generic or seed")
+    pre = getattr(audio, "preprocess", None)
+    is_htsat = hasattr(audio, "spec_augment")
+    if cfg.audio_frontend == "seed" and not (
+        is_htsat and pre.sample_rate == HTSAT_SAMPLE_RATE and pre.num_mel_bins == SEED_MEL_BINS
+    ):
+        raise ConfigError(f"method.audio_frontend=seed needs a 32 kHz, 64-band HTS-AT audio backbone (htsat_base), "
+                          f"not {type(audio).__name__}; use generic")  # fmt: skip
+    if cfg.spec_augment:
+        if not is_htsat:
+            raise ConfigError(f"method.spec_augment=true needs an HTS-AT audio backbone, not {type(audio).__name__}")
+        audio.spec_augment = SpecAugment()
+
+
 def _last_blocks(depths: Sequence[int]) -> list[Block]:
     return [(i, depth - 1) for i, depth in enumerate(depths)]
 
@@ -316,7 +340,8 @@ def _grid_map(tokens: torch.Tensor, grid: tuple[int, int], b: int, s: int) -> to
 @METHODS.register("dgsct_fewshot_tiny")
 class DGSCT(nn.Module):
     """DG-SCT adapters between paired visual / HTS-AT blocks; ``frames (B, S, H, W, 3)`` uint8 and ``audio (B, S, F,
-    T)`` log-mel per segment -> AVFeatures (tokens, pooled embeddings and, for grid backbones, the stage pyramid).
+    T)`` log-mel per segment (``audio_frontend: seed``: ``(B, S, 1, N)`` 32 kHz waveforms) -> AVFeatures (tokens,
+    pooled embeddings and, for grid backbones, the stage pyramid).
 
     ``produces`` (class): what every visual backbone gives; an instance adds ``visual_pyramid`` when its visual
     backbone has a token grid (Swin-V2), so a pairing check on the built method refuses AVS for CLIP / ViT.
@@ -330,6 +355,7 @@ class DGSCT(nn.Module):
         super().__init__()
         if cfg.checkpoint_unit not in ("step", "piece"):
             raise ConfigError(f"method.checkpoint_unit={cfg.checkpoint_unit!r}: expected step or piece")
+        _check_audio_options(cfg, audio)
         self.cfg = cfg
         self.visual_backbone, self.audio_backbone = visual, audio
         self._audio_input = _input_name(audio, "spectrogram", "input_features")
@@ -345,11 +371,14 @@ class DGSCT(nn.Module):
         self.out_dim = visual.num_features
         self.audio_dim = audio.num_features
 
-    def _embed(self, frames: torch.Tensor, mel: torch.Tensor) -> tuple[Hidden, Hidden]:
+    def _embed(self, frames: torch.Tensor, audio: torch.Tensor) -> tuple[Hidden, Hidden]:
         pixels = self.visual_backbone.preprocess(frames.flatten(0, 1))  # (B*S, H, W, 3) uint8 -> (B*S, 3, h, w)
-        mel = mel.flatten(0, 1).repeat(1, 1, self.cfg.audio_tile)  # (B*S, F, tile * T)
-        if self._audio_input == "spectrogram":
-            mel = mel.transpose(1, 2)  # (B*S, tile * T, F), HTS-AT's layout
+        if self.cfg.audio_frontend == "seed":  # audio: (B, S, 1, N) waveforms at 32 kHz
+            mel = htsat_segment_input(audio.flatten(0, 2), HTSAT_SAMPLE_RATE, self.cfg.audio_tile)  # (B*S, T', F)
+        else:
+            mel = audio.flatten(0, 1).repeat(1, 1, self.cfg.audio_tile)  # (B*S, F, tile * T)
+            if self._audio_input == "spectrogram":
+                mel = mel.transpose(1, 2)  # (B*S, tile * T, F), HTS-AT's layout
         return self.visual_backbone.embed(pixel_values=pixels), self.audio_backbone.embed(**{self._audio_input: mel})
 
     def _run(self, fn: Callable, *args: object, unit: str = "step") -> tuple:
@@ -408,9 +437,9 @@ class DGSCT(nn.Module):
         return replace(v, tokens=v.tokens + residual_v), replace(a, tokens=a.tokens + residual_a), (pool_v, pool_a)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> AVFeatures:
-        frames, mel = batch["frames"], batch["audio"]
+        frames = batch["frames"]
         b, s = frames.shape[:2]
-        v, a = self._embed(frames, mel)
+        v, a = self._embed(frames, batch["audio"])
         pools, stage_outputs = None, []  # stage_outputs: visual state at each stage end, before its patch merging
         for v_block, a_block, pair in self.plan:
             v, a, step_pools = self._run(self._step, v_block, a_block, pair, v, a)
