@@ -199,8 +199,10 @@ def build_task(cfg: DictConfig, info: Any) -> nn.Module:
     """Backbones -> method -> task, with the pairing of method and task checked."""
     from avlearn.methods.base import check_pairing
 
-    visual = _backbone(cfg.backbone.visual, cfg.data, cfg.backbone.pretrained).freeze(cfg.backbone.freeze)
-    audio = _backbone(cfg.backbone.audio, cfg.data, cfg.backbone.pretrained).freeze(cfg.backbone.freeze)
+    shared = cfg.backbone.get("pretrained")
+    visual_weights, audio_weights = (cfg.backbone.get(f"{m}_pretrained") or shared for m in ("visual", "audio"))
+    visual = _backbone(cfg.backbone.visual, cfg.data, visual_weights).freeze(cfg.backbone.freeze)
+    audio = _backbone(cfg.backbone.audio, cfg.data, audio_weights).freeze(cfg.backbone.freeze)
     method_cls, task_cls = METHODS.get(cfg.method.name), TASKS.get(cfg.task.name)
     method = method_cls(_schema_instance(method_cls.Config, cfg.method), visual, audio)
     check_pairing(cfg.method.name, method.produces, cfg.task.name, task_cls.needs)  # fields may depend on backbones

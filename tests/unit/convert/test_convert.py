@@ -103,3 +103,23 @@ def test_cli_round_trip_gives_a_folder_the_backbone_loads(tmp_path, capsys):
     loaded = BACKBONES.build("htsat_tiny", pretrained=str(tmp_path / "out"))
     for name, tensor in original.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0)
+
+
+def test_converted_folder_loads_into_one_tower_by_backbone_audio_pretrained(tmp_path):
+    from avlearn.build import build_task
+    from avlearn.config.compose import compose_run
+    from avlearn.tasks.base import DatasetInfo
+
+    torch.manual_seed(0)
+    original = BACKBONES.build("htsat_tiny")
+    source = tmp_path / "HTSAT_tiny.ckpt"
+    torch.save({"state_dict": _original_htsat_layout(original.model.state_dict())}, source)
+    main(["convert", "htsat", str(source), str(tmp_path / "audio"), "--backbone", "htsat_tiny"])
+    cfg = compose_run(["task=ave", "method=dgsct_tiny", "backbone=dgsct_tiny", "data.frame_size=32",
+                       f"backbone.audio_pretrained={tmp_path / 'audio'}"])  # fmt: skip
+    task = build_task(cfg, DatasetInfo(tuple("abc")))
+    audio = task.method.audio_backbone.state_dict()
+    assert all(torch.equal(audio[k], v) for k, v in original.state_dict().items())
+    with pytest.raises(Exception, match="does not exist"):  # the shared key still reaches both towers
+        build_task(compose_run(["task=ave", "method=dgsct_tiny", "backbone=dgsct_tiny",
+                                f"backbone.pretrained={tmp_path / 'absent'}"]), DatasetInfo(tuple("abc")))  # fmt: skip
