@@ -156,6 +156,36 @@ def _format(fmt: str) -> Format:
     return FORMATS[fmt]
 
 
+# The seed's ``VisualAdapter`` (every DG-SCT task file) -> :class:`avlearn.methods.dgsct.DGSCTAdapter`.
+ADAPTER_NAMES = {"conv_adapter": "token_align", "fc": "width_align", "my_tokens": "latents", "gate_av": "latent_gate",
+                 "fc_affine_audio_1": "channel_other", "fc_affine_video_1": "channel_own",
+                 "fc_affine_bottleneck": "channel_mid", "fc_affine_v_c_att": "channel_out",
+                 "fc_affine_video_2": "spatial_own", "fc_affine_audio_2": "spatial_other",
+                 "fc_affine_v_s_att": "spatial_out", "ln_before": "norm_in", "ln_post": "norm_out",
+                 "down_sampler": "down", "up_sampler": "up", "bn1": "bn_down", "bn2": "bn_up",
+                 "gate": "gate"}  # fmt: skip
+_ADAPTER_UNUSED = ("gate_tk",)  # allocated by the seed, never used in its forward
+
+
+def convert_adapter_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One seed ``VisualAdapter``'s tensors -> a ``DGSCTAdapter``'s: renamed, and the 1x1 ``Conv2d`` kernels
+    ``(out, in, 1, 1)`` of the seed's ``(B, C, N, 1)`` layout squeezed to ``Conv1d`` kernels ``(out, in, 1)``.
+
+    Raises:
+        DataError: a tensor the seed adapter does not have.
+    """
+    out = {}
+    for name, tensor in state.items():
+        if name in _ADAPTER_UNUSED:
+            continue
+        mapped = _renamed(name, tensor, ADAPTER_NAMES)
+        if not mapped:
+            raise DataError(f"seed adapter tensor {name!r} has no avlearn counterpart")
+        ((new, value),) = mapped.items()
+        out[new] = value[..., 0] if value.ndim == 4 else value  # (out, in, 1, 1) -> (out, in, 1)
+    return out
+
+
 def read_state_dict(path: str | Path, fmt: str) -> dict[str, torch.Tensor]:
     """The tensors of a ``.pth`` / ``.ckpt`` / ``.safetensors`` file: unwrapped from ``state_dict`` / ``model``
     (Lightning, timm releases), with the format's prefix (``sed_model.``) or DataParallel's ``module.`` removed."""

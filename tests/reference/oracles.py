@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO.parent / "shared" / "reference"
@@ -101,6 +102,7 @@ def _stubs_and_path(paths: list[Path]) -> Iterator[None]:
 
 def timm() -> types.ModuleType:
     """timm 0.6.13 (what the seed was written against), from the unpacked wheel."""
+    require_reference()
     if "timm" in sys.modules:
         return sys.modules["timm"]
     with _stubs_and_path([_unpacked("timm")]):
@@ -122,3 +124,27 @@ def seed_module(task_dir: str, module: str) -> types.ModuleType:
             del sys.modules[k]
         sys.modules.update(saved)
     return loaded
+
+
+def randomise(module: torch.nn.Module, seed: int = 0, keep: tuple[str, ...] = ()) -> None:
+    """Give every parameter and floating batch-norm statistic a random value (no branch stays at its zero or one
+    initialisation, so a wrongly mapped tensor changes the output); variances stay positive. Names starting with
+    one of ``keep`` (fixed front-end matrices) are left alone."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in module.state_dict(keep_vars=True).items():
+            fixed = name.endswith(("relative_position_index", "attn_mask")) or name.startswith(keep)
+            if not tensor.is_floating_point() or fixed:
+                continue
+            noise = torch.randn(tensor.shape, generator=generator) * 0.2
+            tensor.copy_(tensor.abs() * 0.5 + 0.5 + noise.abs() if name.endswith("running_var") else tensor + noise)
+
+
+def assert_parity(ours: torch.Tensor, reference: torch.Tensor, what: str) -> float:
+    """Max abs difference within 1e-5 of the reference's scale (its max abs value); returns the relative error."""
+    assert ours.shape == reference.shape, f"{what}: shape {tuple(ours.shape)} vs {tuple(reference.shape)}"
+    scale = reference.abs().max().item()
+    error = (ours - reference).abs().max().item() / scale
+    assert error <= 1e-5, f"{what}: max abs difference {error:.2e} of the output scale {scale:.3g}"
+    print(f"{what}: max abs difference {error:.2e} of the output scale {scale:.3g}")  # shown with pytest -s
+    return error
