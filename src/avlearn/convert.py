@@ -164,19 +164,24 @@ ADAPTER_NAMES = {"conv_adapter": "token_align", "fc": "width_align", "my_tokens"
                  "fc_affine_v_s_att": "spatial_out", "ln_before": "norm_in", "ln_post": "norm_out",
                  "down_sampler": "down", "up_sampler": "up", "bn1": "bn_down", "bn2": "bn_up",
                  "gate": "gate"}  # fmt: skip
-_ADAPTER_UNUSED = ("gate_tk",)  # allocated by the seed, never used in its forward
+# Allocated by the seed's adapters but never used in their forward, per variant (avlearn does not create them).
+ADAPTER_UNUSED = {"ave": ("gate_tk",), "avqa": (), "avs_ms3": ("ln_before", "temporal_gated"),
+                  "avs_s4": ("conv_adapter", "ln_before", "temporal_gated")}  # fmt: skip
 
 
-def convert_adapter_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """One seed ``VisualAdapter``'s tensors -> a ``DGSCTAdapter``'s: renamed, and the 1x1 ``Conv2d`` kernels
-    ``(out, in, 1, 1)`` of the seed's ``(B, C, N, 1)`` layout squeezed to ``Conv1d`` kernels ``(out, in, 1)``.
+def convert_adapter_state_dict(state: dict[str, torch.Tensor], variant: str = "ave") -> dict[str, torch.Tensor]:
+    """One seed ``VisualAdapter``'s tensors -> a ``DGSCTAdapter``'s (``method.adapter_variant`` = ``variant``):
+    renamed, the 1x1 ``Conv2d`` kernels ``(out, in, 1, 1)`` of the seed's ``(B, C, N, 1)`` layout squeezed to
+    ``Conv1d`` kernels ``(out, in, 1)``, and the variant's unused tensors (``ADAPTER_UNUSED``) left out.
 
     Raises:
-        DataError: a tensor the seed adapter does not have.
+        DataError: an unknown variant, or a tensor the seed adapter does not have.
     """
+    if variant not in ADAPTER_UNUSED:
+        raise DataError(f"unknown DG-SCT adapter variant {variant!r}; expected one of {', '.join(ADAPTER_UNUSED)}")
     out = {}
     for name, tensor in state.items():
-        if name in _ADAPTER_UNUSED:
+        if any(_under(name, unused) for unused in ADAPTER_UNUSED[variant]):
             continue
         mapped = _renamed(name, tensor, ADAPTER_NAMES)
         if not mapped:

@@ -111,16 +111,21 @@ def timm() -> types.ModuleType:
 
 def seed_module(task_dir: str, module: str) -> types.ModuleType:
     """``<task_dir>/<module>`` of the DG-SCT seed (e.g. ``"AVE", "nets.net_trans"``), imported with its own
-    top-level package name, which several tasks share: their earlier imports are set aside meanwhile."""
+    top-level names (``nets``, ``model``, ``utils`` ...), which several tasks share: modules of those names imported
+    earlier are set aside meanwhile and put back afterwards."""
     root = require_reference() / task_dir
     timm()
-    package = module.split(".")[0]
-    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == package or k.startswith(package + ".")}
+    local = {p.stem for p in root.iterdir() if p.suffix == ".py" or p.is_dir()}
+
+    def ours(name: str) -> bool:
+        return name.split(".")[0] in local
+
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if ours(k)}
     try:
         with _stubs_and_path([root, _unpacked("torchlibrosa")]):
             loaded = importlib.import_module(module)
     finally:
-        for k in [k for k in sys.modules if k == package or k.startswith(package + ".")]:
+        for k in [k for k in sys.modules if ours(k)]:
             del sys.modules[k]
         sys.modules.update(saved)
     return loaded

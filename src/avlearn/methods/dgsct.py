@@ -38,6 +38,11 @@ What we changed, and why:
   by default, as in the supervised seed code; the seed hard-codes 10 segments per clip, ours works for any S. The
   CMBS-style temporal module of the supervised tasks lives in the task heads (``avlearn.tasks.ave``,
   ``avlearn.tasks.avvp``), applied once after the backbones as in the seed.
+* Per-task adapters (``adapter_variant``): the seed re-implements the adapter per task with structural drift;
+  ``ave`` (also AVVP), ``avs_s4``, ``avs_ms3`` and ``avqa`` reproduce each (latent init, token alignment by
+  convolution or by re-gridding, LayerNorm before the bottleneck, gate/LayerNorm order; ``ADAPTER_VARIANTS``), the
+  numbers (latents, reduction, groups, alpha/beta, batch norm, audio gate) are the ordinary keys. Parity with each
+  seed adapter: ``tests/reference/test_dgsct_adapter.py``.
 * ``visual_pyramid`` (for AVS): each visual stage's tokens before its patch merging, the last one after the final
   norm, as the seed's AVS model takes them.
 * Optional activation checkpointing (``checkpointing``), which the seed lacks: of every paired step and unpaired block
@@ -51,6 +56,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -91,8 +97,45 @@ class DGSCTConfig:
     audio_tile: int = 10  # one-second log-mel tiled this many times along time before the audio backbone
     checkpointing: bool = False  # recompute activations in backward instead of keeping them (training only)
     checkpoint_unit: str = "piece"  # piece: each adapter, half-block and unpaired block; step: a paired step at a time
+    adapter_variant: str = "ave"  # the seed task whose adapter structure to use: ave, avs_s4, avs_ms3, avqa
     audio_frontend: str = "generic"  # generic: the pipeline's one-second log-mel; seed: HTS-AT's own from the waveform
     spec_augment: bool = False  # HTS-AT's SpecAugment (time 64 x 2, frequency 8 x 2) in training
+
+
+@dataclass(frozen=True)
+class AdapterVariant:
+    """Structural differences between the seed's per-task adapters (its numbers are ordinary config keys)."""
+
+    zero_latents: bool  # latent tokens start at 0 (else uniform in [0, 1))
+    regrid: bool  # align the other side by width, then bicubic resampling of its square token grid (else token conv)
+    norm_before: bool  # LayerNorm before the bottleneck
+    gate_before_norm: bool  # output gate, then the last LayerNorm (else the LayerNorm, then the gate)
+
+
+# The seed's adapters (spec section 2.6). Their other settings, for recipes: AVE/AVVP: 32 latents, r 8, 2 groups,
+# batch norm, audio gate, alpha/beta 0.3/0.05; AVS-S4: 32 latents, r 8, no batch norm, no audio gate; AVS-MS3: r 2,
+# alpha/beta 0.2/0.1, no batch norm, no audio gate; AVQA: 2 latents, r 8, 4 groups, no batch norm, no audio gate.
+ADAPTER_VARIANTS = {
+    "ave": AdapterVariant(zero_latents=False, regrid=False, norm_before=True, gate_before_norm=False),
+    "avs_s4": AdapterVariant(zero_latents=True, regrid=True, norm_before=False, gate_before_norm=True),
+    "avs_ms3": AdapterVariant(zero_latents=True, regrid=False, norm_before=False, gate_before_norm=True),
+    "avqa": AdapterVariant(zero_latents=True, regrid=False, norm_before=True, gate_before_norm=False),
+}
+
+
+def adapter_variant(cfg: DGSCTConfig) -> AdapterVariant:
+    """The adapter structure named by ``method.adapter_variant``."""
+    if cfg.adapter_variant not in ADAPTER_VARIANTS:
+        raise ConfigError(f"method.adapter_variant={cfg.adapter_variant!r}: expected one of "
+                          f"{', '.join(ADAPTER_VARIANTS)}")  # fmt: skip
+    return ADAPTER_VARIANTS[cfg.adapter_variant]
+
+
+def _square_side(tokens: int, what: str) -> int:
+    side = math.isqrt(tokens)
+    if side * side != tokens:
+        raise ConfigError(f"method.adapter_variant=avs_s4 re-grids square token grids; the {what} side has {tokens}")
+    return side
 
 
 class DGSCTAdapter(nn.Module):
@@ -117,17 +160,23 @@ class DGSCTAdapter(nn.Module):
             raise ConfigError(f"DG-SCT adapter width {dim}: reduction {cfg.reduction} and groups {cfg.groups} "
                               f"must divide it (method.reduction, method.groups)")  # fmt: skip
         self.alpha, self.beta, self.gamma = cfg.alpha, cfg.beta, cfg.gamma
+        self.variant = adapter_variant(cfg)
         half, hidden = dim // 2, dim // cfg.reduction
-        self.token_align = nn.Conv1d(other_tokens, tokens, 1)  # mixes over the token axis: N' -> N
+        if self.variant.regrid:
+            self.grids = (_square_side(other_tokens, "other"), _square_side(tokens, "own"))
+        else:
+            self.token_align = nn.Conv1d(other_tokens, tokens, 1)  # mixes over the token axis: N' -> N
         self.width_align = nn.Linear(other_dim, dim)
-        self.latents = nn.Parameter(torch.rand(cfg.num_latents, dim))
+        init = torch.zeros if self.variant.zero_latents else torch.rand
+        self.latents = nn.Parameter(init(cfg.num_latents, dim))
         self.latent_gate = nn.Parameter(torch.zeros(1))
         self.channel_other, self.channel_own = nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.channel_mid, self.channel_out = nn.Linear(dim, half), nn.Linear(half, dim)
         self.spatial_own, self.spatial_other = nn.Linear(dim, half), nn.Linear(dim, half)
         self.spatial_out = nn.Linear(half, 1)
         self.temporal = nn.Linear(dim, 1) if cfg.gamma > 0 else None
-        self.norm_in, self.norm_out = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.norm_in = nn.LayerNorm(dim) if self.variant.norm_before else nn.Identity()
+        self.norm_out = nn.LayerNorm(dim)
         self.down = nn.Conv1d(dim, hidden, 1, groups=cfg.groups, bias=False)
         self.up = nn.Conv1d(hidden, dim, 1, groups=cfg.groups, bias=False)
         self.bn_down = nn.BatchNorm1d(hidden) if cfg.batch_norm else nn.Identity()
@@ -135,7 +184,7 @@ class DGSCTAdapter(nn.Module):
         self.gate = nn.Parameter(torch.zeros(1)) if gate else None
 
     def forward(self, x: torch.Tensor, other: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y = self.width_align(self.token_align(other))  # (B', N', C') -> (B', N, C') -> (B', N, C)
+        y = self._align(other)  # (B', N', C') -> (B', N, C)
         x = x + self.latent_gate * self._latent_read(x, y)
         guide = y.mean(dim=1)  # (B', C)
         channel = self._channel_map(x, guide)  # (B', 1, C)
@@ -145,9 +194,23 @@ class DGSCTAdapter(nn.Module):
         scale = self.alpha * channel + self.beta * spatial.sigmoid() + 1 - self.alpha  # (B', N, C)
         if self.temporal is not None:
             scale = scale + self.gamma * self.temporal(guide).sigmoid()[:, None]  # (B', 1, 1)
-        z = self._bottleneck(x * scale)
+        z = self._bottleneck(x * scale)  # (B', N, C)
+        z = self.norm_out(self._gated(z)) if self.variant.gate_before_norm else self._gated(self.norm_out(z))
         pool = torch.tanh(spatial).transpose(1, 2).softmax(dim=-1)  # (B', 1, N)
-        return (z if self.gate is None else self.gate * z), pool
+        return z, pool
+
+    def _align(self, other: torch.Tensor) -> torch.Tensor:
+        """The other side at this side's token count and width: a 1x1 convolution over tokens then a linear map, or
+        (``regrid``) the linear map then a bicubic resampling of the square token grid."""
+        if not self.variant.regrid:
+            return self.width_align(self.token_align(other))  # (B', N', C') -> (B', N, C') -> (B', N, C)
+        (side_other, side), y = self.grids, self.width_align(other)  # (B', N', C)
+        grid = y.transpose(1, 2).unflatten(-1, (side_other, side_other))  # (B', C, h', w')
+        grid = F.interpolate(grid, size=(side, side), mode="bicubic", align_corners=False)  # (B', C, h, w)
+        return grid.flatten(2).transpose(1, 2)  # (B', N, C)
+
+    def _gated(self, z: torch.Tensor) -> torch.Tensor:
+        return z if self.gate is None else self.gate * z
 
     def _latent_read(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Latent tokens gather from ``y``; ``x`` reads them back (unscaled dot products, as in LAVISH/DG-SCT)."""
@@ -162,7 +225,7 @@ class DGSCTAdapter(nn.Module):
     def _bottleneck(self, x: torch.Tensor) -> torch.Tensor:
         z = self.norm_in(x).transpose(1, 2)  # (B', C, N)
         z = self.bn_up(self.up(F.relu(self.bn_down(self.down(z)))))  # (B', C, N)
-        return self.norm_out(z.transpose(1, 2))  # (B', N, C)
+        return z.transpose(1, 2)  # (B', N, C)
 
 
 class _PairAdapters(nn.Module):
@@ -356,6 +419,7 @@ class DGSCT(nn.Module):
         if cfg.checkpoint_unit not in ("step", "piece"):
             raise ConfigError(f"method.checkpoint_unit={cfg.checkpoint_unit!r}: expected step or piece")
         _check_audio_options(cfg, audio)
+        adapter_variant(cfg)
         self.cfg = cfg
         self.visual_backbone, self.audio_backbone = visual, audio
         self._audio_input = _input_name(audio, "spectrogram", "input_features")

@@ -123,3 +123,18 @@ def test_converted_folder_loads_into_one_tower_by_backbone_audio_pretrained(tmp_
     with pytest.raises(Exception, match="does not exist"):  # the shared key still reaches both towers
         build_task(compose_run(["task=ave", "method=dgsct_tiny", "backbone=dgsct_tiny",
                                 f"backbone.pretrained={tmp_path / 'absent'}"]), DatasetInfo(tuple("abc")))  # fmt: skip
+
+
+def test_seed_adapter_names_conv_kernels_and_unused_tensors():
+    from avlearn.convert import convert_adapter_state_dict
+
+    kernel = torch.randn(8, 4, 1, 1)
+    state = {"down_sampler.weight": kernel, "gate_av": torch.ones(1), "conv_adapter.weight": kernel,
+             "ln_before.weight": torch.ones(4), "temporal_gated.0.weight": torch.ones(1, 4)}  # fmt: skip
+    s4 = convert_adapter_state_dict(state, "avs_s4")
+    assert sorted(s4) == ["down.weight", "latent_gate"] and torch.equal(s4["down.weight"], kernel[..., 0])
+    assert "token_align.weight" in convert_adapter_state_dict({"conv_adapter.weight": kernel}, "avs_ms3")
+    with pytest.raises(DataError, match="seed adapter tensor 'temporal_gated.0.weight' has no avlearn counterpart"):
+        convert_adapter_state_dict(state, "ave")
+    with pytest.raises(DataError, match="unknown DG-SCT adapter variant 'avvp'"):
+        convert_adapter_state_dict(state, "avvp")

@@ -342,3 +342,26 @@ def test_seed_audio_frontend_makes_the_pipelines_keep_32k_waveform_segments():
     segments = segment_log_mel(wave, 3, pre)
     assert segments.shape == (1, 3, 1, 32_000)
     assert torch.equal(segments[0, 1, 0], wave[0, 32_000:64_000])
+
+
+def test_adapter_variants_differ_in_structure_as_the_seed_tasks():
+    def adapter(variant: str, tokens: int = 64) -> DGSCTAdapter:
+        return DGSCTAdapter(32, tokens, 16, 36, DGSCTConfig(adapter_variant=variant, num_latents=4), gate=True)
+
+    ave, s4, ms3 = adapter("ave"), adapter("avs_s4"), adapter("avs_ms3")
+    assert ave.latents.min() > 0 and not s4.latents.any() and not adapter("avqa").latents.any()
+    assert hasattr(ms3, "token_align") and not hasattr(s4, "token_align")  # S4 re-grids instead
+    assert isinstance(s4.norm_in, torch.nn.Identity) and isinstance(ave.norm_in, torch.nn.LayerNorm)
+    x, y = torch.randn(2, 64, 32), torch.randn(2, 36, 16)
+    outputs = {}
+    for gate in (100.0, 200.0):  # large: LayerNorm's eps is negligible against the gated variance
+        for name, module in (("ave", ave), ("ms3", ms3)):
+            with torch.no_grad():
+                module.gate.fill_(gate)
+                outputs[name, gate] = module.eval()(x, y)[0]
+    torch.testing.assert_close(outputs["ave", 200.0], 2 * outputs["ave", 100.0])  # LayerNorm, then the gate
+    torch.testing.assert_close(outputs["ms3", 200.0], outputs["ms3", 100.0], atol=1e-3, rtol=0)  # gate, then LN
+    with pytest.raises(ConfigError, match="re-grids square token grids; the own side has 60"):
+        adapter("avs_s4", tokens=60)
+    with pytest.raises(ConfigError, match="method.adapter_variant='avvp': expected one of ave, avs_s4"):
+        adapter("avvp")
