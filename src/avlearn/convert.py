@@ -94,17 +94,18 @@ class Format:
     block_prefix: str  # avlearn name of ``layers.{i}.blocks.{j}``, formatted with i, j
 
 
+# Source prefix -> avlearn prefix, outside the blocks.
+_SWINV2_TOP = {"patch_embed.proj": "embeddings.patch_embeddings.projection", "patch_embed.norm": "embeddings.norm",
+               "norm": "layernorm", "layers": "encoder.layers"}  # fmt: skip
+_HTSAT_TOP = {"bn0": "audio_encoder.batch_norm", "patch_embed": "audio_encoder.patch_embed",
+              "norm": "audio_encoder.norm", "layers": "audio_encoder.layers"}  # fmt: skip
+
 FORMATS: dict[str, Format] = {
     "timm_swinv2": Format(
         backbone="swinv2_large_192",
         strip="",
         dropped=("head",),
-        top={
-            "patch_embed.proj": "embeddings.patch_embeddings.projection",
-            "patch_embed.norm": "embeddings.norm",
-            "norm": "layernorm",
-            "layers": "encoder.layers",
-        },  # fmt: skip
+        top=_SWINV2_TOP,
         block=_swinv2_block,
         block_prefix="encoder.layers.{}.blocks.{}.",
     ),
@@ -112,12 +113,7 @@ FORMATS: dict[str, Format] = {
         backbone="htsat_base",
         strip="sed_model.",
         dropped=("head", "tscam_conv", "spectrogram_extractor", "logmel_extractor"),
-        top={
-            "bn0": "audio_encoder.batch_norm",
-            "patch_embed": "audio_encoder.patch_embed",
-            "norm": "audio_encoder.norm",
-            "layers": "audio_encoder.layers",
-        },  # fmt: skip
+        top=_HTSAT_TOP,
         block=_htsat_block,
         block_prefix="audio_encoder.layers.{}.blocks.{}.",
     ),
