@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 PIN := $(if $(wildcard /opt/wheels/torch-2.13.0*),-c constraints.txt,)
 VENV_ARGS ?=
 
-.PHONY: demo test test-slow lint check-deps clean
+.PHONY: demo test test-slow test-reference lint check-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV_ARGS) $(VENV)
@@ -35,6 +35,11 @@ test: $(VENV)/.installed-dev check-deps
 # Tests marked slow (longer learning runs); a separate job, see README.
 test-slow: $(VENV)/.installed-dev
 	$(BIN)/pytest -m slow
+
+# Parity with the seeds' own modules (tests/reference; needs ../shared/reference, skipped without it). The oracles'
+# timm 0.6.13 and torchlibrosa wheels are unpacked into AVLEARN_REFERENCE_CACHE (default ~/.cache/avlearn/reference).
+test-reference: $(VENV)/.installed-dev
+	$(BIN)/pytest -m reference tests/reference
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks

@@ -199,8 +199,10 @@ def build_task(cfg: DictConfig, info: Any) -> nn.Module:
     """Backbones -> method -> task, with the pairing of method and task checked."""
     from avlearn.methods.base import check_pairing
 
-    visual = _backbone(cfg.backbone.visual, cfg.data, cfg.backbone.pretrained).freeze(cfg.backbone.freeze)
-    audio = _backbone(cfg.backbone.audio, cfg.data, cfg.backbone.pretrained).freeze(cfg.backbone.freeze)
+    shared = cfg.backbone.get("pretrained")
+    visual_weights, audio_weights = (cfg.backbone.get(f"{m}_pretrained") or shared for m in ("visual", "audio"))
+    visual = _backbone(cfg.backbone.visual, cfg.data, visual_weights).freeze(cfg.backbone.freeze)
+    audio = _backbone(cfg.backbone.audio, cfg.data, audio_weights).freeze(cfg.backbone.freeze)
     method_cls, task_cls = METHODS.get(cfg.method.name), TASKS.get(cfg.task.name)
     method = method_cls(_schema_instance(method_cls.Config, cfg.method), visual, audio)
     check_pairing(cfg.method.name, method.produces, cfg.task.name, task_cls.needs)  # fields may depend on backbones
@@ -222,7 +224,12 @@ def segment_preprocess(pre: Any, data: DictConfig) -> Any:
 
 
 def audio_preprocess(cfg: DictConfig) -> Any:
-    """The one-second audio input of the configured audio backbone (built once, cheaply, to read its settings)."""
+    """The one-second audio input of the configured audio backbone (built once, cheaply, to read its settings);
+    32 kHz waveforms for a method with HTS-AT's own front end (DG-SCT's ``method.audio_frontend: seed``)."""
+    if cfg.method.get("audio_frontend") == "seed":
+        from avlearn.backbones.clap import htsat_segment_waveform
+
+        return htsat_segment_waveform()
     return segment_preprocess(_backbone(cfg.backbone.audio, cfg.data, None).preprocess, cfg.data)
 
 

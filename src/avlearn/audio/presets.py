@@ -15,7 +15,8 @@ Each function takes waveforms ``(..., N)`` at any sampling rate, resamples them 
 - :func:`htsat_input`: the original HTS-AT's (Chen et al., ICASSP 2022; ``RetroCirce/HTS-Audio-Transformer``, the
   AudioSet checkpoint DG-SCT uses) torchlibrosa front end: 32 kHz, 1024-point STFT every 320 samples with reflect
   padding, 64 Slaney mel bands from 50 Hz to 14 kHz, ``10 log10(max(x, 1e-10))``; torchlibrosa reproduces
-  librosa, which is the oracle.
+  librosa, which is the oracle. :func:`htsat_segment_input` is DG-SCT's use of it: each one-second segment tiled
+  ten times (the seed's ``dataloader.py``), so that HTS-AT sees its native ten-second input (1001 frames).
 - :func:`vggish_input`: VGGish's ``vggish_input.waveform_to_examples`` (Hershey et al., ICASSP 2017;
   ``tensorflow/models`` ``research/audioset/vggish``): 16 kHz, 25 ms periodic-Hann frames every 10 ms, magnitude
   spectrum (512-point FFT), 64 HTK mel bands (triangles in mels) from 125 Hz to 7.5 kHz, ``log(x + 0.01)``, cut
@@ -37,6 +38,7 @@ AUDIOSET_FBANK_MEAN = -4.2677393  # AST's AudioSet statistics of 128-band fbank 
 AUDIOSET_FBANK_STD = 4.5689974
 
 HTSAT_SAMPLE_RATE = 32_000
+HTSAT_SEGMENT_TILE = 10  # DG-SCT tiles each one-second segment to HTS-AT's ten-second input
 CLAP_SAMPLE_RATE = 48_000
 CLAP_HOP = 480
 VGGISH_SAMPLE_RATE = 16_000
@@ -87,6 +89,21 @@ def htsat_input(wave: torch.Tensor, sample_rate: int) -> torch.Tensor:
     wave = resample(wave, sample_rate, HTSAT_SAMPLE_RATE)
     mel = log_mel_spectrogram(wave, HTSAT_SAMPLE_RATE, 1024, 320, 64, 50.0, 14_000.0, pad_mode="reflect")
     return mel.transpose(-1, -2)  # (..., T, F)
+
+
+def htsat_segment_input(segments: torch.Tensor, sample_rate: int, tile: int = HTSAT_SEGMENT_TILE) -> torch.Tensor:
+    """DG-SCT's HTS-AT input for one-second segments: each waveform tiled ``tile`` times, then :func:`htsat_input`.
+
+    Args:
+        segments: Waveforms ``(..., N)``, one segment each (DG-SCT: one second).
+        sample_rate: Sampling rate of ``segments``; resampled to 32 kHz before tiling.
+        tile: Copies of each segment laid end to end (10 in every DG-SCT task but AVS, which uses 5).
+
+    Returns:
+        Log-mel in dB ``(..., T, 64)`` with ``T = 1 + tile * N32k // 320`` (1001 for one-second segments).
+    """
+    wave = resample(segments, sample_rate, HTSAT_SAMPLE_RATE)
+    return htsat_input(wave.repeat(*[1] * (wave.ndim - 1), tile), HTSAT_SAMPLE_RATE)  # (..., tile * N) -> (..., T, F)
 
 
 def clap_input(

@@ -12,7 +12,12 @@ Differs: ``forward_features`` returns the final tokens in ``transformers``' (fre
 (B, N, C); the pooled embedding is their mean (``pooler_output``), ``project`` maps it to the joint space.
 Stage loop: 4 Swin stages (``hidden.grid`` is the token grid, ``end_stage`` the patch merging), as DG-SCT interleaves
 them with Swin-V2. Text tower: every RoBERTa layer is a stage of one block; pooled: RoBERTa's tanh pooler.
-Parity: ``tests/unit/backbones/test_zoo.py`` (stage loop == model forward).
+Training mode: ``transformers``' block has drop-path on the attention residual only and dropout
+(``hidden_dropout_prob``, 0.1) after the MLP; HTS-AT's own block has drop-path on both residuals and no such dropout.
+``seed_blocks`` (default for ``htsat_base``) gives HTS-AT's; the test sizes keep ``transformers``' (their learning
+tests were tuned with it). ``spec_augment`` (off unless a method sets it, as DG-SCT's ``method.spec_augment``) masks
+the normalised log-mel in training, as HTS-AT does, before it is folded into an image.
+Parity: ``tests/unit/backbones/test_zoo.py`` (stage loop == model forward), ``tests/reference/`` (the seed's HTS-AT).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from avlearn.audio.specaugment import SpecAugment
 from avlearn.backbones.base import (
     Backbone,
     Hidden,
@@ -42,6 +48,13 @@ _CLAP_FEATURES = {"sample_rate": 48_000, "n_fft": 1024, "hop_length": 480, "win_
 _HTSAT_FEATURES = {"sample_rate": 32_000, "n_fft": 1024, "hop_length": 320, "win_length": 1024}
 
 
+def htsat_segment_waveform() -> AudioPreprocess:
+    """One-second 32 kHz waveform segments, the input of HTS-AT's own front end applied by the model (DG-SCT's
+    ``method.audio_frontend: seed``, through ``avlearn.audio.htsat_segment_input``)."""
+    rate = _HTSAT_FEATURES["sample_rate"]
+    return AudioPreprocess(rate, "waveform", num_mel_bins=1, num_frames=rate, n_fft=1, hop_length=1, win_length=1)
+
+
 class HTSAT(Backbone):
     """HTS-AT: ``spectrogram`` (B, T, F) log-mel -> tokens (B, N, C); pooled: token mean.
 
@@ -50,6 +63,7 @@ class HTSAT(Backbone):
         features: Sample rate and STFT settings of the log-mel input (see ``AudioPreprocess``).
         pretrained: ``None`` (random init), a local folder, or a Hugging Face id in the local cache.
         with_projection: Build CLAP's audio projection (``project``) on top.
+        seed_blocks: Drop-path on the MLP residual and no dropout after the MLP, as HTS-AT's own blocks (training).
     """
 
     def __init__(
@@ -58,6 +72,7 @@ class HTSAT(Backbone):
         features: dict[str, int],
         pretrained: str | None = None,
         with_projection: bool = True,
+        seed_blocks: bool = False,
     ) -> None:
         # Imported here, not with the module: importing transformers takes seconds.
         from transformers import ClapAudioConfig, ClapAudioModel, ClapAudioModelWithProjection
@@ -71,6 +86,9 @@ class HTSAT(Backbone):
         )
         super().__init__(model, "audio", cfg.patch_embeds_hidden_size * 2 ** (len(cfg.depths) - 1), preprocess)
         self.proj_dim = cfg.projection_dim if with_projection else None
+        self.spec_augment: SpecAugment | None = None  # set by a method that trains with HTS-AT's masking
+        if seed_blocks:
+            _use_seed_blocks(self.encoder)
 
     def _audio_model(self) -> nn.Module:
         return self.model.audio_model if self.proj_dim is not None else self.model
@@ -129,6 +147,8 @@ class HTSAT(Backbone):
         """Batch norm over mel bins, fold to a square image, patch embedding -> ``(B, N, C)`` on its grid."""
         enc = self.encoder
         x = enc.batch_norm(self._channels(spectrogram).transpose(1, 3)).transpose(1, 3)  # (B, ch, T, F)
+        if self.spec_augment is not None:
+            x = self.spec_augment(x)  # (B, ch, T, F), masked in training only
         longer_index = torch.where(is_longer.reshape(-1))[0] if enc.enable_fusion else None
         image = enc.reshape_mel2img(x)  # (B, ch, S, S)
         tokens = enc.patch_embed(image, longer_index)
@@ -171,6 +191,14 @@ class HTSAT(Backbone):
 
     def _layers(self) -> nn.ModuleList:
         return self.encoder.layers
+
+
+def _use_seed_blocks(encoder: nn.Module) -> None:
+    """HTS-AT's block regularisation on ``transformers``' blocks: the MLP output goes through the block's drop-path
+    (stochastic depth, the same rate as its attention residual) instead of ``hidden_dropout_prob`` dropout."""
+    for stage in encoder.layers:
+        for block in stage.blocks:
+            block.output.dropout = block.drop_path
 
 
 class ClapText(Backbone):
@@ -247,10 +275,11 @@ def clap_audio_htsat_fused(pretrained: str | None = None, **overrides: Any) -> H
 
 
 @BACKBONES.register("htsat_base")
-def htsat_base(pretrained: str | None = None, **overrides: Any) -> HTSAT:
-    """HTS-AT as in DG-SCT: 32 kHz log-mel, dims 96-768, depths 2-2-6-2, window 8, no projection (28 M)."""
+def htsat_base(pretrained: str | None = None, seed_blocks: bool = True, **overrides: Any) -> HTSAT:
+    """HTS-AT as in DG-SCT: 32 kHz log-mel, dims 96-768, depths 2-2-6-2, window 8, no projection (28 M); drop-path
+    0.1 on both residuals of every block in training and no MLP dropout (``seed_blocks``), as HTS-AT's own code."""
     base = {"drop_path_rate": 0.1}
-    return HTSAT({**base, **overrides}, _HTSAT_FEATURES, pretrained, with_projection=False)
+    return HTSAT({**base, **overrides}, _HTSAT_FEATURES, pretrained, with_projection=False, seed_blocks=seed_blocks)
 
 
 @BACKBONES.register("clap_text_roberta")
@@ -273,9 +302,11 @@ _TINY_FEATURES = {"sample_rate": 1_600, "n_fft": 256, "hop_length": 160, "win_le
 
 
 @BACKBONES.register("htsat_tiny")
-def htsat_tiny(pretrained: str | None = None, **overrides: Any) -> HTSAT:
-    """Test-size HTS-AT: 32 mel bins folded to 64x64, dims 16-128, no projection (random init)."""
-    return HTSAT({**_TINY_AUDIO, **overrides}, _TINY_FEATURES, pretrained, with_projection=False)
+def htsat_tiny(pretrained: str | None = None, seed_blocks: bool = False, **overrides: Any) -> HTSAT:
+    """Test-size HTS-AT: 32 mel bins folded to 64x64, dims 16-128, no projection (random init); ``transformers``'
+    block regularisation unless ``seed_blocks`` (the tiny recipes' learning tests were tuned with it)."""
+    return HTSAT({**_TINY_AUDIO, **overrides}, _TINY_FEATURES, pretrained, with_projection=False,
+                 seed_blocks=seed_blocks)  # fmt: skip
 
 
 @BACKBONES.register("clap_audio_fused_tiny")

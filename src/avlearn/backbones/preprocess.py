@@ -83,8 +83,9 @@ class AudioPreprocess:
 
     Args:
         sample_rate: Waveform rate the features assume, in Hz.
-        features: ``"kaldi_fbank"`` (AST: Kaldi-compatible fbank, Hanning window, 10 ms shift) or ``"log_mel"``
-            (HTS-AT / CLAP: STFT power -> Slaney mel -> dB).
+        features: ``"kaldi_fbank"`` (AST: Kaldi-compatible fbank, Hanning window, 10 ms shift), ``"log_mel"``
+            (HTS-AT / CLAP: STFT power -> Slaney mel -> dB) or ``"waveform"`` (the samples themselves, one
+            ``(1, num_frames)`` row per segment, for a model with its own front end: DG-SCT's ``audio_frontend: seed``).
         num_mel_bins: Mel bands ``F``.
         num_frames: Frames ``T`` the backbone takes (features are cropped or padded to it).
         n_fft: FFT size in samples.
@@ -97,7 +98,7 @@ class AudioPreprocess:
     """
 
     sample_rate: int
-    features: Literal["kaldi_fbank", "log_mel"]
+    features: Literal["kaldi_fbank", "log_mel", "waveform"]
     num_mel_bins: int
     num_frames: int
     n_fft: int

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "predict": "avlearn.cli.predict",
     "score": "avlearn.cli.score",
     "data": "avlearn.cli.data",
+    "convert": "avlearn.cli.convert",
     "info": "avlearn.cli.info",
 }
 

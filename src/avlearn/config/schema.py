@@ -44,6 +44,8 @@ class BackboneConfig:
     audio: str = "cnn_audio_small"
     text: str | None = None
     pretrained: str | None = None  # a local folder or a cached Hugging Face id; None = random init
+    visual_pretrained: str | None = None  # the visual tower's weights; None = ``pretrained``
+    audio_pretrained: str | None = None  # the audio tower's weights; None = ``pretrained``
     freeze: str = choice("none", ("none", "all", "all_but_norm"))
 
 

@@ -35,8 +35,12 @@ class SegmentTensors:
 
 
 def segment_log_mel(wave: torch.Tensor, segments: int, pre: AudioPreprocess) -> torch.Tensor:
-    """Waveform (..., N) -> normalised log-mel (..., S, F, T) with T = ``pre.num_frames`` per segment."""
+    """Waveform (..., N) -> normalised log-mel (..., S, F, T) with T = ``pre.num_frames`` per segment; for
+    ``pre.features == "waveform"`` the samples themselves, (..., S, 1, T) with T = ``pre.num_frames`` samples."""
     from avlearn.audio import log_mel_spectrogram
+
+    if pre.features == "waveform":
+        return wave[..., : segments * pre.num_frames].unflatten(-1, (segments, 1, pre.num_frames))  # (..., S, 1, T)
 
     mel = log_mel_spectrogram(
         wave,

@@ -25,9 +25,11 @@ What we changed, and why:
   sizes (``swinv2_tiny`` / ``clip_vit_tiny`` + ``htsat_tiny``) run the same code as the paper size.
 * The few-shot seed computes its p1 adapters after the attention / HTS-AT block, we keep the AVE order (from the
   tokens entering the pair) for every backbone pair.
-* The audio input is the log-mel of each one-second segment, tiled ``audio_tile`` times along time (the seed tiles the
-  one-second *waveform* ten times and computes the log-mel of the ten-second result: ten times the STFT work for the
-  same frames, up to edge effects).
+* The audio input (``audio_frontend``): ``generic`` (default) is the pipeline's log-mel of each one-second segment
+  (``data.sample_rate`` / ``data.hop_ms``), tiled ``audio_tile`` times along time. ``seed`` is the seed's exactly: the
+  pipeline hands over each segment's 32 kHz waveform, which is tiled ``audio_tile`` times and turned into HTS-AT's
+  own log-mel (``avlearn.audio.htsat_segment_input``) on the model's device; the paper recipes use it.
+  ``spec_augment`` adds HTS-AT's training-time SpecAugment (time 64 x 2, frequency 8 x 2) after its input norm.
 * Frozen backbones keep their batch-norm statistics (``Backbone.freeze("all")``); the seed lets HTS-AT's input batch
   norm drift in ``train()``.
 * Unused seed parameters are not created (``gate_tk``, ``adapter_token_downsampler``, ``fc_caption``, the temporal
@@ -36,6 +38,11 @@ What we changed, and why:
   by default, as in the supervised seed code; the seed hard-codes 10 segments per clip, ours works for any S. The
   CMBS-style temporal module of the supervised tasks lives in the task heads (``avlearn.tasks.ave``,
   ``avlearn.tasks.avvp``), applied once after the backbones as in the seed.
+* Per-task adapters (``adapter_variant``): the seed re-implements the adapter per task with structural drift;
+  ``ave`` (also AVVP), ``avs_s4``, ``avs_ms3`` and ``avqa`` reproduce each (latent init, token alignment by
+  convolution or by re-gridding, LayerNorm before the bottleneck, gate/LayerNorm order; ``ADAPTER_VARIANTS``), the
+  numbers (latents, reduction, groups, alpha/beta, batch norm, audio gate) are the ordinary keys. Parity with each
+  seed adapter: ``tests/reference/test_dgsct_adapter.py``.
 * ``visual_pyramid`` (for AVS): each visual stage's tokens before its patch merging, the last one after the final
   norm, as the seed's AVS model takes them.
 * Optional activation checkpointing (``checkpointing``), which the seed lacks: of every paired step and unpaired block
@@ -49,6 +56,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -58,6 +66,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from avlearn.audio.presets import HTSAT_SAMPLE_RATE, htsat_segment_input
+from avlearn.audio.specaugment import SpecAugment
 from avlearn.backbones.base import Hidden
 from avlearn.errors import ConfigError
 from avlearn.methods.base import AVFeatures
@@ -67,6 +77,7 @@ Step = tuple[int | None, int | None, int | None]  # (visual block, audio block, 
 Block = tuple[int, int]  # (stage, block within the stage)
 PlanStep = tuple[Block | None, Block | None, int | None]  # (visual block, audio block, pair index or None)
 Half = Callable[[Hidden], Hidden]
+SEED_MEL_BINS = 64  # HTS-AT's AudioSet front end
 
 
 @dataclass
@@ -86,6 +97,45 @@ class DGSCTConfig:
     audio_tile: int = 10  # one-second log-mel tiled this many times along time before the audio backbone
     checkpointing: bool = False  # recompute activations in backward instead of keeping them (training only)
     checkpoint_unit: str = "piece"  # piece: each adapter, half-block and unpaired block; step: a paired step at a time
+    adapter_variant: str = "ave"  # the seed task whose adapter structure to use: ave, avs_s4, avs_ms3, avqa
+    audio_frontend: str = "generic"  # generic: the pipeline's one-second log-mel; seed: HTS-AT's own from the waveform
+    spec_augment: bool = False  # HTS-AT's SpecAugment (time 64 x 2, frequency 8 x 2) in training
+
+
+@dataclass(frozen=True)
+class AdapterVariant:
+    """Structural differences between the seed's per-task adapters (its numbers are ordinary config keys)."""
+
+    zero_latents: bool  # latent tokens start at 0 (else uniform in [0, 1))
+    regrid: bool  # align the other side by width, then bicubic resampling of its square token grid (else token conv)
+    norm_before: bool  # LayerNorm before the bottleneck
+    gate_before_norm: bool  # output gate, then the last LayerNorm (else the LayerNorm, then the gate)
+
+
+# The seed's adapters (spec section 2.6). Their other settings, for recipes: AVE/AVVP: 32 latents, r 8, 2 groups,
+# batch norm, audio gate, alpha/beta 0.3/0.05; AVS-S4: 32 latents, r 8, no batch norm, no audio gate; AVS-MS3: r 2,
+# alpha/beta 0.2/0.1, no batch norm, no audio gate; AVQA: 2 latents, r 8, 4 groups, no batch norm, no audio gate.
+ADAPTER_VARIANTS = {
+    "ave": AdapterVariant(zero_latents=False, regrid=False, norm_before=True, gate_before_norm=False),
+    "avs_s4": AdapterVariant(zero_latents=True, regrid=True, norm_before=False, gate_before_norm=True),
+    "avs_ms3": AdapterVariant(zero_latents=True, regrid=False, norm_before=False, gate_before_norm=True),
+    "avqa": AdapterVariant(zero_latents=True, regrid=False, norm_before=True, gate_before_norm=False),
+}
+
+
+def adapter_variant(cfg: DGSCTConfig) -> AdapterVariant:
+    """The adapter structure named by ``method.adapter_variant``."""
+    if cfg.adapter_variant not in ADAPTER_VARIANTS:
+        raise ConfigError(f"method.adapter_variant={cfg.adapter_variant!r}: expected one of "
+                          f"{', '.join(ADAPTER_VARIANTS)}")  # fmt: skip
+    return ADAPTER_VARIANTS[cfg.adapter_variant]
+
+
+def _square_side(tokens: int, what: str) -> int:
+    side = math.isqrt(tokens)
+    if side * side != tokens:
+        raise ConfigError(f"method.adapter_variant=avs_s4 re-grids square token grids; the {what} side has {tokens}")
+    return side
 
 
 class DGSCTAdapter(nn.Module):
@@ -110,17 +160,23 @@ class DGSCTAdapter(nn.Module):
             raise ConfigError(f"DG-SCT adapter width {dim}: reduction {cfg.reduction} and groups {cfg.groups} "
                               f"must divide it (method.reduction, method.groups)")  # fmt: skip
         self.alpha, self.beta, self.gamma = cfg.alpha, cfg.beta, cfg.gamma
+        self.variant = adapter_variant(cfg)
         half, hidden = dim // 2, dim // cfg.reduction
-        self.token_align = nn.Conv1d(other_tokens, tokens, 1)  # mixes over the token axis: N' -> N
+        if self.variant.regrid:
+            self.grids = (_square_side(other_tokens, "other"), _square_side(tokens, "own"))
+        else:
+            self.token_align = nn.Conv1d(other_tokens, tokens, 1)  # mixes over the token axis: N' -> N
         self.width_align = nn.Linear(other_dim, dim)
-        self.latents = nn.Parameter(torch.rand(cfg.num_latents, dim))
+        init = torch.zeros if self.variant.zero_latents else torch.rand
+        self.latents = nn.Parameter(init(cfg.num_latents, dim))
         self.latent_gate = nn.Parameter(torch.zeros(1))
         self.channel_other, self.channel_own = nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.channel_mid, self.channel_out = nn.Linear(dim, half), nn.Linear(half, dim)
         self.spatial_own, self.spatial_other = nn.Linear(dim, half), nn.Linear(dim, half)
         self.spatial_out = nn.Linear(half, 1)
         self.temporal = nn.Linear(dim, 1) if cfg.gamma > 0 else None
-        self.norm_in, self.norm_out = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.norm_in = nn.LayerNorm(dim) if self.variant.norm_before else nn.Identity()
+        self.norm_out = nn.LayerNorm(dim)
         self.down = nn.Conv1d(dim, hidden, 1, groups=cfg.groups, bias=False)
         self.up = nn.Conv1d(hidden, dim, 1, groups=cfg.groups, bias=False)
         self.bn_down = nn.BatchNorm1d(hidden) if cfg.batch_norm else nn.Identity()
@@ -128,7 +184,7 @@ class DGSCTAdapter(nn.Module):
         self.gate = nn.Parameter(torch.zeros(1)) if gate else None
 
     def forward(self, x: torch.Tensor, other: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y = self.width_align(self.token_align(other))  # (B', N', C') -> (B', N, C') -> (B', N, C)
+        y = self._align(other)  # (B', N', C') -> (B', N, C)
         x = x + self.latent_gate * self._latent_read(x, y)
         guide = y.mean(dim=1)  # (B', C)
         channel = self._channel_map(x, guide)  # (B', 1, C)
@@ -138,9 +194,23 @@ class DGSCTAdapter(nn.Module):
         scale = self.alpha * channel + self.beta * spatial.sigmoid() + 1 - self.alpha  # (B', N, C)
         if self.temporal is not None:
             scale = scale + self.gamma * self.temporal(guide).sigmoid()[:, None]  # (B', 1, 1)
-        z = self._bottleneck(x * scale)
+        z = self._bottleneck(x * scale)  # (B', N, C)
+        z = self.norm_out(self._gated(z)) if self.variant.gate_before_norm else self._gated(self.norm_out(z))
         pool = torch.tanh(spatial).transpose(1, 2).softmax(dim=-1)  # (B', 1, N)
-        return (z if self.gate is None else self.gate * z), pool
+        return z, pool
+
+    def _align(self, other: torch.Tensor) -> torch.Tensor:
+        """The other side at this side's token count and width: a 1x1 convolution over tokens then a linear map, or
+        (``regrid``) the linear map then a bicubic resampling of the square token grid."""
+        if not self.variant.regrid:
+            return self.width_align(self.token_align(other))  # (B', N', C') -> (B', N, C') -> (B', N, C)
+        (side_other, side), y = self.grids, self.width_align(other)  # (B', N', C)
+        grid = y.transpose(1, 2).unflatten(-1, (side_other, side_other))  # (B', C, h', w')
+        grid = F.interpolate(grid, size=(side, side), mode="bicubic", align_corners=False)  # (B', C, h, w)
+        return grid.flatten(2).transpose(1, 2)  # (B', N, C)
+
+    def _gated(self, z: torch.Tensor) -> torch.Tensor:
+        return z if self.gate is None else self.gate * z
 
     def _latent_read(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Latent tokens gather from ``y``; ``x`` reads them back (unscaled dot products, as in LAVISH/DG-SCT)."""
@@ -155,7 +225,7 @@ class DGSCTAdapter(nn.Module):
     def _bottleneck(self, x: torch.Tensor) -> torch.Tensor:
         z = self.norm_in(x).transpose(1, 2)  # (B', C, N)
         z = self.bn_up(self.up(F.relu(self.bn_down(self.down(z)))))  # (B', C, N)
-        return self.norm_out(z.transpose(1, 2))  # (B', N, C)
+        return z.transpose(1, 2)  # (B', N, C)
 
 
 class _PairAdapters(nn.Module):
@@ -301,6 +371,23 @@ def _stage_shapes(backbone: nn.Module) -> tuple[list[tuple[int, int]], bool]:
     return shapes, has_grid
 
 
+def _check_audio_options(cfg: DGSCTConfig, audio: nn.Module) -> None:
+    """Validate ``audio_frontend`` / ``spec_augment`` against the audio backbone; switch its SpecAugment on."""
+    if cfg.audio_frontend not in ("generic", "seed"):
+        raise ConfigError(f"method.audio_frontend={cfg.audio_frontend!r}: expected generic or seed")
+    pre = getattr(audio, "preprocess", None)
+    is_htsat = hasattr(audio, "spec_augment")
+    if cfg.audio_frontend == "seed" and not (
+        is_htsat and pre.sample_rate == HTSAT_SAMPLE_RATE and pre.num_mel_bins == SEED_MEL_BINS
+    ):
+        raise ConfigError(f"method.audio_frontend=seed needs a 32 kHz, 64-band HTS-AT audio backbone (htsat_base), "
+                          f"not {type(audio).__name__}; use generic")  # fmt: skip
+    if cfg.spec_augment:
+        if not is_htsat:
+            raise ConfigError(f"method.spec_augment=true needs an HTS-AT audio backbone, not {type(audio).__name__}")
+        audio.spec_augment = SpecAugment()
+
+
 def _last_blocks(depths: Sequence[int]) -> list[Block]:
     return [(i, depth - 1) for i, depth in enumerate(depths)]
 
@@ -316,7 +403,8 @@ def _grid_map(tokens: torch.Tensor, grid: tuple[int, int], b: int, s: int) -> to
 @METHODS.register("dgsct_fewshot_tiny")
 class DGSCT(nn.Module):
     """DG-SCT adapters between paired visual / HTS-AT blocks; ``frames (B, S, H, W, 3)`` uint8 and ``audio (B, S, F,
-    T)`` log-mel per segment -> AVFeatures (tokens, pooled embeddings and, for grid backbones, the stage pyramid).
+    T)`` log-mel per segment (``audio_frontend: seed``: ``(B, S, 1, N)`` 32 kHz waveforms) -> AVFeatures (tokens,
+    pooled embeddings and, for grid backbones, the stage pyramid).
 
     ``produces`` (class): what every visual backbone gives; an instance adds ``visual_pyramid`` when its visual
     backbone has a token grid (Swin-V2), so a pairing check on the built method refuses AVS for CLIP / ViT.
@@ -330,6 +418,8 @@ class DGSCT(nn.Module):
         super().__init__()
         if cfg.checkpoint_unit not in ("step", "piece"):
             raise ConfigError(f"method.checkpoint_unit={cfg.checkpoint_unit!r}: expected step or piece")
+        _check_audio_options(cfg, audio)
+        adapter_variant(cfg)
         self.cfg = cfg
         self.visual_backbone, self.audio_backbone = visual, audio
         self._audio_input = _input_name(audio, "spectrogram", "input_features")
@@ -345,11 +435,14 @@ class DGSCT(nn.Module):
         self.out_dim = visual.num_features
         self.audio_dim = audio.num_features
 
-    def _embed(self, frames: torch.Tensor, mel: torch.Tensor) -> tuple[Hidden, Hidden]:
+    def _embed(self, frames: torch.Tensor, audio: torch.Tensor) -> tuple[Hidden, Hidden]:
         pixels = self.visual_backbone.preprocess(frames.flatten(0, 1))  # (B*S, H, W, 3) uint8 -> (B*S, 3, h, w)
-        mel = mel.flatten(0, 1).repeat(1, 1, self.cfg.audio_tile)  # (B*S, F, tile * T)
-        if self._audio_input == "spectrogram":
-            mel = mel.transpose(1, 2)  # (B*S, tile * T, F), HTS-AT's layout
+        if self.cfg.audio_frontend == "seed":  # audio: (B, S, 1, N) waveforms at 32 kHz
+            mel = htsat_segment_input(audio.flatten(0, 2), HTSAT_SAMPLE_RATE, self.cfg.audio_tile)  # (B*S, T', F)
+        else:
+            mel = audio.flatten(0, 1).repeat(1, 1, self.cfg.audio_tile)  # (B*S, F, tile * T)
+            if self._audio_input == "spectrogram":
+                mel = mel.transpose(1, 2)  # (B*S, tile * T, F), HTS-AT's layout
         return self.visual_backbone.embed(pixel_values=pixels), self.audio_backbone.embed(**{self._audio_input: mel})
 
     def _run(self, fn: Callable, *args: object, unit: str = "step") -> tuple:
@@ -408,9 +501,9 @@ class DGSCT(nn.Module):
         return replace(v, tokens=v.tokens + residual_v), replace(a, tokens=a.tokens + residual_a), (pool_v, pool_a)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> AVFeatures:
-        frames, mel = batch["frames"], batch["audio"]
+        frames = batch["frames"]
         b, s = frames.shape[:2]
-        v, a = self._embed(frames, mel)
+        v, a = self._embed(frames, batch["audio"])
         pools, stage_outputs = None, []  # stage_outputs: visual state at each stage end, before its patch merging
         for v_block, a_block, pair in self.plan:
             v, a, step_pools = self._run(self._step, v_block, a_block, pair, v, a)

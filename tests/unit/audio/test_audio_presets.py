@@ -7,7 +7,8 @@
   the reference on every admissible crop of a clip a few samples or frames too long.
 - AST: ``ASTFeatureExtractor`` (transformers' numpy Kaldi path, float64 mel banks) to 5e-4 after normalisation,
   and torchaudio's own fbank (the fixture of ``test_audio_kaldi.py``) to 1e-5.
-- HTS-AT: librosa with torchlibrosa's settings (reflect padding, Slaney mel, ``top_db=None``) to 1e-3 dB.
+- HTS-AT: librosa with torchlibrosa's settings (reflect padding, Slaney mel, ``top_db=None``) to 1e-3 dB; DG-SCT's
+  segment input: librosa on the one-second waveform tiled ten times (``np.tile``), as the seed's data loader does.
 - VGGish: ``torchvggish.vggish_input.waveform_to_examples``, whose ``mel_features.py`` is Google's VGGish reference
   code, to 1e-4 in float32 and 1e-9 in float64 at 16 kHz. At other rates VGGish resamples with resampy; we check
   that ours resamples with :func:`avlearn.audio.resample` (tested on its own in ``test_audio_resample.py``).
@@ -23,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from avlearn.audio import ast_input, clap_input, fbank, htsat_input, resample, vggish_input
+from avlearn.audio import ast_input, clap_input, fbank, htsat_input, htsat_segment_input, resample, vggish_input
 from avlearn.audio.presets import AUDIOSET_FBANK_MEAN, AUDIOSET_FBANK_STD
 
 REFERENCE = Path(__file__).resolve().parents[2] / "fixtures" / "audio" / "kaldi_fbank_reference.npz"
@@ -102,6 +103,21 @@ def test_htsat_input_matches_librosa_with_torchlibrosa_settings(make_signal) -> 
     ours = htsat_input(torch.from_numpy(wave)[None], 32_000)
     assert ours.shape == (1, 201, 64) == (1, *expected.shape)
     assert np.abs(ours[0].numpy() - expected).max() < 1e-3
+
+
+def test_htsat_segment_input_is_librosa_on_the_tiled_segment(make_signal) -> None:
+    librosa = pytest.importorskip("librosa")
+    segments = np.stack([make_signal(32_000, 1.0, seed=k) for k in range(2)])  # (2, 32000), one second each
+    expected = []
+    for segment in segments:
+        filters = librosa.filters.mel(sr=32_000, n_fft=1024, n_mels=64, fmin=50.0, fmax=14_000.0)  # torchlibrosa's
+        power = np.abs(librosa.stft(np.tile(segment, 10), n_fft=1024, hop_length=320, pad_mode="reflect")) ** 2
+        expected.append(librosa.power_to_db(filters @ power, ref=1.0, amin=1e-10, top_db=None).T)  # (T, F)
+    ours = htsat_segment_input(torch.from_numpy(segments), 32_000)
+    assert ours.shape == (2, 1001, 64)
+    assert np.abs(ours.numpy() - np.stack(expected)).max() < 1e-3
+    five = htsat_segment_input(torch.from_numpy(segments[:1]), 32_000, tile=5)  # the seed's AVS tiling
+    assert five.shape == (1, 501, 64)
 
 
 def test_ast_input_matches_transformers_and_torchaudio(make_signal) -> None:

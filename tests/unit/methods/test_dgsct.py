@@ -302,3 +302,66 @@ def test_unequal_stage_counts_pair_the_flattened_blocks():
     assert len(method.pairs) == 4  # 4 visual blocks with 5 audio blocks
     feats = method(_batch())
     assert feats.visual_pooled.shape == (2, 2, 64) and len(feats.visual_pyramid) == 3
+
+
+def test_audio_options_are_checked_against_the_audio_backbone():
+    with pytest.raises(ConfigError, match="method.audio_frontend='spectral'"):
+        _method(audio_frontend="spectral")
+    with pytest.raises(ConfigError, match="method.audio_frontend=seed needs a 32 kHz, 64-band HTS-AT"):
+        _method(audio_frontend="seed")  # htsat_tiny: 1.6 kHz, 32 bands
+    with pytest.raises(ConfigError, match="method.spec_augment=true needs an HTS-AT"):
+        visual = BACKBONES.build("swinv2_tiny", image_size=32, window_size=2)
+        DGSCT(DGSCTConfig(spec_augment=True), visual, BACKBONES.build("cnn_audio_small"))
+    assert _method(spec_augment=True).audio_backbone.spec_augment is not None
+
+
+def test_seed_audio_frontend_feeds_htsat_the_log_mel_of_the_tiled_waveform():
+    from avlearn.audio import htsat_input
+
+    visual = BACKBONES.build("swinv2_tiny", image_size=32, window_size=2)
+    audio = BACKBONES.build("htsat_base", depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 1],
+                            patch_embeds_hidden_size=16)  # fmt: skip
+    method = DGSCT(DGSCTConfig(num_latents=4, audio_frontend="seed"), visual, audio).eval()
+    wave = 0.1 * torch.randn(1, 2, 1, 32_000, generator=torch.Generator().manual_seed(0))  # (B, S, 1, N)
+    frames = torch.randint(0, 256, (1, 2, 24, 24, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        _, hidden = method._embed(frames, wave)
+        expected = audio.embed(spectrogram=htsat_input(wave[0, :, 0].repeat(1, 10), 32_000))  # (S, 1001, 64)
+    torch.testing.assert_close(hidden.tokens, expected.tokens)
+
+
+def test_seed_audio_frontend_makes_the_pipelines_keep_32k_waveform_segments():
+    from omegaconf import OmegaConf
+
+    from avlearn.build import audio_preprocess
+    from avlearn.data.segments import segment_log_mel
+
+    pre = audio_preprocess(OmegaConf.create({"method": {"audio_frontend": "seed"}}))
+    assert (pre.sample_rate, pre.features) == (32_000, "waveform")
+    wave = torch.arange(3 * 32_000.0)[None]  # (1, N): three one-second segments
+    segments = segment_log_mel(wave, 3, pre)
+    assert segments.shape == (1, 3, 1, 32_000)
+    assert torch.equal(segments[0, 1, 0], wave[0, 32_000:64_000])
+
+
+def test_adapter_variants_differ_in_structure_as_the_seed_tasks():
+    def adapter(variant: str, tokens: int = 64) -> DGSCTAdapter:
+        return DGSCTAdapter(32, tokens, 16, 36, DGSCTConfig(adapter_variant=variant, num_latents=4), gate=True)
+
+    ave, s4, ms3 = adapter("ave"), adapter("avs_s4"), adapter("avs_ms3")
+    assert ave.latents.min() > 0 and not s4.latents.any() and not adapter("avqa").latents.any()
+    assert hasattr(ms3, "token_align") and not hasattr(s4, "token_align")  # S4 re-grids instead
+    assert isinstance(s4.norm_in, torch.nn.Identity) and isinstance(ave.norm_in, torch.nn.LayerNorm)
+    x, y = torch.randn(2, 64, 32), torch.randn(2, 36, 16)
+    outputs = {}
+    for gate in (100.0, 200.0):  # large: LayerNorm's eps is negligible against the gated variance
+        for name, module in (("ave", ave), ("ms3", ms3)):
+            with torch.no_grad():
+                module.gate.fill_(gate)
+                outputs[name, gate] = module.eval()(x, y)[0]
+    torch.testing.assert_close(outputs["ave", 200.0], 2 * outputs["ave", 100.0])  # LayerNorm, then the gate
+    torch.testing.assert_close(outputs["ms3", 200.0], outputs["ms3", 100.0], atol=1e-3, rtol=0)  # gate, then LN
+    with pytest.raises(ConfigError, match="re-grids square token grids; the own side has 60"):
+        adapter("avs_s4", tokens=60)
+    with pytest.raises(ConfigError, match="method.adapter_variant='avvp': expected one of ave, avs_s4"):
+        adapter("avvp")
