@@ -91,6 +91,18 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.01
     warmup_epochs: float = 1.0
+    optimizer: str = choice("adamw", ("adamw", "adam", "sgd", "lars"))
+    schedule: str = choice("cosine", ("cosine", "step", "linear", "constant"))
+    step_every: int = 10  # step schedule: epochs between decays
+    step_gamma: float = 0.1  # step schedule: factor per decay
+    no_decay: bool = False  # no weight decay on norms, biases, embeddings and learned tokens
+    lr_mult: dict[str, float] = field(default_factory=dict)  # module-name pattern -> learning-rate multiplier
+    layer_decay: float = 1.0  # layer-wise learning-rate decay; 1 = off
+    steps: int = 0  # optimizer steps to train; 0 = train.epochs
+    val_every: int = 0  # optimizer steps between validations; 0 = each epoch
+    select: str = choice("best", ("best", "last"))  # the state kept: the best validation or the last
+    patience: int = 0  # validations without improvement before stopping; 0 = off
+    test: bool = True  # score the test split at the end
     grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
     grad_accum: int = 1  # micro-batches per process per optimizer step
     precision: str = choice("fp32", ("fp32", "bf16"))  # bf16: autocast; trained parameters and optimizer state fp32
