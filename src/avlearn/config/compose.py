@@ -26,8 +26,18 @@ CONFIG_DIR = Path(__file__).parent
 _SHARED = {"backbone": BackboneConfig, "data": DataConfig, "train": TrainConfig}
 
 
-def _options(group: str) -> list[str]:
+def group_options(group: str) -> list[str]:
+    """The options of config group ``group``: its yaml files' names, sorted."""
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def describe_option(group: str, option: str) -> str:
+    """The first sentence of the leading comment of ``<group>/<option>.yaml``, on one line (for ``avlearn info``)."""
+    lines = (CONFIG_DIR / group / f"{option}.yaml").read_text().splitlines()
+    comment = " ".join(line.lstrip("# ").strip() for line in itertools.takewhile(lambda x: x.startswith("#"), lines)
+                       if not line.startswith("# @package"))  # fmt: skip
+    end = re.search(r"(?<!e\.g)(?<!i\.e)(?<!\bal)\.(\s|$)", comment)  # not after "e.g.", "i.e.", "et al."
+    return comment[: end.start() + 1] if end else comment
 
 
 def _schema(group: str, option: str) -> type | None:
@@ -46,7 +56,7 @@ def _store_schemas() -> None:
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
     for group in GROUPS:
-        for option in _options(group):
+        for option in group_options(group):
             schema = _schema(group, option)
             name = f"{group}_schema" if group in _SHARED else f"{option}_schema"
             if schema is not None:
@@ -78,7 +88,7 @@ def _rewrite(err: Exception, overrides: Sequence[str]) -> ConfigError:
     missing = re.search(r"Could not find '(\w+)/([^']+)'", text)
     if missing:
         group, option = missing.groups()
-        return ConfigError(f"unknown {group} '{option}'; valid {group} options: {', '.join(_options(group))}")
+        return ConfigError(f"unknown {group} '{option}'; valid {group} options: {', '.join(group_options(group))}")
     bad_key = re.search(r"Could not override '([^']+)'", text)
     if bad_key:
         key = bad_key.group(1)

@@ -69,8 +69,8 @@ def test_resolved_config_is_saved(tmp_path):
 
 
 def test_every_shipped_option_composes():
-    from avlearn.config.compose import GROUPS, _options
+    from avlearn.config.compose import GROUPS, group_options
 
     for group in GROUPS:
-        for option in _options(group):
+        for option in group_options(group):
             assert compose_run([f"{group}={option}"])[group].name == option
