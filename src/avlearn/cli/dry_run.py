@@ -77,7 +77,7 @@ def build_cheaply(cfg: DictConfig, info: DatasetInfo) -> torch.nn.Module:
 def optimisation(train: DictConfig) -> str:
     """One line: optimizer, rate, weight decay, schedule, length, batch and early stopping of ``train``."""
     schedule = {
-        "step": f"step decay every {train.step_every} epochs x {train.step_gamma}",
+        "step": f"step decay every {train.step_every:g} epochs x {train.step_gamma:g}",
         "constant": "constant",
     }.get(train.schedule, f"{train.schedule} decay")
     length = f"{train.steps} steps" if train.steps > 0 else f"{train.epochs} epochs"

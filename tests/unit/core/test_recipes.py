@@ -84,7 +84,7 @@ def test_tiny_recipes_are_the_acceptance_runs(recipe, run, head):
     )
     assert (d.clips, d.size, d.frame_size) == (defaults["clips"], defaults["size"], defaults["size"])
     assert (t.epochs, t.lr, t.optimizer) == (defaults["epochs"], defaults["lr"], "adamw")
-    assert t.weight_decay == loop["AdamW"]["weight_decay"]
+    assert t.weight_decay == loop["AdamW"]["weight_decay"] and t.no_decay is False  # AdamW decays every parameter
     assert (t.batch_size, t.grad_clip) == (loop["DataLoader"]["batch_size"], loop["clip_grad_norm_"]["_args"][0])
     assert t.warmup_epochs == pytest.approx(loop["OneCycleLR"]["pct_start"] * t.epochs) and t.schedule == "cosine"
     assert (cfg.method.name, cfg.backbone.visual, cfg.backbone.audio) == ("dgsct_tiny", "swinv2_tiny", "htsat_tiny")
