@@ -7,7 +7,9 @@ Methods, tasks, backbones, datasets and scorers register at their definition sit
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+import inspect
+from collections import Counter
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from avlearn.errors import ConfigError
@@ -52,12 +54,27 @@ class Registry:
         """All registered names, sorted."""
         return sorted(self._entries)
 
-    def describe(self) -> dict[str, str]:
-        """Name -> first docstring line, for ``avlearn info``."""
-        return {n: ((self._entries[n].__doc__ or "").strip().splitlines() or [""])[0] for n in self.names()}
+    def describe(self, notes: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Name -> one line for ``avlearn info``: the first paragraph of the builder's docstring, whole.
+
+        A builder registered under several names (variants of one class, e.g. ``dgsct`` and ``dgsct_tiny``) shares
+        one docstring, so such a name is described by ``notes[name]`` when given (``avlearn info`` passes the first
+        sentence of each variant's config file): every name's line then says what distinguishes it.
+        """
+        notes = notes or {}
+        uses = Counter(id(builder) for builder in self._entries.values())
+        return {
+            n: notes[n] if uses[id(self._entries[n])] > 1 and n in notes else _first_paragraph(self._entries[n])
+            for n in self.names()
+        }
 
     def __contains__(self, name: str) -> bool:
         return name in self._entries
+
+
+def _first_paragraph(obj: Any) -> str:
+    """The first paragraph of ``obj``'s docstring on one line ("" without a docstring)."""
+    return " ".join(inspect.cleandoc(obj.__doc__ or "").split("\n\n")[0].split())
 
 
 BACKBONES = Registry("backbone")

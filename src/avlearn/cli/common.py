@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 OVERRIDES_HELP = """\
-Configuration (Hydra): groups task/ method/ backbone/ data/ train/ and top-level keys seed, shots, out, name.
+Configuration (Hydra): groups task/ method/ backbone/ data/ train/ recipe/ and top-level keys seed, shots, out, name.
   pick a group option      method=baseline  train=demo
+  a whole recipe           recipe=dgsct_ave_paper         (task, method, backbone, data and train of a paper run)
   set a key                train.epochs=5  data.clips=200  method.dim=64  seed=3
   sweep (with -m)          -m seed=1,2,3 shots=1,2,4     (one run per combination)
+Overrides win over the recipe; a key given twice on the command line is a warning (the last value wins).
 An unknown key or option is an error that lists the valid ones. Each run prints its resolved config and saves
 it as config.yaml in its run folder (out/<name>/<timestamp>/).
 """
@@ -21,6 +28,25 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", "--multirun", action="store_true", help="run every combination of comma-separated values")
 
 
+def compose_runs(
+    overrides: Sequence[str], multirun: bool, preset: Sequence[str] = ()
+) -> list[tuple[list[str], DictConfig]]:
+    """Each sweep combination's overrides and its composed config, all composed first (a bad one fails fast).
+
+    A key that the command line gives twice is a warning on stderr (rank 0 only); ``preset`` (the subcommand's own
+    overrides, e.g. the demo's) is not compared with the command line: the command line overrides it.
+    """
+    from avlearn.config import compose_run, expand_sweep
+    from avlearn.config.compose import repeated_keys
+    from avlearn.engine.env import process_rank
+
+    combos = expand_sweep(list(overrides), multirun)  # checks the syntax first
+    if process_rank() == 0:
+        for line in repeated_keys(overrides):
+            print(f"avlearn: warning: {line}", file=sys.stderr)
+    return [(combo, compose_run([*preset, *combo])) for combo in combos]
+
+
 def run_configs(overrides: Sequence[str], multirun: bool, preset: Sequence[str] = ()) -> list[dict]:
     """Compose and run one supervised run per sweep combination; prints a table when there are several.
 
@@ -29,19 +55,17 @@ def run_configs(overrides: Sequence[str], multirun: bool, preset: Sequence[str] 
     import contextlib
     import io
 
-    from avlearn.config import compose_run, expand_sweep
     from avlearn.engine.env import process_rank, teardown
     from avlearn.engine.run import run_supervised
 
-    combos = expand_sweep(list(overrides), multirun)
-    configs = [compose_run([*preset, *combo]) for combo in combos]  # fail fast: every config is checked first
+    runs = compose_runs(overrides, multirun, preset)
     results = []
     quiet = contextlib.redirect_stdout(io.StringIO()) if process_rank() else contextlib.nullcontext()
     with quiet:
         try:
-            for i, (combo, cfg) in enumerate(zip(combos, configs, strict=True), start=1):
-                if len(combos) > 1:
-                    print(f"\n=== run {i}/{len(combos)}: {' '.join(combo)}", flush=True)
+            for i, (combo, cfg) in enumerate(runs, start=1):
+                if len(runs) > 1:
+                    print(f"\n=== run {i}/{len(runs)}: {' '.join(combo)}", flush=True)
                 results.append({"overrides": combo, **run_supervised(cfg)})
         except BaseException:
             teardown(wait=False)

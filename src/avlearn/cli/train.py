@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from avlearn.cli.common import OVERRIDES_HELP, add_override_arguments, run_configs
+from avlearn.cli.common import OVERRIDES_HELP, add_override_arguments, compose_runs, run_configs
 
 HELP = "train a task with a method (Hydra overrides; -m sweeps)"
 DESCRIPTION = f"""\
@@ -19,6 +19,8 @@ AVSynth renders the part the task reads (data.clips clips).
 
 Examples:
   avlearn train task=ave method=baseline backbone=small_cnn data=avsynth
+  avlearn train recipe=dgsct_ave_tiny                          # a whole recipe (config/recipe/); overrides win
+  avlearn train recipe=dgsct_ave_paper data.root=AVE --dry-run  # print the config and parameter groups, then exit
   avlearn train task=avvp train.lr=3e-4 train.batch_size=8 train.epochs=40 train.weight_decay=0
   avlearn train task=ave method=dgsct_tiny backbone=dgsct_tiny train.lr=1e-3
   avlearn train train.epochs=30 method.dim=256 out=runs
@@ -40,8 +42,22 @@ See docs/training.md.
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_override_arguments(parser)
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved config and the parameter groups, then exit (no data is read, nothing is trained)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        from avlearn.cli.dry_run import dry_run
+
+        runs = compose_runs(args.overrides, args.multirun)
+        for i, (combo, cfg) in enumerate(runs, start=1):
+            if len(runs) > 1:
+                print(f"\n=== run {i}/{len(runs)}: {' '.join(combo)}")
+            print(dry_run(cfg), flush=True)
+        return 0
     run_configs(args.overrides, args.multirun)
     return 0

@@ -2,7 +2,9 @@
 
 We use Hydra's compose API (not ``@hydra.main``) so that the CLI keeps its subcommands and so that errors can be
 rewritten into one line that lists the valid options or keys. Schemas: ``schema.py`` for the shared groups, and the
-``Config`` dataclass of each registered task and method for its own group option.
+``Config`` dataclass of each registered task and method for its own group option. The ``recipe`` group (Hydra's
+experiment pattern: ``# @package _global_`` files that pick task, method, backbone and set data and train keys) is
+applied after the other groups; command-line overrides still win over it.
 """
 
 from __future__ import annotations
@@ -19,13 +21,23 @@ from avlearn.config.schema import BackboneConfig, DataConfig, RunConfig, TrainCo
 from avlearn.errors import ConfigError
 from avlearn.registry import METHODS, TASKS
 
-GROUPS = ("task", "method", "backbone", "data", "train")
+GROUPS = ("task", "method", "backbone", "data", "train")  # the groups with a schema; ``recipe`` has none
 CONFIG_DIR = Path(__file__).parent
 _SHARED = {"backbone": BackboneConfig, "data": DataConfig, "train": TrainConfig}
 
 
-def _options(group: str) -> list[str]:
+def group_options(group: str) -> list[str]:
+    """The options of config group ``group``: its yaml files' names, sorted."""
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def describe_option(group: str, option: str) -> str:
+    """The first sentence of the leading comment of ``<group>/<option>.yaml``, on one line (for ``avlearn info``)."""
+    lines = (CONFIG_DIR / group / f"{option}.yaml").read_text().splitlines()
+    comment = " ".join(line.lstrip("# ").strip() for line in itertools.takewhile(lambda x: x.startswith("#"), lines)
+                       if not line.startswith("# @package"))  # fmt: skip
+    end = re.search(r"(?<!e\.g)(?<!i\.e)(?<!\bal)\.(\s|$)", comment)  # not after "e.g.", "i.e.", "et al."
+    return comment[: end.start() + 1] if end else comment
 
 
 def _schema(group: str, option: str) -> type | None:
@@ -44,7 +56,7 @@ def _store_schemas() -> None:
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
     for group in GROUPS:
-        for option in _options(group):
+        for option in group_options(group):
             schema = _schema(group, option)
             name = f"{group}_schema" if group in _SHARED else f"{option}_schema"
             if schema is not None:
@@ -59,10 +71,15 @@ def _valid_keys(key: str, overrides: Sequence[str]) -> list[str]:
     if group in _SHARED:
         return [f.name for f in fields(_SHARED[group])]
     if group in ("task", "method"):
-        chosen = next((o.split("=", 1)[1] for o in overrides if o.startswith(f"{group}=")), None)
-        schema = _schema(group, chosen or {"task": "ave", "method": "baseline"}[group])
+        schema = _schema(group, _chosen(group, overrides))
         return [f.name for f in fields(schema)] if schema is not None else []
     return []
+
+
+def _chosen(group: str, overrides: Sequence[str]) -> str:
+    """The ``task`` or ``method`` option that ``overrides`` pick (the last one), else the default."""
+    picked = [o.split("=", 1)[1] for o in overrides if o.startswith(f"{group}=")]
+    return picked[-1] if picked else {"task": "ave", "method": "baseline"}[group]
 
 
 def _rewrite(err: Exception, overrides: Sequence[str]) -> ConfigError:
@@ -71,12 +88,19 @@ def _rewrite(err: Exception, overrides: Sequence[str]) -> ConfigError:
     missing = re.search(r"Could not find '(\w+)/([^']+)'", text)
     if missing:
         group, option = missing.groups()
-        return ConfigError(f"unknown {group} '{option}'; valid {group} options: {', '.join(_options(group))}")
+        return ConfigError(f"unknown {group} '{option}'; valid {group} options: {', '.join(group_options(group))}")
     bad_key = re.search(r"Could not override '([^']+)'", text)
     if bad_key:
         key = bad_key.group(1)
         where = key.rsplit(".", 1)[0] if "." in key else "the run config"
         return ConfigError(f"unknown key '{key}'; valid keys of {where}: {', '.join(_valid_keys(key, overrides))}")
+    in_file = re.search(r"In '([\w/]+)'.*?Key '\w+' not in '\w+'\s+full_key: (\S+)", text, re.S)
+    if in_file:  # a key that a config file (a recipe) sets but the group option chosen on the command line lacks
+        source, key = in_file.groups()
+        group = key.split(".")[0]
+        option = f"{group} {_chosen(group, overrides)}" if group in ("task", "method") else group
+        return ConfigError(f"{source} sets '{key}', which {option} does not have; its keys: "
+                           f"{', '.join(_valid_keys(key, overrides))}")  # fmt: skip
     value = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text)
     merging = re.search(r"Error merging override ([^=\s]+)=", text)
     if value and merging:
@@ -103,6 +127,25 @@ def compose_run(overrides: Sequence[str] = (), config_name: str = "config") -> D
         if schema is not None:
             check_choices(schema, cfg[group], group)
     return cfg
+
+
+def repeated_keys(overrides: Sequence[str]) -> list[str]:
+    """One warning line per key that ``overrides`` set more than once, naming the values; the last one wins.
+
+    Only the command line's own overrides are compared: a key that a recipe or a group option sets and the command
+    line sets again is an ordinary override.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    values: dict[str, list[str]] = {}
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        values.setdefault(override.key_or_group, []).append(override.get_value_string())
+    return [
+        f"{key} is given {len(given)} times on the command line ({', then '.join(given)}); the last one wins: "
+        f"{key}={given[-1]}"
+        for key, given in values.items()
+        if len(given) > 1
+    ]
 
 
 def expand_sweep(overrides: Sequence[str], multirun: bool) -> list[list[str]]:

@@ -54,3 +54,17 @@ def test_unwritable_run_folder_is_one_line(tmp_path, capsys):
     assert main(["train", f"out={blocker}", "train.epochs=1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "cannot create the run folder" in err and "out=" in err and len(err.splitlines()) == 1
+
+
+def test_info_descriptions_are_whole_and_distinct_per_name(capsys):
+    """Every registered name (and recipe) has its own description, a whole sentence; variants of one class (the
+    dgsct* methods, avs_s4 / avs_ms3) are told apart by their config files."""
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    for kind in ("backbones", "methods", "tasks", "datasets", "scorers", "recipes"):
+        descriptions = list(info[kind].values())
+        assert len(set(descriptions)) == len(descriptions), kind
+        assert all(d.endswith((".", ")")) for d in descriptions), kind  # never cut mid-sentence
+    assert "depths 1-2-1-1" in info["backbones"]["swinv2_tiny"]  # the docstring's second line, kept
+    assert "test size" in info["methods"]["dgsct_tiny"] and "MS3" in info["tasks"]["avs_ms3"]
+    assert set(info["recipes"]) >= {"dgsct_ave_paper", "dgsct_ave_tiny"}

@@ -1,0 +1,160 @@
+"""Recipes (config/recipe/): the DG-SCT paper runs, the tiny AVSynth acceptance runs, and ``train --dry-run``."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from avlearn.cli.main import main
+from avlearn.config import compose_run
+from avlearn.config.compose import group_options
+
+RECIPES = group_options("recipe")
+ACCEPTANCE = Path(__file__).parents[2] / "integration" / "test_dgsct_learning.py"
+
+
+def test_every_recipe_composes_and_names_its_runs():
+    assert {"dgsct_ave_paper", "dgsct_avvp_paper", "dgsct_ave_tiny", "dgsct_avvp_tiny"} <= set(RECIPES)
+    for recipe in RECIPES:
+        cfg = compose_run([f"recipe={recipe}"])
+        assert cfg.name == recipe and cfg.train.name == recipe
+
+
+def test_ave_paper_recipe_is_the_seeds_run():
+    """DG-SCT/AVE/train.sh: Adam (no weight decay), lr 5e-4, StepLR(3, 0.35), batch 8, 50 epochs, early stop 20."""
+    cfg = compose_run(["recipe=dgsct_ave_paper"])
+    t = cfg.train
+    assert (t.optimizer, t.lr, t.weight_decay) == ("adam", 5e-4, 0)
+    assert (t.schedule, t.step_every, t.step_gamma) == ("step", 3, 0.35)
+    assert (t.batch_size, t.epochs, t.patience, t.warmup_epochs, t.grad_clip, t.select) == (8, 50, 20, 0, 0, "best")
+    assert (cfg.task.name, cfg.task.head, cfg.method.name, cfg.backbone.name) == ("ave", "cmbs", "dgsct", "dgsct")
+    assert (cfg.backbone.freeze, cfg.data.frame_size, cfg.data.sample_rate, cfg.seed) == ("all", 192, 32000, 43)
+
+
+def test_avvp_paper_recipe_is_the_seeds_run():
+    """DG-SCT/AVVP/main.py: Adam(lr 3e-4, wd 0), StepLR(10, 0.1), 40 epochs, batch 8, no early stop."""
+    cfg = compose_run(["recipe=dgsct_avvp_paper"])
+    t = cfg.train
+    assert (t.optimizer, t.lr, t.weight_decay) == ("adam", 3e-4, 0)
+    assert (t.schedule, t.step_every, t.step_gamma) == ("step", 10, 0.1)
+    assert (t.batch_size, t.epochs, t.patience) == (8, 40, 0)
+    assert (cfg.task.name, cfg.method.name, cfg.backbone.name, cfg.task.depth_av) == ("avvp", "dgsct", "dgsct", 6)
+
+
+def _calls(function: ast.FunctionDef) -> dict[str, dict]:
+    """Callee name -> its constant keyword arguments (and ``_args``: constant positional ones), in ``function``."""
+    out = {}
+    for node in ast.walk(function):
+        if isinstance(node, ast.Call):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            kwargs = {k.arg: k.value.value for k in node.keywords if isinstance(k.value, ast.Constant)}
+            out[name] = {**kwargs, "_args": [a.value for a in node.args if isinstance(a, ast.Constant)]}
+    return out
+
+
+def _acceptance() -> tuple[dict, dict]:
+    """The acceptance test's functions (by name) and its module-level ``SYNTH``, read from its source."""
+    tree = ast.parse(ACCEPTANCE.read_text())
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    synth = next(
+        ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "SYNTH"
+    )
+    return functions, synth
+
+
+@pytest.mark.parametrize(("recipe", "run", "head"), [("dgsct_ave_tiny", "run_ave", "AVEConfig"),
+                                                      ("dgsct_avvp_tiny", "run_avvp", "AVVPConfig")])  # fmt: skip
+def test_tiny_recipes_are_the_acceptance_runs(recipe, run, head):
+    """Every setting the acceptance run of tests/integration/test_dgsct_learning.py fixes, read from its source."""
+    functions, synth = _acceptance()
+    args = functions[run].args
+    defaults = {a.arg: d.value for a, d in zip(args.args[-len(args.defaults) :], args.defaults, strict=True)}
+    loop, model = _calls(functions["_fit_and_test"]), _calls(functions["_tiny_method"])
+    cfg = compose_run([f"recipe={recipe}"])
+    d, t = cfg.data, cfg.train
+    assert (d.name, d.synth_seed, d.num_classes, d.fps) == (
+        "avsynth",
+        synth["seed"],
+        synth["num_classes"],
+        synth["fps"],
+    )
+    assert (d.clips, d.size, d.frame_size) == (defaults["clips"], defaults["size"], defaults["size"])
+    assert (t.epochs, t.lr, t.optimizer) == (defaults["epochs"], defaults["lr"], "adamw")
+    assert t.weight_decay == loop["AdamW"]["weight_decay"] and t.no_decay is False  # AdamW decays every parameter
+    assert (t.batch_size, t.grad_clip) == (loop["DataLoader"]["batch_size"], loop["clip_grad_norm_"]["_args"][0])
+    assert t.warmup_epochs == pytest.approx(loop["OneCycleLR"]["pct_start"] * t.epochs) and t.schedule == "cosine"
+    assert (cfg.method.name, cfg.backbone.visual, cfg.backbone.audio) == ("dgsct_tiny", "swinv2_tiny", "htsat_tiny")
+    fixed = {**model["DGSCTConfig"], **_calls(functions[run])[head]}  # the method's and the head's settings
+    for key, value in fixed.items():
+        if key != "_args":
+            assert cfg[("method" if key in model["DGSCTConfig"] else "task")][key] == value, key
+
+
+def test_command_line_overrides_win_over_the_recipe():
+    for overrides in (["recipe=dgsct_ave_paper", "train.lr=1e-3", "task=ave_cls", "method=dgsct_tiny"],
+                      ["train.lr=1e-3", "task=ave_cls", "method=dgsct_tiny", "recipe=dgsct_ave_paper"]):  # fmt: skip
+        cfg = compose_run(overrides)
+        assert (cfg.train.lr, cfg.task.name, cfg.method.name, cfg.train.epochs) == (1e-3, "ave_cls", "dgsct_tiny", 50)
+
+
+def test_recipe_key_missing_from_the_chosen_option_is_one_line():
+    from avlearn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^recipe/dgsct_ave_paper sets 'task.head', which task avvp does not have;.*"
+                                          r"depth_av") as err:  # fmt: skip
+        compose_run(["recipe=dgsct_ave_paper", "task=avvp"])
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_dry_run_prints_config_and_parameter_groups_and_builds_nothing_heavy(recipe, tmp_path,
+                                                                              monkeypatch, capsys):  # fmt: skip
+    from avlearn.cli.dry_run import build_cheaply, dataset_info
+    from avlearn.engine import optim
+
+    monkeypatch.setenv("AVLEARN_CACHE", str(tmp_path / "cache"))
+    assert main(["train", f"recipe={recipe}", f"out={tmp_path / 'runs'}", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    cfg = compose_run([f"recipe={recipe}"])
+    t = cfg.train
+    for line in (f"optimizer: {t.optimizer}", f"schedule: {t.schedule}", f"lr: {t.lr}", f"epochs: {t.epochs}",
+                 f"batch_size: {t.batch_size}", f"patience: {t.patience}", f"name: {recipe}"):  # fmt: skip
+        assert line in out, line
+    task = build_cheaply(cfg, dataset_info(cfg))
+    trained = sum(p.numel() for p in task.parameters() if p.requires_grad)
+    assert f"{trained / 1e6:.2f} M trained" in out
+    assert all(group["name"] in out for group in optim.param_groups(task, t))
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "runs").exists()  # no AVSynth, no run folder
+
+
+def test_dry_run_of_the_ave_paper_recipe_states_the_seeds_numbers(capsys):
+    assert main(["train", "recipe=dgsct_ave_paper", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert ("training: adam lr 0.0005 weight decay 0, 0 warmup epochs then step decay every 3 epochs x 0.35, 50 epochs"
+            " of batch 8, early stop after 20 validations without improvement") in out  # fmt: skip
+    assert "28 classes" in out  # AVE's own classes: no data.root needed
+
+
+def test_dry_run_reads_the_classes_of_a_real_root(tmp_path, capsys):
+    (tmp_path / "categories.txt").write_text("Bark\nCat\nGoat\n")
+    assert main(["train", "recipe=dgsct_ave_tiny", "data.name=ave", f"data.root={tmp_path}", "--dry-run"]) == 0
+    assert "3 classes" in capsys.readouterr().out
+
+
+def test_dry_run_of_avqa_is_a_one_line_error(capsys):
+    assert main(["train", "task=avqa", "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "task=avqa" in err and "answer vocabulary" in err
+
+
+def test_a_key_given_twice_warns_once_and_the_last_wins(capsys):
+    overrides = ["recipe=dgsct_ave_tiny", "train.lr=1e-3", "train.epochs=2", "train.lr=2e-3", "--dry-run"]
+    assert main(["train", *overrides]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [
+        "avlearn: warning: train.lr is given 2 times on the command line (1e-3, then 2e-3); the last one wins: "
+        "train.lr=2e-3"
+    ]  # train.lr and train.epochs set by the recipe and again on the command line: no warning for that
+    assert "  lr: 0.002\n" in captured.out and "  epochs: 2\n" in captured.out
