@@ -4,7 +4,7 @@
 torchrun started. The run folder (made by rank 0) holds ``config.yaml`` (the resolved config),
 ``metrics.jsonl`` (steps and epochs), ``checkpoint/`` (the best epoch on the validation split), ``last/`` (the
 resumable state), ``metrics.json`` (final scores, the task's primary metric and its chance levels) and the task's
-plot (``avlearn.engine.reports``: ``timeline.png`` for AVE and AVVP, ``masks.png`` for AVS, ``grounding.png``
+plot (``avlearn.viz.reports``: ``timeline.png`` for AVE and AVVP, ``masks.png`` for AVS, ``grounding.png``
 for AVQA). ``resume=true`` continues the newest run of ``out/name`` from ``last/``; its config must be the same.
 """
 
@@ -20,8 +20,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from avlearn.engine.env import Env, barrier, broadcast_object, seed_everything, setup
-from avlearn.engine.files import atomic_write_text
 from avlearn.errors import AvlearnError, ConfigError
+from avlearn.files import atomic_write_text
+from avlearn.registry import TASKS
 
 __all__ = ["run_supervised", "make_run_dir", "find_resumable"]
 
@@ -128,7 +129,6 @@ def _init_from(task: torch.nn.Module, source: str) -> None:
 def run_supervised(cfg: DictConfig) -> dict:
     """Train and test one configuration; returns the final scores (rank 0 also writes ``metrics.json``)."""
     from avlearn.engine.loop import RunInfo, evaluate, fit
-    from avlearn.engine.reports import report_for
     from avlearn.engine.resume import load_model
 
     started = time.perf_counter()
@@ -142,7 +142,7 @@ def run_supervised(cfg: DictConfig) -> dict:
     val_scores, _ = evaluate(task, splits.val, cfg.train.batch_size, env, cfg.train.precision)
     test_scores, test_out = evaluate(task, splits.test, cfg.train.batch_size, env, cfg.train.precision)
     scores = {"val": val_scores, "test": test_scores, "best_epoch": state.best_epoch}
-    report = report_for(cfg.task.name)
+    report = TASKS.spec(cfg.task.name).report  # registered with the task (avlearn.viz.reports)
     chance = report.chance(splits, task, test_out) if report else {}
     plot = report.plot_name if report else None
     result = {**scores, "task": cfg.task.name, "primary_metric": task.primary_metric, "chance": chance, "plot": plot,

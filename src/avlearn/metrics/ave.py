@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from avlearn.data.datasets.ave import AVE_CATEGORIES, read_classes, read_segment_labels
 from avlearn.data.textfiles import parse_int, text_lines
@@ -95,6 +96,13 @@ def _video_label(segments: np.ndarray, background: int) -> int:
     """The class of a video: its first event segment (the DG-SCT classification convention)."""
     events = segments[segments != background]
     return int(events[0]) if events.size else background
+
+
+def clip_class(labels: torch.Tensor, background: int) -> torch.Tensor:
+    """(B, S) segment labels -> (B,) the class of the first event segment, -100 (ignored by CE) if there is none."""
+    event = labels != background  # (B, S)
+    first = event.int().argmax(dim=1, keepdim=True)  # (B, 1) index of the first event segment (0 if none)
+    return torch.where(event.any(dim=1), labels.gather(1, first).squeeze(1), torch.full_like(labels[:, 0], -100))
 
 
 @SCORERS.register("ave")
