@@ -19,15 +19,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from avlearn.data.datasets.ave import AVE_CATEGORIES, read_classes, read_segment_labels
 from avlearn.data.textfiles import parse_int, text_lines
 from avlearn.errors import DataError
 from avlearn.metrics.formats import PathLike, as_numpy, check_ids, expect_files
 from avlearn.registry import SCORERS
+
+if TYPE_CHECKING:
+    import torch  # the scorers import without torch (tests/unit/datasets/test_textfiles.py)
 
 BACKGROUND = len(AVE_CATEGORIES)  # 28
 NUM_SEGMENTS = 10
@@ -99,10 +102,13 @@ def _video_label(segments: np.ndarray, background: int) -> int:
 
 
 def clip_class(labels: torch.Tensor, background: int) -> torch.Tensor:
-    """(B, S) segment labels -> (B,) the class of the first event segment, -100 (ignored by CE) if there is none."""
+    """(B, S) segment labels -> (B,) the class of the first event segment, -100 (ignored by CE) if there is none.
+
+    The tensor twin of ``_video_label``: the class that AVE classification trains on and scores against.
+    """
     event = labels != background  # (B, S)
     first = event.int().argmax(dim=1, keepdim=True)  # (B, 1) index of the first event segment (0 if none)
-    return torch.where(event.any(dim=1), labels.gather(1, first).squeeze(1), torch.full_like(labels[:, 0], -100))
+    return labels.gather(1, first).squeeze(1).where(event.any(dim=1), -100)  # (B,)
 
 
 @SCORERS.register("ave")

@@ -6,7 +6,7 @@ Follows DG-SCT's few-shot data (haoyi-duan/DG-SCT ``few-shot/dataloader.py``; sp
   keeps its label (background = K), so the targets are ``labels (S,)`` as for the AVE task.
 - ``fewshot_llp_cls`` reads LLP (AVVP); only videos with a single weak label are drawn for training (as the seed);
   validation and test keep every video; the targets are ``labels (K,)``, the multi-hot weak labels.
-- DG-SCT's pre-training and zero-shot (``avlearn.tasks.zeroshot``) use the same pipeline: ``pretrain_segments`` reads
+- DG-SCT's pre-training and zero-shot prompt tasks (``avlearn.tasks.fewshot``) use it too: ``pretrain_segments`` reads
   VGGSound-AVEL40K (``vggsound-avel40k_labels.csv``: per-second flags -> ``labels (S,)``, background = K);
   ``zeroshot_ave`` / ``zeroshot_ave_cls`` read AVE and ``zeroshot_llp_cls`` LLP, as the few-shot tasks (``shots=0``;
   every video of every split is kept, multi-label LLP videos included).
