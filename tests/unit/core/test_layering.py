@@ -9,6 +9,7 @@ top-level package has to be placed in the order.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,6 +140,12 @@ def violation(imp: Import) -> str | None:
 def test_every_module_has_a_layer():
     unplaced = [name for name in all_modules() if layer_of(name) is None]
     assert not unplaced, f"modules in no layer (add them to LAYERS and docs/architecture.md): {unplaced}"
+
+
+def test_docs_list_the_same_layers_in_the_same_order():
+    text = (SRC.parent / "docs" / "architecture.md").read_text()
+    rows = re.findall(r"^\| (\d+) \| (\w+) \|", text, flags=re.M)  # | # | layer | packages | ...
+    assert [(int(i), name) for i, name in rows] == [(i, name) for i, (name, _) in enumerate(LAYERS)]
 
 
 def test_no_import_runs_up_or_sideways():
