@@ -10,7 +10,7 @@ Methods:
 - ``pyav_naive`` (baseline): PyAV decoding every frame to RGB with ``to_ndarray``, audio per frame through an
   ``AudioResampler``, as a first implementation would.
 - ``avlearn_direct``: ``avlearn.io.read_clip(path, fps=1, size=224)``.
-- ``avlearn_store``: ``ClipStore.clip(key)`` on a store written by ``avlearn.io.extract`` (random access).
+- ``avlearn_store``: ``ClipStore.clip(key)`` on a store written by ``avlearn.data.extract`` (random access).
 - ``decord`` (``VideoReader.get_batch`` + ``AudioReader``) and ``torchcodec`` (``VideoDecoder(seek_mode="exact")
   .get_frames_played_at`` + ``AudioDecoder``), when installed; otherwise reported as unavailable with the reason.
 They are not dependencies of avlearn: ``pip install decord torchcodec==0.13.0`` (torchcodec also needs the
@@ -124,8 +124,8 @@ def _agreement(paths: list[str], readers: dict[str, Callable]) -> dict[str, dict
 
 def run(clips: int, source_fps: int, rounds: int, work: Path) -> dict:
     """Build the clips and the store, time every method, and return the report."""
+    from avlearn.data.extract import ClipSpec, extract
     from avlearn.data.store import ClipStore
-    from avlearn.io.extract import ClipSpec, extract
 
     started = time.perf_counter()
     paths = _make_clips(work, clips, source_fps)

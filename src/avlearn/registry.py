@@ -2,14 +2,20 @@
 
 Methods, tasks, backbones, datasets and scorers register at their definition site with a decorator;
 ``avlearn info`` lists them. A name is looked up in exactly one flat table: no scopes, no nesting.
+A component package imports all its modules (``register_package``), so a new file registers by being there.
+A task registers with what it brings besides its class (``TaskSpec``: its data pipeline, the AVSynth part it reads
+and its report), so a new task is one file and one yaml, and nothing else names it.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
+import pkgutil
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from avlearn.errors import ConfigError
@@ -77,9 +83,58 @@ def _first_paragraph(obj: Any) -> str:
     return " ".join(inspect.cleandoc(obj.__doc__ or "").split("\n\n")[0].split())
 
 
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a task registers besides its class.
+
+    Attributes:
+        pipeline: ``(run config, audio preprocess) -> Splits``, the task's data (``avlearn.data.pipelines``);
+            None: the task has no pipeline yet (``build_splits`` refuses it).
+        synth_part: The AVSynth part the task reads: ``"events"`` (AVE / LLP clips), ``"avs"`` (AVSBench S4 and
+            MS3) or ``"avqa"``; only that part is rendered for it.
+        report: How a finished run is reported (``avlearn.viz.reports.Report``: chance levels and a plot); None: no
+            chance level and no plot.
+    """
+
+    pipeline: Callable[..., Any] | None = None
+    synth_part: str = "events"
+    report: Any = None
+
+
+class TaskRegistry(Registry):
+    """The task table: each name also carries its ``TaskSpec``."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self._specs: dict[str, TaskSpec] = {}
+
+    def register(  # type: ignore[override]
+        self,
+        name: str | None = None,
+        *,
+        pipeline: Callable[..., Any] | None = None,
+        synth_part: str = "events",
+        report: Any = None,
+    ) -> Callable[[F], F]:
+        """Decorator: ``@TASKS.register("avs_s4", pipeline=avs_pipeline, synth_part="avs", report=AVS)``."""
+        add = super().register(name)
+
+        def add_with_spec(obj: F) -> F:
+            add(obj)  # refuses a name registered by another class before its spec is replaced
+            self._specs[name or obj.__name__] = TaskSpec(pipeline, synth_part, report)
+            return obj
+
+        return add_with_spec
+
+    def spec(self, name: str) -> TaskSpec:
+        """The ``TaskSpec`` of ``name``; an unknown name lists the registered tasks (as ``get``)."""
+        self.get(name)
+        return self._specs[name]
+
+
 BACKBONES = Registry("backbone")
 METHODS = Registry("method")
-TASKS = Registry("task")
+TASKS = TaskRegistry("task")
 DATASETS = Registry("dataset")
 SCORERS = Registry("scorer")
 
@@ -90,3 +145,9 @@ ALL: dict[str, Registry] = {
     "datasets": DATASETS,
     "scorers": SCORERS,
 }
+
+
+def register_package(package: str, path: Iterable[str]) -> None:
+    """Import every module of ``package`` (its ``__path__``): their decorators fill the registries."""
+    for module in pkgutil.iter_modules(path):
+        importlib.import_module(f"{package}.{module.name}")

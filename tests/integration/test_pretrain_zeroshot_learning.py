@@ -77,7 +77,7 @@ def _majority(labels: torch.Tensor) -> float:
 
 def _chance(task_name: str, labels: torch.Tensor, k: int) -> dict[str, float]:
     """Uniform and majority chance of the task's primary metric on the evaluated labels."""
-    from avlearn.tasks.ave import clip_class
+    from avlearn.metrics.ave import clip_class
 
     if task_name == "zeroshot_ave":
         return {"uniform": 100.0 / (k + 1), "majority": _majority(labels)}

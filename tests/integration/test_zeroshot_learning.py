@@ -62,7 +62,7 @@ def _majority(labels: torch.Tensor) -> float:
 def test_pretrained_captions_recognise_held_out_classes_zero_shot(tmp_path):
     from avlearn.build import audio_preprocess, build_task
     from avlearn.data.pipelines.captions import captions_splits, zeroshot_splits
-    from avlearn.tasks.ave import clip_class
+    from avlearn.metrics.ave import clip_class
 
     torch.set_num_threads(1)
     cfg = _config(tmp_path / "avsynth", "pretrain_captions", "holdout")

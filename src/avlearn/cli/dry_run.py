@@ -47,12 +47,12 @@ def dataset_info(cfg: DictConfig) -> DatasetInfo:
     of its annotation files under ``data.root`` (the benchmark's own classes when there is no ``data.root``). AVQA's
     head is sized by the answer vocabulary, which only the data holds: not supported.
     """
-    from avlearn.build import synth_part
     from avlearn.data.pipelines.avs import FRAMES
     from avlearn.data.schema import DatasetInfo
     from avlearn.data.synth import class_table
+    from avlearn.registry import TASKS
 
-    part = synth_part(cfg.task.name)
+    part = TASKS.spec(cfg.task.name).synth_part
     if part == "avs":
         return DatasetInfo((), segments=FRAMES)
     if part == "avqa":

@@ -22,9 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from avlearn.build import audio_preprocess, build_splits, build_trained
+    from avlearn.build import audio_preprocess, build_splits
     from avlearn.engine.env import setup
     from avlearn.engine.loop import evaluate
+    from avlearn.engine.trained import build_trained
 
     cfg, task, meta = build_trained(args.run)
     env = setup(cfg.train.device, cfg.train.threads, cfg.seed)

@@ -120,11 +120,11 @@ def _spec(args: argparse.Namespace) -> Any:
     _check_options(args)
     policies = {"start": args.start, "missing_audio": args.missing_audio, "short": args.short}
     if not args.features:
-        from avlearn.io.extract import ClipSpec
+        from avlearn.data.extract import ClipSpec
 
         size = _size(_or(args.size, "224"))
         return ClipSpec(_or(args.fps, 1.0), size, _or(args.sample_rate, 16000), args.duration, **policies)
-    from avlearn.io.features import FeatureSpec
+    from avlearn.data.features import FeatureSpec
 
     names, weights = _pairs(args.features, "--features"), _pairs(args.pretrained, "--pretrained")
     return FeatureSpec(
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     """Extract, print the counts and the failures; 1 if any clip failed."""
     from tqdm import tqdm
 
-    from avlearn.io.extract import extract, extract_features, find_videos
+    from avlearn.data.extract import extract, extract_features, find_videos
 
     spec = _spec(args)
     videos = find_videos(args.inputs)

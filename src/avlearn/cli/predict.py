@@ -38,7 +38,7 @@ def _plot(timeline: dict, path, class_names: tuple[str, ...]) -> None:  # noqa: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from avlearn.engine.files import atomic_write_bytes
+    from avlearn.files import atomic_write_bytes
 
     colours = plt.get_cmap("tab20" if len(class_names) > 10 else "tab10")
     fig, ax = plt.subplots(figsize=(9, 1.8))
@@ -64,10 +64,10 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from avlearn.build import build_trained
     from avlearn.engine.env import pick_device
-    from avlearn.engine.files import atomic_write_text
     from avlearn.engine.infer import predict_timeline
+    from avlearn.engine.trained import build_trained
+    from avlearn.files import atomic_write_text
 
     cfg, task, meta = build_trained(args.run)
     task.to(pick_device(cfg.train.device))

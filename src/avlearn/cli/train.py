@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 from avlearn.cli.common import OVERRIDES_HELP, add_override_arguments, compose_runs, run_configs
+
+TASKS_HERE = "{TASKS}"  # where the registered tasks go in DESCRIPTION
 
 HELP = "train a task with a method (Hydra overrides; -m sweeps)"
 DESCRIPTION = f"""\
@@ -13,9 +16,8 @@ and write a run folder out/<name>/<timestamp>/: config.yaml, metrics.jsonl (step
 checkpoint/ (best epoch: model.safetensors + checkpoint.json), last/ (resumable: model, optimizer, schedule,
 RNG and data position), tensorboard/ (if the tensorboard package is installed) and the task's plot.
 
-Tasks (task=): ave, ave_cls, avvp, avs_s4, avs_ms3, avqa, fewshot, fewshot_ave_cls, fewshot_llp_cls,
-pretrain_captions, zeroshot, zeroshot_cls, pretrain_segments, zeroshot_ave, zeroshot_ave_cls, zeroshot_llp_cls;
-AVSynth renders the part the task reads (data.clips clips).
+Tasks (task=), by the AVSynth part they read (only that part is rendered; data.clips clips):
+{TASKS_HERE}
 
 Examples:
   avlearn train task=ave method=baseline backbone=small_cnn data=avsynth
@@ -40,7 +42,28 @@ See docs/training.md.
 {OVERRIDES_HELP}"""
 
 
+def task_list() -> str:
+    """The registered tasks, grouped by the AVSynth part they read, one indented line (or more) per part."""
+    from avlearn import register_all
+    from avlearn.registry import TASKS
+
+    register_all()
+    parts: dict[str, list[str]] = {}
+    for name in TASKS.names():
+        parts.setdefault(TASKS.spec(name).synth_part, []).append(name)
+    lines = [f"{part}: {', '.join(names)}" for part, names in sorted(parts.items())]
+    return "\n".join(textwrap.fill(line, 110, initial_indent="  ", subsequent_indent="    ") for line in lines)
+
+
+class _HelpWithTasks(argparse.RawDescriptionHelpFormatter):
+    """Fills the task list in when the help is printed (registering every task takes seconds, parsing must not)."""
+
+    def add_text(self, text: str | None) -> None:
+        super().add_text(text.replace(TASKS_HERE, task_list()) if text and TASKS_HERE in text else text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = _HelpWithTasks
     add_override_arguments(parser)
     parser.add_argument(
         "--dry-run",

@@ -170,6 +170,6 @@ def expand_sweep(overrides: Sequence[str], multirun: bool) -> list[list[str]]:
 
 def save_config(cfg: DictConfig, run_dir: Path) -> Path:
     """Write the resolved config to ``run_dir/config.yaml`` atomically and return its path."""
-    from avlearn.engine.files import atomic_write_text
+    from avlearn.files import atomic_write_text
 
     return atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

@@ -1,1 +1,2 @@
-"""Data: AVSynth (``synth``), dataset readers (``datasets``), and turning clips into model inputs."""
+"""Data: AVSynth (``synth``), dataset readers (``datasets``), stores and ``avlearn extract`` (``store``, ``extract``,
+``features``), and turning clips into model inputs (``segments``, the per-task ``pipelines``)."""

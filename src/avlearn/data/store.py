@@ -10,7 +10,7 @@ Layout of a store folder::
 The shards are plain tars in WebDataset's naming (``key.ext``, all members of a sample adjacent), so the same store
 streams to many nodes with ``webdataset.WebDataset(store.shard_paths())``. ``ClipStore`` reads single samples
 through the byte offsets in the ``.idx.json`` files (``os.pread``, so forked DataLoader workers can share it).
-A clip store holds ``frames`` and ``wave`` per sample; a feature store (``avlearn.io.features``) ``visual`` and/or
+A clip store holds ``frames`` and ``wave`` per sample; a feature store (``avlearn.data.features``) ``visual`` and/or
 ``audio`` arrays.
 
 Atomicity: a shard is written as ``.shard-NNNNNN.tar.tmp`` and renamed when complete, then its index, then

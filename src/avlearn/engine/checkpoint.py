@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from avlearn.engine.files import atomic_write_bytes, atomic_write_text
 from avlearn.errors import AvlearnError
+from avlearn.files import atomic_write_bytes, atomic_write_text
 
 META = "checkpoint.json"
 FORMAT = 2

@@ -6,7 +6,7 @@ step, unless it is a resumed run) holds ``config.yaml`` (the resolved config),
 ``metrics.jsonl`` (steps, validations and epochs), ``checkpoint/`` (the selected model: best on the validation
 split, or the last state), ``last/`` (the resumable state), ``metrics.json`` (final scores, the task's primary
 metric and its chance levels; no test scores with ``train.test=false``) and the task's
-plot (``avlearn.engine.reports``: ``timeline.png`` for AVE and AVVP, ``masks.png`` for AVS, ``grounding.png``
+plot (``avlearn.viz.reports``: ``timeline.png`` for AVE and AVVP, ``masks.png`` for AVS, ``grounding.png``
 for AVQA). ``resume=true`` continues the newest run of ``out/name`` from ``last/``; its config must be the same.
 """
 
@@ -25,8 +25,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from avlearn.engine.env import Env, barrier, broadcast_object, seed_everything, setup
-from avlearn.engine.files import atomic_write_text
 from avlearn.errors import AvlearnError, ConfigError
+from avlearn.files import atomic_write_text
+from avlearn.registry import TASKS
 
 __all__ = ["run_supervised", "make_run_dir", "find_resumable"]
 
@@ -150,7 +151,6 @@ def _init_from(task: torch.nn.Module, source: str) -> None:
 def run_supervised(cfg: DictConfig) -> dict:
     """Train and test one configuration; returns the final scores (rank 0 also writes ``metrics.json``)."""
     from avlearn.engine.loop import RunInfo, evaluate, fit
-    from avlearn.engine.reports import report_for
     from avlearn.engine.resume import load_model
 
     started = time.perf_counter()
@@ -166,7 +166,7 @@ def run_supervised(cfg: DictConfig) -> dict:
         load_model(run_dir / "checkpoint", task, env)
     val_scores, _ = evaluate(task, splits.val, cfg.train.batch_size, env, cfg.train.precision)
     scores = {"val": val_scores, "best_epoch": state.best_epoch}
-    report = report_for(cfg.task.name) if cfg.train.test else None  # chance levels and plot read the test split
+    report = TASKS.spec(cfg.task.name).report if cfg.train.test else None  # chance levels and plot read the test split
     if cfg.train.test:
         scores["test"], test_out = evaluate(task, splits.test, cfg.train.batch_size, env, cfg.train.precision)
     chance = report.chance(splits, task, test_out) if report else {}

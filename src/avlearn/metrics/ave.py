@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from avlearn.data.textfiles import parse_int, text_lines
 from avlearn.errors import DataError
 from avlearn.metrics.formats import PathLike, as_numpy, check_ids, expect_files
 from avlearn.registry import SCORERS
+
+if TYPE_CHECKING:
+    import torch  # the scorers import without torch (tests/unit/datasets/test_textfiles.py)
 
 BACKGROUND = len(AVE_CATEGORIES)  # 28
 NUM_SEGMENTS = 10
@@ -95,6 +99,16 @@ def _video_label(segments: np.ndarray, background: int) -> int:
     """The class of a video: its first event segment (the DG-SCT classification convention)."""
     events = segments[segments != background]
     return int(events[0]) if events.size else background
+
+
+def clip_class(labels: torch.Tensor, background: int) -> torch.Tensor:
+    """(B, S) segment labels -> (B,) the class of the first event segment, -100 (ignored by CE) if there is none.
+
+    The tensor twin of ``_video_label``: the class that AVE classification trains on and scores against.
+    """
+    event = labels != background  # (B, S)
+    first = event.int().argmax(dim=1, keepdim=True)  # (B, 1) index of the first event segment (0 if none)
+    return labels.gather(1, first).squeeze(1).where(event.any(dim=1), -100)  # (B,)
 
 
 @SCORERS.register("ave")

@@ -29,9 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avlearn.data.pipelines.ave import ave_splits
 from avlearn.errors import ConfigError
+from avlearn.layers.temporal import GatedTemporalEncoder
+from avlearn.metrics.ave import clip_class
 from avlearn.registry import TASKS
 from avlearn.tasks.base import DatasetInfo
+from avlearn.viz.reports import AVE, AVE_CLS
 
 HEADS = ("fusion", "cmbs")
 
@@ -78,78 +82,6 @@ class FusionHead(nn.Module):
         return self.classify(h)  # (B, S, K + 1)
 
 
-class _CrossDecoder(nn.Module):
-    """One post-norm decoder layer with cross-attention only; the memory is ``[memory; query]`` along time."""
-
-    def __init__(self, d_model: int, heads: int, ffn: int, dropout: float) -> None:
-        super().__init__()
-        self.attn = nn.MultiheadAttention(d_model, heads, dropout=dropout, batch_first=True)
-        self.ffn = nn.Sequential(nn.Linear(d_model, ffn), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn, d_model))
-        self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, query: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        memory = torch.cat([memory, query], dim=1)  # (B, 2S, d)
-        x = self.norm1(query + self.drop(self.attn(query, memory, memory, need_weights=False)[0]))  # (B, S, d)
-        return self.norm2(x + self.drop(self.ffn(x)))  # (B, S, d)
-
-
-def _encoder(d_model: int, heads: int, ffn: int, layers: int, dropout: float) -> nn.TransformerEncoder:
-    layer = nn.TransformerEncoderLayer(d_model, heads, ffn, dropout, batch_first=True)  # post-norm, ReLU
-    return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-
-
-class GatedTemporalEncoder(nn.Module):
-    """CMBS's gated cross-modal temporal encoder (DG-SCT's ``TemporalAttention``), over S segments.
-
-    Audio and visual features are projected (``audio_dim``, ``visual_dim``), run through a BiLSTM each and a
-    self-attention encoder each (keys/values, width ``d_model``); sigmoid gates ``g_a``, ``g_v`` (B, S, 1) come from
-    them. With ``decoders`` (AVE), each modality's query attends to the other's encoding and is scaled by
-    ``1 + gamma * g_other``; without (DG-SCT's AVVP variant), the projected inputs themselves are scaled that way.
-
-    Returns ``visual``, ``audio`` (B, S, d_model with decoders, else the projection widths) and ``gate = g_a * g_v``.
-    """
-
-    def __init__(
-        self,
-        audio_in: int,
-        visual_in: int,
-        audio_dim: int,
-        visual_dim: int,
-        d_model: int,
-        heads: int,
-        ffn: int,
-        layers: int,
-        gamma: float,
-        decoders: bool,
-        dropout: float = 0.1,
-    ) -> None:
-        super().__init__()
-        self.gamma = gamma
-        self.audio_in = nn.Linear(audio_in, audio_dim)
-        self.visual_in = nn.Sequential(nn.Linear(visual_in, visual_dim), nn.ReLU(), nn.Dropout(0.2))
-        self.audio_rnn = nn.LSTM(audio_dim, audio_dim // 2, batch_first=True, bidirectional=True)
-        self.visual_rnn = nn.LSTM(visual_dim, visual_dim // 2, batch_first=True, bidirectional=True)
-        self.audio_key = nn.Sequential(nn.Linear(audio_dim, d_model), _encoder(d_model, heads, ffn, layers, dropout))
-        self.visual_key = nn.Sequential(nn.Linear(visual_dim, d_model), _encoder(d_model, heads, ffn, layers, dropout))
-        self.audio_gate, self.visual_gate = nn.Linear(d_model, 1), nn.Linear(d_model, 1)
-        self.decoders = decoders
-        if decoders:
-            self.audio_query, self.visual_query = nn.Linear(audio_dim, d_model), nn.Linear(visual_dim, d_model)
-            self.audio_decoder = _CrossDecoder(d_model, heads, ffn, dropout)
-            self.visual_decoder = _CrossDecoder(d_model, heads, ffn, dropout)
-
-    def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        audio, visual = self.audio_in(audio), self.visual_in(visual)  # (B, S, audio_dim), (B, S, visual_dim)
-        audio_seq, visual_seq = self.audio_rnn(audio)[0], self.visual_rnn(visual)[0]  # same widths
-        audio_kv, visual_kv = self.audio_key(audio_seq), self.visual_key(visual_seq)  # (B, S, d_model)
-        gate_a, gate_v = self.audio_gate(audio_kv).sigmoid(), self.visual_gate(visual_kv).sigmoid()  # (B, S, 1)
-        if self.decoders:
-            audio = self.audio_decoder(self.audio_query(audio_seq), visual_kv)  # (B, S, d_model)
-            visual = self.visual_decoder(self.visual_query(visual_seq), audio_kv)  # (B, S, d_model)
-        return visual * (1 + self.gamma * gate_a), audio * (1 + self.gamma * gate_v), gate_a * gate_v
-
-
 class CMBSHead(nn.Module):
     """The CMBS localisation head: (B, S, Ca) audio, (B, S, Cv) visual -> a dict of
 
@@ -180,13 +112,6 @@ class CMBSHead(nn.Module):
                 "gate": gate.squeeze(-1)}  # fmt: skip
 
 
-def clip_class(labels: torch.Tensor, background: int) -> torch.Tensor:
-    """(B, S) segment labels -> (B,) the class of the first event segment, -100 (ignored by CE) if there is none."""
-    event = labels != background  # (B, S)
-    first = event.int().argmax(dim=1, keepdim=True)  # (B, 1) index of the first event segment (0 if none)
-    return torch.where(event.any(dim=1), labels.gather(1, first).squeeze(1), torch.full_like(labels[:, 0], -100))
-
-
 def cmbs_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, background: int) -> dict[str, torch.Tensor]:
     """The CMBS loss terms for (B, S) segment labels (background = ``background``)."""
     foreground = (labels != background).float()  # (B, S)
@@ -211,7 +136,7 @@ def _build_head(cfg: AVEConfig, method: nn.Module, num_classes: int) -> nn.Modul
     raise ConfigError(f"unknown task.head '{cfg.head}' for task '{cfg.name}'; expected one of {', '.join(HEADS)}")
 
 
-@TASKS.register("ave")
+@TASKS.register("ave", pipeline=ave_splits, report=AVE)
 class AVETask(nn.Module):
     """Supervised AVE: batch ``frames``, ``audio`` and ``labels (B, S)`` in [0, K] with K = background."""
 
@@ -261,7 +186,7 @@ def _cmbs_probs(out: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([on * one_hot, 1 - on], dim=-1)  # (B, S, K + 1)
 
 
-@TASKS.register("ave_cls")
+@TASKS.register("ave_cls", pipeline=ave_splits, report=AVE_CLS)
 class AVEClassificationTask(nn.Module):
     """AVE classification: one class per clip (its first event segment's); batch ``labels (B, S)`` as for AVE."""
 

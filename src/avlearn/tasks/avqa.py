@@ -83,9 +83,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from avlearn.data.pipelines.avqa import avqa_pipeline, question_tokenizer
+from avlearn.losses.contrastive import info_nce
 from avlearn.registry import TASKS
 from avlearn.tasks.base import DatasetInfo
-from avlearn.tasks.fewshot import info_nce
+from avlearn.viz.reports import AVQA
 
 if TYPE_CHECKING:
     from avlearn.methods.base import AVFeatures
@@ -205,8 +207,6 @@ class Onsets(nn.Module):
 
 def answer_token_ids(names: tuple[str, ...]) -> torch.Tensor:
     """(K, T) WordPiece ids of each answer (no [CLS]/[SEP]), padded with -1."""
-    from avlearn.data.pipelines.avqa import question_tokenizer
-
     ids = question_tokenizer()(list(names), add_special_tokens=False)["input_ids"]
     width = max(1, *(len(i) for i in ids))
     return torch.tensor([i + [-1] * (width - len(i)) for i in ids], dtype=torch.long)
@@ -413,7 +413,7 @@ def split_batch(batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor]
     return media, videos, Questions(row, ids, mask, answer)
 
 
-@TASKS.register("avqa")
+@TASKS.register("avqa", pipeline=avqa_pipeline, synth_part="avqa", report=AVQA)
 class AVQATask(nn.Module):
     """MUSIC-AVQA with the AVST head: batch ``frames``, ``audio``, ``input_ids``, ``attention_mask``, ``answer``,
     ``video`` (ids telling videos apart, for the negatives and for encoding each video once) and, for scoring,

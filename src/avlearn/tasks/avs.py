@@ -42,8 +42,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avlearn.data.pipelines.avs import avs_pipeline
 from avlearn.registry import TASKS
 from avlearn.tasks.base import DatasetInfo
+from avlearn.viz.reports import AVS
 
 
 @dataclass
@@ -213,8 +215,8 @@ def pyramid_widths(backbone: nn.Module) -> tuple[int, ...]:
     return tuple(widths)
 
 
-@TASKS.register("avs_s4")
-@TASKS.register("avs_ms3")
+@TASKS.register("avs_s4", pipeline=avs_pipeline, synth_part="avs", report=AVS)
+@TASKS.register("avs_ms3", pipeline=avs_pipeline, synth_part="avs", report=AVS)
 class AVSTask(nn.Module):
     """AVSBench S4 / MS3: batch ``frames (B, T, H, W, 3)``, ``audio``, ``masks (B, T, H*W)``, ``mask_valid (B, T)``."""
 

@@ -7,7 +7,7 @@ Type@AV and Event@AV, the reference semantics); model selection uses segment-lev
 
 Head: MGN-style (Mo and Tian, "Multi-modal Grouping Network for Weakly-Supervised Audio-Visual Video Parsing",
 NeurIPS 2022; the head DG-SCT uses, haoyi-duan/DG-SCT ``AVVP/nets/mgn.py``). Pooled per-segment features are
-projected to ``dim`` and passed through the gated temporal encoder (``avlearn.tasks.ave.GatedTemporalEncoder``
+projected to ``dim`` and passed through the gated temporal encoder (``avlearn.layers.temporal.GatedTemporalEncoder``
 without decoders, DG-SCT's AVVP variant). Each modality then has K learnable class tokens: a transformer runs over
 [segments; class tokens] (the audio segments also attend to the visual ones, MGN's HAN step), and class-aware
 grouping scores every (class, segment) pair. A modality-aware cross-modal transformer over the two sets of class
@@ -54,9 +54,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avlearn.data.pipelines.avvp import avvp_pipeline
+from avlearn.layers.temporal import GatedTemporalEncoder
 from avlearn.registry import TASKS
-from avlearn.tasks.ave import GatedTemporalEncoder, method_dims
 from avlearn.tasks.base import DatasetInfo
+from avlearn.viz.reports import AVVP
 
 
 @dataclass
@@ -162,7 +164,7 @@ def _pool(scores: torch.Tensor) -> torch.Tensor:
     return (scores.softmax(dim=-1) * scores).sum(dim=-1)
 
 
-@TASKS.register("avvp")
+@TASKS.register("avvp", pipeline=avvp_pipeline, report=AVVP)
 class AVVPTask(nn.Module):
     """Weakly supervised AVVP: batch ``frames``, ``audio``, ``labels (B, K)`` multi-hot video labels; for scoring
     also ``gt_audio``/``gt_visual (B, K, S)`` bool per-modality segment labels."""
@@ -174,7 +176,7 @@ class AVVPTask(nn.Module):
     def __init__(self, cfg: AVVPConfig, method: nn.Module, info: DatasetInfo) -> None:
         super().__init__()
         self.cfg, self.info, self.method = cfg, info, method
-        audio_dim, visual_dim = method_dims(method)
+        audio_dim, visual_dim = getattr(method, "audio_dim", method.out_dim), method.out_dim
         self.head = MGNHead(audio_dim, visual_dim, info.num_classes, cfg)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # training steps taken (for refine_after)
 

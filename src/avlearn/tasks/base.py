@@ -8,6 +8,16 @@ batch_targets)`` applies the benchmark's official scorer. ``needs`` names the ``
 
 from __future__ import annotations
 
-from avlearn.data.schema import DatasetInfo
+import torch
 
-__all__ = ["DatasetInfo"]
+from avlearn.data.schema import DatasetInfo
+from avlearn.errors import ConfigError
+
+__all__ = ["DatasetInfo", "EvaluationOnly"]
+
+
+class EvaluationOnly:
+    """Mixin of the zero-shot tasks: nothing to train; the weights come from ``train.init_from``."""
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise ConfigError(f"task={self.cfg.name} does not train: set train.epochs=0 and train.init_from=<weights>")

@@ -1,4 +1,5 @@
-"""Few-shot audio-visual classification with text prompts per class (three variants), and the shots x seeds protocol.
+"""Prompt classifiers: few-shot audio-visual classification with text prompts per class (three variants), DG-SCT's
+pre-training and prompt zero-shot tasks on the same classifier, and the few-shot shots x seeds protocol.
 
 Follows DG-SCT's few-shot setting (Duan et al., NeurIPS 2023; haoyi-duan/DG-SCT ``few-shot/nets/net_trans.py``,
 ``prompt_learner.py``, ``main_AVE.py``, ``main_AVE_class.py``, ``main_LLP_class.py``; spec ``specs/dgsct.md`` §4):
@@ -33,6 +34,16 @@ What we changed, and why:
   loss-dependent weights are reproduced.
 * Model selection on the validation split (the seed selects and reports on the test split).
 * Clips without an event have no AVE-classification label: they are left out of ``fewshot_ave_cls``'s loss and score.
+
+DG-SCT's own recipe, on the same prompt classifier (docs/tasks/zeroshot.md):
+``pretrain_segments`` trains it on VGGSound-AVEL40K with the seed's segment cross-entropy over the class prompts plus
+a background prompt (and the few-shot audio-image InfoNCE); ``zeroshot_ave`` (segments, background included),
+``zeroshot_ave_cls`` and ``zeroshot_llp_cls`` rebuild the prompts for the target dataset's classes and keep every
+pre-trained weight (``train.init_from``). What differs from the seed: the prompts are fixed text-tower embeddings
+(the seed discards its learned CoOp context in zero-shot anyway), ``zeroshot_ave`` keeps the background prompt (the
+seed sets ``weak=True``: no background, so AVE background segments can never be right), the branches are summed as
+in pre-training (not the seed's unstable ``w1 = logits_v / (logits_v + logits_a)``), and LLP is also scored by
+whether the predicted class is any of the video's labels and by mAP (the seed: argmax of the multi-hot only).
 """
 
 from __future__ import annotations
@@ -44,9 +55,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avlearn.data.pipelines.fewshot import fewshot_splits
 from avlearn.errors import ConfigError
-from avlearn.registry import BACKBONES, TASKS
-from avlearn.tasks.base import DatasetInfo
+from avlearn.layers.prompts import embed_prompts
+from avlearn.losses.contrastive import info_nce
+from avlearn.metrics.ave import clip_class
+from avlearn.registry import TASKS
+from avlearn.tasks.base import DatasetInfo, EvaluationOnly
+from avlearn.viz.reports import AVE, AVE_CLS, LLP_CLS
 
 
 @dataclass
@@ -65,19 +81,6 @@ class FewShotConfig:
     contrastive: float = 0.0  # weight of the audio-image InfoNCE term (0 = off)
 
 
-@torch.no_grad()
-def embed_prompts(text_tower: str, prompts: Sequence[str], pretrained: str | None = None) -> torch.Tensor:
-    """(P, Ct) L2-normalised embeddings of ``prompts`` by the registered text backbone ``text_tower``.
-
-    Towers of a joint space (CLIP, CLAP) give their projected embedding, others (MiniLM, BERT) their pooled one.
-    """
-    tower = BACKBONES.build(text_tower, pretrained=pretrained or None).eval()
-    embedded = tower(**tower.tokenize(list(prompts)))  # (P, C)
-    if getattr(tower, "proj_dim", None):
-        embedded = tower.project(embedded)  # (P, Ct)
-    return F.normalize(embedded, dim=-1)
-
-
 def class_prompts(template: str, class_names: Sequence[str], background: str) -> list[str]:
     """``template`` filled with each class name, then with ``background`` when it is not empty."""
     return [template.format(name) for name in (*class_names, *([background] if background else []))]
@@ -92,13 +95,6 @@ def _class_embeddings(cfg: FewShotConfig, class_names: Sequence[str]) -> tuple[t
         return embed_prompts(cfg.text, visual, cfg.text_pretrained), embed_prompts(tower, audio, weights)
     both = embed_prompts(cfg.text, [*visual, *audio], cfg.text_pretrained)
     return both[: len(visual)], both[len(visual) :]
-
-
-def info_nce(audio: torch.Tensor, visual: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE of L2-normalised clip embeddings ``audio``, ``visual`` (B, C); pairs on the diagonal."""
-    logits = scale * audio @ visual.T  # (B, B)
-    target = torch.arange(len(logits), device=logits.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
 class _PromptClassifier(nn.Module):
@@ -150,7 +146,7 @@ class _PromptClassifier(nn.Module):
         return {"clip_labels": probs.argmax(dim=-1), "probs": probs}
 
 
-@TASKS.register("fewshot")
+@TASKS.register("fewshot", pipeline=fewshot_splits, report=AVE)
 class PromptClassifierTask(_PromptClassifier):
     """Prompt-based AVE segment classification: batch ``frames``, ``audio``, ``labels (B, S)`` (K = background)."""
 
@@ -174,7 +170,7 @@ class PromptClassifierTask(_PromptClassifier):
         return {"segment_accuracy": float(ave_segment_accuracy(preds["segment_labels"], targets["labels"]))}
 
 
-@TASKS.register("fewshot_ave_cls")
+@TASKS.register("fewshot_ave_cls", pipeline=fewshot_splits, report=AVE_CLS)
 class PromptAVEClassTask(_PromptClassifier):
     """Prompt-based AVE classification: batch ``labels (B, S)`` as for AVE; the clip's class is its first event's."""
 
@@ -182,8 +178,6 @@ class PromptAVEClassTask(_PromptClassifier):
     with_background = False
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        from avlearn.tasks.ave import clip_class
-
         logits, aux = self.clip_logits(batch)
         target = clip_class(batch["labels"], self.info.num_classes)  # (B,), -100 for clips without an event
         ce = F.cross_entropy(logits, target, reduction="sum") / (target >= 0).sum().clamp_min(1)
@@ -192,14 +186,13 @@ class PromptAVEClassTask(_PromptClassifier):
     def score(self, preds: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, float]:
         """Clip accuracy (percent) over the clips that have an event."""
         from avlearn.metrics.ave import ave_video_accuracy
-        from avlearn.tasks.ave import clip_class
 
         target = clip_class(targets["labels"], self.info.num_classes)
         keep = target >= 0
         return {"accuracy": float(ave_video_accuracy(preds["clip_labels"][keep], target[keep]))}
 
 
-@TASKS.register("fewshot_llp_cls")
+@TASKS.register("fewshot_llp_cls", pipeline=fewshot_splits, report=LLP_CLS)
 class PromptLLPClassTask(_PromptClassifier):
     """Prompt-based LLP video classification: batch ``labels (B, K)``, the multi-hot weak labels."""
 
@@ -240,3 +233,54 @@ def few_shot_grid(
     from avlearn.metrics.classification import fewshot_summary
 
     return {k: fewshot_summary([run(few_shot_indices(clip_labels, k, seed), seed) for seed in seeds]) for k in shots}
+
+
+@dataclass
+class PretrainSegmentsConfig(FewShotConfig):
+    """Schema of ``task/pretrain_segments.yaml`` (and, with their names, of ``task/zeroshot_{ave,ave_cls,llp_cls}``)."""
+
+    name: str = "pretrain_segments"
+
+
+@TASKS.register("pretrain_segments", pipeline=fewshot_splits, report=AVE)
+class SegmentPretrainTask(PromptClassifierTask):
+    """DG-SCT's pre-training: segment cross-entropy over K class prompts + background, batch ``labels (B, S)``.
+
+    The prompts are rebuilt from the class names, so the checkpoint holds no class-specific tensor and the zero-shot
+    tasks load it exactly whatever their classes. Validation: segment accuracy, background included.
+    """
+
+    Config = PretrainSegmentsConfig
+    persistent_prompts = False
+
+
+class _FreshPrompts(EvaluationOnly):
+    """Zero-shot from ``pretrain_segments``: the target dataset's class prompts, every pre-trained weight."""
+
+    Config = PretrainSegmentsConfig
+    persistent_prompts = False
+
+
+@TASKS.register("zeroshot_ave", pipeline=fewshot_splits, report=AVE)
+class PromptZeroShotTask(_FreshPrompts, PromptClassifierTask):
+    """Zero-shot AVE segments over K class prompts + the background prompt; segment accuracy."""
+
+
+@TASKS.register("zeroshot_ave_cls", pipeline=fewshot_splits, report=AVE_CLS)
+class PromptZeroShotAVEClassTask(_FreshPrompts, PromptAVEClassTask):
+    """Zero-shot AVE classification: the argmax of the segment-mean logits vs the first event's class."""
+
+
+@TASKS.register("zeroshot_llp_cls", pipeline=fewshot_splits, report=LLP_CLS)
+class PromptZeroShotLLPClassTask(_FreshPrompts, PromptLLPClassTask):
+    """Zero-shot LLP video classification: the seed's accuracy, plus ``hit_accuracy`` and ``map`` (percent)."""
+
+    def score(self, preds: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, float]:
+        """``accuracy`` vs the first labelled class (the seed's), ``hit_accuracy``: the predicted class is one of
+        the video's labels; ``map``: mean average precision of the clip probabilities over the labelled classes."""
+        from avlearn.metrics.classification import multilabel_scores
+
+        labels = targets["labels"].bool()  # (B, K) multi-hot
+        hit = labels.gather(1, preds["clip_labels"][:, None].long()).float().mean()  # (B, 1) -> ()
+        ranked = multilabel_scores(preds["probs"].float(), labels)["map"]
+        return {**super().score(preds, targets), "hit_accuracy": 100.0 * float(hit), "map": float(ranked)}

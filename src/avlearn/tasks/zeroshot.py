@@ -26,15 +26,8 @@ What we changed, and why (see docs/tasks/zeroshot.md):
   are positives of each other (a soft target), which matters in the audio-visual InfoNCE: the seed's diagonal
   target makes same-class clips negatives.
 
-DG-SCT's own recipe, on the few-shot prompt classifier (``avlearn.tasks.fewshot``; docs/tasks/zeroshot.md):
-``pretrain_segments`` trains it on VGGSound-AVEL40K with the seed's segment cross-entropy over the class prompts plus
-a background prompt (and the few-shot audio-image InfoNCE); ``zeroshot_ave`` (segments, background included),
-``zeroshot_ave_cls`` and ``zeroshot_llp_cls`` rebuild the prompts for the target dataset's classes and keep every
-pre-trained weight (``train.init_from``). What differs from the seed: the prompts are fixed text-tower embeddings
-(the seed discards its learned CoOp context in zero-shot anyway), ``zeroshot_ave`` keeps the background prompt (the
-seed sets ``weak=True``: no background, so AVE background segments can never be right), the branches are summed as
-in pre-training (not the seed's unstable ``w1 = logits_v / (logits_v + logits_a)``), and LLP is also scored by
-whether the predicted class is any of the video's labels and by mAP (the seed: argmax of the multi-hot only).
+DG-SCT's own pre-training and prompt zero-shot tasks (``pretrain_segments``, ``zeroshot_ave``, ``zeroshot_ave_cls``,
+``zeroshot_llp_cls``) are prompt classifiers: ``avlearn.tasks.fewshot``.
 """
 
 from __future__ import annotations
@@ -45,16 +38,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avlearn.errors import ConfigError
+from avlearn.data.pipelines.captions import captions_splits, zeroshot_splits
+from avlearn.layers.prompts import embed_prompts
+from avlearn.losses.contrastive import symmetric_nce
+from avlearn.metrics.ave import clip_class
 from avlearn.registry import TASKS
-from avlearn.tasks.base import DatasetInfo
-from avlearn.tasks.fewshot import (
-    FewShotConfig,
-    PromptAVEClassTask,
-    PromptClassifierTask,
-    PromptLLPClassTask,
-    embed_prompts,
-)
+from avlearn.tasks.base import DatasetInfo, EvaluationOnly
+from avlearn.viz.reports import AVE, AVE_CLS
 
 MAX_SCALE = 100.0  # CLIP's clamp of the learnable logit scale
 
@@ -99,13 +89,6 @@ class ZeroShotClsConfig(ZeroShotConfig):
     name: str = "zeroshot_cls"
 
 
-@dataclass
-class PretrainSegmentsConfig(FewShotConfig):
-    """Schema of ``task/pretrain_segments.yaml`` (and, with their names, of ``task/zeroshot_{ave,ave_cls,llp_cls}``)."""
-
-    name: str = "pretrain_segments"
-
-
 def class_texts(template: str, info: DatasetInfo) -> list[str]:
     """``template`` filled per class with ``{name}`` and ``{description}`` (the name when there is none)."""
     descriptions = getattr(info, "descriptions", ()) or info.class_names
@@ -116,12 +99,6 @@ def masked_mean(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """(B, S, C) -> (B, C) L2-normalised mean over the segments ``keep`` (B, S); over all of them if none is kept."""
     weight = torch.where(keep.any(dim=1, keepdim=True), keep, torch.ones_like(keep)).to(x.dtype)  # (B, S)
     return F.normalize((x * weight.unsqueeze(-1)).sum(dim=1) / weight.sum(dim=1, keepdim=True), dim=-1)
-
-
-def symmetric_nce(x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """InfoNCE both ways between (B, C) ``x`` and ``y`` with a symmetric (B, B) soft ``target``."""
-    logits = scale * x @ y.T  # (B, B)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
 class TextSpaceTask(nn.Module):
@@ -196,7 +173,7 @@ class TextSpaceTask(nn.Module):
         return {"segment_accuracy": float(ave_segment_accuracy(preds["segment_labels"], targets["labels"]))}
 
 
-@TASKS.register("pretrain_captions")
+@TASKS.register("pretrain_captions", pipeline=captions_splits, report=AVE)
 class CaptionPretrainTask(TextSpaceTask):
     """Caption pre-training: batch ``frames``, ``audio``, ``labels (B, S)`` (K = background), ``text (B, Ct)``.
 
@@ -233,21 +210,14 @@ class CaptionPretrainTask(TextSpaceTask):
         return loss
 
 
-class _EvaluationOnly:
-    """Mixin of the zero-shot tasks: nothing to train; the weights come from ``train.init_from``."""
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        raise ConfigError(f"task={self.cfg.name} does not train: set train.epochs=0 and train.init_from=<weights>")
-
-
-@TASKS.register("zeroshot")
-class ZeroShotTask(_EvaluationOnly, TextSpaceTask):
+@TASKS.register("zeroshot", pipeline=zeroshot_splits, report=AVE)
+class ZeroShotTask(EvaluationOnly, TextSpaceTask):
     """Zero-shot AVE segment classification (background included): no training; weights from ``train.init_from``."""
 
     Config = ZeroShotConfig
 
 
-@TASKS.register("zeroshot_cls")
+@TASKS.register("zeroshot_cls", pipeline=zeroshot_splits, report=AVE_CLS)
 class ZeroShotClassifyTask(ZeroShotTask):
     """Zero-shot video classification: the argmax of the class logits averaged over segments, weighted by p(event)."""
 
@@ -266,52 +236,7 @@ class ZeroShotClassifyTask(ZeroShotTask):
     def score(self, preds: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, float]:
         """Clip accuracy (percent) against each clip's first event segment's class, over clips with an event."""
         from avlearn.metrics.ave import ave_video_accuracy
-        from avlearn.tasks.ave import clip_class
 
         target = clip_class(targets["labels"], self.info.num_classes)
         keep = target >= 0
         return {"accuracy": float(ave_video_accuracy(preds["clip_labels"][keep], target[keep]))}
-
-
-@TASKS.register("pretrain_segments")
-class SegmentPretrainTask(PromptClassifierTask):
-    """DG-SCT's pre-training: segment cross-entropy over K class prompts + background, batch ``labels (B, S)``.
-
-    The prompts are rebuilt from the class names, so the checkpoint holds no class-specific tensor and the zero-shot
-    tasks load it exactly whatever their classes. Validation: segment accuracy, background included.
-    """
-
-    Config = PretrainSegmentsConfig
-    persistent_prompts = False
-
-
-class _FreshPrompts(_EvaluationOnly):
-    """Zero-shot from ``pretrain_segments``: the target dataset's class prompts, every pre-trained weight."""
-
-    Config = PretrainSegmentsConfig
-    persistent_prompts = False
-
-
-@TASKS.register("zeroshot_ave")
-class PromptZeroShotTask(_FreshPrompts, PromptClassifierTask):
-    """Zero-shot AVE segments over K class prompts + the background prompt; segment accuracy."""
-
-
-@TASKS.register("zeroshot_ave_cls")
-class PromptZeroShotAVEClassTask(_FreshPrompts, PromptAVEClassTask):
-    """Zero-shot AVE classification: the argmax of the segment-mean logits vs the first event's class."""
-
-
-@TASKS.register("zeroshot_llp_cls")
-class PromptZeroShotLLPClassTask(_FreshPrompts, PromptLLPClassTask):
-    """Zero-shot LLP video classification: the seed's accuracy, plus ``hit_accuracy`` and ``map`` (percent)."""
-
-    def score(self, preds: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, float]:
-        """``accuracy`` vs the first labelled class (the seed's), ``hit_accuracy``: the predicted class is one of
-        the video's labels; ``map``: mean average precision of the clip probabilities over the labelled classes."""
-        from avlearn.metrics.classification import multilabel_scores
-
-        labels = targets["labels"].bool()  # (B, K) multi-hot
-        hit = labels.gather(1, preds["clip_labels"][:, None].long()).float().mean()  # (B, 1) -> ()
-        ranked = multilabel_scores(preds["probs"].float(), labels)["map"]
-        return {**super().score(preds, targets), "hit_accuracy": 100.0 * float(hit), "map": float(ranked)}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avlearn.engine.files import atomic_write_bytes
+from avlearn.files import atomic_write_bytes
 
 
 def plot_masks(

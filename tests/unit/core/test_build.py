@@ -6,7 +6,7 @@ from collections import Counter
 
 import numpy as np
 
-from avlearn.build import _few_shot
+from avlearn.data.pipelines.ave import _few_shot
 
 BACKGROUND = 10
 

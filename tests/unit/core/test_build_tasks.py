@@ -1,5 +1,5 @@
 """From a run config to the task's data: which AVSynth part is rendered, which pipeline decodes it, which audio
-input the method gets; and the per-task chance levels of ``avlearn.engine.reports``."""
+input the method gets; and the per-task chance levels of ``avlearn.viz.reports``, as the tasks register them."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from avlearn.backbones.preprocess import AudioPreprocess
-from avlearn.build import audio_preprocess, build_splits, segment_preprocess, synth_config
+from avlearn.build import audio_preprocess, build_splits, segment_preprocess
 from avlearn.config import compose_run
-from avlearn.engine.reports import REPORTS, _first_class, report_for
+from avlearn.data.pipelines import synth_config
 from avlearn.errors import ConfigError
+from avlearn.registry import TASKS
+from avlearn.viz.reports import AVE, _first_class
 
 
 @pytest.mark.parametrize(
@@ -23,10 +25,10 @@ def test_only_the_part_the_task_reads_is_rendered(task, counts):
     assert (synth.clips, synth.avs_clips, synth.avqa_clips) == counts
 
 
-def test_unknown_task_is_a_config_error_listing_the_pipelines():
+def test_unknown_task_is_a_config_error_listing_the_tasks():
     cfg = compose_run()
     cfg.task.name = "avsr"
-    with pytest.raises(ConfigError, match="task='avsr'.*available: ave, ave_cls, avvp, avs_s4, avs_ms3, avqa"):
+    with pytest.raises(ConfigError, match="unknown task 'avsr'.*Registered tasks: ave, ave_cls, avqa, avs_ms3, avs_s4"):
         build_splits(cfg, None)
 
 
@@ -41,11 +43,12 @@ def test_a_whole_clip_backbone_gets_one_second_log_mels_with_its_mel_bins():
     assert (baseline.num_mel_bins, baseline.num_frames) == (48, 50)
 
 
-def test_every_task_with_a_pipeline_has_a_report():
-    from avlearn.build import PIPELINES
-
-    assert set(REPORTS) == set(PIPELINES)
-    assert report_for("fewshot") is REPORTS["ave"] and report_for("retrieval") is None
+def test_every_registered_task_has_a_pipeline_and_a_report():
+    specs = {name: TASKS.spec(name) for name in TASKS.names()}
+    assert len(specs) == 16
+    assert all(s.pipeline is not None and s.report is not None for s in specs.values())
+    assert specs["fewshot"].report is specs["ave"].report is AVE
+    assert {n for n, s in specs.items() if s.synth_part != "events"} == {"avs_s4", "avs_ms3", "avqa"}
 
 
 def test_ave_chance_levels():
@@ -53,7 +56,7 @@ def test_ave_chance_levels():
         labels = torch.tensor([[2, 2, 0], [2, 1, 2]])  # K = 2 classes, 2 = background
 
     splits = type("Splits", (), {"train": Split, "test": Split, "info": type("I", (), {"num_classes": 2})})
-    chance = REPORTS["ave"].chance(splits, None, {})
+    chance = AVE.chance(splits, None, {})
     assert chance == pytest.approx({"uniform": 100 / 3, "majority": 400 / 6})
 
 

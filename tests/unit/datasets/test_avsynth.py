@@ -88,8 +88,8 @@ def _write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
 def test_frames_folder_and_store_give_the_video_file_frames(small_synth: Path, tmp_path: Path) -> None:
     from PIL import Image
 
+    from avlearn.data.extract import ClipSpec, extract
     from avlearn.io import read_clip
-    from avlearn.io.extract import ClipSpec, extract
 
     files = DATASETS.build("ave", small_synth, "test", decode=SMALL)
     reference = files[0]

@@ -11,7 +11,7 @@ from engine_toy import make_task, parameters
 from torch.testing import assert_close
 
 from avlearn.engine.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
-from avlearn.engine.files import atomic_write_bytes
+from avlearn.files import atomic_write_bytes
 
 
 class Payload:

@@ -18,6 +18,7 @@ from avlearn.engine.env import Env
 from avlearn.engine.loop import RunInfo, fit
 from avlearn.engine.run import run_supervised
 from avlearn.errors import ConfigError
+from avlearn.registry import TASKS, TaskSpec
 
 TRAIN, VAL = ToyData(20, seed=1), ToyData(12, seed=2)  # batch 7: 3 steps per epoch
 
@@ -101,6 +102,8 @@ def _patch_build(monkeypatch, task_class=ToyTask, fail_in_data=False):
         return SimpleNamespace(train=TRAIN, val=VAL, test=ToyData(9, seed=3), info=SimpleNamespace(class_names=()),
                                root="toy")  # fmt: skip
 
+    monkeypatch.setitem(TASKS._entries, "toy", task_class)  # registered without a pipeline or report
+    monkeypatch.setitem(TASKS._specs, "toy", TaskSpec())
     monkeypatch.setattr(avlearn.build, "audio_preprocess", lambda cfg: None)
     monkeypatch.setattr(avlearn.build, "build_splits", splits)
     monkeypatch.setattr(avlearn.build, "build_task", lambda cfg, info: task_class())

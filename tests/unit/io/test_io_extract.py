@@ -10,10 +10,10 @@ import pytest
 from io_media import chirp, index_frames, mux
 
 from avlearn.cli.main import main
+from avlearn.data.extract import ClipSpec, extract, find_videos
 from avlearn.data.store import ClipStore
 from avlearn.errors import ConfigError
 from avlearn.io import read_clip, write_video
-from avlearn.io.extract import ClipSpec, extract, find_videos
 
 SPEC = ClipSpec(fps=2, size=16, sample_rate=8000)
 

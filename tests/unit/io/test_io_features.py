@@ -11,12 +11,12 @@ import torch
 from io_media import chirp, index_frames, mux
 
 from avlearn.cli.main import main
+from avlearn.data.extract import extract_features
+from avlearn.data.features import FeatureExtractor, FeatureSpec, build_backbone, weights_fingerprint
 from avlearn.data.segments import segment_log_mel
 from avlearn.data.store import ClipStore
 from avlearn.errors import ConfigError, DataError
 from avlearn.io import read_clip, write_video
-from avlearn.io.extract import extract_features
-from avlearn.io.features import FeatureExtractor, FeatureSpec, build_backbone, weights_fingerprint
 from avlearn.registry import BACKBONES
 
 SEGMENTS = 2

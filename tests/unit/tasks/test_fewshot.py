@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from avlearn.errors import ConfigError
+from avlearn.layers.prompts import embed_prompts
+from avlearn.losses.contrastive import info_nce
 from avlearn.registry import BACKBONES
 from avlearn.tasks.base import DatasetInfo
 from avlearn.tasks.fewshot import (
@@ -16,9 +18,7 @@ from avlearn.tasks.fewshot import (
     PromptClassifierTask,
     PromptLLPClassTask,
     class_prompts,
-    embed_prompts,
     few_shot_grid,
-    info_nce,
 )
 
 CLASSES = ("dog", "violin", "car")
@@ -96,12 +96,12 @@ def test_info_nce_prefers_matching_pairs():
 
 
 def test_joint_space_text_towers_give_projected_embeddings(monkeypatch):
-    import avlearn.tasks.fewshot as fewshot
+    import avlearn.layers.prompts as prompts
 
     tower = BACKBONES.build("clip_text_tiny")  # random init: no tokenizer, so one is faked
     ids = torch.tensor([[98, 5, 6, 99], [98, 7, 8, 99]])
     monkeypatch.setattr(tower, "tokenize", lambda texts: {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
-    monkeypatch.setattr(fewshot.BACKBONES, "build", lambda name, pretrained=None: tower)
+    monkeypatch.setattr(prompts.BACKBONES, "build", lambda name, pretrained=None: tower)
     emb = embed_prompts("clip_text_tiny", ["a photo of a dog.", "a photo of a car."])
     assert tower.num_features == 32 and emb.shape == (2, 16)  # CLIP's joint space, not the pooled width
     assert torch.allclose(emb.norm(dim=-1), torch.ones(2))

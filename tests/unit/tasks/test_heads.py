@@ -9,7 +9,8 @@ from torch import nn
 
 from avlearn.errors import ConfigError
 from avlearn.methods.base import AVFeatures
-from avlearn.tasks.ave import AVEClassificationTask, AVEConfig, AVETask, _cmbs_probs, clip_class
+from avlearn.metrics.ave import clip_class
+from avlearn.tasks.ave import AVEClassificationTask, AVEConfig, AVETask, _cmbs_probs
 from avlearn.tasks.avvp import AVVPConfig, AVVPTask
 from avlearn.tasks.base import DatasetInfo
 

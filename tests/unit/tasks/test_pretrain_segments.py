@@ -9,8 +9,8 @@ from omegaconf import OmegaConf
 from avlearn.errors import ConfigError
 from avlearn.registry import DATASETS
 from avlearn.tasks.base import DatasetInfo
-from avlearn.tasks.fewshot import FewShotConfig
-from avlearn.tasks.zeroshot import (
+from avlearn.tasks.fewshot import (
+    FewShotConfig,
     PretrainSegmentsConfig,
     PromptZeroShotAVEClassTask,
     PromptZeroShotLLPClassTask,
@@ -73,14 +73,15 @@ def test_llp_zero_shot_scores_the_first_label_any_label_and_map(tiny_method):
 
 
 def test_configs_compose_and_dispatch_to_the_few_shot_pipeline():
-    from avlearn.build import PIPELINES
     from avlearn.config import compose_run
+    from avlearn.data.pipelines.fewshot import fewshot_splits
+    from avlearn.registry import TASKS
 
     for name, background in (("pretrain_segments", "background"), ("zeroshot_ave", "background"),
                              ("zeroshot_ave_cls", ""), ("zeroshot_llp_cls", "")):  # fmt: skip
         cfg = compose_run([f"task={name}"])
         assert cfg.task.name == name and cfg.task.background == background and cfg.task.text == "minilm_l6"
-        assert PIPELINES[name] == ("fewshot", "fewshot_splits")
+        assert TASKS.spec(name).pipeline is fewshot_splits
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from avlearn.errors import ConfigError
+from avlearn.losses.contrastive import symmetric_nce
 from avlearn.tasks.base import DatasetInfo
 from avlearn.tasks.zeroshot import (
     CaptionPretrainTask,
@@ -17,7 +18,6 @@ from avlearn.tasks.zeroshot import (
     ZeroShotTask,
     class_texts,
     masked_mean,
-    symmetric_nce,
 )
 
 CLASSES = ("dog", "violin", "car")

@@ -6,18 +6,6 @@ index; ``base.py`` has the shared machinery, ``media.py`` the media kinds (files
 ``avlearn.data.textfiles`` the annotation-file helpers (shared with the scorers).
 """
 
-from avlearn.data.datasets import (  # noqa: F401
-    audioset,
-    ave,
-    avsbench,
-    coop,
-    esc50,
-    imagenet_esc,
-    llp,
-    msrvtt,
-    music_avqa,
-    ucf101,
-    valor32k,
-    vggsound,
-    vggsound_avel40k,
-)
+from avlearn.registry import register_package
+
+register_package(__name__, __path__)

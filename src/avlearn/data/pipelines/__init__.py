@@ -1,8 +1,11 @@
 """Per-task pipelines: dataset records -> decoded, model-ready tensors held in memory.
 
 A dataset reader (``avlearn.data.datasets``) knows a benchmark's files; a pipeline knows what one task feeds its
-model: which frames, which audio features, which targets, in which layout. Each module returns a small indexable
-dataset whose items are the task's batch contract:
+model: which frames, which audio features, which targets, in which layout. A task names its pipeline when it
+registers (``TASKS.register(name, pipeline=...)``); a pipeline is ``(run config, audio preprocess) -> Splits``. Each
+module returns small indexable datasets whose items are the task's batch contract:
+
+- ``ave``: AVE clips -> 10 frames, 10 one-second log-mels and the segment labels (``shots > 0``: K clips a class).
 
 - ``avs``: AVSBench S4 / MS3 clips -> 5 frames, 5 one-second log-mels, 5 masks and which of them are annotated.
 - ``avvp``: LLP videos -> 10 frames, 10 one-second log-mels, the weak video labels and (val/test) the per-second
@@ -10,17 +13,94 @@ dataset whose items are the task's batch contract:
 - ``avqa``: MUSIC-AVQA questions -> the 10 frames and log-mels of their video (decoded once per video), the
   tokenised question, the answer index and the question type.
 
-``load_media`` is what both share: decoding many records' media, in parallel processes when asked.
+- ``fewshot``, ``captions``: the few-shot, pre-training and zero-shot tasks' clips (see each module).
+
+What every pipeline shares is here: ``Splits`` (what a pipeline returns), ``dataset_root`` (the dataset folder:
+``data.root``, or AVSynth rendered on first use with only the part the task registered) and ``load_media``
+(decoding many records' media, in parallel processes when asked).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
+
+from omegaconf import DictConfig
 
 from avlearn.data.datasets.media import Decode, Media
 from avlearn.data.parallel import parallel_map
 from avlearn.data.schema import Record
+from avlearn.errors import ConfigError
+from avlearn.registry import TASKS
+
+
+def cache_dir() -> Path:
+    """``$AVLEARN_CACHE`` or ``~/.cache/avlearn``."""
+    return Path(os.environ.get("AVLEARN_CACHE", Path.home() / ".cache" / "avlearn")).expanduser()
+
+
+def synth_config(data: DictConfig, task: str = "ave"):  # noqa: ANN201 (SynthConfig, imported lazily)
+    """The AVSynth parameters of a ``data`` config, rendering only the part ``task`` reads (its ``synth_part``).
+
+    ``data.clips`` sizes the event clips; ``data.avs_clips`` / ``data.avqa_clips`` size the AVSBench / AVQA parts
+    (-1: ``data.clips`` of them). The other parts get no clips, so each task's folder holds what it reads.
+    """
+    from avlearn.data.synth import SynthConfig
+
+    part = TASKS.spec(task).synth_part
+    sizes = {"events": data.clips, "avs": data.avs_clips, "avqa": data.avqa_clips}
+    count = {name: (data.clips if n < 0 else n) if name == part else 0 for name, n in sizes.items()}
+    return SynthConfig(
+        clips=count["events"], seed=data.synth_seed, num_classes=data.num_classes, size=data.size,
+        seconds=data.seconds, fps=data.fps, sample_rate=data.sample_rate, avs_clips=count["avs"],
+        avqa_clips=count["avqa"],
+    )  # fmt: skip
+
+
+def ensure_avsynth(data: DictConfig, task: str = "ave") -> Path:
+    """The AVSynth folder for ``data`` and ``task``: generated on first use (with a progress bar), reused after."""
+    from tqdm import tqdm
+
+    from avlearn.data.synth import FORMAT_VERSION, generate, read_meta
+
+    cfg = synth_config(data, task)
+    key = {"format": FORMAT_VERSION, **asdict(cfg)}  # a newer format goes to a new cache folder
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    root = Path(data.root).expanduser() if data.root else cache_dir() / f"avsynth-{digest}"
+    if read_meta(root) is None:
+        total = sum(cfg.count(f) for f in ("events", "s4", "ms3", "avqa"))
+        print(f"generating AVSynth ({total} clips) in {root}", flush=True)
+        with tqdm(total=total, desc="AVSynth", unit="clip", dynamic_ncols=True) as bar:
+            generate(root, cfg, workers=data.workers, progress=bar.update)
+    else:
+        generate(root, cfg)  # checks that the folder was made with these parameters
+    return root
+
+
+@dataclass
+class Splits:
+    """Decoded train/val/test data of one task, and the dataset facts the head needs."""
+
+    train: Any
+    val: Any
+    test: Any
+    info: Any
+    root: Path
+
+
+def dataset_root(cfg: DictConfig) -> Path:
+    """The dataset folder: AVSynth (generated for the task on first use) or ``data.root``, checked."""
+    if cfg.data.name == "avsynth":
+        return ensure_avsynth(cfg.data, cfg.task.name)
+    root = Path(cfg.data.root or "").expanduser()
+    if not cfg.data.root or not root.is_dir():
+        raise ConfigError(f"data.root={cfg.data.root!r} is not a folder; point it at the {cfg.task.name} dataset root")
+    return root
 
 
 def _load(job: tuple[Media, Record, Decode]) -> dict[str, Any]:

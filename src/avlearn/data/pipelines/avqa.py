@@ -28,11 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from avlearn.backbones.preprocess import AudioPreprocess
 from avlearn.data.datasets.media import Decode
-from avlearn.data.pipelines import load_media
+from avlearn.data.pipelines import Splits, dataset_root, load_media
+from avlearn.data.schema import DatasetInfo
 from avlearn.data.segments import segment_log_mel
 from avlearn.registry import DATASETS
 
@@ -174,3 +176,12 @@ def avqa_splits(root: str | Path, frame_size: int, audio: AudioPreprocess, worke
     decode = Decode(frames=SEGMENTS, seconds=None, size=frame_size, sample_rate=audio.sample_rate)
     readers = {s: reader(root, s, decode=decode) for s in ("train", "val", "test")}
     return {**{s: decode_avqa(r, audio, workers) for s, r in readers.items()}, "answers": readers["train"].classes}
+
+
+def avqa_pipeline(cfg: DictConfig, audio_pre: AudioPreprocess) -> Splits:
+    """MUSIC-AVQA: questions over 10-segment videos; the head's classes are the answer vocabulary. Training items are
+    whole videos with all their questions (``train.batch_size`` counts videos; each is encoded once per step);
+    validation and test items are questions, in the annotation order."""
+    root = dataset_root(cfg)
+    s = avqa_splits(root, cfg.data.frame_size, audio_pre, cfg.data.workers)
+    return Splits(s["train"].by_video(), s["val"], s["test"], DatasetInfo(tuple(s["answers"])), root)

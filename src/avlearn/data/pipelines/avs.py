@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
 from avlearn.backbones.preprocess import AudioPreprocess
 from avlearn.data.datasets.media import Decode
-from avlearn.data.pipelines import load_media
+from avlearn.data.pipelines import Splits, dataset_root, load_media
+from avlearn.data.schema import DatasetInfo
 from avlearn.data.segments import segment_log_mel
 from avlearn.registry import DATASETS
 
@@ -85,3 +87,11 @@ def avs_splits(
     splits = {s: decode_avs(reader(root, s, decode=decode), audio, workers) for s in ("train", "val", "test")}
     splits["train"].flip = flip
     return splits
+
+
+def avs_pipeline(cfg: DictConfig, audio_pre: AudioPreprocess) -> Splits:
+    """AVSBench S4 / MS3 (``task=avs_s4`` / ``avs_ms3``): 5 frames with masks per clip."""
+    root = dataset_root(cfg)
+    flavour = cfg.task.name.removeprefix("avs_")
+    s = avs_splits(root, flavour, cfg.data.frame_size, audio_pre, cfg.data.workers, flip=cfg.data.flip)
+    return Splits(s["train"], s["val"], s["test"], DatasetInfo((), segments=FRAMES), root)

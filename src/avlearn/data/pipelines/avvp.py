@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
 from avlearn.backbones.preprocess import AudioPreprocess
 from avlearn.data.datasets.media import Decode
-from avlearn.data.pipelines import load_media
+from avlearn.data.pipelines import Splits, dataset_root, load_media
+from avlearn.data.schema import DatasetInfo
 from avlearn.data.segments import segment_log_mel
 from avlearn.registry import DATASETS
 
@@ -83,3 +85,10 @@ def avvp_splits(root: str | Path, frame_size: int, audio: AudioPreprocess, worke
     readers = {s: reader(root, s, decode=decode) for s in ("train", "val", "test")}
     decoded = {s: decode_avvp(r, audio, workers) for s, r in readers.items()}
     return {**decoded, "classes": readers["train"].classes}
+
+
+def avvp_pipeline(cfg: DictConfig, audio_pre: AudioPreprocess) -> Splits:
+    """AVVP (LLP): weak video labels for training, per-modality segment labels for validation and test."""
+    root = dataset_root(cfg)
+    s = avvp_splits(root, cfg.data.frame_size, audio_pre, cfg.data.workers)
+    return Splits(s["train"], s["val"], s["test"], DatasetInfo(tuple(s["classes"])), root)

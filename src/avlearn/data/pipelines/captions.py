@@ -26,9 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from avlearn.data.pipelines import Splits, dataset_root
 from avlearn.data.schema import DatasetInfo
 from avlearn.data.segments import SegmentTensors
 from avlearn.errors import ConfigError
+from avlearn.layers.prompts import embed_prompts
 
 SPLITS = ("train", "val", "test")
 
@@ -108,8 +110,6 @@ def _embed_captions(
     text_tower: str, pretrained: str | None, captions: Sequence[list[str]], chunk: int = 1024
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, M, Ct) embeddings of each clip's captions (zero-padded) as the prompts are embedded, (N,) their counts."""
-    from avlearn.tasks.fewshot import embed_prompts
-
     flat = [c for caps in captions for c in caps]
     parts = [flat[i : i + chunk] for i in range(0, len(flat), chunk)]
     embedded = torch.cat([embed_prompts(text_tower, part, pretrained) for part in parts])  # (sum of counts, Ct)
@@ -128,10 +128,8 @@ def _decode(cfg: Any, audio_pre: Any, items: list, split: str) -> SegmentTensors
     return decode_segments(items, cfg.data.frame_size, audio_pre, workers=cfg.data.workers, desc=f"decoding {split}")
 
 
-def captions_splits(cfg: Any, audio_pre: Any) -> Any:  # Splits, imported lazily
+def captions_splits(cfg: Any, audio_pre: Any) -> Splits:
     """Caption pre-training data: the clips of every class but ``task.holdout``, with their caption embeddings."""
-    from avlearn.build import Splits, dataset_root
-
     root = dataset_root(cfg)
     readers, class_names = _read(root)
     descriptions = class_descriptions(root, class_names)
@@ -158,10 +156,8 @@ def _relabel(labels: np.ndarray, chosen: list[int], background: int) -> np.ndarr
     return np.array([mapping[int(x)] for x in labels], dtype=labels.dtype)
 
 
-def zeroshot_splits(cfg: Any, audio_pre: Any) -> Any:  # Splits, imported lazily
+def zeroshot_splits(cfg: Any, audio_pre: Any) -> Splits:
     """Zero-shot evaluation data: the clips whose event class is one of ``task.classes`` (all when empty)."""
-    from avlearn.build import Splits, dataset_root
-
     root = dataset_root(cfg)
     readers, class_names = _read(root)
     chosen = class_positions("task.classes", list(cfg.task.classes), class_names) or list(range(len(class_names)))

@@ -6,7 +6,7 @@ Follows DG-SCT's few-shot data (haoyi-duan/DG-SCT ``few-shot/dataloader.py``; sp
   keeps its label (background = K), so the targets are ``labels (S,)`` as for the AVE task.
 - ``fewshot_llp_cls`` reads LLP (AVVP); only videos with a single weak label are drawn for training (as the seed);
   validation and test keep every video; the targets are ``labels (K,)``, the multi-hot weak labels.
-- DG-SCT's pre-training and zero-shot (``avlearn.tasks.zeroshot``) use the same pipeline: ``pretrain_segments`` reads
+- DG-SCT's pre-training and zero-shot prompt tasks (``avlearn.tasks.fewshot``) use it too: ``pretrain_segments`` reads
   VGGSound-AVEL40K (``vggsound-avel40k_labels.csv``: per-second flags -> ``labels (S,)``, background = K);
   ``zeroshot_ave`` / ``zeroshot_ave_cls`` read AVE and ``zeroshot_llp_cls`` LLP, as the few-shot tasks (``shots=0``;
   every video of every split is kept, multi-label LLP videos included).
@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 
 from avlearn.backbones.preprocess import AudioPreprocess
 from avlearn.data.datasets.media import Decode
-from avlearn.data.pipelines import load_media
+from avlearn.data.pipelines import Splits, dataset_root, load_media
 from avlearn.data.schema import Record
 from avlearn.data.segments import SegmentTensors, segment_log_mel
 from avlearn.errors import ConfigError
@@ -65,7 +65,7 @@ def _decode(dataset: Any, records: list[Record], audio: AudioPreprocess, workers
     return SegmentTensors([r.id for r in records], frames, mels, labels)
 
 
-def fewshot_splits(cfg: DictConfig, audio_pre: AudioPreprocess):  # noqa: ANN201 (avlearn.build.Splits, lazily)
+def fewshot_splits(cfg: DictConfig, audio_pre: AudioPreprocess) -> Splits:
     """The few-shot task's splits: ``cfg.shots`` training clips per class drawn for ``cfg.seed``, all of val/test.
 
     Args:
@@ -73,7 +73,6 @@ def fewshot_splits(cfg: DictConfig, audio_pre: AudioPreprocess):  # noqa: ANN201
         audio_pre: The one-second log-mel input of the configured audio backbone (``avlearn.build.audio_preprocess``).
     """
     import avlearn.data.datasets  # noqa: F401  (registers the readers)
-    from avlearn.build import Splits, dataset_root
 
     if cfg.task.name not in READERS:
         raise ConfigError(f"task.name={cfg.task.name!r} has no few-shot pipeline; expected one of {sorted(READERS)}")

@@ -1,7 +1,7 @@
 """Decode many videos in parallel into a store (``avlearn.data.store``): the engine of ``avlearn extract``.
 
 ``extract`` stores the decoded clips (frames and waveform); ``extract_features`` stores backbone features per
-one-second segment (``avlearn.io.features``), computed in batches in this process while workers decode.
+one-second segment (``avlearn.data.features``), computed in batches in this process while workers decode.
 
 Inputs are folders (searched recursively for video files), glob patterns, list files (``.txt``/``.lst``/``.list``:
 one path per line, relative to the list) or single files. Each video gets a key: its path relative to the folder
@@ -32,8 +32,8 @@ from avlearn.errors import ConfigError, DataError
 if TYPE_CHECKING:
     import numpy as np
 
+    from avlearn.data.features import FeatureSpec
     from avlearn.io import Clip
-    from avlearn.io.features import FeatureSpec
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
 LIST_SUFFIXES = (".txt", ".lst", ".list")
@@ -149,7 +149,7 @@ def extract_features(
     device: str = "cpu",
     batch_size: int = 8,
 ) -> ExtractReport:
-    """Decode every input video into one-second segments and store backbone features (``avlearn.io.features``).
+    """Decode every input video into one-second segments and store backbone features (``avlearn.data.features``).
 
     Arguments as ``extract``, plus:
         spec: the backbones and the segments (see ``FeatureSpec``).
@@ -159,7 +159,7 @@ def extract_features(
     The store's index records the backbones, their preprocess settings, the weights' source and fingerprint; a run
     with other settings is refused, and so is a reader that expects others (``ClipStore(out, settings=...)``).
     """
-    from avlearn.io.features import FeatureExtractor
+    from avlearn.data.features import FeatureExtractor
 
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")

@@ -1,6 +1,7 @@
 """Per-task reporting of a finished run: the chance levels to read its test score against, and its plot.
 
-Keyed by task name. Chance levels are in the unit of the task's primary metric:
+A task names its ``Report`` when it registers (``TASKS.register(name, report=...)``); the reports of the task
+families are here, where several task files share them. Chance levels are in the unit of the task's primary metric:
 
 - ``ave``, ``fewshot``, ``zeroshot``, ``pretrain_captions``, ``pretrain_segments``, ``zeroshot_ave`` (segment
   accuracy): a uniform guess over the K + 1 labels, and always the most frequent training label.
@@ -58,7 +59,7 @@ def _ave_chance(splits: Any, task: nn.Module, out: dict) -> dict[str, float]:
 
 
 def _ave_cls_chance(splits: Any, task: nn.Module, out: dict) -> dict[str, float]:
-    from avlearn.tasks.ave import clip_class
+    from avlearn.metrics.ave import clip_class
 
     background = splits.info.num_classes
     train, test = (clip_class(s.labels, background) for s in (splits.train, splits.test))  # (N,), -100: no event
@@ -147,29 +148,9 @@ def _avqa_plot(splits: Any, out: dict, path: Path) -> Path:
     return plot_temporal_grounding(path, [test.questions[i] for i in shown], weights, answers)
 
 
-_AVE = Report(_ave_chance, _ave_plot, "timeline.png")
-_AVE_CLS = Report(_ave_cls_chance, _ave_cls_plot, "timeline.png")
-_AVS = Report(_avs_chance, _avs_plot, "masks.png")
-REPORTS = {
-    "ave": _AVE,
-    "ave_cls": _AVE_CLS,
-    "avvp": Report(_avvp_chance, _avvp_plot, "timeline.png"),
-    "avs_s4": _AVS,
-    "avs_ms3": _AVS,
-    "avqa": Report(_avqa_chance, _avqa_plot, "grounding.png"),
-    "fewshot": _AVE,
-    "fewshot_ave_cls": _AVE_CLS,
-    "fewshot_llp_cls": Report(_llp_cls_chance),
-    "pretrain_captions": _AVE,
-    "zeroshot": _AVE,
-    "zeroshot_cls": _AVE_CLS,
-    "pretrain_segments": _AVE,
-    "zeroshot_ave": _AVE,
-    "zeroshot_ave_cls": _AVE_CLS,
-    "zeroshot_llp_cls": Report(_llp_cls_chance),
-}
-
-
-def report_for(task_name: str) -> Report | None:
-    """The task's report; None for a task without one (it gets no chance level and no plot)."""
-    return REPORTS.get(task_name)
+AVE = Report(_ave_chance, _ave_plot, "timeline.png")  # segment labels
+AVE_CLS = Report(_ave_cls_chance, _ave_cls_plot, "timeline.png")  # one class per clip (its first event's)
+AVS = Report(_avs_chance, _avs_plot, "masks.png")
+AVVP = Report(_avvp_chance, _avvp_plot, "timeline.png")
+AVQA = Report(_avqa_chance, _avqa_plot, "grounding.png")
+LLP_CLS = Report(_llp_cls_chance)
