@@ -12,6 +12,7 @@ frozen text tower built once per module, each token batch embedded once (it is o
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 
@@ -24,7 +25,9 @@ from avlearn import register_all
 from avlearn.build import audio_preprocess, build_splits, build_task
 from avlearn.config import compose_run
 from avlearn.errors import ConfigError
+from avlearn.methods.base import Method
 from avlearn.registry import BACKBONES, METHODS, TASKS
+from avlearn.tasks.base import Task
 
 register_all()
 
@@ -151,6 +154,7 @@ def test_pair_builds_trains_and_predicts_or_is_refused_at_build(task, method, ba
         assert "\n" not in str(refused.value) and task in str(refused.value) and method in str(refused.value)
         return
     model = build_task(cfg, info).train()
+    assert isinstance(model, Task) and isinstance(model.method, Method)
     before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
     try:
         out = model(train)
@@ -185,3 +189,19 @@ def test_declared_widths_are_the_produced_widths(method, batches):
         assert dims[name] == width, name
     if "grid" in feats.produced():
         assert feats.grid[0] * feats.grid[1] == feats.visual.shape[2]
+
+
+@pytest.mark.parametrize("task", [t for t in sorted(FAMILY) if not t.startswith("zeroshot")])  # zero-shot: no training
+def test_every_task_adds_the_method_losses_to_its_loss_and_reports_each(task, batches):
+    train, _, info = batches(task)
+    model = build_task(_config(task, "baseline"), info).train()
+    torch.manual_seed(1)
+    plain = model(train)
+    term, real = torch.tensor(1.25, requires_grad=True), model.method.forward
+    model.method.forward = lambda batch, **request: dataclasses.replace(real(batch, **request), losses={"probe": term})
+    torch.manual_seed(1)
+    probed = model(train)
+    assert probed["loss_probe"] == 1.25 and not probed["loss_probe"].requires_grad
+    torch.testing.assert_close(probed["loss"], plain["loss"] + 1.25)
+    probed["loss"].backward()
+    assert term.grad == 1.0
