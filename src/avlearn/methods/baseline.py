@@ -2,9 +2,9 @@
 
 Not from a paper: the simplest model that can localise audio-visual events, used by ``avlearn demo`` and as the
 reference every method is compared with. Each one-second segment's frame and log-mel go through the configured
-backbones; pooled features are projected to ``dim`` and mixed across segments by a depthwise temporal
-convolution (events last several seconds). Fusion of the two modalities is the task head's job, so this method
-works with any task that consumes pooled or token features.
+towers (or come from a feature store through ``features`` towers); pooled features are projected to ``dim`` and
+mixed across segments by a depthwise temporal convolution (events last several seconds). Fusion of the two
+modalities is the task head's job, so this method works with any task that consumes pooled or token features.
 """
 
 from __future__ import annotations
@@ -44,12 +44,14 @@ class _Temporal(nn.Module):
 
 @METHODS.register("baseline")
 class Baseline(nn.Module):
-    """Encoders + temporal mixers. Input ``frames (B, S_v, H, W, 3)`` uint8 and ``audio (B, S_a, F, T)`` (or cached
-    ``visual_features`` / ``audio_features`` for ``features`` towers); output AVFeatures.
+    """Encoders + temporal mixers: each segment's tower tokens, pooled, projected and mixed across segments.
 
-    ``produces`` (class): what any towers give, ``layers`` on request (both towers' stage outputs). An instance adds
-    ``grid`` and ``visual_pyramid`` when its visual tower's tokens lie on a grid, ``text`` / ``text_pooled`` with a
-    text tower; ``layers`` needs stages in both towers.
+    Input ``frames (B, S_v, H, W, 3)`` uint8 and ``audio (B, S_a, F, T)`` (or cached ``visual_features`` /
+    ``audio_features`` for ``features`` towers); output AVFeatures.
+
+    ``produces`` (class): what any towers give. An instance adds ``grid`` and ``visual_pyramid`` when its visual
+    tower's tokens lie on a grid, ``layers`` (every stage's tokens of both towers, returned on request:
+    ``method(batch, layers=True)``) when both towers have stages, and ``text`` / ``text_pooled`` with a text tower.
     """
 
     Config = BaselineConfig
