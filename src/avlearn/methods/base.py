@@ -118,10 +118,10 @@ def check_pairing(method_name: str, produces: tuple[str, ...], task_name: str, n
         )
 
 
-def text_features(tower: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def text_features(tower: nn.Module | None, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``text`` (B, L, Ct) and ``text_pooled`` (B, Ct) of the batch's ``text_ids`` / ``text_mask`` by a text tower;
-    empty when the batch carries no text."""
-    if "text_ids" not in batch:
+    empty without a tower or when the batch carries no text."""
+    if tower is None or "text_ids" not in batch:
         return {}
     inputs = {"input_ids": batch["text_ids"], "attention_mask": batch.get("text_mask")}
     tokens = tower.forward_features(**inputs)  # (B, L, Ct)

@@ -88,7 +88,7 @@ class Baseline(nn.Module):
             grid=visual.grid if "grid" in self.produces else None,
             visual_pyramid=visual.pyramid if "visual_pyramid" in self.produces else None,
             layers={"visual": visual.stages, "audio": audio.stages} if layers else None,
-            **(text_features(self.text_backbone, batch) if self.text_backbone is not None else {}),
+            **text_features(self.text_backbone, batch),
         )
 
 

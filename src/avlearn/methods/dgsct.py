@@ -59,7 +59,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from avlearn.backbones.base import Hidden
-from avlearn.errors import ConfigError
+from avlearn.errors import ConfigError, DataError
 from avlearn.methods.base import AVFeatures, text_features
 from avlearn.registry import METHODS
 
@@ -418,6 +418,8 @@ class DGSCT(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> AVFeatures:
         frames, mel = batch["frames"], batch["audio"]
         b, s = frames.shape[:2]
+        if mel.shape[1] != s:
+            raise DataError(f"DG-SCT pairs each visual segment with its audio segment: S_v={s}, S_a={mel.shape[1]}")
         v, a = self._embed(frames, mel)
         pools, stage_outputs = None, []  # stage_outputs: visual state at each stage end, before its patch merging
         for v_block, a_block, pair in self.plan:
@@ -441,7 +443,7 @@ class DGSCT(nn.Module):
             visual_pooled=visual_pooled.unflatten(0, (b, s)),  # (B, S, Cv)
             grid=v.grid if self._visual_grid else None,
             visual_pyramid=self._pyramid(stage_outputs, v_tokens, v.grid, b, s) if self._visual_grid else None,
-            **(text_features(self.text_backbone, batch) if self.text_backbone is not None else {}),
+            **text_features(self.text_backbone, batch),
         )
 
     @staticmethod

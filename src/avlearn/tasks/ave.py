@@ -225,6 +225,7 @@ class AVETask(nn.Module):
         return self._head(self.method(batch))
 
     def _head(self, feats: AVFeatures) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The head on the method's pooled features (audio and visual segments paired one to one)."""
         feats = paired_segments(feats, self.cfg.name)
         return self.head(feats.audio_pooled, feats.visual_pooled)
 

@@ -561,9 +561,9 @@ class AVQATask(nn.Module):
         loss_grounding = self.grounding_loss(out)
         loss_contrast = self.contrastive_loss(out)
         loss = loss_answer + self.cfg.grounding_weight * loss_grounding + self.cfg.contrast_weight * loss_contrast
-        out_loss = {"loss": loss, "loss_answer": loss_answer.detach(), "loss_grounding": loss_grounding.detach(),
-                    "loss_contrast": loss_contrast.detach()}  # fmt: skip
-        return add_method_losses(out_loss, out["method_losses"])
+        terms = {"loss": loss, "loss_answer": loss_answer.detach(), "loss_grounding": loss_grounding.detach(),
+                 "loss_contrast": loss_contrast.detach()}  # fmt: skip
+        return add_method_losses(terms, out["method_losses"])
 
     @torch.no_grad()
     def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -42,6 +42,13 @@ def test_audio_and_visual_segment_counts_may_differ_and_a_pairing_head_says_so()
         task(_batch(s_v=6, s_a=3))
 
 
+def test_dgsct_pairs_segments_and_refuses_unequal_counts():
+    cfg = compose_run(["task=ave", "method=dgsct_tiny", "backbone=dgsct_tiny", "data.frame_size=32"])
+    method = build_task(cfg, DatasetInfo(("a", "b"))).method
+    with pytest.raises(DataError, match="DG-SCT pairs each visual segment with its audio segment: S_v=4, S_a=3"):
+        method(_batch(s_v=4, s_a=3))
+
+
 def test_per_layer_tokens_come_only_on_request_with_the_declared_widths():
     method = _baseline().eval()
     assert method(_batch()).layers is None
