@@ -25,13 +25,42 @@ def build_splits(cfg: DictConfig, audio_pre: Any) -> Any:  # avlearn.data.pipeli
     return pipeline(cfg, audio_pre)
 
 
-def _backbone(name: str, data: DictConfig, pretrained: str | None) -> nn.Module:
-    """Build a registered backbone, passing the data settings its builder accepts."""
+def _backbone(name: str, data: DictConfig, pretrained: str | None, **extra: Any) -> nn.Module:
+    """Build a registered backbone, passing the data settings (and ``extra`` arguments) its builder accepts."""
     builder = BACKBONES.get(name)
     offered = {"size": data.frame_size, "sample_rate": data.sample_rate, "n_mels": data.n_mels, "hop_ms": data.hop_ms,
-               "pretrained": pretrained}  # fmt: skip
+               "pretrained": pretrained, **extra}  # fmt: skip
     accepted = inspect.signature(builder).parameters
     return builder(**{k: v for k, v in offered.items() if k in accepted and v is not None})
+
+
+def _store_tower(store: str | None, slot: str) -> dict[str, Any]:
+    """The ``features`` tower's arguments for ``slot``: its modality and the width and layout ``backbone.store``
+    (a store made by ``avlearn extract --features``) holds."""
+    from avlearn.data.store import ClipStore
+    from avlearn.errors import DataError
+
+    if not store:
+        raise ConfigError(f"backbone.{slot}=features reads cached features: set backbone.store=<a folder made by "
+                          "`avlearn extract --features`>")  # fmt: skip
+    try:
+        settings = ClipStore(store, kind="features").settings
+    except DataError as err:
+        raise ConfigError(f"backbone.store={store!r}: {err}") from None
+    if slot not in settings:
+        raise ConfigError(f"backbone.store={store!r} holds no {slot} features (it has: "
+                          f"{', '.join(s for s in ('visual', 'audio') if s in settings)})")  # fmt: skip
+    return {"modality": slot, "num_features": settings[slot]["num_features"], "tokens": settings["output"] == "tokens"}
+
+
+def _tower(cfg: DictConfig, slot: str) -> nn.Module:
+    """The ``backbone.<slot>`` tower (visual, audio or text), frozen by ``backbone.freeze``."""
+    name = cfg.backbone[slot]
+    # A tower's own weights (``backbone.<slot>_pretrained``), else the shared ``backbone.pretrained`` (visual, audio).
+    own = cfg.backbone.get(f"{slot}_pretrained")
+    pretrained = own if slot == "text" else own or cfg.backbone.get("pretrained")
+    extra = _store_tower(cfg.backbone.store, slot) if name == "features" else {}
+    return _backbone(name, cfg.data, pretrained, **extra).freeze(cfg.backbone.freeze)
 
 
 def _schema_instance(cls: type, node: DictConfig) -> Any:
@@ -39,16 +68,14 @@ def _schema_instance(cls: type, node: DictConfig) -> Any:
 
 
 def build_task(cfg: DictConfig, info: Any) -> nn.Module:
-    """Backbones -> method -> task, with the pairing of method and task checked."""
+    """Towers (visual, audio, optional text) -> method -> task, with the pairing of method and task checked."""
     from avlearn.methods.base import check_pairing
 
-    shared = cfg.backbone.get("pretrained")
-    visual_weights, audio_weights = (cfg.backbone.get(f"{m}_pretrained") or shared for m in ("visual", "audio"))
-    visual = _backbone(cfg.backbone.visual, cfg.data, visual_weights).freeze(cfg.backbone.freeze)
-    audio = _backbone(cfg.backbone.audio, cfg.data, audio_weights).freeze(cfg.backbone.freeze)
+    visual, audio = _tower(cfg, "visual"), _tower(cfg, "audio")
+    text = _tower(cfg, "text") if cfg.backbone.text else None
     method_cls, task_cls = METHODS.get(cfg.method.name), TASKS.get(cfg.task.name)
-    method = method_cls(_schema_instance(method_cls.Config, cfg.method), visual, audio)
-    check_pairing(cfg.method.name, method.produces, cfg.task.name, task_cls.needs)  # fields may depend on backbones
+    method = method_cls(_schema_instance(method_cls.Config, cfg.method), visual, audio, text)
+    check_pairing(cfg.method.name, method.produces, cfg.task.name, task_cls.needs)  # fields may depend on towers
     return task_cls(_schema_instance(task_cls.Config, cfg.task), method, info)
 
 

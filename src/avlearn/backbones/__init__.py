@@ -5,7 +5,7 @@ in :mod:`avlearn.backbones.base`); every family also registers a ``<family>_tiny
 package registers them all.
 """
 
-from avlearn.backbones import ast, bert, clap, clip, cnn, swinv2, videomae, vit, vit_mae
+from avlearn.backbones import ast, bert, clap, clip, cnn, features, swinv2, videomae, vit, vit_mae
 from avlearn.backbones.base import FREEZE_POLICIES, Backbone, Hidden, WeightsNotFoundError
 from avlearn.backbones.preprocess import AudioPreprocess, ImagePreprocess, TextPreprocess
 
@@ -22,6 +22,7 @@ __all__ = [
     "clap",
     "clip",
     "cnn",
+    "features",
     "swinv2",
     "videomae",
     "vit",

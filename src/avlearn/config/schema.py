@@ -37,15 +37,21 @@ def check_choices(schema: type, values: Any, where: str) -> None:
 
 @dataclass
 class BackboneConfig:
-    """Which encoders feed the method: registered backbone names per modality, weights and freezing."""
+    """Which towers feed the method: registered backbone names per modality, weights and freezing.
+
+    ``visual`` and ``audio`` are required, ``text`` optional (None: no text tower). ``features`` in a slot reads that
+    modality's cached features from ``store``, a folder made by ``avlearn extract --features``, and runs no network.
+    """
 
     name: str = "small_cnn"
     visual: str = "cnn_visual_small"
     audio: str = "cnn_audio_small"
-    text: str | None = None
-    pretrained: str | None = None  # a local folder or a cached Hugging Face id; None = random init
+    text: str | None = None  # a registered text backbone (e.g. minilm_l6, bert_tiny), built and given to the method
+    pretrained: str | None = None  # visual and audio weights: a local folder or a cached Hugging Face id; None = random
     visual_pretrained: str | None = None  # the visual tower's weights; None = ``pretrained``
     audio_pretrained: str | None = None  # the audio tower's weights; None = ``pretrained``
+    text_pretrained: str | None = None  # the text tower's weights (and tokenizer); None = the tower's default
+    store: str | None = None  # the feature store that ``features`` towers read
     freeze: str = choice("none", ("none", "all", "all_but_norm"))
 
 

@@ -1,8 +1,8 @@
 """Methods: one file per paper (plus the baseline). Importing this package registers them all."""
 
-from avlearn.methods.base import AVFeatures, check_pairing
+from avlearn.methods.base import AVFeatures, Method, check_pairing
 from avlearn.registry import register_package
 
 register_package(__name__, __path__)
 
-__all__ = ["AVFeatures", "check_pairing"]
+__all__ = ["AVFeatures", "Method", "check_pairing"]

@@ -69,8 +69,8 @@ from torch.utils.checkpoint import checkpoint
 from avlearn.audio.presets import HTSAT_SAMPLE_RATE, htsat_segment_input
 from avlearn.audio.specaugment import SpecAugment
 from avlearn.backbones.base import Hidden
-from avlearn.errors import ConfigError
-from avlearn.methods.base import AVFeatures
+from avlearn.errors import ConfigError, DataError
+from avlearn.methods.base import AVFeatures, text_features
 from avlearn.registry import METHODS
 
 Step = tuple[int | None, int | None, int | None]  # (visual block, audio block, pair index or None)
@@ -406,22 +406,26 @@ class DGSCT(nn.Module):
     T)`` log-mel per segment (``audio_frontend: seed``: ``(B, S, 1, N)`` 32 kHz waveforms) -> AVFeatures (tokens,
     pooled embeddings and, for grid backbones, the stage pyramid).
 
-    ``produces`` (class): what every visual backbone gives; an instance adds ``visual_pyramid`` when its visual
-    backbone has a token grid (Swin-V2), so a pairing check on the built method refuses AVS for CLIP / ViT.
-    ``pyramid_widths``: the channels of the ``visual_pyramid`` levels (empty without a grid).
+    ``produces`` (class): what every visual backbone gives; an instance adds ``grid`` and ``visual_pyramid`` when
+    its visual backbone has a token grid (Swin-V2), so a pairing check on the built method refuses AVS and AVQA for
+    CLIP / ViT, and ``text`` / ``text_pooled`` with a text tower. ``dims``: the widths (contract in ``base.py``).
     """
 
     Config = DGSCTConfig
     produces = ("audio", "audio_pooled", "visual", "visual_pooled")
 
-    def __init__(self, cfg: DGSCTConfig, visual: nn.Module, audio: nn.Module) -> None:
+    def __init__(self, cfg: DGSCTConfig, visual: nn.Module, audio: nn.Module, text: nn.Module | None = None) -> None:
         super().__init__()
         if cfg.checkpoint_unit not in ("step", "piece"):
             raise ConfigError(f"method.checkpoint_unit={cfg.checkpoint_unit!r}: expected step or piece")
+        for slot, tower in (("visual", visual), ("audio", audio)):
+            if not getattr(tower, "num_stages", 0):
+                raise ConfigError(f"backbone.{slot}: DG-SCT puts adapters between a tower's blocks and "
+                                  f"{type(tower).__name__} has none (cached features); use a transformer")  # fmt: skip
         _check_audio_options(cfg, audio)
         adapter_variant(cfg)
         self.cfg = cfg
-        self.visual_backbone, self.audio_backbone = visual, audio
+        self.visual_backbone, self.audio_backbone, self.text_backbone = visual, audio, text
         self._audio_input = _input_name(audio, "spectrogram", "input_features")
         (v_shapes, self._visual_grid), (a_shapes, _) = _stage_shapes(visual), _stage_shapes(audio)
         depths = [[len(b.stage_blocks(i)) for i in range(b.num_stages)] for b in (visual, audio)]
@@ -430,10 +434,14 @@ class DGSCT(nn.Module):
             _PairAdapters(v_shapes[v[0]], a_shapes[a[0]], cfg) for v, a, pair in self.plan if pair is not None
         )
         self._stage_ends = [set(_last_blocks(d)) for d in depths]
-        self.produces = self.produces + (("visual_pyramid",) if self._visual_grid else ())
-        self.pyramid_widths = tuple(c for _, c in v_shapes) if self._visual_grid else ()
-        self.out_dim = visual.num_features
-        self.audio_dim = audio.num_features
+        self.dims = {"audio": audio.num_features, "audio_pooled": audio.num_features, "visual": visual.num_features,
+                     "visual_pooled": visual.num_features}  # fmt: skip
+        if self._visual_grid:
+            self.produces = self.produces + ("grid", "visual_pyramid")
+            self.dims["visual_pyramid"] = tuple(c for _, c in v_shapes)
+        if text is not None:
+            self.produces = self.produces + ("text", "text_pooled")
+            self.dims.update(text=text.num_features, text_pooled=text.num_features)
 
     def _embed(self, frames: torch.Tensor, audio: torch.Tensor) -> tuple[Hidden, Hidden]:
         pixels = self.visual_backbone.preprocess(frames.flatten(0, 1))  # (B*S, H, W, 3) uint8 -> (B*S, 3, h, w)
@@ -503,7 +511,10 @@ class DGSCT(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> AVFeatures:
         frames = batch["frames"]
         b, s = frames.shape[:2]
-        v, a = self._embed(frames, batch["audio"])
+        audio = batch["audio"]
+        if audio.shape[1] != s:
+            raise DataError(f"DG-SCT pairs each visual segment with its audio segment: S_v={s}, S_a={audio.shape[1]}")
+        v, a = self._embed(frames, audio)
         pools, stage_outputs = None, []  # stage_outputs: visual state at each stage end, before its patch merging
         for v_block, a_block, pair in self.plan:
             v, a, step_pools = self._run(self._step, v_block, a_block, pair, v, a)
@@ -524,8 +535,9 @@ class DGSCT(nn.Module):
             audio_pooled=(pool_a @ a.tokens).squeeze(1).unflatten(0, (b, s)),  # (B, S, Ca)
             visual=v_tokens.unflatten(0, (b, s)),  # (B, S, Nv, Cv)
             visual_pooled=visual_pooled.unflatten(0, (b, s)),  # (B, S, Cv)
-            visual_grid=v.grid,
+            grid=v.grid if self._visual_grid else None,
             visual_pyramid=self._pyramid(stage_outputs, v_tokens, v.grid, b, s) if self._visual_grid else None,
+            **text_features(self.text_backbone, batch),
         )
 
     @staticmethod

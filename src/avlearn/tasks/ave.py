@@ -32,9 +32,10 @@ from torch import nn
 from avlearn.data.pipelines.ave import ave_splits
 from avlearn.errors import ConfigError
 from avlearn.layers.temporal import GatedTemporalEncoder
+from avlearn.methods.base import AVFeatures
 from avlearn.metrics.ave import clip_class
 from avlearn.registry import TASKS
-from avlearn.tasks.base import DatasetInfo
+from avlearn.tasks.base import DatasetInfo, add_method_losses, paired_segments, pooled_widths
 from avlearn.viz.reports import AVE, AVE_CLS
 
 HEADS = ("fusion", "cmbs")
@@ -58,11 +59,6 @@ class AVEConfig:
     gate_gamma: float = 0.1  # weight of the other modality's gate on the decoder outputs
     topk: int = 4  # segments averaged into the clip-level class scores
     av_score_weight: float = 0.3  # weight of those scores added to the clip logits
-
-
-def method_dims(method: nn.Module) -> tuple[int, int]:
-    """Widths of the pooled (audio, visual) features a method produces (``audio_dim`` defaults to ``out_dim``)."""
-    return getattr(method, "audio_dim", method.out_dim), method.out_dim
 
 
 class FusionHead(nn.Module):
@@ -128,7 +124,7 @@ def cmbs_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, background: in
 
 
 def _build_head(cfg: AVEConfig, method: nn.Module, num_classes: int) -> nn.Module:
-    audio_dim, visual_dim = method_dims(method)
+    audio_dim, visual_dim = pooled_widths(method)
     if cfg.head == "fusion":
         return FusionHead(audio_dim, visual_dim, cfg.hidden, num_classes + 1, cfg.dropout)
     if cfg.head == "cmbs":
@@ -151,15 +147,20 @@ class AVETask(nn.Module):
 
     def outputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
         """The head's raw outputs: ``fusion`` (B, S, K + 1) logits, ``cmbs`` the CMBS dict."""
-        feats = self.method(batch)
+        return self._head(self.method(batch))
+
+    def _head(self, feats: AVFeatures) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The head on the method's pooled features (audio and visual segments paired one to one)."""
+        feats = paired_segments(feats, self.cfg.name)
         return self.head(feats.audio_pooled, feats.visual_pooled)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out, labels = self.outputs(batch), batch["labels"]
+        feats, labels = self.method(batch), batch["labels"]
+        out = self._head(feats)
         if self.cfg.head == "cmbs":
-            return cmbs_loss(out, labels, self.info.num_classes)
+            return add_method_losses(cmbs_loss(out, labels, self.info.num_classes), feats.losses)
         loss = F.cross_entropy(out.flatten(0, 1), labels.flatten(), label_smoothing=self.cfg.label_smoothing)
-        return {"loss": loss}
+        return add_method_losses({"loss": loss}, feats.losses)
 
     @torch.no_grad()
     def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -202,17 +203,17 @@ class AVEClassificationTask(nn.Module):
         self.head = _build_head(cfg, method, info.num_classes)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        feats = self.method(batch)
+        feats = paired_segments(self.method(batch), self.cfg.name)
         out = self.head(feats.audio_pooled, feats.visual_pooled)
         target = clip_class(batch["labels"], self.info.num_classes)
         loss_event = F.cross_entropy(out["event"], target, label_smoothing=self.cfg.label_smoothing)
         loss_av_score = F.cross_entropy(out["av_score"], target, label_smoothing=self.cfg.label_smoothing)
-        return {"loss": loss_event + loss_av_score, "loss_event": loss_event.detach()}
+        return add_method_losses({"loss": loss_event + loss_av_score, "loss_event": loss_event.detach()}, feats.losses)
 
     @torch.no_grad()
     def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``clip_labels (B,)`` and ``probs (B, K)``."""
-        feats = self.method(batch)
+        feats = paired_segments(self.method(batch), self.cfg.name)
         probs = self.head(feats.audio_pooled, feats.visual_pooled)["event"].float().softmax(dim=-1)
         return {"clip_labels": probs.argmax(dim=-1), "probs": probs}
 

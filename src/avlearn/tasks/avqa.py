@@ -86,7 +86,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from avlearn.data.pipelines.avqa import avqa_pipeline, question_tokenizer
 from avlearn.losses.contrastive import info_nce
 from avlearn.registry import TASKS
-from avlearn.tasks.base import DatasetInfo
+from avlearn.tasks.base import DatasetInfo, add_method_losses, paired_segments
 from avlearn.viz.reports import AVQA
 
 if TYPE_CHECKING:
@@ -420,17 +420,17 @@ class AVQATask(nn.Module):
     ``question_type`` (B strings). See ``split_batch`` for the two layouts (a question or a video per row)."""
 
     Config = AVQAConfig
-    needs = ("audio", "audio_pooled", "visual")
+    needs = ("audio", "audio_pooled", "visual", "grid")
     primary_metric = "overall"
 
     def __init__(self, cfg: AVQAConfig, method: nn.Module, info: DatasetInfo) -> None:
         super().__init__()
         self.cfg, self.info, self.method = cfg, info, method
         d = cfg.dim
-        audio_dim, visual_dim = getattr(method, "audio_dim", method.out_dim), method.visual_backbone.num_features
+        audio_dim, visual_dim = method.dims["audio_pooled"], method.dims["visual"]
         self.question = QuestionEncoder(cfg.vocab_size, d, cfg.word_dim)
         self.audio_proj = nn.Sequential(nn.Linear(audio_dim, d), nn.ReLU(), nn.Linear(d, d))
-        self.audio_token_proj = nn.Linear(method.audio_backbone.num_features, d)
+        self.audio_token_proj = nn.Linear(method.dims["audio"], d)
         self.audio_token_pos = nn.Embedding(cfg.max_audio_tokens, d)
         self.audio_token_mlp = _mlp(d)
         self.onset = nn.Linear(d, d)
@@ -483,11 +483,12 @@ class AVQATask(nn.Module):
 
     def encode(self, media: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each video once: audio (V, S, d), tokens (V*S, N, d), grounded visual (V*S, d), and the segment
-        features the questions attend to (``audio_seg`` / ``visual_seg``, (V, S, d))."""
-        feats = self.method(media)
+        features the questions attend to (``audio_seg`` / ``visual_seg``, (V, S, d)); ``method_losses``: the method's
+        own loss terms."""
+        feats = paired_segments(self.method(media), self.cfg.name)
         audio = self._audio(feats)
         v, s = audio.shape[:2]
-        grid = grid_positions(feats.visual_grid, audio.device)  # (N, 2)
+        grid = grid_positions(feats.grid, audio.device)  # (N, 2)
         tokens = self._tokens(feats.visual, grid)  # (V*S, N, d)
         visual, _ = self.grounding(tokens, audio.flatten(0, 1))  # (V*S, d)
         time = self.time(torch.arange(s, device=audio.device))  # (S, d)
@@ -501,7 +502,7 @@ class AVQATask(nn.Module):
             both = torch.cat([audio_seg + self.modality.weight[0], visual_seg + self.modality.weight[1]], dim=1)
             audio_seg, visual_seg = self.segments(both).split(s, dim=1)  # (V, 2S, d) -> 2 x (V, S, d)
         return {"audio": audio, "tokens": tokens, "visual": visual, "audio_seg": audio_seg, "visual_seg": visual_seg,
-                "grid": grid}  # fmt: skip
+                "grid": grid, "method_losses": feats.losses}  # fmt: skip
 
     def outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Answer logits (Q, K), temporal weights (Q, S) of each modality, and the grounding inputs."""
@@ -560,8 +561,9 @@ class AVQATask(nn.Module):
         loss_grounding = self.grounding_loss(out)
         loss_contrast = self.contrastive_loss(out)
         loss = loss_answer + self.cfg.grounding_weight * loss_grounding + self.cfg.contrast_weight * loss_contrast
-        return {"loss": loss, "loss_answer": loss_answer.detach(), "loss_grounding": loss_grounding.detach(),
-                "loss_contrast": loss_contrast.detach()}  # fmt: skip
+        terms = {"loss": loss, "loss_answer": loss_answer.detach(), "loss_grounding": loss_grounding.detach(),
+                 "loss_contrast": loss_contrast.detach()}  # fmt: skip
+        return add_method_losses(terms, out["method_losses"])
 
     @torch.no_grad()
     def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

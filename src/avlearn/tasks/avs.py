@@ -44,7 +44,7 @@ from torch import nn
 
 from avlearn.data.pipelines.avs import avs_pipeline
 from avlearn.registry import TASKS
-from avlearn.tasks.base import DatasetInfo
+from avlearn.tasks.base import DatasetInfo, add_method_losses, paired_segments
 from avlearn.viz.reports import AVS
 
 
@@ -198,23 +198,6 @@ def masked_av_kl(logits: torch.Tensor, maps: list[torch.Tensor], audio_feats: li
     return total / max(1, len(maps))
 
 
-@torch.no_grad()
-def pyramid_widths(backbone: nn.Module) -> tuple[int, ...]:
-    """Channels of each stage output of a visual backbone that has a token grid (what ``visual_pyramid`` holds).
-
-    Runs the stage loop once on the backbone's dummy inputs, in eval mode (batch-norm statistics stay untouched).
-    """
-    was_training = backbone.training
-    backbone.eval()
-    hidden, widths = backbone.embed(**backbone.dummy_inputs(1)), []
-    for i in range(backbone.num_stages):
-        hidden = backbone.run_stage(i, hidden)
-        if hidden.grid is not None:
-            widths.append(hidden.tokens.shape[-1])
-    backbone.train(was_training)
-    return tuple(widths)
-
-
 @TASKS.register("avs_s4", pipeline=avs_pipeline, synth_part="avs", report=AVS)
 @TASKS.register("avs_ms3", pipeline=avs_pipeline, synth_part="avs", report=AVS)
 class AVSTask(nn.Module):
@@ -227,22 +210,20 @@ class AVSTask(nn.Module):
     def __init__(self, cfg: AVSConfig, method: nn.Module, info: DatasetInfo) -> None:
         super().__init__()
         self.cfg, self.info, self.method = cfg, info, method
-        audio_dim = getattr(method, "audio_dim", method.out_dim)
-        widths = getattr(method, "pyramid_widths", None) or pyramid_widths(method.visual_backbone)
-        self.decoder = AVSDecoder(widths, audio_dim, cfg)
+        self.decoder = AVSDecoder(method.dims["visual_pyramid"], method.dims["audio_pooled"], cfg)
 
     def outputs(self, batch: dict[str, torch.Tensor], keep: torch.Tensor | None = None) -> tuple:
-        """Mask logits (K, H, W) of the frames ``keep`` selects from (B, T) (default: all, K = B*T), and the stage
-        maps and audio features of those frames, for the KL term."""
-        feats = self.method(batch)
+        """Mask logits (K, H, W) of the frames ``keep`` selects from (B, T) (default: all, K = B*T), the stage
+        maps and audio features of those frames, for the KL term, and the method's own loss terms."""
+        feats = paired_segments(self.method(batch), self.cfg.name)
         b, t, h, w = batch["frames"].shape[:4]
         keep = torch.ones(b, t, dtype=torch.bool, device=feats.audio_pooled.device) if keep is None else keep
         pyramid = [level.flatten(0, 1) for level in feats.visual_pyramid]  # (B*T, C_i, H_i, W_i)
-        return self.decoder(pyramid, feats.audio_pooled, (h, w), keep.flatten().nonzero()[:, 0])
+        return *self.decoder(pyramid, feats.audio_pooled, (h, w), keep.flatten().nonzero()[:, 0]), feats.losses
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         valid = batch["mask_valid"].bool()  # (B, T): only annotated frames are decoded in training
-        logits, maps, audio = self.outputs(batch, valid)  # (K, H, W)
+        logits, maps, audio, method_losses = self.outputs(batch, valid)  # (K, H, W)
         target = batch["masks"][valid].unflatten(-1, logits.shape[-2:]).float()  # (K, H*W) -> (K, H, W)
         loss_bce = F.binary_cross_entropy_with_logits(logits, target)
         out = {"loss_bce": loss_bce.detach()}
@@ -250,7 +231,7 @@ class AVSTask(nn.Module):
         if self.cfg.kl_weight > 0 and audio:
             loss_kl = masked_av_kl(logits, maps, audio)
             loss, out["loss_kl"] = loss + self.cfg.kl_weight * loss_kl, loss_kl.detach()
-        return {"loss": loss, **out}
+        return add_method_losses({"loss": loss, **out}, method_losses)
 
     @torch.no_grad()
     def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -57,7 +57,7 @@ from torch import nn
 from avlearn.data.pipelines.avvp import avvp_pipeline
 from avlearn.layers.temporal import GatedTemporalEncoder
 from avlearn.registry import TASKS
-from avlearn.tasks.base import DatasetInfo
+from avlearn.tasks.base import DatasetInfo, add_method_losses, paired_segments, pooled_widths
 from avlearn.viz.reports import AVVP
 
 
@@ -176,14 +176,14 @@ class AVVPTask(nn.Module):
     def __init__(self, cfg: AVVPConfig, method: nn.Module, info: DatasetInfo) -> None:
         super().__init__()
         self.cfg, self.info, self.method = cfg, info, method
-        audio_dim, visual_dim = getattr(method, "audio_dim", method.out_dim), method.out_dim
+        audio_dim, visual_dim = pooled_widths(method)
         self.head = MGNHead(audio_dim, visual_dim, info.num_classes, cfg)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # training steps taken (for refine_after)
 
     def outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The head's probabilities (see ``MGNHead``)."""
-        feats = self.method(batch)
-        return self.head(feats.audio_pooled, feats.visual_pooled)
+        """The head's probabilities (see ``MGNHead``) and the method's own loss terms."""
+        feats = paired_segments(self.method(batch), self.cfg.name)
+        return {**self.head(feats.audio_pooled, feats.visual_pooled), "method_losses": feats.losses}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         y = batch["labels"].float()
@@ -204,7 +204,8 @@ class AVVPTask(nn.Module):
             "loss_tokens": F.cross_entropy(out["audio_tokens"], own_class)
             + F.cross_entropy(out["visual_tokens"], own_class),
         }
-        return {"loss": sum(losses.values()), **{k: v.detach() for k, v in losses.items()}}
+        total = {"loss": sum(losses.values()), **{k: v.detach() for k, v in losses.items()}}
+        return add_method_losses(total, out["method_losses"])
 
     def modality_targets(self, batch: dict[str, torch.Tensor], y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, K) audio and visual targets: the video labels ``y`` for both, or, once ``steps`` reaches

@@ -61,7 +61,7 @@ from avlearn.layers.prompts import embed_prompts
 from avlearn.losses.contrastive import info_nce
 from avlearn.metrics.ave import clip_class
 from avlearn.registry import TASKS
-from avlearn.tasks.base import DatasetInfo, EvaluationOnly
+from avlearn.tasks.base import DatasetInfo, EvaluationOnly, add_method_losses, paired_segments, pooled_widths
 from avlearn.viz.reports import AVE, AVE_CLS, LLP_CLS
 
 
@@ -117,25 +117,27 @@ class _PromptClassifier(nn.Module):
                               f"({visual.shape[1]} vs {audio.shape[1]}); expected 0 or equal widths")  # fmt: skip
         self.register_buffer("visual_classes", visual, persistent=self.persistent_prompts)  # (K [+ 1], Ct)
         self.register_buffer("audio_classes", audio, persistent=self.persistent_prompts)  # (K [+ 1], Ct')
-        self.visual_proj = nn.Linear(method.out_dim, visual.shape[1])
-        self.audio_proj = nn.Linear(getattr(method, "audio_dim", method.out_dim), audio.shape[1])
+        audio_dim, visual_dim = pooled_widths(method)
+        self.visual_proj = nn.Linear(visual_dim, visual.shape[1])
+        self.audio_proj = nn.Linear(audio_dim, audio.shape[1])
         self.log_scale = nn.Parameter(torch.tensor(float(cfg.init_scale)).log())
 
-    def segment_logits(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, S, K [+ 1]) logits (scaled cosine to the visual plus to the audio prompts) and the auxiliary loss."""
-        feats = self.method(batch)
+    def segment_logits(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(B, S, K [+ 1]) logits (scaled cosine to the visual plus to the audio prompts) and the auxiliary loss
+        terms: the method's own and, in training with ``contrastive > 0``, the audio-image InfoNCE."""
+        feats = paired_segments(self.method(batch), self.cfg.name)
         visual = F.normalize(self.visual_proj(feats.visual_pooled), dim=-1)  # (B, S, Ct)
         audio = F.normalize(self.audio_proj(feats.audio_pooled), dim=-1)  # (B, S, Ct')
         scale = self.log_scale.exp()
         logits = scale * (visual @ self.visual_classes.T + audio @ self.audio_classes.T)
-        aux = logits.new_zeros(())
+        aux = dict(feats.losses)
         if self.cfg.contrastive and self.training:
             clip_v, clip_a = F.normalize(visual.mean(1), dim=-1), F.normalize(audio.mean(1), dim=-1)  # (B, Ct)
-            aux = self.cfg.contrastive * info_nce(clip_a, clip_v, scale)
+            aux["contrastive"] = self.cfg.contrastive * info_nce(clip_a, clip_v, scale)
         return logits, aux
 
-    def clip_logits(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, K) the mean of the segment logits (the seed's classification score) and the auxiliary loss."""
+    def clip_logits(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(B, K) the mean of the segment logits (the seed's classification score) and the auxiliary loss terms."""
         logits, aux = self.segment_logits(batch)
         return logits.mean(dim=1), aux
 
@@ -155,7 +157,7 @@ class PromptClassifierTask(_PromptClassifier):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logits, aux = self.segment_logits(batch)
         ce = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten())  # (B, S, K + 1) -> (B*S, K + 1)
-        return {"loss": ce + aux, "loss_ce": ce.detach()}
+        return add_method_losses({"loss": ce, "loss_ce": ce.detach()}, aux)
 
     @torch.no_grad()
     def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -181,7 +183,7 @@ class PromptAVEClassTask(_PromptClassifier):
         logits, aux = self.clip_logits(batch)
         target = clip_class(batch["labels"], self.info.num_classes)  # (B,), -100 for clips without an event
         ce = F.cross_entropy(logits, target, reduction="sum") / (target >= 0).sum().clamp_min(1)
-        return {"loss": ce + aux, "loss_ce": ce.detach()}
+        return add_method_losses({"loss": ce, "loss_ce": ce.detach()}, aux)
 
     def score(self, preds: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, float]:
         """Clip accuracy (percent) over the clips that have an event."""
@@ -202,7 +204,7 @@ class PromptLLPClassTask(_PromptClassifier):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logits, aux = self.clip_logits(batch)
         ce = F.cross_entropy(logits, batch["labels"].to(logits.dtype))  # soft target: the un-normalised multi-hot
-        return {"loss": ce + aux, "loss_ce": ce.detach()}
+        return add_method_losses({"loss": ce, "loss_ce": ce.detach()}, aux)
 
     def score(self, preds: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, float]:
         """Accuracy (percent) of the predicted class against the first labelled class of each video."""

@@ -43,7 +43,7 @@ from avlearn.layers.prompts import embed_prompts
 from avlearn.losses.contrastive import symmetric_nce
 from avlearn.metrics.ave import clip_class
 from avlearn.registry import TASKS
-from avlearn.tasks.base import DatasetInfo, EvaluationOnly
+from avlearn.tasks.base import DatasetInfo, EvaluationOnly, add_method_losses, paired_segments, pooled_widths
 from avlearn.viz.reports import AVE, AVE_CLS
 
 MAX_SCALE = 100.0  # CLIP's clamp of the learnable logit scale
@@ -114,8 +114,8 @@ class TextSpaceTask(nn.Module):
         texts = [*class_texts(cfg.prompt, info), *([cfg.background] if cfg.background else [])]
         prompts = embed_prompts(cfg.text, texts, cfg.text_pretrained or None)  # (K [+ 1], Ct)
         self.register_buffer("prompts", prompts, persistent=False)
-        audio_dim = getattr(method, "audio_dim", method.out_dim)
-        self.visual_proj = nn.Linear(method.out_dim, self.prompts.shape[1])
+        audio_dim, visual_dim = pooled_widths(method)
+        self.visual_proj = nn.Linear(visual_dim, self.prompts.shape[1])
         self.audio_proj = nn.Linear(audio_dim, self.prompts.shape[1])
         self.log_scale = nn.Parameter(torch.tensor(float(cfg.init_scale)).log())
         # Background when the weighted cosine to the background text exceeds this (learned; unused without one).
@@ -128,12 +128,13 @@ class TextSpaceTask(nn.Module):
     def scale(self) -> torch.Tensor:
         return self.log_scale.exp().clamp(max=MAX_SCALE)
 
-    def embed(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """L2-normalised visual and audio segment embeddings in the text space, each (B, S, Ct)."""
-        feats = self.method(batch)
+    def embed(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """L2-normalised visual and audio segment embeddings in the text space, each (B, S, Ct), and the method's
+        own loss terms."""
+        feats = paired_segments(self.method(batch), self.cfg.name)
         visual = F.normalize(self.visual_proj(feats.visual_pooled), dim=-1)  # (B, S, Ct)
         audio = F.normalize(self.audio_proj(feats.audio_pooled), dim=-1)  # (B, S, Ct)
-        return visual, audio
+        return visual, audio, feats.losses
 
     def similarity(self, visual: torch.Tensor, audio: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
         """(B, S, Ct) x2, (P, Ct) -> (B, S, P) scaled, fixed-weight sum of the two cosine similarities."""
@@ -147,7 +148,7 @@ class TextSpaceTask(nn.Module):
 
     def logits(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Class logits (B, S, K) over the class prompts, and the background logit (B, S) if there is a background."""
-        visual, audio = self.embed(batch)
+        visual, audio, _ = self.embed(batch)
         classes = self.similarity(visual, audio, self.prompts[: self.info.num_classes])  # (B, S, K)
         return classes, self.background_logit(visual, audio) if self.has_background else None
 
@@ -184,7 +185,7 @@ class CaptionPretrainTask(TextSpaceTask):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg, scale = self.cfg, self.scale()
-        visual, audio = self.embed(batch)
+        visual, audio, method_losses = self.embed(batch)
         texts = F.normalize(batch["text"].to(visual.dtype), dim=-1)  # (B, Ct)
         event = batch["labels"] < self.info.num_classes  # (B, S)
         same = (texts @ texts.T > 1.0 - 1e-4).to(texts.dtype)  # (B, B) identical captions are positives
@@ -196,7 +197,7 @@ class CaptionPretrainTask(TextSpaceTask):
             loss = loss + cfg.segment_weight * self.segment_loss(visual, audio, texts, target, event)
         if cfg.av_weight:
             loss = loss + cfg.av_weight * symmetric_nce(v_clip, a_clip, target, scale)
-        return {"loss": loss}
+        return add_method_losses({"loss": loss}, method_losses)
 
     def segment_loss(
         self, visual: torch.Tensor, audio: torch.Tensor, texts: torch.Tensor, target: torch.Tensor, event: torch.Tensor

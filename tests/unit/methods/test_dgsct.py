@@ -144,10 +144,11 @@ def test_features_have_the_contract_shapes(built):
     assert feats.visual_pooled.shape == (2, 3, c_v) and feats.audio_pooled.shape == (2, 3, c_a)
     assert feats.visual.shape[:2] == (2, 3) and feats.visual.shape[-1] == c_v
     assert feats.audio.shape[:2] == (2, 3) and feats.audio.shape[-1] == c_a
-    assert feats.visual_grid[0] * feats.visual_grid[1] == feats.visual.shape[2]
-    assert (method.out_dim, method.audio_dim) == (c_v, c_a)
+    assert feats.grid[0] * feats.grid[1] == feats.visual.shape[2]
+    assert method.dims == {"audio": c_a, "audio_pooled": c_a, "visual": c_v, "visual_pooled": c_v,
+                           "visual_pyramid": (16, 32, 64, 128)}  # fmt: skip
     assert set(method.produces) == set(feats.produced())
-    assert set(METHODS.get("dgsct").produces) == set(feats.produced()) - {"visual_pyramid"}
+    assert set(METHODS.get("dgsct").produces) == set(feats.produced()) - {"grid", "visual_pyramid"}
 
 
 def test_visual_pyramid_is_each_stage_before_patch_merging(built):
@@ -157,7 +158,7 @@ def test_visual_pyramid_is_each_stage_before_patch_merging(built):
     assert [tuple(level.shape) for level in feats.visual_pyramid] == [
         (2, 3, 16, 8, 8), (2, 3, 32, 4, 4), (2, 3, 64, 2, 2), (2, 3, 128, 1, 1)
     ]  # fmt: skip
-    assert method.pyramid_widths == (16, 32, 64, 128)
+    assert method.dims["visual_pyramid"] == (16, 32, 64, 128)
     last = feats.visual.flatten(0, 1).transpose(1, 2).reshape(6, 128, 1, 1)  # (B*S, N, C) -> (B*S, C, 1, 1)
     torch.testing.assert_close(feats.visual_pyramid[-1].flatten(0, 1), last)
 
@@ -165,7 +166,7 @@ def test_visual_pyramid_is_each_stage_before_patch_merging(built):
 def test_clip_vit_with_htsat_pairs_blocks_one_to_one_and_pools_the_cls_token():
     method = _clip_method().eval()
     assert len(method.pairs) == 5 and all(p is not None for *_, p in method.plan)
-    assert "visual_pyramid" not in method.produces and method.pyramid_widths == ()
+    assert not {"grid", "visual_pyramid"} & (set(method.produces) | set(method.dims))
     # The adapters take each side's tokens at that block: 17 CLIP tokens of width 32; HTS-AT's stage shapes.
     widths = [
         (pair.visual_p1.width_align.out_features, pair.audio_p1.width_align.out_features) for pair in method.pairs
@@ -181,7 +182,7 @@ def test_clip_vit_with_htsat_pairs_blocks_one_to_one_and_pools_the_cls_token():
     torch.testing.assert_close(feats.visual_pooled, feats.visual[:, :, 0])  # CLS after the final norm
     torch.testing.assert_close(feats.visual_pooled.flatten(0, 1), method.visual_backbone.pool(visual))
     assert feats.visual_pooled.shape == (2, 3, 32) and feats.audio_pooled.shape == (2, 3, 128)
-    assert feats.visual_pyramid is None and feats.visual_grid is None
+    assert feats.visual_pyramid is None and feats.grid is None
 
 
 def test_clip_vit_with_htsat_trains_every_adapter():

@@ -116,7 +116,7 @@ def test_both_flavours_are_registered_and_refuse_a_method_without_a_pyramid():
     from avlearn.methods.dgsct import DGSCT
 
     assert TASKS.get("avs_s4") is TASKS.get("avs_ms3") is AVSTask
-    check_pairing("baseline", Baseline.produces, "avs_s4", AVSTask.needs)
+    check_pairing("baseline", _task().method.produces, "avs_s4", AVSTask.needs)  # CNN towers: a token grid
     with pytest.raises(ConfigError, match="visual_pyramid"):
         check_pairing("dgsct", DGSCT.produces, "avs_ms3", AVSTask.needs)
 

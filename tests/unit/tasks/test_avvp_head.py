@@ -16,7 +16,7 @@ SMALL = {"dim": 16, "temporal_dim": 8, "heads": 2, "depth_audio": 1, "depth_visu
 class _Features(nn.Module):
     """Trainable stand-in method: pooled features (B, S, 8) audio and (B, S, 12) visual."""
 
-    out_dim, audio_dim = 12, 8
+    dims = {"audio_pooled": 8, "visual_pooled": 12}  # the widths heads size themselves from
 
     def __init__(self) -> None:
         super().__init__()
@@ -122,4 +122,4 @@ def _uniform(batch: dict) -> dict:
     """Probabilities 0.5 everywhere, in the shapes ``AVVPTask.forward`` reads (B = 2, K = 3, S = 4)."""
     half = torch.full((2, 3), 0.5)
     return {"video": half, "audio": half, "visual": half, "audio_direct": half, "visual_direct": half,
-            "audio_tokens": torch.zeros(3, 3), "visual_tokens": torch.zeros(3, 3)}  # fmt: skip
+            "audio_tokens": torch.zeros(3, 3), "visual_tokens": torch.zeros(3, 3), "method_losses": {}}  # fmt: skip

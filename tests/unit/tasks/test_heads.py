@@ -21,7 +21,7 @@ CMBS = {"head": "cmbs", "audio_dim": 16, "visual_dim": 16, "d_model": 16, "ffn":
 class _Features(nn.Module):
     """A stand-in method: fixed random pooled features of DG-SCT-like unequal widths (audio 8, visual 12)."""
 
-    out_dim, audio_dim = 12, 8
+    dims = {"audio_pooled": 8, "visual_pooled": 12}  # the widths heads size themselves from
 
     def __init__(self) -> None:
         super().__init__()
