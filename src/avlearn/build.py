@@ -22,6 +22,10 @@ def build_splits(cfg: DictConfig, audio_pre: Any) -> Any:  # avlearn.data.pipeli
     if pipeline is None:
         with_pipeline = [name for name in TASKS.names() if TASKS.spec(name).pipeline is not None]
         raise ConfigError(f"task={cfg.task.name!r} has no data pipeline; available: {', '.join(with_pipeline)}")
+    cached = [m for m in ("visual", "audio") if cfg.backbone[m] == "features"]
+    if cached and not getattr(pipeline, "reads_features", False):
+        raise ConfigError(f"backbone.{cached[0]}=features: task={cfg.task.name}'s pipeline decodes media and cannot "
+                          "read a feature store yet (the AVE tasks can)")  # fmt: skip
     return pipeline(cfg, audio_pre)
 
 
@@ -100,4 +104,6 @@ def audio_preprocess(cfg: DictConfig) -> Any:
         from avlearn.backbones.clap import htsat_segment_waveform
 
         return htsat_segment_waveform()
+    if cfg.backbone.audio == "features":
+        return None  # nothing to decode: the audio features come from the store
     return segment_preprocess(_backbone(cfg.backbone.audio, cfg.data, None).preprocess, cfg.data)

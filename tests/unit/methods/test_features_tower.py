@@ -3,6 +3,8 @@ sees exactly the features its backbones compute on the fly."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -100,3 +102,33 @@ def test_features_towers_refuse_a_missing_store_and_methods_inside_the_towers(st
     pooled["visual_features"] = pooled["visual_features"].mean(dim=2)  # (B, S, C): not the store's token layout
     with pytest.raises(ConfigError, match=r"visual_features: shape \(3, 4, 16\), expected \(B, S, N, C\)"):
         build_task(_config(root), INFO)(pooled)
+
+
+def test_avlearn_train_runs_on_a_feature_store(small_synth, tmp_path):
+    """`avlearn train backbone.visual=features backbone.audio=features backbone.store=...` on AVE: the pipeline
+    reads the store instead of the media, the run trains and scores; a task whose pipeline cannot is refused."""
+    from avlearn.engine.run import run_supervised
+    from avlearn.registry import DATASETS
+
+    splits = [DATASETS.get("ave")(small_synth, split) for split in ("train", "val", "test")]
+    videos = {Path(path).stem: Path(path) for split in splits for _, path, _ in split.items}  # the AVE clips
+    spec = FeatureSpec(visual="cnn_visual_tiny", audio="cnn_audio_tiny", segments=10, tokens=False)
+    store = tmp_path / "store"
+    assert extract_features(videos, store, spec, workers=1, batch_size=4).written == len(videos)
+    towers = ["backbone.visual=features", "backbone.audio=features", f"backbone.store={store}"]
+    run = ["data.name=ave", f"data.root={small_synth}", "train.epochs=2", "train.batch_size=4", "train.threads=1",
+           f"out={tmp_path / 'runs'}", "method.dim=16"]  # fmt: skip
+    result = run_supervised(compose_run(["task=ave", *towers, *run]))
+    assert 0.0 <= result["test"]["segment_accuracy"] <= 100.0 and result["best_epoch"] >= 1
+    losses = [row["train_loss"] for row in result_history(tmp_path / "runs")]
+    assert len(losses) == 2 and all(loss == loss for loss in losses)  # trained two epochs, finite losses
+    with pytest.raises(ConfigError, match=r"^backbone.visual=features: task=avs_s4's pipeline decodes media"):
+        run_supervised(compose_run(["task=avs_s4", *towers, *run]))
+
+
+def result_history(runs) -> list[dict]:
+    """The epoch records of the one run under ``runs``."""
+    import json
+
+    (log,) = runs.glob("*/*/metrics.jsonl")
+    return [r for r in map(json.loads, log.read_text().splitlines()) if r["kind"] == "epoch"]

@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from avlearn.data.pipelines import Splits, dataset_root
+from avlearn.errors import ConfigError
 from avlearn.registry import DATASETS
 
 
@@ -26,6 +27,7 @@ def _few_shot(items: list, shots: int, seed: int, background: int) -> list:
 
 def ave_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
     """AVE (and AVE classification): clips with one label per segment; ``shots > 0`` keeps K training clips a class."""
+    from avlearn.data.pipelines.cached import cached_segments, uses_cached_features
     from avlearn.data.segments import decode_segments
 
     root, reader = dataset_root(cfg), DATASETS.get("ave")
@@ -33,8 +35,18 @@ def ave_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
     items = {s: d.items for s, d in splits.items()}
     if cfg.shots > 0:
         items["train"] = _few_shot(items["train"], cfg.shots, cfg.seed, splits["train"].info.num_classes)
-    decoded = {
-        s: decode_segments(items[s], cfg.data.frame_size, audio_pre, workers=cfg.data.workers, desc=f"decoding {s}")
-        for s in ("train", "val", "test")
-    }
+    if uses_cached_features(cfg):  # features towers: the store holds what the backbones would compute
+        cached = [m for m in ("visual", "audio") if cfg.backbone[m] == "features"]
+        if len(cached) < 2:
+            raise ConfigError("backbone.visual / backbone.audio: AVE reads either both modalities from the feature "
+                              "store (both =features) or none")  # fmt: skip
+        decoded = {s: cached_segments(items[s], cfg.backbone.store, cached) for s in ("train", "val", "test")}
+    else:
+        decoded = {
+            s: decode_segments(items[s], cfg.data.frame_size, audio_pre, workers=cfg.data.workers, desc=f"decoding {s}")
+            for s in ("train", "val", "test")
+        }
     return Splits(decoded["train"], decoded["val"], decoded["test"], splits["train"].info, root)
+
+
+ave_splits.reads_features = True  # a run with ``features`` towers may use this pipeline (build.build_splits checks)
