@@ -27,7 +27,7 @@ def _few_shot(items: list, shots: int, seed: int, background: int) -> list:
 
 def ave_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
     """AVE (and AVE classification): clips with one label per segment; ``shots > 0`` keeps K training clips a class."""
-    from avlearn.data.pipelines.cached import cached_segments, uses_cached_features
+    from avlearn.data.cached import cached_segments, uses_cached_features
     from avlearn.data.segments import decode_segments
 
     root, reader = dataset_root(cfg), DATASETS.get("ave")
