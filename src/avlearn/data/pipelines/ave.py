@@ -1,7 +1,8 @@
 """AVE clips -> the AVE (and AVE classification) tasks' tensors: 10 frames, 10 one-second log-mels, segment labels.
 
-The clips are decoded once by ``avlearn.data.segments.decode_segments`` (the frame nearest each segment's centre, the
-log-mel of the whole clip cut into ten pieces); ``shots > 0`` keeps K training clips a class, drawn by the shared
+The clips are decoded by ``avlearn.data.segments.segment_split`` (the frame nearest each segment's centre, the
+log-mel of the whole clip cut into ten pieces; in memory or lazily, from the videos or from ``data.store``);
+``shots > 0`` keeps K training clips a class, drawn by the shared
 deterministic sampler (``avlearn.data.samplers.few_shot_indices``) for ``seed``.
 """
 
@@ -26,15 +27,12 @@ def _few_shot(items: list, shots: int, seed: int, background: int) -> list:
 
 def ave_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
     """AVE (and AVE classification): clips with one label per segment; ``shots > 0`` keeps K training clips a class."""
-    from avlearn.data.segments import decode_segments
+    from avlearn.data.segments import segment_split
 
     root, reader = dataset_root(cfg), DATASETS.get("ave")
     splits = {s: reader(root, s) for s in ("train", "val", "test")}
     items = {s: d.items for s, d in splits.items()}
     if cfg.shots > 0:
         items["train"] = _few_shot(items["train"], cfg.shots, cfg.seed, splits["train"].info.num_classes)
-    decoded = {
-        s: decode_segments(items[s], cfg.data.frame_size, audio_pre, workers=cfg.data.workers, desc=f"decoding {s}")
-        for s in ("train", "val", "test")
-    }
+    decoded = {s: segment_split(items[s], cfg.data, audio_pre, desc=f"decoding {s}") for s in ("train", "val", "test")}
     return Splits(decoded["train"], decoded["val"], decoded["test"], splits["train"].info, root)

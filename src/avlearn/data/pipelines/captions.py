@@ -28,7 +28,7 @@ import torch
 
 from avlearn.data.pipelines import Splits, dataset_root
 from avlearn.data.schema import DatasetInfo
-from avlearn.data.segments import SegmentTensors
+from avlearn.data.segments import LazySegments, SegmentTensors
 from avlearn.errors import ConfigError
 from avlearn.layers.prompts import embed_prompts
 
@@ -53,7 +53,7 @@ class CaptionSegments:
         draw: Pick a random caption of the clip at every read (training); otherwise its first caption.
     """
 
-    clips: SegmentTensors
+    clips: SegmentTensors | LazySegments
     texts: torch.Tensor
     counts: torch.Tensor
     draw: bool = False
@@ -120,12 +120,12 @@ def _embed_captions(
     return texts, counts
 
 
-def _decode(cfg: Any, audio_pre: Any, items: list, split: str) -> SegmentTensors:
-    from avlearn.data.segments import decode_segments
+def _decode(cfg: Any, audio_pre: Any, items: list, split: str) -> SegmentTensors | LazySegments:
+    from avlearn.data.segments import segment_split
 
     if not items:
         raise ConfigError(f"task: no {split} clip is left after selecting classes; check task.holdout / task.classes")
-    return decode_segments(items, cfg.data.frame_size, audio_pre, workers=cfg.data.workers, desc=f"decoding {split}")
+    return segment_split(items, cfg.data, audio_pre, desc=f"decoding {split}")
 
 
 def captions_splits(cfg: Any, audio_pre: Any) -> Splits:
