@@ -52,9 +52,10 @@ def _steps(run_dir: Path) -> dict[int, float]:
 def test_store_run_gives_the_metrics_of_the_in_memory_run(setup: dict) -> None:
     memory, lazy = _run(setup["tmp"], "memory"), _run(setup["tmp"], "lazy")
     assert _steps(lazy) == _steps(memory) and len(_steps(lazy)) == 4
-    assert json.loads((lazy / "metrics.json").read_text())["test"] == json.loads(
-        (memory / "metrics.json").read_text()
-    )["test"]
+    assert (
+        json.loads((lazy / "metrics.json").read_text())["test"]
+        == json.loads((memory / "metrics.json").read_text())["test"]
+    )
 
 
 def test_killed_store_run_resumes_exactly(setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,6 +75,7 @@ def test_killed_store_run_resumes_exactly(setup: dict, monkeypatch: pytest.Monke
     assert main(["train", *lazy, "train.loader_workers=0", f"out={tmp}", "name=killed", "resume=true"]) == 0
     whole, resumed = _run(tmp, "lazy"), _run(tmp, "killed")
     assert _steps(resumed) == _steps(whole)
-    assert json.loads((resumed / "metrics.json").read_text())["test"] == json.loads(
-        (whole / "metrics.json").read_text()
-    )["test"]
+    assert (
+        json.loads((resumed / "metrics.json").read_text())["test"]
+        == json.loads((whole / "metrics.json").read_text())["test"]
+    )

@@ -52,24 +52,44 @@ def wants_preload(data: Any, count: int, sample_bytes: int) -> bool:
 
 
 class LazyRecords(Dataset):
-    """A reader's records decoded one at a time: item ``i`` is ``make(records[i], media.load(records[i], decode))``.
+    """A reader's records decoded one at a time: item ``i`` is ``make(records[i], arrays, rng)``.
+
+    ``arrays`` is ``media.load(records[i], decode)``; ``rng`` is ``views.item_rng(seed, epoch, i)`` in a training
+    split (``train=True``) and None otherwise, so that a ``ClipView`` samples randomly in training, centred in
+    evaluation, and identically after a resume: the engine calls ``set_epoch`` before each epoch.
 
     Args:
         media: where the records' media are (a reader's ``media``: files, frame folders or a clip store).
         records: the records of one split.
-        decode: how to decode a record (frames, seconds, size, sample rate, audio).
-        make: ``(record, arrays) -> item``: the decoded ``{"frames", "wave"}`` arrays into the task's item
-            (tensors, labels, ids); picklable.
+        decode: how to decode a record (``avlearn.data.datasets.media.Decode``).
+        make: ``(record, arrays, rng) -> item``: decoded ``{"frames", "wave"}`` arrays into the task's item
+            (tensors, labels, ids); module-level or a ``functools.partial``, so that it pickles into the workers.
+        train: whether items draw training randomness.
+        seed: the run's seed (``cfg.seed``).
     """
 
     def __init__(
-        self, media: Any, records: Sequence[Any], decode: Any, make: Callable[[Any, dict[str, Any]], dict]
+        self,
+        media: Any,
+        records: Sequence[Any],
+        decode: Any,
+        make: Callable[[Any, dict[str, Any], Any], dict],
+        train: bool = False,
+        seed: int = 0,
     ) -> None:
         self.media, self.records, self.decode, self.make = media, list(records), decode, make
+        self.train, self.seed, self.epoch = train, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw this epoch's training randomness (called by the engine before it builds the epoch's loader)."""
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> dict:
+        from avlearn.data.views import item_rng
+
         record = self.records[i]
-        return self.make(record, self.media.load(record, self.decode))
+        rng = item_rng(self.seed, self.epoch, i) if self.train else None
+        return self.make(record, self.media.load(record, self.decode), rng)

@@ -385,6 +385,8 @@ def _train_epoch(t: Training, data: tuple[Dataset, Dataset], per_epoch: int, cfg
     """The optimizer steps of one epoch (from the saved data position when resuming; until the run's last step or
     an early stop), with the validations due within it; mean training loss."""
     (train, val), epoch = data, t.state.epoch
+    if hasattr(train, "set_epoch"):  # a lazy split's training randomness is a function of (seed, epoch, index)
+        train.set_epoch(epoch)
     sampler = MicroBatches(len(train), cfg.batch_size, env, cfg.grad_accum, run.seed, epoch, start=t.state.batch)
     # Its own generator: a DataLoader iterator draws its workers' base seed from it, not from the global RNG
     # that dropout uses (which would make a resumed epoch draw different dropout masks).
