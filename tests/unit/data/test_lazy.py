@@ -167,3 +167,21 @@ def test_loader_workers_die_with_a_killed_trainer() -> None:
     while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
         time.sleep(0.1)
     assert not [pid for pid in workers if _alive(pid)]
+
+
+def test_a_store_no_pipeline_reads_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    import avlearn.build as build
+    from avlearn.data.pipelines import Splits
+
+    cfg = OmegaConf.create({"task": {"name": "toy"}, "data": {"store": "/some/store", "preload": "auto"}})
+    spec = SimpleNamespace(pipeline=lambda cfg, pre: Splits([], [], [], None, Path(".")))
+    monkeypatch.setattr(build.TASKS, "spec", lambda name: spec)
+    with pytest.raises(ConfigError, match="data.store='/some/store': task=toy's pipeline does not read a clip store"):
+        build.build_splits(cfg, None)
+    spec.pipeline = lambda cfg, pre: Splits([], [], [], None, Path("."), from_store=True)
+    assert build.build_splits(cfg, None).from_store
+    cfg.data.preload = "maybe"
+    with pytest.raises(ConfigError, match="data.preload='maybe'"):
+        build.build_splits(cfg, None)

@@ -35,4 +35,5 @@ def ave_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
     if cfg.shots > 0:
         items["train"] = _few_shot(items["train"], cfg.shots, cfg.seed, splits["train"].info.num_classes)
     decoded = {s: segment_split(items[s], cfg.data, audio_pre, desc=f"decoding {s}") for s in ("train", "val", "test")}
-    return Splits(decoded["train"], decoded["val"], decoded["test"], splits["train"].info, root)
+    store = bool(cfg.data.get("store"))
+    return Splits(decoded["train"], decoded["val"], decoded["test"], splits["train"].info, root, from_store=store)
