@@ -79,3 +79,18 @@ def test_killed_store_run_resumes_exactly(setup: dict, monkeypatch: pytest.Monke
         json.loads((resumed / "metrics.json").read_text())["test"]
         == json.loads((whole / "metrics.json").read_text())["test"]
     )
+
+
+def test_a_still_image_with_music_goes_through_predict_with_default_options(setup: dict, capsys) -> None:
+    import numpy as np
+
+    from avlearn.io import write_video
+
+    still = setup["tmp"] / "still.mp4"
+    frames = np.full((2, 32, 32, 3), 120, np.uint8)  # 2 frames at 25 fps: the video ends at 0.08 s
+    wave = (0.3 * np.sin(2 * np.pi * 440 * np.arange(12 * 16000) / 16000)).astype(np.float32)  # 12 s of audio
+    write_video(still, frames, 25, wave, 16000)
+    capsys.readouterr()
+    assert main(["predict", str(_run(setup["tmp"], "memory")), str(still), "--json"]) == 0
+    timeline = json.loads(capsys.readouterr().out)
+    assert [s["start"] for s in timeline["segments"]] == list(range(10))
