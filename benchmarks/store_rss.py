@@ -21,7 +21,8 @@ import tempfile
 from pathlib import Path
 
 COMMON = ["task=ave", "method=baseline", "backbone=small_cnn", "data.workers=1", "train.batch_size=8",
-          "train.val_every=-1", "train.test=false", "train.checkpoint=false", "train.loader_workers=0"]  # fmt: skip
+          "train.val_every=-1", "train.select=last", "train.test=false", "train.checkpoint=false",
+          "train.loader_workers=0"]  # fmt: skip
 
 
 def _peak_rss_mb(cmd: list[str], env: dict[str, str]) -> float:

@@ -1,14 +1,7 @@
-"""Lazy samples: the preload policy, per-rank reading, segment items equal to the in-memory ones, and loader
-workers that die with their parent."""
+"""Lazy samples: the preload policy, per-rank reading, segment items equal to the in-memory ones, store checks."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -112,61 +105,6 @@ def test_a_store_without_the_clip_is_a_data_error(clips: list, tmp_path: Path) -
         LazySegments(clips[:2], 16, PRE, segments=2, store=tmp_path / "store")
     with pytest.raises(DataError, match="other settings"):
         LazySegments(clips[:1], 32, PRE, segments=2, store=tmp_path / "store")
-
-
-SLOW_LOADER = textwrap.dedent(
-    """
-    import time, torch
-    from torch.utils.data import DataLoader, Dataset
-    from avlearn.data.parallel import worker_init
-
-    class Slow(Dataset):
-        def __len__(self):
-            return 10_000
-        def __getitem__(self, i):
-            time.sleep(0.05)
-            return i
-
-    for _ in DataLoader(Slow(), batch_size=4, num_workers=2, worker_init_fn=worker_init()):
-        pass
-    """
-)
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out.append(int(stat.parent.name))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
-def test_loader_workers_die_with_a_killed_trainer() -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_LOADER], env=env)
-    deadline, workers = time.monotonic() + 120, []
-    while time.monotonic() < deadline and len(workers) < 2 and proc.poll() is None:
-        time.sleep(0.1)
-        workers = _children(proc.pid)
-    assert len(workers) == 2, "the loader started no workers"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
-        time.sleep(0.1)
-    assert not [pid for pid in workers if _alive(pid)]
 
 
 def test_a_store_no_pipeline_reads_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
