@@ -16,9 +16,8 @@ A clip store holds ``frames`` and ``wave`` per sample; a feature store (``avlear
 Atomicity: a shard is written as ``.shard-NNNNNN.tar.tmp`` and renamed when complete, then its index, then
 ``index.json``; a crash leaves at most a ``.tmp`` file, which the next writer deletes. A missing ``.idx.json`` is
 rebuilt from its tar. A store records the settings that made it; appending with other settings is refused (a store
-that holds no shard yet is reused with the new settings), and a
-reader that names the kind and settings it expects (``ClipStore(root, kind=..., settings=...)``) refuses a store
-made otherwise.
+that holds no shard yet is reused with the new settings), and a reader that names the kind and settings it expects
+(``ClipStore(root, kind=..., settings=...)``) refuses a store made otherwise.
 """
 
 from __future__ import annotations

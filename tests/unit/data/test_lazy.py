@@ -94,13 +94,15 @@ def test_lazy_segments_equal_the_decoded_tensors(clips: list) -> None:
     assert isinstance(segment_split(clips, data, PRE, segments=2), LazySegments)  # 3 clips of 19 KB > 1 KiB
 
 
-def test_a_store_without_the_clip_is_a_data_error(clips: list, tmp_path: Path) -> None:
+def test_store_items_equal_decoded_ones_and_a_missing_clip_is_a_data_error(clips: list, tmp_path: Path) -> None:
     from avlearn.data.extract import ClipSpec, extract
 
     extract({"c0": clips[0][1]}, tmp_path / "store", ClipSpec(fps=2, size=16, sample_rate=8000))
     lazy = LazySegments(clips[:1], 16, PRE, segments=2, store=tmp_path / "store")
+    preloaded = lazy.to_memory()  # data.preload with a store: read into memory, no decoding
     for key in ("frames", "audio"):
         assert torch.equal(lazy[0][key], LazySegments(clips[:1], 16, PRE, segments=2)[0][key]), key
+        assert torch.equal(preloaded[0][key], lazy[0][key]), key
     with pytest.raises(DataError, match="no clip 'c1'"):
         LazySegments(clips[:2], 16, PRE, segments=2, store=tmp_path / "store")
     with pytest.raises(DataError, match="other settings"):
