@@ -26,7 +26,16 @@ def build_splits(cfg: DictConfig, audio_pre: Any) -> Any:  # avlearn.data.pipeli
     if cached and not getattr(pipeline, "reads_features", False):
         raise ConfigError(f"backbone.{cached[0]}=features: task={cfg.task.name}'s pipeline decodes media and cannot "
                           "read a feature store yet (the AVE tasks can)")  # fmt: skip
-    return pipeline(cfg, audio_pre)
+    from avlearn.data.lazy import preload_mode
+
+    preload_mode(cfg.data.get("preload", "auto"))  # an invalid value is an error whichever pipeline runs
+    splits = pipeline(cfg, audio_pre)
+    if cfg.data.get("store") and not splits.from_store:
+        raise ConfigError(
+            f"data.store={cfg.data.store!r}: task={cfg.task.name}'s pipeline does not read a clip store (the segment "
+            "pipeline does: ave, ave_cls, pretrain_captions, zeroshot, zeroshot_cls); drop data.store"
+        )
+    return splits
 
 
 def _backbone(name: str, data: DictConfig, pretrained: str | None, **extra: Any) -> nn.Module:

@@ -22,6 +22,9 @@ built at random under a fixed seed.
 INPUT is a folder (searched recursively for video files), a glob pattern (quote it), a list file (.txt, .lst:
 one path per line) or a video file. Keys are paths relative to a folder input, or file stems.
 
+A video track that ends before its audio (a still image with music) holds its last frame; the count of such
+clips is printed at the end. --short pad pads files that end before the window (audio with zeros).
+
 Runs in parallel, shows clips/s and the time left, and resumes: running the same command again skips the clips
 already stored and retries the ones that failed. Shards are written under a temporary name and renamed when
 complete. Clips that cannot be decoded are listed with their reason in OUT/failures.jsonl; their count is
@@ -46,6 +49,20 @@ _FEATURE_ONLY = {
 }
 
 
+def add_media_arguments(parser: argparse.ArgumentParser) -> None:
+    """The media policies shared by ``avlearn extract`` and ``avlearn predict`` (``read_clip``'s arguments)."""
+    parser.add_argument("--start", type=float, default=0.0, help="window start in seconds (default 0)")
+    parser.add_argument(
+        "--missing-audio", choices=("error", "silence"), default="error", help="a file without audio track"
+    )
+    parser.add_argument(
+        "--short",
+        choices=("error", "pad"),
+        default="error",
+        help="a file that ends before the window (a video track ending before its audio always holds its last frame)",
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the options of ``avlearn extract``."""
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="folder, glob, list file or video")
@@ -56,9 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--sample-rate", type=int, help="clips: audio rate in Hz (default 16000)")
     parser.add_argument("--duration", type=float, help="clips: seconds per clip (default: each file's)")
-    parser.add_argument("--start", type=float, default=0.0, help="window start in seconds (default 0)")
-    parser.add_argument("--missing-audio", choices=("error", "silence"), default="error")
-    parser.add_argument("--short", choices=("error", "pad"), default="error", help="clips shorter than the window")
+    add_media_arguments(parser)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes")
     parser.add_argument("--shard-size", type=int, default=256, help="clips per tar shard (default 256)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -173,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  failed: {row['path']}: {row['reason']}")
     if len(report.failures) > 20:
         print(f"  ... {len(report.failures) - 20} more")
+    if report.held:
+        print(f"{report.held} clips: the video track ends before the audio; their last frame is held")
     if report.failures:
         print(f"failure manifest: {os.path.join(args.out, 'failures.jsonl')}")
     return 1 if report.failures else 0

@@ -9,7 +9,9 @@ DESCRIPTION = """\
 Loads RUN/config.yaml and RUN/checkpoint (the best epoch of `avlearn train` / `avlearn demo`), decodes the
 video exactly as the training data were decoded (one frame and one log-mel piece per one-second segment, over
 10 seconds from --start), and prints each segment's predicted class with its probability, then the events
-(consecutive segments of one class). The file must have an audio track and last at least --start + 10 s.
+(consecutive segments of one class). The media options are those of `avlearn extract`: a file without audio is
+an error unless --missing-audio silence, a file shorter than --start + 10 s unless --short pad; a video track
+that ends before its audio (a still image with music) holds its last frame.
 
 --out DIR also writes DIR/<video name>.timeline.json:
   {"video", "run", "epoch", "segments": [{"start", "end", "class", "label", "probability"}, ...],
@@ -23,9 +25,11 @@ Examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from avlearn.cli.extract import add_media_arguments
+
     parser.add_argument("run", help="a run folder (holding config.yaml and checkpoint/)")
     parser.add_argument("video", help="a video file with audio (mp4, mkv, webm, ...)")
-    parser.add_argument("--start", type=float, default=0.0, help="start of the 10-second window, seconds")
+    add_media_arguments(parser)  # --start, --missing-audio, --short: as for `avlearn extract`
     parser.add_argument("--out", help="folder to write <video>.timeline.json and .png into")
     parser.add_argument("--json", action="store_true", help="print the timeline as JSON")
 
@@ -71,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg, task, meta = build_trained(args.run)
     task.to(pick_device(cfg.train.device))
-    timeline = {**predict_timeline(task, cfg, args.video, args.start), "run": args.run, "epoch": meta["epoch"]}
+    media = {"start": args.start, "missing_audio": args.missing_audio, "short": args.short}
+    timeline = {**predict_timeline(task, cfg, args.video, **media), "run": args.run, "epoch": meta["epoch"]}
     if args.json:
         print(json.dumps(timeline, indent=1))
     else:

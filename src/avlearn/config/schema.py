@@ -64,6 +64,7 @@ class DataConfig:
     clips (AVE, AVVP, few-shot), ``avs_clips`` AVSBench S4 and MS3 clips each, ``avqa_clips`` AVQA videos (-1: as
     many as ``clips``). Another ``name`` reads the real dataset of the task under ``root``. ``frame_size``,
     ``n_mels`` and ``hop_ms`` shape the model inputs; ``flip`` mirrors AVS training clips left-right.
+    ``store``, ``preload`` and ``preload_gb``: see below and docs/media.md ("Lazy samples").
     """
 
     name: str = "avsynth"
@@ -82,6 +83,12 @@ class DataConfig:
     hop_ms: int = 20
     flip: bool = True
     workers: int = 2
+    # Lazy samples (avlearn.data.lazy): ``store`` reads the clips from a clip store made by ``avlearn extract``
+    # instead of decoding the videos; ``preload`` holds a split in memory (``auto``: when its decoded size fits in
+    # ``preload_gb`` GiB; ``true``/``false``: always/never), else each sample is decoded in the loader's workers.
+    store: str | None = None
+    preload: str = "auto"
+    preload_gb: float = 4.0
 
 
 @dataclass

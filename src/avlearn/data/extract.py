@@ -8,6 +8,9 @@ one path per line, relative to the list) or single files. Each video gets a key:
 it was found in, or its file stem otherwise, without the suffix and with dots and unusual characters replaced by
 ``_``; two inputs with the same key are an error, so a clip is never stored under another's name.
 
+A video track that ends before its audio (a still image with music) holds its last frame (``read_clip``); the
+report counts such clips (``held``) instead of warning once per worker.
+
 Re-running with the same output folder skips keys already stored (resume). Clips that fail (``MediaError`` or an
 unexpected exception) are listed in ``failures.jsonl`` with their reason, are tried again by the next run, and
 never leave a gap filled by another clip.
@@ -20,13 +23,15 @@ import itertools
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from avlearn.data.parallel import process_pool
 from avlearn.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -63,6 +68,7 @@ class ExtractReport:
     skipped: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    held: int = 0  # clips whose video track ended before their audio (last frame held)
 
 
 def find_videos(inputs: Sequence[str | Path]) -> dict[str, Path]:
@@ -190,6 +196,7 @@ def _extract(
 ) -> ExtractReport:
     """Decode the clips not yet stored, encode them ``plan.batch_size`` at a time, write them; list the failures."""
     from avlearn.data.store import ShardWriter, write_failures
+    from avlearn.io import HELD_NOTE
 
     videos = inputs if isinstance(inputs, dict) else find_videos(inputs)
     started = time.perf_counter()
@@ -206,6 +213,7 @@ def _extract(
             for (key, clip), arrays in zip(batch, plan.encode([clip for _, clip in batch]), strict=True):
                 writer.write(key, arrays, _clip_meta(clip))
                 report.written += 1
+                report.held += any(note.startswith(HELD_NOTE) for note in clip.notes)
                 step()
             batch.clear()
 
@@ -248,7 +256,7 @@ def _decode_all(todo: list[tuple[str, str, dict[str, Any]]], workers: int) -> It
         yield from map(_decode_one, todo)
         return
     jobs = iter(todo)
-    with ProcessPoolExecutor(min(workers, len(todo))) as pool:
+    with process_pool(min(workers, len(todo))) as pool:  # its workers die with this process
         pending = {pool.submit(_decode_one, job): job for job in itertools.islice(jobs, 4 * workers)}
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -268,11 +276,13 @@ def _decode_all(todo: list[tuple[str, str, dict[str, Any]]], workers: int) -> It
 def _decode_one(job: tuple[str, str, dict[str, Any]]) -> tuple[str, str, Clip | str]:
     """(key, path, clip) for a decoded clip, or (key, path, reason) for one that failed."""
     from avlearn.io.errors import MediaError
-    from avlearn.io.read import read_clip
+    from avlearn.io.read import HeldFrameWarning, read_clip
 
     key, path, read_args = job
     try:
-        return key, path, read_clip(path, **read_args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", HeldFrameWarning)  # counted in the report and said once at the end
+            return key, path, read_clip(path, **read_args)
     except MediaError as err:
         return key, path, err.reason
     except Exception as err:  # one bad file must not stop a long run; the manifest names it

@@ -1,10 +1,48 @@
-"""Mapping a function over jobs in worker processes, in order, with a progress bar."""
+"""Worker processes: mapping a function over jobs in order with a progress bar, and tying workers to their parent.
+
+``die_with_parent`` is the initialiser of every worker process avlearn starts (``parallel_map``, ``avlearn
+extract``'s decoders, the engine's DataLoader workers): on Linux it asks the kernel to kill the worker when the
+process that started it dies (``prctl(PR_SET_PDEATHSIG, SIGKILL)``), so a ``kill -9`` of ``avlearn extract`` or
+``avlearn train`` leaves no decoder behind, blocked on a pipe nobody reads. Elsewhere it does nothing.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import os
+import signal
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(parent: int, *_: object) -> None:
+    """Kill this process with SIGKILL when its parent dies; exit now if ``parent`` (a pid) is already gone.
+
+    Extra positional arguments are ignored, so ``functools.partial(die_with_parent, os.getpid())`` also serves as
+    a DataLoader ``worker_init_fn`` (called with the worker id).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return  # not fatal: the worker only loses the guarantee
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def worker_init() -> Callable[..., None]:
+    """A picklable initialiser for workers started by this process (see ``die_with_parent``)."""
+    return functools.partial(die_with_parent, os.getpid())
+
+
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """A ``ProcessPoolExecutor`` whose workers die with this process."""
+    return ProcessPoolExecutor(workers, initializer=worker_init())
 
 
 def parallel_map(
@@ -25,7 +63,7 @@ def parallel_map(
     out: list[Any] = []
     try:
         if workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(workers) as pool:
+            with process_pool(workers) as pool:
                 for result in pool.map(fn, jobs, chunksize=8):
                     out.append(result)
                     if step:

@@ -2,7 +2,10 @@
 
 For segment s the frame is the one nearest to s + 0.5 s, and the audio is the log-mel of the whole clip cut into
 S equal pieces (features over the whole clip avoid edge effects at segment borders). Small datasets (AVSynth, a
-few thousand clips) are decoded once, in parallel, and held in memory as tensors.
+few thousand clips) are decoded once, in parallel, and held in memory as tensors (``decode_segments``); larger
+ones are decoded one clip at a time in the DataLoader's workers (``LazySegments``), from the videos or from a clip
+store written by ``avlearn extract``. ``segment_split`` picks one from the ``data`` config (``data.store``,
+``data.preload``, ``data.preload_gb``: see ``avlearn.data.lazy``).
 """
 
 from __future__ import annotations
@@ -10,12 +13,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from avlearn.backbones.preprocess import AudioPreprocess
 from avlearn.data.parallel import parallel_map
+from avlearn.errors import DataError
 
 
 @dataclass
@@ -66,6 +72,20 @@ def _decode(job: tuple) -> tuple[np.ndarray, np.ndarray]:
     return clip.frames, clip.wave
 
 
+def _tensors(
+    items: Sequence[tuple[str, Path | None, np.ndarray]],
+    decoded: Sequence[tuple[np.ndarray, np.ndarray]],
+    audio: AudioPreprocess,
+    segments: int,
+) -> SegmentTensors:
+    """Decoded ``(frames, wave)`` per item -> ``SegmentTensors`` (log-mels computed 64 clips at a time)."""
+    frames = torch.from_numpy(np.stack([f for f, _ in decoded]))  # (N, S, H, W, 3)
+    waves = torch.from_numpy(np.stack([w for _, w in decoded]))  # (N, samples)
+    mels = torch.cat([segment_log_mel(chunk, segments, audio) for chunk in waves.split(64)])  # (N, S, F, T)
+    labels = torch.from_numpy(np.stack([lab for _, _, lab in items]))  # (N, S)
+    return SegmentTensors([vid for vid, _, _ in items], frames, mels, labels)
+
+
 def decode_segments(
     items: Sequence[tuple[str, Path, np.ndarray]],
     frame_size: int,
@@ -76,9 +96,129 @@ def decode_segments(
 ) -> SegmentTensors:
     """Decode ``(id, video path, labels)`` items into ``SegmentTensors``, ``workers`` processes in parallel."""
     jobs = [(str(path), segments, frame_size, audio.sample_rate) for _, path, _ in items]
-    decoded = parallel_map(_decode, jobs, workers, desc=desc)
-    frames = torch.from_numpy(np.stack([f for f, _ in decoded]))  # (N, S, H, W, 3)
-    waves = torch.from_numpy(np.stack([w for _, w in decoded]))  # (N, samples)
-    mels = torch.cat([segment_log_mel(chunk, segments, audio) for chunk in waves.split(64)])  # (N, S, F, T)
-    labels = torch.from_numpy(np.stack([lab for _, _, lab in items]))  # (N, S)
-    return SegmentTensors([vid for vid, _, _ in items], frames, mels, labels)
+    return _tensors(items, parallel_map(_decode, jobs, workers, desc=desc), audio, segments)
+
+
+class LazySegments(Dataset):
+    """``decode_segments``'s items, decoded when asked for: from the videos, or from a clip store.
+
+    Item ``i`` equals ``decode_segments(items, ...)[i]`` (the same frames, the same log-mel), but is decoded by
+    whichever process asks for it (a DataLoader worker). From a store (``avlearn extract``), a clip's key is the
+    item's id or its video's file stem (or the last part of a key, as readers match them); segment ``s`` takes the
+    stored frame nearest ``s + 0.5`` s, which is the video frame nearest that time when the store holds frames at
+    the segment centres (``--fps 2``; with ``--fps 1`` it is the frame at ``s`` s), and the first ``S`` seconds of
+    the stored waveform. The store must have been made with ``--size`` = ``data.frame_size``, the audio rate of the
+    audio backbone and ``--start 0``.
+
+    Args:
+        items: ``(id, video path, (S,) labels)`` per clip.
+        frame_size: frame side (``data.frame_size``).
+        audio: the audio backbone's one-second input (``build.audio_preprocess``).
+        segments: one-second segments per clip.
+        store: a clip store folder, or None to decode the videos.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[tuple[str, Path | None, np.ndarray]],
+        frame_size: int,
+        audio: AudioPreprocess,
+        segments: int = 10,
+        store: str | Path | None = None,
+    ) -> None:
+        self.items, self.frame_size, self.audio, self.segments = list(items), frame_size, audio, segments
+        self.store = _open_store(store, frame_size, audio.sample_rate) if store else None
+        self.keys = _store_keys(self.store, self.items) if self.store else None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def ids(self) -> list[str]:
+        """The clip ids, in item order (as ``SegmentTensors.ids``)."""
+        return [vid for vid, _, _ in self.items]
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """``(N, S)`` segment labels (as ``SegmentTensors.labels``: reports read them without decoding)."""
+        return torch.from_numpy(np.stack([lab for _, _, lab in self.items]))
+
+    def sample_bytes(self) -> int:
+        """Bytes of one decoded item held in memory: frames (S, H, W, 3) uint8 and features (S, F, T) float32."""
+        bins = 1 if self.audio.features == "waveform" else self.audio.num_mel_bins
+        return self.segments * (3 * self.frame_size**2 + 4 * bins * self.audio.num_frames)
+
+    def arrays(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Item ``i``'s frames ``(S, H, W, 3)`` uint8 and waveform ``(S * rate,)`` float32."""
+        if self.store is None:
+            return _decode((str(self.items[i][1]), self.segments, self.frame_size, self.audio.sample_rate))
+        return _from_store(self.store, self.keys[i], self.segments, self.audio.sample_rate)
+
+    def __getitem__(self, i: int) -> dict:
+        vid, _, labels = self.items[i]
+        frames, wave = self.arrays(i)
+        mel = segment_log_mel(torch.from_numpy(wave)[None], self.segments, self.audio)[0]  # (1, S, F, T) -> (S, F, T)
+        return {"frames": torch.from_numpy(frames), "audio": mel, "labels": torch.from_numpy(labels), "id": vid}
+
+    def to_memory(self, workers: int = 1, desc: str = "reading") -> SegmentTensors:
+        """Every item decoded (from the videos with ``workers`` processes, or read from the store) into memory."""
+        if self.store is None:
+            return decode_segments(self.items, self.frame_size, self.audio, self.segments, workers, desc)
+        return _tensors(self.items, [self.arrays(i) for i in range(len(self))], self.audio, self.segments)
+
+
+def _open_store(root: str | Path, frame_size: int, sample_rate: int):  # noqa: ANN202 (ClipStore)
+    from avlearn.data.store import ClipStore
+
+    settings = {"size": frame_size, "sample_rate": sample_rate, "start": 0.0}
+    return ClipStore(root, kind="clips", settings=settings)
+
+
+def _store_keys(store, items: Sequence[tuple[str, Path | None, np.ndarray]]) -> list[str]:  # noqa: ANN001
+    """Each item's key in ``store``: its id, its video's file stem, or a key whose last part is one of them."""
+    tails: dict[str, str] = {}
+    for key in store.keys():
+        tails.setdefault(key.rsplit("/", 1)[-1], key)
+    keys = []
+    for vid, path, _ in items:
+        names = [vid] + ([Path(path).stem] if path is not None else [])
+        found = [name if name in store else tails.get(name) for name in names]
+        key = next((k for k in found if k is not None), None)
+        if key is None:
+            raise DataError(f"data.store={store.root}: no clip {vid!r} (looked for the keys {names}); extract it")
+        keys.append(key)
+    return keys
+
+
+def _from_store(store, key: str, segments: int, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+    clip = store.clip(key)
+    centres = np.arange(segments) + 0.5  # (S,)
+    nearest = np.abs(clip.frame_times[None, :] - centres[:, None]).argmin(axis=1)  # (S, T) -> (S,)
+    length = segments * sample_rate
+    if len(clip.wave) < length:
+        raise DataError(
+            f"data.store={store.root}: clip {key!r} holds {len(clip.wave) / sample_rate:.2f} s of audio, the task "
+            f"reads {segments} s; extract with --duration {segments} --short pad"
+        )
+    return clip.frames[nearest], np.array(clip.wave[:length])  # copies: the store's buffers are read-only
+
+
+def segment_split(
+    items: Sequence[tuple[str, Path | None, np.ndarray]],
+    data: Any,
+    audio: AudioPreprocess,
+    segments: int = 10,
+    desc: str = "decoding",
+) -> SegmentTensors | LazySegments:
+    """One split of the segment pipeline as the ``data`` config asks: in memory or lazy, from videos or a store.
+
+    ``data.store`` (a clip store from ``avlearn extract``) replaces decoding the videos; ``data.preload`` (auto, on,
+    off) and ``data.preload_gb`` decide whether the split is held in memory (``avlearn.data.lazy.wants_preload``);
+    ``data.workers`` processes decode an in-memory split.
+    """
+    from avlearn.data.lazy import wants_preload
+
+    lazy = LazySegments(items, data.frame_size, audio, segments, data.get("store") or None)
+    if wants_preload(data, len(lazy), lazy.sample_bytes()):
+        return lazy.to_memory(data.workers, desc)
+    return lazy

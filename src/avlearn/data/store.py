@@ -15,9 +15,9 @@ A clip store holds ``frames`` and ``wave`` per sample; a feature store (``avlear
 
 Atomicity: a shard is written as ``.shard-NNNNNN.tar.tmp`` and renamed when complete, then its index, then
 ``index.json``; a crash leaves at most a ``.tmp`` file, which the next writer deletes. A missing ``.idx.json`` is
-rebuilt from its tar. A store records the settings that made it; appending with other settings is refused, and a
-reader that names the kind and settings it expects (``ClipStore(root, kind=..., settings=...)``) refuses a store
-made otherwise.
+rebuilt from its tar. A store records the settings that made it; appending with other settings is refused (a store
+that holds no shard yet is reused with the new settings), and a reader that names the kind and settings it expects
+(``ClipStore(root, kind=..., settings=...)``) refuses a store made otherwise.
 """
 
 from __future__ import annotations
@@ -158,6 +158,8 @@ class ShardWriter:
         diff = settings_diff(
             {"kind": index.get("kind"), **index.get("settings", {})}, {"kind": self.kind, **self.settings}
         )
+        if diff and not index.get("shards"):
+            return  # a store that holds no clip yet (e.g. every clip failed): reused with the new settings
         if diff:
             raise ConfigError(
                 f"{self.root} holds a store made with other settings (store vs this run: {diff}); "

@@ -3,7 +3,8 @@
 The window ``[start, start + S)`` seconds (S = the model's segments, 10 for AVE) is decoded exactly as the
 training data is (``avlearn.data.segments``: the frame nearest each segment's centre, the log-mel of the whole
 window cut into S pieces), the task predicts a class per segment, and consecutive segments of the same class are
-merged into events. A file shorter than the window is an error (``MediaError``), not a padded guess.
+merged into events. A file shorter than the window is an error (``MediaError``), not a padded guess, unless
+``short='pad'`` (``--short pad``); a video track ending before its audio holds its last frame (``read_clip``).
 """
 
 from __future__ import annotations
@@ -20,15 +21,22 @@ from torch import nn
 from avlearn.errors import ConfigError
 
 
-def video_batch(path: str | Path, cfg: DictConfig, segments: int, start: float = 0.0) -> dict[str, torch.Tensor]:
-    """``frames (1, S, H, W, 3)`` uint8 and ``audio (1, S, F, T)`` of one video, as ``decode_segments`` makes them."""
+def video_batch(
+    path: str | Path, cfg: DictConfig, segments: int, start: float = 0.0, missing_audio: str = "error",
+    short: str = "error",
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """``frames (1, S, H, W, 3)`` uint8 and ``audio (1, S, F, T)`` of one video, as ``decode_segments`` makes them.
+
+    ``missing_audio`` and ``short`` are ``read_clip``'s policies (``avlearn predict --missing-audio/--short``).
+    """
     from avlearn.build import audio_preprocess
     from avlearn.data.segments import segment_log_mel
     from avlearn.io import read_clip
 
     pre = audio_preprocess(cfg)
     clip = read_clip(path, timestamps=start + np.arange(segments) + 0.5, size=cfg.data.frame_size,
-                     sample_rate=pre.sample_rate, duration=float(segments), start=start)  # fmt: skip
+                     sample_rate=pre.sample_rate, duration=float(segments), start=start,
+                     missing_audio=missing_audio, short=short)  # fmt: skip
     frames = torch.from_numpy(clip.frames)[None]  # (1, S, H, W, 3)
     audio = segment_log_mel(torch.from_numpy(clip.wave)[None], segments, pre)  # (1, S, F, T)
     return {"frames": frames, "audio": audio}
@@ -47,10 +55,15 @@ def events(labels: list[int], probs: list[float], class_names: tuple[str, ...], 
 
 
 @torch.no_grad()
-def predict_timeline(task: nn.Module, cfg: DictConfig, path: str | Path, start: float = 0.0) -> dict[str, Any]:
-    """The AVE timeline of ``path``: per segment its class and probability, and the merged events."""
+def predict_timeline(
+    task: nn.Module, cfg: DictConfig, path: str | Path, start: float = 0.0, **media: str
+) -> dict[str, Any]:
+    """The AVE timeline of ``path``: per segment its class and probability, and the merged events.
+
+    ``media``: ``missing_audio`` and ``short``, as ``video_batch`` takes them.
+    """
     names = tuple(task.info.class_names)
-    batch = video_batch(path, cfg, task.info.segments, start)
+    batch = video_batch(path, cfg, task.info.segments, start, **media)
     device = next(task.parameters()).device
     out = task.predict({k: v.to(device) for k, v in batch.items()})
     if "segment_labels" not in out:

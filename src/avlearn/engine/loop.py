@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from avlearn.config.schema import TrainConfig
+from avlearn.data.parallel import worker_init
 from avlearn.engine.auxiliary import AuxiliaryTraining, auxiliary_steps, build_auxiliary, find_auxiliary
 from avlearn.engine.batches import MicroBatches, eval_shard, gather_predictions, global_batches
 from avlearn.engine.ema import ema_copy, ema_update
@@ -241,16 +242,20 @@ def _to_cpu(value: Any) -> Any:
 
 
 @torch.no_grad()
-def predict_all(task: nn.Module, data: Dataset, batch_size: int, env: Env, precision: str = "fp32") -> dict:
+def predict_all(
+    task: nn.Module, data: Dataset, batch_size: int, env: Env, precision: str = "fp32", workers: int = 0
+) -> dict:
     """``task.predict`` over ``data`` (sharded over ranks, gathered in order): ``{"preds": ..., "targets": ...}``.
 
     A prediction column may be a tensor ``(B, ...)`` or a list of ``B`` Python objects (captions, answers); lists
-    come back as lists in dataset order.
+    come back as lists in dataset order. ``workers``: DataLoader worker processes (a lazy split decodes in them).
     """
     task.eval()
     indices = eval_shard(len(data), env)
     columns: dict[str, list] = {}
-    loader = DataLoader(Subset(data, indices), batch_size=batch_size, generator=torch.Generator())  # not the global RNG
+    generator = torch.Generator()  # not the global RNG
+    loader = DataLoader(Subset(data, indices), batch_size=batch_size, num_workers=workers,
+                        worker_init_fn=worker_init(), generator=generator)  # fmt: skip
     for batch in loader:
         with autocast(precision, env.device):
             out = task.predict(to_device(batch, env.device))
@@ -266,9 +271,11 @@ def predict_all(task: nn.Module, data: Dataset, batch_size: int, env: Env, preci
     return out
 
 
-def evaluate(task: nn.Module, data: Dataset, batch_size: int, env: Env, precision: str = "fp32") -> tuple[dict, dict]:
+def evaluate(
+    task: nn.Module, data: Dataset, batch_size: int, env: Env, precision: str = "fp32", workers: int = 0
+) -> tuple[dict, dict]:
     """The task's official scores on ``data``, and the predictions and targets they were computed from."""
-    out = predict_all(task, data, batch_size, env, precision)
+    out = predict_all(task, data, batch_size, env, precision, workers)
     return task.score(out["preds"], out["targets"]), out
 
 
@@ -349,7 +356,7 @@ def _validate(t: Training, val: Dataset, cfg: TrainConfig, env: Env, run: RunInf
     """Score the validation split; on improvement keep the model in ``checkpoint/`` (``select=best``); count
     validations without improvement and stop at ``train.patience``. Returns ``val_<metric>`` entries and ``best``."""
     scored = t.ema if t.ema is not None else t.task
-    scores, _ = evaluate(scored, val, cfg.batch_size, env, cfg.precision)
+    scores, _ = evaluate(scored, val, cfg.batch_size, env, cfg.precision, cfg.loader_workers)
     metric = t.task.primary_metric
     improved = scores[metric] > t.state.best
     if improved:
@@ -378,12 +385,16 @@ def _train_epoch(t: Training, data: tuple[Dataset, Dataset], per_epoch: int, cfg
     """The optimizer steps of one epoch (from the saved data position when resuming; until the run's last step or
     an early stop), with the validations due within it; mean training loss."""
     (train, val), epoch = data, t.state.epoch
+    if hasattr(train, "set_epoch"):  # a lazy split's training randomness is a function of (seed, epoch, index)
+        train.set_epoch(epoch)
     sampler = MicroBatches(len(train), cfg.batch_size, env, cfg.grad_accum, run.seed, epoch, start=t.state.batch)
     # Its own generator: a DataLoader iterator draws its workers' base seed from it, not from the global RNG
     # that dropout uses (which would make a resumed epoch draw different dropout masks).
     generator = torch.Generator().manual_seed(run.seed * 100_003 + epoch * 1_009 + t.state.batch + env.rank)
+    # Only this rank's micro-batches reach the loader, so a lazy split decodes nothing of the other ranks' samples;
+    # the workers die with this process (``die_with_parent``).
     loader = DataLoader(train, batch_sampler=sampler, num_workers=cfg.loader_workers, generator=generator,
-                        pin_memory=env.device.type == "cuda")  # fmt: skip
+                        worker_init_fn=worker_init(), pin_memory=env.device.type == "cuda")  # fmt: skip
     epochs = -(-t.total // per_epoch)
     bar = progress(per_epoch, t.state.batch, f"epoch {epoch + 1}/{epochs}", env.is_main)
     t.task.train()

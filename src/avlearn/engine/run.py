@@ -31,8 +31,10 @@ from avlearn.registry import TASKS
 
 __all__ = ["run_supervised", "make_run_dir", "find_resumable"]
 
-# Keys that may differ between a run and its resumption (they do not change what is computed).
-RESUMABLE_CHANGES = ("resume", "train.device", "train.threads", "train.loader_workers", "data.workers")
+# Keys that may differ between a run and its resumption (they do not change what is computed: where and how fast it
+# runs, and whether its splits are held in memory).
+RESUMABLE_CHANGES = ("resume", "train.device", "train.threads", "train.loader_workers", "data.workers", "data.preload",
+                     "data.preload_gb")  # fmt: skip
 
 
 def make_run_dir(out: str, name: str) -> Path:

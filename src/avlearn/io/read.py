@@ -15,6 +15,11 @@ Policies, each recorded in ``Clip.notes`` when applied:
 - ``short`` (the file ends more than 0.1 s before ``start + duration``): ``"error"`` raises; ``"pad"`` repeats
   the last frame and pads audio with zeros. Gaps up to 0.1 s (an audio track a few ms shorter than the
   video) are always padded, and noted when longer than 1 ms.
+- A video track that ends before an audio track that covers the window (a still image with music, the commonest
+  upload) holds its last frame under either ``short`` policy; the first such file in a process also prints one
+  warning line (``warnings.warn``), every one gets a ``held video ...`` note.
+The hints in the messages name the ``avlearn extract`` / ``avlearn predict`` flags (``--short pad``,
+``--missing-audio silence``, ``--duration``); the Python arguments have the same names with underscores.
 Anything FFmpeg cannot open or decode (missing, empty, truncated, corrupt, not media) raises ``MediaError``.
 """
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +45,7 @@ if TYPE_CHECKING:
     from av.container import InputContainer
 
 SHORT_TOLERANCE_S = 0.1  # a stream may end this much before the window without being "short"
+HELD_NOTE = "held video"  # the note of a clip whose video ended before its audio (last frame held)
 _NOTE_MIN_S = 1e-3  # padding below this (rounding) is not worth a note
 Source = str | Path | BinaryIO
 
@@ -130,7 +137,7 @@ def read_clip(
         times = sample_times(window.start, window.duration, timestamps, fps)
         video = container.streams.video[0]
         if not container.streams.audio and missing_audio == "error":
-            raise MediaError(label, "no audio track (missing_audio='silence' reads it as silence)")
+            raise MediaError(label, "no audio track (--missing-audio silence reads it as silence)")
         may_drop = times is not None and threads == 1 and bool(video.time_base)
         picker, collector = _read_streams(container, label, window, times, size, threads, may_drop)
         if picker is None:  # a dropped frame was needed after all: decode every frame
@@ -232,7 +239,7 @@ def _window(
     if duration is None:
         total = _container_duration(container)
         if total is None:
-            raise MediaError(label, "the container does not state its duration; pass duration=")
+            raise MediaError(label, "the container does not state its duration; set --duration")
         duration = total - start
     if not duration > 0:
         raise MediaError(label, f"nothing to read: window of {duration:.3f} s starting at {start:.3f} s")
@@ -320,7 +327,11 @@ def _assemble(label: str, window: _Window, picker: FramePicker, collector: Audio
         raise MediaError(label, "no video frame could be decoded")
     notes: list[str] = []
     video_gap = picker.shortfall()
-    if video_gap > SHORT_TOLERANCE_S:
+    if video_gap > SHORT_TOLERANCE_S and _audio_covers(window, collector):
+        ends = f"the video track ends at {picker.last_end:.3f} s"
+        notes.append(f"{HELD_NOTE} {video_gap:.3f} s: {ends} (last frame held)")
+        _warn_held_once(label, picker.last_end)
+    elif video_gap > SHORT_TOLERANCE_S:
         _short(label, window, "video", picker.last_end)
         notes.append(f"padded video {video_gap:.3f} s (last frame repeated)")
     frames, frame_times = picker.finish()
@@ -341,6 +352,30 @@ def _assemble(label: str, window: _Window, picker: FramePicker, collector: Audio
     )
 
 
+def _audio_covers(window: _Window, collector: AudioCollector | None) -> bool:
+    """Whether an audio track reaches the window's end (then a shorter video track holds its last frame)."""
+    return collector is not None and window.end - collector.available_end <= SHORT_TOLERANCE_S
+
+
+class HeldFrameWarning(UserWarning):
+    """A video track ended before its audio and its last frame was held (said once per process)."""
+
+
+_held_warned = False  # one warning line per process; every clip still gets its note
+
+
+def _warn_held_once(label: str, video_end: float) -> None:
+    global _held_warned
+    if not _held_warned:
+        _held_warned = True
+        warnings.warn(
+            f"{label}: the video track ends at {video_end:.3f} s, before its audio; holding its last frame "
+            "(a still image with sound). Said once; each such clip is noted.",
+            HeldFrameWarning,
+            stacklevel=4,
+        )
+
+
 def _finish_audio(label: str, window: _Window, collector: AudioCollector, notes: list[str]) -> np.ndarray:
     """The collector's window as (N,) float32; applies the ``short`` policy and appends padding notes."""
     if window.end - collector.available_end > SHORT_TOLERANCE_S:
@@ -358,5 +393,5 @@ def _short(label: str, window: _Window, what: str, ends_at: float) -> None:
         ends = "has no samples" if math.isinf(ends_at) else f"ends at {ends_at:.3f} s"
         raise MediaError(
             label,
-            f"{what} {ends}, before the requested end {window.end:.3f} s (short='pad' pads; or pass duration=)",
+            f"{what} {ends}, before the requested end {window.end:.3f} s (--short pad pads it; or set --duration)",
         )

@@ -1,7 +1,8 @@
 """AVE clips -> the AVE (and AVE classification) tasks' tensors: 10 frames, 10 one-second log-mels, segment labels.
 
-The clips are decoded once by ``avlearn.data.segments.decode_segments`` (the frame nearest each segment's centre, the
-log-mel of the whole clip cut into ten pieces); ``shots > 0`` keeps K training clips a class, drawn by the shared
+The clips are decoded by ``avlearn.data.segments.segment_split`` (the frame nearest each segment's centre, the
+log-mel of the whole clip cut into ten pieces; in memory or lazily, from the videos or from ``data.store``);
+``shots > 0`` keeps K training clips a class, drawn by the shared
 deterministic sampler (``avlearn.data.samplers.few_shot_indices``) for ``seed``.
 """
 
@@ -28,7 +29,7 @@ def _few_shot(items: list, shots: int, seed: int, background: int) -> list:
 def ave_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
     """AVE (and AVE classification): clips with one label per segment; ``shots > 0`` keeps K training clips a class."""
     from avlearn.data.cached import cached_segments, uses_cached_features
-    from avlearn.data.segments import decode_segments
+    from avlearn.data.segments import segment_split
 
     root, reader = dataset_root(cfg), DATASETS.get("ave")
     splits = {s: reader(root, s) for s in ("train", "val", "test")}
@@ -43,10 +44,10 @@ def ave_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
         decoded = {s: cached_segments(items[s], cfg.backbone.store, cached) for s in ("train", "val", "test")}
     else:
         decoded = {
-            s: decode_segments(items[s], cfg.data.frame_size, audio_pre, workers=cfg.data.workers, desc=f"decoding {s}")
-            for s in ("train", "val", "test")
+            s: segment_split(items[s], cfg.data, audio_pre, desc=f"decoding {s}") for s in ("train", "val", "test")
         }
-    return Splits(decoded["train"], decoded["val"], decoded["test"], splits["train"].info, root)
+    store = bool(cfg.data.get("store"))
+    return Splits(decoded["train"], decoded["val"], decoded["test"], splits["train"].info, root, from_store=store)
 
 
 ave_splits.reads_features = True  # a run with ``features`` towers may use this pipeline (build.build_splits checks)

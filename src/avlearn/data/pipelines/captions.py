@@ -28,7 +28,7 @@ import torch
 
 from avlearn.data.pipelines import Splits, dataset_root
 from avlearn.data.schema import DatasetInfo
-from avlearn.data.segments import SegmentTensors
+from avlearn.data.segments import LazySegments, SegmentTensors
 from avlearn.errors import ConfigError
 from avlearn.layers.prompts import embed_prompts
 
@@ -53,7 +53,7 @@ class CaptionSegments:
         draw: Pick a random caption of the clip at every read (training); otherwise its first caption.
     """
 
-    clips: SegmentTensors
+    clips: SegmentTensors | LazySegments
     texts: torch.Tensor
     counts: torch.Tensor
     draw: bool = False
@@ -120,12 +120,12 @@ def _embed_captions(
     return texts, counts
 
 
-def _decode(cfg: Any, audio_pre: Any, items: list, split: str) -> SegmentTensors:
-    from avlearn.data.segments import decode_segments
+def _decode(cfg: Any, audio_pre: Any, items: list, split: str) -> SegmentTensors | LazySegments:
+    from avlearn.data.segments import segment_split
 
     if not items:
         raise ConfigError(f"task: no {split} clip is left after selecting classes; check task.holdout / task.classes")
-    return decode_segments(items, cfg.data.frame_size, audio_pre, workers=cfg.data.workers, desc=f"decoding {split}")
+    return segment_split(items, cfg.data, audio_pre, desc=f"decoding {split}")
 
 
 def captions_splits(cfg: Any, audio_pre: Any) -> Splits:
@@ -147,7 +147,7 @@ def captions_splits(cfg: Any, audio_pre: Any) -> Splits:
     out = {split: CaptionSegments(clips[split], t, c, draw=split == "train")
            for split, t, c in zip(SPLITS, texts.split(sizes), counts.split(sizes), strict=True)}  # fmt: skip
     info = DescribedInfo(class_names, readers["train"].segments, descriptions)
-    return Splits(out["train"], out["val"], out["test"], info, root)
+    return Splits(out["train"], out["val"], out["test"], info, root, from_store=bool(cfg.data.get("store")))
 
 
 def _relabel(labels: np.ndarray, chosen: list[int], background: int) -> np.ndarray:
@@ -169,4 +169,4 @@ def zeroshot_splits(cfg: Any, audio_pre: Any) -> Splits:
         out[split] = _decode(cfg, audio_pre, items, split)
     names = tuple(class_names[k] for k in chosen)
     info = DescribedInfo(names, readers["train"].segments, class_descriptions(root, names))
-    return Splits(out["train"], out["val"], out["test"], info, root)
+    return Splits(out["train"], out["val"], out["test"], info, root, from_store=bool(cfg.data.get("store")))

@@ -1,0 +1,127 @@
+"""Lazy samples: the preload policy, per-rank reading, segment items equal to the in-memory ones, store checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+
+from avlearn.backbones.preprocess import AudioPreprocess
+from avlearn.data.lazy import LazyRecords, preload_mode, wants_preload
+from avlearn.data.segments import LazySegments, decode_segments, segment_split
+from avlearn.engine.batches import MicroBatches
+from avlearn.engine.env import Env
+from avlearn.errors import ConfigError, DataError
+from avlearn.io import write_video
+
+PRE = AudioPreprocess(8000, "log_mel", 16, 50, 256, 160, 256)  # 8 kHz, 16 mel bins, 50 frames a segment
+
+
+def test_preload_modes_and_the_memory_budget() -> None:
+    assert [preload_mode(v) for v in ("auto", True, "false", "ON", "off")] == ["auto", "on", "off", "on", "off"]
+    with pytest.raises(ConfigError, match="data.preload='sometimes'"):
+        preload_mode("sometimes")
+    data = OmegaConf.create({"preload": "auto", "preload_gb": 1.0})
+    assert wants_preload(data, 1024, 1 << 20) and not wants_preload(data, 1025, 1 << 20)  # 1 GiB fits, not more
+    assert wants_preload(OmegaConf.create({"preload": "on", "preload_gb": 0.0}), 10**9, 1 << 20)
+    assert not wants_preload(OmegaConf.create({"preload": False, "preload_gb": 100.0}), 1, 1)
+
+
+class CountingMedia:
+    """Media whose ``load`` records the records it decoded (in this process)."""
+
+    def __init__(self) -> None:
+        self.loaded: list[int] = []
+
+    def load(self, record: int, decode: object) -> dict:
+        self.loaded.append(record)
+        return {"wave": np.full(4, record, np.float32)}
+
+
+def _make(record: int, arrays: dict, rng: np.random.Generator | None) -> dict:
+    return {"x": torch.from_numpy(arrays["wave"]), "noise": float(rng.uniform()) if rng is not None else -1.0}
+
+
+def test_each_rank_decodes_only_its_own_micro_batches() -> None:
+    decoded = []
+    for rank in range(2):
+        media = CountingMedia()
+        data = LazyRecords(media, list(range(23)), None, _make)
+        sampler = MicroBatches(len(data), 8, Env(rank=rank, world_size=2), accum=2, seed=4, epoch=1)
+        for _ in DataLoader(data, batch_sampler=sampler):
+            pass
+        decoded.append(media.loaded)
+    # 23 samples in global batches of 8, 8, 7: over the two ranks every sample is decoded exactly once, none by both
+    assert sorted(decoded[0] + decoded[1]) == list(range(23)) and not set(decoded[0]) & set(decoded[1])
+    assert (len(decoded[0]), len(decoded[1])) == (12, 11)  # the 7-batch in quarters 2, 2, 2, 1: rank 0 gets 2 + 2
+
+
+def test_training_randomness_depends_on_seed_epoch_and_index_only() -> None:
+    data = LazyRecords(CountingMedia(), list(range(5)), None, _make, train=True, seed=7)
+    first = [data[i]["noise"] for i in range(5)]
+    again = LazyRecords(CountingMedia(), list(range(5)), None, _make, train=True, seed=7)
+    assert [again[i]["noise"] for i in reversed(range(5))] == first[::-1]  # any order, any process: same draws
+    data.set_epoch(1)
+    assert [data[i]["noise"] for i in range(5)] != first
+    assert LazyRecords(CountingMedia(), [0], None, _make)[0]["noise"] == -1.0  # evaluation: no randomness
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, Path, np.ndarray]]:
+    folder = tmp_path_factory.mktemp("clips")
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(3):
+        frames = rng.integers(0, 255, (8, 16, 16, 3), dtype=np.uint8)  # 4 fps, 2 s
+        write_video(folder / f"c{i}.mp4", frames, 4, rng.uniform(-0.5, 0.5, 16000).astype(np.float32), 8000)
+        items.append((f"c{i}", folder / f"c{i}.mp4", np.array([i, 0])))
+    return items
+
+
+def test_lazy_segments_equal_the_decoded_tensors(clips: list) -> None:
+    memory = decode_segments(clips, 16, PRE, segments=2)
+    lazy = LazySegments(clips, 16, PRE, segments=2)
+    assert lazy.sample_bytes() == 2 * (3 * 16 * 16 + 4 * 16 * 50) and lazy.ids == memory.ids
+    assert torch.equal(lazy.labels, memory.labels)
+    for i in range(len(clips)):
+        for key in ("frames", "audio", "labels"):
+            assert torch.equal(lazy[i][key], memory[i][key]), key
+    data = OmegaConf.create({"frame_size": 16, "workers": 1, "store": None, "preload": "auto", "preload_gb": 1e-6})
+    assert isinstance(segment_split(clips, data, PRE, segments=2), LazySegments)  # 3 clips of 19 KB > 1 KiB
+
+
+def test_store_items_equal_decoded_ones_and_a_missing_clip_is_a_data_error(clips: list, tmp_path: Path) -> None:
+    from avlearn.data.extract import ClipSpec, extract
+
+    extract({"c0": clips[0][1]}, tmp_path / "store", ClipSpec(fps=2, size=16, sample_rate=8000))
+    lazy = LazySegments(clips[:1], 16, PRE, segments=2, store=tmp_path / "store")
+    preloaded = lazy.to_memory()  # data.preload with a store: read into memory, no decoding
+    for key in ("frames", "audio"):
+        assert torch.equal(lazy[0][key], LazySegments(clips[:1], 16, PRE, segments=2)[0][key]), key
+        assert torch.equal(preloaded[0][key], lazy[0][key]), key
+    with pytest.raises(DataError, match="no clip 'c1'"):
+        LazySegments(clips[:2], 16, PRE, segments=2, store=tmp_path / "store")
+    with pytest.raises(DataError, match="other settings"):
+        LazySegments(clips[:1], 32, PRE, segments=2, store=tmp_path / "store")
+
+
+def test_a_store_no_pipeline_reads_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    import avlearn.build as build
+    from avlearn.data.pipelines import Splits
+
+    cfg = OmegaConf.create({"task": {"name": "toy"}, "data": {"store": "/some/store", "preload": "auto"}})
+    spec = SimpleNamespace(pipeline=lambda cfg, pre: Splits([], [], [], None, Path(".")))
+    monkeypatch.setattr(build.TASKS, "spec", lambda name: spec)
+    with pytest.raises(ConfigError, match="data.store='/some/store': task=toy's pipeline does not read a clip store"):
+        build.build_splits(cfg, None)
+    spec.pipeline = lambda cfg, pre: Splits([], [], [], None, Path("."), from_store=True)
+    assert build.build_splits(cfg, None).from_store
+    cfg.data.preload = "maybe"
+    with pytest.raises(ConfigError, match="data.preload='maybe'"):
+        build.build_splits(cfg, None)
