@@ -11,6 +11,10 @@ Targets: ``text`` (the first caption) and ``captions`` (all of them; retrieval a
 VALOR does). A listed id without a caption is an error. Media: ``videos/<id>.mp4``, ``raw_videos/<id>.mp4``,
 VALOR's extracted ``frames_fps4/<id>/`` + ``audio_22050hz/<id>.wav`` when present, or ``media=``.
 Batch with ``avlearn.data.schema.collate`` (caption lists differ in length).
+
+``valor_qa``: VALOR's open-ended QA layout (``qa%`` tasks): the same ``<split>_id.json`` lists, in ``<root>/VALOR-QA/``
+or ``<root>/``, with a ``txt_mapper.json`` of ``{video_id: [{"question": ..., "answer": ...}, ...]}``. One record
+per question (id ``<video_id>#<n>``), targets ``question`` and ``answer`` (strings; no answer vocabulary).
 """
 
 from __future__ import annotations
@@ -47,6 +51,23 @@ def read_txt_mapper(path: Path) -> dict[str, list[str]]:
         if not isinstance(caps, list) or not caps or not all(isinstance(c, str) for c in caps):
             raise DataError(f"{path}: id '{vid}': expected a caption string or a non-empty list of strings")
         out[vid] = caps
+    return out
+
+
+def read_qa_mapper(path: Path) -> dict[str, list[tuple[str, str]]]:
+    """``{video_id: [(question, answer), ...]}`` of a VALOR QA ``txt_mapper.json``."""
+    mapping = read_json(path)
+    if not isinstance(mapping, dict):
+        raise DataError(f"{path}: expected a JSON object mapping video ids to question-answer lists")
+    out = {}
+    for vid, pairs in mapping.items():
+        ok = isinstance(pairs, list) and all(
+            isinstance(p, dict) and isinstance(p.get("question"), str) and isinstance(p.get("answer"), str)
+            for p in pairs
+        )
+        if not ok:
+            raise DataError(f"{path}: id '{vid}': expected a list of {{'question': str, 'answer': str}} objects")
+        out[vid] = [(p["question"], p["answer"]) for p in pairs]
     return out
 
 
@@ -101,3 +122,34 @@ class VALOR32KDataset(CaptionDataset):
     def __init__(self, root: str | Path, split: str, **options: object) -> None:
         folders = ("VALOR-32K", "valor32k", "captions", ".")
         super().__init__(root, split, [f"{split}_id.json"], ["txt_mapper.json"], folders, **options)  # type: ignore[arg-type]
+
+
+@DATASETS.register("valor_qa")
+class VALORQADataset(ClipDataset):
+    """Open-ended video QA in VALOR's layout (id lists + a question-answer txt_mapper.json); train/val/test."""
+
+    name = "valor_qa"
+    splits = ("train", "val", "test")
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        missing: str = "error",
+        media: str | Path | None = None,
+        decode: Decode | None = None,
+    ) -> None:
+        check_split(self.name, split, self.splits)
+        root = Path(root)
+        ids_path = find_file(root, [f"{d}/{split}_id.json" for d in ("VALOR-QA", ".")], f"VALOR QA {split} id list")
+        mapper_path = find_file(ids_path.parent, ["txt_mapper.json"], "VALOR QA txt_mapper.json")
+        pairs = read_qa_mapper(mapper_path)
+        records = []
+        for position, vid in enumerate(read_id_list(ids_path)):
+            where = f"{ids_path}: item {position}"
+            if vid not in pairs:
+                raise DataError(f"{where}: id '{vid}' has no question in {mapper_path}")
+            records += [Record(f"{vid}#{n}", vid, split, {"question": q, "answer": a}, where)
+                        for n, (q, a) in enumerate(pairs[vid])]  # fmt: skip
+        super().__init__(root, split, records, (), caption_media(root, media),
+                         decode or Decode(frames=8, seconds=None), missing)  # fmt: skip
