@@ -15,7 +15,7 @@ and its AVSynth part then follow ``data.benchmark`` (``BENCHMARKS`` below, one r
   ``question`` / ``answer`` str (VALOR QA: one item per question).
 
 Splits: the benchmark's own train/val/test where it publishes them; where it has no validation split, validation is
-every tenth record of the training list (positions 9, 19, ...; ``holdout``), never the test split. ``shots > 0``
+every tenth record of the training list(s) (positions 9, 19, ...; ``holdout``), never the test split. ``shots > 0``
 keeps K training clips a class (single-label benchmarks; CoOp reads its ``split_fewshot`` files). Clips are decoded
 once, in ``data.workers`` processes, and held in memory.
 """
@@ -116,27 +116,28 @@ benchmark_part.label = "data.benchmark"  # type: ignore[attr-defined]  # how ``a
 
 
 def holdout(records: Sequence[Record]) -> tuple[list[Record], list[Record]]:
-    """``(train, val)``: validation is every tenth record (positions 9, 19, ...), training the others."""
-    val = [r for i, r in enumerate(records) if i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1]
-    return [r for i, r in enumerate(records) if i % HOLDOUT_EVERY != HOLDOUT_EVERY - 1], val
+    """``(train, val)``: validation is every tenth record (positions 9, 19, ...; the last one of fewer than ten),
+    training the others."""
+    last = HOLDOUT_EVERY - 1 if len(records) >= HOLDOUT_EVERY else len(records) - 1
+    held = set(range(last, len(records), HOLDOUT_EVERY))
+    return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]
 
 
 def _read(cfg: DictConfig, bench: Benchmark, root: Any) -> tuple[dict[str, list[Record]], Any]:
-    """Records per split (holdouts applied) and the first reader (its media and classes serve every split)."""
+    """Records per split (the held-out validation taken from the training lists together) and the first reader
+    (its media and classes serve every split)."""
     reader = DATASETS.get(bench.reader)
     records: dict[str, list[Record]] = {s: [] for s in SPLITS}
+    pooled: list[Record] = []  # training lists that give the validation split too
     first = None
     for split, reads in bench.plan(cfg.data).items():
         for name, options in reads:
             extra = {"shots": cfg.shots, "seed": cfg.seed} if bench.reader == "coop" else {}
             dataset = reader(root, name.removeprefix("holdout:"), **options, **extra)
             first = first or dataset
-            if name.startswith("holdout:"):
-                train, val = holdout(dataset.records)
-                records["train"] += train
-                records["val"] += val
-            else:
-                records[split] += dataset.records
+            (pooled if name.startswith("holdout:") else records[split]).extend(dataset.records)
+    if pooled:
+        records["train"], records["val"] = holdout(pooled)
     return records, first
 
 
@@ -212,7 +213,7 @@ def _decode(media: Any, records: Sequence[Record], bench: Benchmark, segments: i
     for i, record in enumerate(records):
         out = decoded[record.media]
         if bench.video:
-            frames[i] = torch.from_numpy(np.asarray(out["frames"]))  # (S, H, W, 3)
+            frames[i] = torch.from_numpy(np.array(out["frames"]))  # (S, H, W, 3), a copy: may be read-only
         if bench.audio:
             wave = torch.from_numpy(np.asarray(out["wave"], dtype=np.float32))[:samples]
             waves[i, : len(wave)] = wave
