@@ -39,19 +39,20 @@ from avlearn.registry import DATASETS
 SPLITS = ("train", "val", "test")
 HOLDOUT_EVERY = 10  # validation = every tenth training record where a benchmark has no validation split
 
-# (reader split, reader options) lists per split; "holdout:<split>" marks a split read then divided by ``holdout``.
-SplitPlan = Callable[[DictConfig], dict[str, list[tuple[str, dict[str, Any]]]]]
+# Split -> the (reader split, reader options) read into it; "holdout:<split>" marks a training list that gives the
+# validation split too (``holdout``).
+Plan = dict[str, list[tuple[str, dict[str, Any]]]]
 
 
-def _train_test(train: str, test: str, **options: Any) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+def _train_test(train: str, test: str, **options: Any) -> Plan:
     return {"train": [(f"holdout:{train}", options)], "test": [(test, options)]}
 
 
-def _official(**options: Any) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-    return {s: [(s, options)] for s in SPLITS}
+def _official() -> Plan:
+    return {s: [(s, {})] for s in SPLITS}
 
 
-def _audioset(data: DictConfig) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+def _audioset(data: DictConfig) -> Plan:
     lists = {"balanced": ["balanced_train"], "unbalanced": ["unbalanced_train"],
              "full": ["balanced_train", "unbalanced_train"]}[data.audioset_train]  # fmt: skip
     return {"train": [(f"holdout:{name}", {}) for name in lists], "test": [("eval", {})]}
@@ -74,7 +75,7 @@ class Benchmark:
     reader: str
     part: str
     folder: str
-    plan: SplitPlan
+    plan: Callable[[DictConfig], Plan]
     segments: int
     video: bool = True
     audio: bool = True
