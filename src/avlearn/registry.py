@@ -91,14 +91,25 @@ class TaskSpec:
         pipeline: ``(run config, audio preprocess) -> Splits``, the task's data (``avlearn.data.pipelines``);
             None: the task has no pipeline yet (``build_splits`` refuses it).
         synth_part: The AVSynth part the task reads: ``"events"`` (AVE / LLP clips), ``"avs"`` (AVSBench S4 and
-            MS3) or ``"avqa"``; only that part is rendered for it.
+            MS3), ``"avqa"``, ``"sounds"`` (ESC-50 clips) or ``"images"`` (CoOp images); only that part is rendered
+            for it. A generic task whose data follows ``data.benchmark`` gives a callable ``(data config) -> part``
+            instead (``avlearn.data.pipelines.clips.benchmark_part``); ``part`` resolves either.
         report: How a finished run is reported (``avlearn.viz.reports.Report``: chance levels and a plot); None: no
             chance level and no plot.
     """
 
     pipeline: Callable[..., Any] | None = None
-    synth_part: str = "events"
+    synth_part: str | Callable[[Any], str] = "events"
     report: Any = None
+
+    def part(self, data: Any = None) -> str:
+        """The AVSynth part for the ``data`` config; without one, a callable part is named by its ``label`` (or
+        ``__name__``), e.g. for ``avlearn train --help``."""
+        if isinstance(self.synth_part, str):
+            return self.synth_part
+        if data is None:
+            return getattr(self.synth_part, "label", self.synth_part.__name__)
+        return self.synth_part(data)
 
 
 class TaskRegistry(Registry):
@@ -113,7 +124,7 @@ class TaskRegistry(Registry):
         name: str | None = None,
         *,
         pipeline: Callable[..., Any] | None = None,
-        synth_part: str = "events",
+        synth_part: str | Callable[[Any], str] = "events",
         report: Any = None,
     ) -> Callable[[F], F]:
         """Decorator: ``@TASKS.register("avs_s4", pipeline=avs_pipeline, synth_part="avs", report=AVS)``."""

@@ -52,7 +52,7 @@ def dataset_info(cfg: DictConfig) -> DatasetInfo:
     from avlearn.data.synth import class_table
     from avlearn.registry import TASKS
 
-    part = TASKS.spec(cfg.task.name).synth_part
+    part = TASKS.spec(cfg.task.name).part(cfg.data)
     if part == "avs":
         return DatasetInfo((), segments=FRAMES)
     if part == "avqa":

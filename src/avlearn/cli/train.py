@@ -50,7 +50,7 @@ def task_list() -> str:
     register_all()
     parts: dict[str, list[str]] = {}
     for name in TASKS.names():
-        parts.setdefault(TASKS.spec(name).synth_part, []).append(name)
+        parts.setdefault(TASKS.spec(name).part(), []).append(name)
     lines = [f"{part}: {', '.join(names)}" for part, names in sorted(parts.items())]
     return "\n".join(textwrap.fill(line, 110, initial_indent="  ", subsequent_indent="    ") for line in lines)
 

@@ -55,6 +55,12 @@ class BackboneConfig:
     freeze: str = choice("none", ("none", "all", "all_but_norm"))
 
 
+# The readers a generic (clip-level) task can read, named by ``data.benchmark``; the table behind it is
+# ``avlearn.data.pipelines.clips.BENCHMARKS`` (a test checks that the two agree).
+BENCHMARKS = ("vggsound", "audioset", "esc50", "ucf101", "coop", "imagenet_esc", "valor32k", "msrvtt",
+              "vggsound_avel40k", "valor_qa")  # fmt: skip
+
+
 @dataclass
 class DataConfig:
     """Where the clips come from and how they are turned into tensors.
@@ -65,6 +71,11 @@ class DataConfig:
     many as ``clips``). Another ``name`` reads the real dataset of the task under ``root``. ``frame_size``,
     ``n_mels`` and ``hop_ms`` shape the model inputs; ``flip`` mirrors AVS training clips left-right.
     ``store``, ``preload`` and ``preload_gb``: see below and docs/media.md ("Lazy samples").
+
+    Generic clip-level tasks (classification, retrieval, captioning, QA) read the reader ``benchmark`` names, and
+    on AVSynth its part: event clips (``clips``), ``sound_clips`` ESC-50 sounds or ``image_clips`` CoOp images
+    (-1: as many as ``clips``); ``fold`` is the test fold of ESC-50 / ImageNet-ESC (1-5) and UCF101 (1-3);
+    ``audioset_train`` the AudioSet training list(s). See docs/datasets.md ("Clip pipelines").
     """
 
     name: str = "avsynth"
@@ -78,6 +89,11 @@ class DataConfig:
     sample_rate: int = 16000
     avs_clips: int = -1
     avqa_clips: int = -1
+    benchmark: str = choice("vggsound", BENCHMARKS)
+    sound_clips: int = -1
+    image_clips: int = -1
+    fold: int = 1
+    audioset_train: str = choice("balanced", ("balanced", "unbalanced", "full"))
     frame_size: int = 64
     n_mels: int = 64
     hop_ms: int = 20

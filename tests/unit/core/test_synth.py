@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from avlearn.data.synth import SynthConfig, generate, read_meta
+from avlearn.data.synth import FORMAT_VERSION, SynthConfig, generate, read_meta
 from avlearn.data.synth.classes import class_table
 from avlearn.errors import DataError
 
@@ -134,7 +134,9 @@ def test_folder_of_another_format_is_refused(tmp_path, small_synth, small_synth_
     old = shutil.copytree(small_synth, tmp_path / "old")
     meta = json.loads((old / "avsynth.json").read_text())
     (old / "avsynth.json").write_text(json.dumps(meta | {"format": meta["format"] - 1}))
-    with pytest.raises(DataError, match="of format 1, not this avlearn's 2.*delete it"):
+    with pytest.raises(
+        DataError, match=f"of format {FORMAT_VERSION - 1}, not this avlearn's {FORMAT_VERSION}.*delete it"
+    ):
         generate(old, small_synth_config)
 
 

@@ -11,7 +11,8 @@ Annotations (the release), in ``<root>/AudioSet/``, ``<root>/annotations/`` or `
 
 Targets: ``labels`` (K,) multi-hot. Splits: ``balanced_train``, ``unbalanced_train``, ``eval``. The id of a
 segment is ``<YTID>_<start:06d>``. Media: ``audio/<split>/Y<YTID>.wav`` (audio-only downloads),
-``videos/<id>.mp4``, DeepAVFusion's ``clips/<YTID[:2]>/<YTID>_<start:06d>_<end:06d>.mp4``, or ``media=``.
+``videos/<id>.mp4``, DeepAVFusion's ``clips/<YTID[:2]>/<YTID>_<start:06d>_<end:06d>.mp4``, ``videos/<YTID>.mp4``
+(as AVSynth writes them), or ``media=``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ SPLIT_FILES = {
 FOLDERS = ("AudioSet", "annotations", ".")
 MEDIA_TEMPLATES = (
     "audio/{split}/Y{yid}.wav", "audio/{split}/{id}.wav", "videos/{id}.mp4", "clips/{prefix}/{id}_{end}.mp4",
+    "videos/{yid}.mp4",
 )  # fmt: skip
 
 

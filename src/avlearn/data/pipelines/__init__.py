@@ -15,6 +15,9 @@ module returns small indexable datasets whose items are the task's batch contrac
 
 - ``fewshot``, ``captions``: the few-shot, pre-training and zero-shot tasks' clips (see each module).
 
+- ``clips``: the clip-level pipeline of every benchmark reader (VGGSound, AudioSet, ESC-50, UCF101, CoOp,
+  ImageNet-ESC, VALOR-32K, MSR-VTT, VGGSound-AVEL40K, VALOR QA) that generic tasks read, chosen by ``data.benchmark``.
+
 What every pipeline shares is here: ``Splits`` (what a pipeline returns), ``dataset_root`` (the dataset folder:
 ``data.root``, or AVSynth rendered on first use with only the part the task registered) and ``load_media``
 (decoding many records' media, in parallel processes when asked).
@@ -44,36 +47,42 @@ def cache_dir() -> Path:
     return Path(os.environ.get("AVLEARN_CACHE", Path.home() / ".cache" / "avlearn")).expanduser()
 
 
-def synth_config(data: DictConfig, task: str = "ave"):  # noqa: ANN201 (SynthConfig, imported lazily)
-    """The AVSynth parameters of a ``data`` config, rendering only the part ``task`` reads (its ``synth_part``).
+def synth_config(data: DictConfig, task: str = "ave", part: str | None = None):  # noqa: ANN201 (SynthConfig)
+    """The AVSynth parameters of a ``data`` config, rendering only the part ``task`` reads (its ``synth_part``), or
+    ``part`` when given.
 
-    ``data.clips`` sizes the event clips; ``data.avs_clips`` / ``data.avqa_clips`` size the AVSBench / AVQA parts
-    (-1: ``data.clips`` of them). The other parts get no clips, so each task's folder holds what it reads.
+    ``data.clips`` sizes the event clips; ``data.avs_clips`` / ``data.avqa_clips`` / ``data.sound_clips`` /
+    ``data.image_clips`` size the AVSBench / AVQA / ESC-50 / CoOp parts (-1: ``data.clips`` of them). The other
+    parts get no clips, so each task's folder holds what it reads.
     """
     from avlearn.data.synth import SynthConfig
 
-    part = TASKS.spec(task).synth_part
-    sizes = {"events": data.clips, "avs": data.avs_clips, "avqa": data.avqa_clips}
+    part = part or TASKS.spec(task).part(data)
+    sizes = {"events": data.clips, "avs": data.avs_clips, "avqa": data.avqa_clips, "sounds": data.sound_clips,
+             "images": data.image_clips}  # fmt: skip
+    if part not in sizes:
+        raise ConfigError(f"task={task!r} reads AVSynth part {part!r}; expected one of {', '.join(sizes)}")
     count = {name: (data.clips if n < 0 else n) if name == part else 0 for name, n in sizes.items()}
     return SynthConfig(
         clips=count["events"], seed=data.synth_seed, num_classes=data.num_classes, size=data.size,
         seconds=data.seconds, fps=data.fps, sample_rate=data.sample_rate, avs_clips=count["avs"],
-        avqa_clips=count["avqa"],
+        avqa_clips=count["avqa"], sound_clips=count["sounds"], image_clips=count["images"],
     )  # fmt: skip
 
 
-def ensure_avsynth(data: DictConfig, task: str = "ave") -> Path:
-    """The AVSynth folder for ``data`` and ``task``: generated on first use (with a progress bar), reused after."""
+def ensure_avsynth(data: DictConfig, task: str = "ave", part: str | None = None) -> Path:
+    """The AVSynth folder for ``data`` and ``task`` (or ``part``): generated on first use (with a progress bar),
+    reused after."""
     from tqdm import tqdm
 
-    from avlearn.data.synth import FORMAT_VERSION, generate, read_meta
+    from avlearn.data.synth import FLAVOURS, FORMAT_VERSION, generate, read_meta
 
-    cfg = synth_config(data, task)
+    cfg = synth_config(data, task, part)
     key = {"format": FORMAT_VERSION, **asdict(cfg)}  # a newer format goes to a new cache folder
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     root = Path(data.root).expanduser() if data.root else cache_dir() / f"avsynth-{digest}"
     if read_meta(root) is None:
-        total = sum(cfg.count(f) for f in ("events", "s4", "ms3", "avqa"))
+        total = sum(cfg.count(f) for f in FLAVOURS)
         print(f"generating AVSynth ({total} clips) in {root}", flush=True)
         with tqdm(total=total, desc="AVSynth", unit="clip", dynamic_ncols=True) as bar:
             generate(root, cfg, workers=data.workers, progress=bar.update)

@@ -2,8 +2,9 @@
 
 ``generate(out, SynthConfig(...))`` renders clips (H.264 + AAC mp4 files under ``videos/``) and writes the
 annotation files of AVE, LLP/AVVP, AVSBench S4/MS3, MUSIC-AVQA, VGGSound, VGGSound-AVEL40K and VALOR-style
-captions (see ``formats.py`` for the layouts), plus ``avsynth.json`` with the config, the class table and the
-counts.
+captions (see ``formats.py`` for the layouts), of AudioSet, UCF101, MSR-VTT and VALOR question-answer pairs from
+the same event clips, of ESC-50 and ImageNet-ESC (audio-only ``sounds``) and of a CoOp image set (``images``; see
+``benchmarks.py``), plus ``avsynth.json`` with the config, the class table and the counts.
 
 The same config and seed give identical annotations and identical decoded frames: every clip draws from its own
 generator seeded by (seed, flavour, index), and the encoder is single-threaded. The folder is written under a
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from avlearn.data.parallel import parallel_map
+from avlearn.data.synth.benchmarks import ESC_AUDIO, coop_image, esc_filename, write_clip_benchmarks
 from avlearn.data.synth.classes import MAX_CLASSES, class_table, class_table_json
 from avlearn.data.synth.formats import (
     avs_paths,
@@ -37,15 +39,17 @@ from avlearn.data.synth.render import render_audio, render_frame, render_mask
 from avlearn.data.synth.scene import FLAVOURS, Scene, sample_scene
 from avlearn.errors import DataError
 
-FORMAT_VERSION = 2  # 2: VGGSound-AVEL40K labels added
+FORMAT_VERSION = 3  # 2: VGGSound-AVEL40K labels added; 3: AudioSet, UCF101, MSR-VTT, VALOR QA, ESC-50, CoOp
 AVS_FRAMES = 5  # AVSBench: one frame (and mask) per second over 5 s
-_PREFIX = {"events": "ev", "s4": "s4", "ms3": "ms", "avqa": ""}
+ESC_SECONDS = 5  # ESC-50 clips are 5 s long
+_PREFIX = {"events": "ev", "s4": "s4", "ms3": "ms", "avqa": "", "sounds": "sd", "images": "im"}
 
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """What AVSynth renders. ``clips`` is the number of event clips (AVE, LLP, VGGSound, captions); the
-    AVSBench and AVQA subsets get ``avs_clips`` / ``avqa_clips`` each (-1: a quarter of ``clips``)."""
+    """What AVSynth renders. ``clips`` is the number of event clips (AVE, LLP, VGGSound, AudioSet, UCF101,
+    captions); the AVSBench and AVQA subsets get ``avs_clips`` / ``avqa_clips`` each, the ESC-50 sounds
+    ``sound_clips`` and the CoOp images ``image_clips`` (-1: a quarter of ``clips``)."""
 
     clips: int = 400
     seed: int = 0
@@ -56,12 +60,15 @@ class SynthConfig:
     sample_rate: int = 16000
     avs_clips: int = -1
     avqa_clips: int = -1
+    sound_clips: int = -1
+    image_clips: int = -1
 
     def count(self, flavour: str) -> int:
         """Number of clips of ``flavour``."""
         if flavour == "events":
             return self.clips
-        extra = self.avs_clips if flavour in ("s4", "ms3") else self.avqa_clips
+        extra = {"s4": self.avs_clips, "ms3": self.avs_clips, "avqa": self.avqa_clips, "sounds": self.sound_clips,
+                 "images": self.image_clips}[flavour]  # fmt: skip
         return self.clips // 4 if extra < 0 else extra
 
     def validate(self) -> None:
@@ -92,7 +99,7 @@ def clip_id(flavour: str, index: int) -> str:
 
 
 def _seconds(cfg: SynthConfig, flavour: str) -> int:
-    return AVS_FRAMES if flavour in ("s4", "ms3") else cfg.seconds
+    return {"s4": AVS_FRAMES, "ms3": AVS_FRAMES, "sounds": ESC_SECONDS, "images": 1}.get(flavour, cfg.seconds)
 
 
 def _write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
@@ -129,13 +136,24 @@ def _render_clip(root: Path, cfg: SynthConfig, flavour: str, index: int) -> tupl
 
     rng = np.random.default_rng([cfg.seed, FLAVOURS.index(flavour), index])
     seconds = _seconds(cfg, flavour)
-    scene = sample_scene(flavour, clip_id(flavour, index), rng, seconds, cfg.num_classes)
+    scene = sample_scene(flavour, clip_id(flavour, index), rng, seconds, cfg.num_classes, index)
     classes = class_table(cfg.num_classes)
+    split = split_of(index, cfg.count(flavour))
+    if flavour == "sounds":  # audio only, in ESC-50's folder
+        audio = render_audio(scene, classes, cfg.sample_rate, seed=int(rng.integers(2**31)))
+        _write_wav(root / ESC_AUDIO / esc_filename(scene, cfg.num_classes), audio, cfg.sample_rate)
+        return scene, split
+    if flavour == "images":  # one image, in the CoOp image folder
+        from PIL import Image
+
+        path = root / coop_image(scene, classes)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(render_frame(scene, classes, 0.5, cfg.size)).save(path)
+        return scene, split
     times = np.arange(seconds * cfg.fps) / cfg.fps
     frames = np.stack([render_frame(scene, classes, t, cfg.size) for t in times])  # (T, H, W, 3)
     audio = render_audio(scene, classes, cfg.sample_rate, seed=int(rng.integers(2**31)))
     write_video(root / "videos" / f"{scene.clip_id}.mp4", frames, cfg.fps, audio, cfg.sample_rate)
-    split = split_of(index, cfg.count(flavour))
     if flavour in ("s4", "ms3"):
         _write_avs_files(root, scene, split, cfg, audio)
     return scene, split
@@ -162,6 +180,7 @@ def _write_annotations(root: Path, cfg: SynthConfig, by_flavour: dict[str, list]
     write_avs_meta(root, by_flavour["s4"], classes, "s4")
     write_avs_meta(root, by_flavour["ms3"], classes, "ms3")
     write_avqa(root, by_flavour["avqa"], classes, cfg.seed)
+    write_clip_benchmarks(root, by_flavour, classes)
     counts = {
         f: {s: sum(sp == s for _, sp in items) for s in ("train", "val", "test")} for f, items in by_flavour.items()
     }

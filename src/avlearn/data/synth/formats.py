@@ -196,7 +196,7 @@ def write_avqa(root: Path, items: Sequence[Split], classes: tuple[ClassSpec, ...
     _write_lines(out / "ans_vocab.txt", vocab)
 
 
-def _captions(scene: Scene, classes: tuple[ClassSpec, ...]) -> list[str]:
+def captions(scene: Scene, classes: tuple[ClassSpec, ...]) -> list[str]:
     cls, start, end = scene.event
     spec, main = classes[cls], scene.sources[0]
     caps = [
@@ -217,7 +217,7 @@ def write_vggsound_and_captions(root: Path, items: Sequence[Split], classes: tup
     _write_lines(root / "VGGSound" / "vggsound.csv", rows)
     out = root / "captions"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "txt_mapper.json").write_text(json.dumps({s.clip_id: _captions(s, classes) for s, _ in items}, indent=1))
+    (out / "txt_mapper.json").write_text(json.dumps({s.clip_id: captions(s, classes) for s, _ in items}, indent=1))
     for split in SPLITS:
         (out / f"{split}_id.json").write_text(json.dumps([s.clip_id for s, sp in items if sp == split]))
 

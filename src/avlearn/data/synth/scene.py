@@ -12,6 +12,8 @@ Flavours:
 - ``ms3`` (AVSBench multi-source): two or three visible sources, each sounding in some seconds.
 - ``avqa`` (MUSIC-AVQA): two or three sources at distinct horizontal positions with distinct onsets, sometimes an
   off-screen sound (the "voiceover").
+- ``sounds`` (ESC-50, ImageNet-ESC audio): one class heard throughout, nothing seen (rendered as audio only).
+- ``images`` (CoOp image sets): one object of one class, seen, silent (rendered as one image).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-FLAVOURS = ("events", "s4", "ms3", "avqa")
+FLAVOURS = ("events", "s4", "ms3", "avqa", "sounds", "images")  # new flavours go last: seeds follow the index
 
 Interval = tuple[int, int]  # [on, off) in whole seconds
 
@@ -156,12 +158,25 @@ def _multi(rng: np.random.Generator, clip_id: str, flavour: str, seconds: int, n
     return Scene(clip_id, flavour, seconds, sources, background=int(rng.integers(2**31)))
 
 
-def sample_scene(flavour: str, clip_id: str, rng: np.random.Generator, seconds: int, num_classes: int) -> Scene:
-    """A random scene of ``flavour`` (see the module docstring), drawn from ``rng`` only."""
+def _single(rng: np.random.Generator, clip_id: str, flavour: str, seconds: int, cls: int) -> Scene:
+    """One source of class ``cls``: heard throughout (``sounds``) or seen throughout (``images``)."""
+    full = [(0, seconds)]
+    seen, heard = ([], full) if flavour == "sounds" else (full, [])
+    x = float(rng.uniform(0.3, 0.7))
+    return Scene(clip_id, flavour, seconds, [_source(rng, cls, x, seen, heard)], background=int(rng.integers(2**31)))
+
+
+def sample_scene(
+    flavour: str, clip_id: str, rng: np.random.Generator, seconds: int, num_classes: int, index: int = 0
+) -> Scene:
+    """A random scene of ``flavour`` (see the module docstring), drawn from ``rng`` only; ``sounds`` and ``images``
+    take the class ``index % num_classes`` instead, so that their sets are balanced (as ESC-50 and CoOp's sets)."""
     if flavour == "events":
         return _events(rng, clip_id, seconds, num_classes)
     if flavour == "s4":
         return _s4(rng, clip_id, seconds, num_classes)
     if flavour in ("ms3", "avqa"):
         return _multi(rng, clip_id, flavour, seconds, num_classes)
+    if flavour in ("sounds", "images"):
+        return _single(rng, clip_id, flavour, seconds, index % num_classes)
     raise ValueError(f"unknown AVSynth flavour {flavour!r}; expected one of {FLAVOURS}")
