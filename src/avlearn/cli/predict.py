@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", type=float, default=0.0, help="start of the 10-second window, seconds")
     parser.add_argument("--out", help="folder to write <video>.timeline.json and .png into")
     parser.add_argument("--json", action="store_true", help="print the timeline as JSON")
+    parser.add_argument("--top", type=int, default=0, help="clip classifiers (task=classify): the K best classes")
+    query = "retrieval (task=retrieve): a text query, repeatable; VIDEO is then a folder of clips"
+    parser.add_argument("--query", action="append", default=[], help=query)
 
 
 def _plot(timeline: dict, path, class_names: tuple[str, ...]) -> None:  # noqa: ANN001
@@ -71,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg, task, meta = build_trained(args.run)
     task.to(pick_device(cfg.train.device))
+    if args.top or args.query:
+        return _clip_level(args, cfg, task)
     timeline = {**predict_timeline(task, cfg, args.video, args.start), "run": args.run, "epoch": meta["epoch"]}
     if args.json:
         print(json.dumps(timeline, indent=1))
@@ -87,4 +92,34 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_text(f"{stem}.json", json.dumps(timeline, indent=1))
         _plot(timeline, f"{stem}.png", tuple(meta["class_names"]))
         print(f"wrote {stem}.json and {stem}.png")
+    return 0
+
+
+def _clip_level(args: argparse.Namespace, cfg, task) -> int:  # noqa: ANN001 (DictConfig, nn.Module)
+    """``--top``: a video's best classes; ``--query``: the queries ranked over a folder of clips (``--out``: an HTML
+    page of the ranked clips' frames)."""
+    import json
+    from pathlib import Path
+
+    from avlearn.engine.clips import rank_clips, top_classes
+    from avlearn.viz.retrieval import write_ranking_html
+
+    if not args.query:
+        result = top_classes(task, cfg, args.video, args.start, args.top)
+        lines = [f"{c['label']:<28} {c['probability']:.3f}" for c in result["classes"]]
+        print(json.dumps(result, indent=1) if args.json else "\n".join([f"{args.video}:", *lines]))
+        return 0
+    result = rank_clips(task, cfg, args.video, args.query, args.top or 5)
+    frames, ranked = result.pop("frames"), result["queries"]
+    if args.json:
+        print(json.dumps(ranked, indent=1))
+    for q in [] if args.json else ranked:
+        print(
+            f"{q['query']}:\n"
+            + "\n".join(f"  {i + 1}. {c['file']:<32} {c['score']:.3f}" for i, c in enumerate(q["clips"]))
+        )
+    if args.out:
+        shown = [[(c["file"], c["score"], frames[c["file"]][::3]) for c in q["clips"]] for q in ranked]
+        page = write_ranking_html(Path(args.out) / "retrieval.html", args.query, shown)
+        print(f"wrote {page}")
     return 0

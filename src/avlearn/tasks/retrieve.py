@@ -109,16 +109,24 @@ class RetrieveTask(nn.Module):
         """The logit scale, ``exp`` of the log-scale clamped to ``[0, log(max_scale)]``."""
         return self.log_scale.clamp(0.0, math.log(self.cfg.max_scale)).exp()
 
-    def embed(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """(B, D) clip and (B, D) text embeddings (L2-normalised) and the method's own loss terms."""
+    def clip_embedding(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(B, D) L2-normalised clip embeddings of ``task.features`` and the method's own loss terms."""
         feats = self.method(batch)
         if self.cfg.features == "av":
             feats = paired_segments(feats, self.cfg.name)
             segments = torch.cat([feats.audio_pooled, feats.visual_pooled], dim=-1)  # (B, S, Ca + Cv)
         else:
             segments = getattr(feats, f"{self.cfg.features}_pooled")  # (B, S, C)
-        text = F.normalize(self.text(batch["text"].to(segments.dtype)), dim=-1)  # (B, Ct) -> (B, D)
-        return self.clip(segments), text, feats.losses
+        return self.clip(segments), feats.losses
+
+    def text_embedding(self, text: torch.Tensor) -> torch.Tensor:
+        """(B, Ct) frozen caption embeddings -> (B, D) L2-normalised."""
+        return F.normalize(self.text(text.to(self.log_scale.dtype)), dim=-1)
+
+    def embed(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """(B, D) clip and (B, D) text embeddings (L2-normalised) and the method's own loss terms."""
+        clip, losses = self.clip_embedding(batch)
+        return clip, self.text_embedding(batch["text"]), losses
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         clip, text, losses = self.embed(batch)
