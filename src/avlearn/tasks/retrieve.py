@@ -6,9 +6,10 @@ VALOR (Chen et al., 2023; ``compute_metric_ret``, dual softmax):
 
 * Text: captions are embedded once by a frozen text tower held by the task (``task.text``, default ``minilm_l6``,
   all-MiniLM-L6-v2; the caption pipeline ``avlearn.data.pipelines.captions`` embeds them, as for caption
-  pre-training), then mapped by a trained two-layer MLP. Why not the method's own text tower (``backbone.text``):
-  every method can then be put on this task (it reads only ``audio_pooled`` / ``visual_pooled``), and a step costs
-  only the clip side; a trainable text tower (VALOR) is a method's business and would arrive as ``text_pooled``.
+  pre-training), then standardised per dimension (batch norm) and mapped by a trained two-layer MLP. Why not the
+  method's own text tower (``backbone.text``): every method can then be put on this task (it reads only
+  ``audio_pooled`` / ``visual_pooled``), and a step costs only the clip side; a trainable text tower (VALOR) is a
+  method's business and would arrive as ``text_pooled``.
 * Clip: ``task.features`` = ``audio``, ``visual`` or ``av`` (audio and visual pooled segment features
   concatenated); each segment is projected, given a learned position embedding, mixed over the segments by one
   transformer encoder layer, averaged and projected (CLIP4Clip's ``seqTransf``): captions say *when* things happen.
@@ -102,7 +103,10 @@ class RetrieveTask(nn.Module):
         audio_dim, visual_dim = pooled_widths(method)
         width = {"audio": audio_dim, "visual": visual_dim, "av": audio_dim + visual_dim}[cfg.features]
         self.clip = ClipEncoder(width, cfg.dim, info.segments, cfg.heads, cfg.dropout)
-        self.text = mlp(text_width(cfg), cfg.dim)
+        width = text_width(cfg)
+        # Standardised per dimension first: captions that differ in a word (a side, a second) are within a few
+        # hundredths of cosine of each other in a sentence embedding; standardising makes those directions count.
+        self.text = nn.Sequential(nn.BatchNorm1d(width), mlp(width, cfg.dim))
         self.log_scale = nn.Parameter(torch.tensor(math.log(cfg.init_scale)))
 
     def scale(self) -> torch.Tensor:
