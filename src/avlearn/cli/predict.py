@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "run a trained run's model on a video file and print the event timeline (AVE)"
+HELP = "run a trained model on a video: its event timeline (AVE), top classes (--top) or text queries (--query)"
 DESCRIPTION = """\
 Loads RUN/config.yaml and RUN/checkpoint (the best epoch of `avlearn train` / `avlearn demo`), decodes the
 video exactly as the training data were decoded (one frame and one log-mel piece per one-second segment, over
@@ -16,9 +16,15 @@ video exactly as the training data were decoded (one frame and one log-mel piece
    "events": [{"class", "label", "start", "end", "probability"}, ...]}      (seconds; class K = background)
 and DIR/<video name>.timeline.png (the predicted classes as coloured bars, the probability as a line).
 
+Clip-level tasks: --top K prints the K most probable classes of a clip classifier (task=classify); --query TEXT
+(repeatable) ranks the clips of the folder VIDEO for each text with a retrieval model (task=retrieve), and --out DIR
+writes DIR/retrieval.html (each query's best clips with their frames).
+
 Examples:
   avlearn predict runs/demo/20261129-180000 clip.mp4
   avlearn predict runs/demo/20261129-180000 clip.mp4 --start 20 --out predictions/
+  avlearn predict runs/classify-baseline/20261207-013135 clip.mp4 --top 5
+  avlearn predict runs/retrieve-baseline/20261207-015003 clips/ --query "a gong on the left" --out pages/
 """
 
 
