@@ -2,7 +2,8 @@
 (``avlearn.engine.run.run_supervised``, as ``avlearn train``): the baseline fine-tuned reaches >= 85 % test top-1; a
 linear probe on the fine-tuned (frozen) method is above one on a frozen random method (by little: AVSynth's classes
 are a colour, a shape and a pitch, which random features keep; see docs/tasks/classify.md); kNN evaluation of both is
-above chance, the trained method's far above the random one's. 400 clips of 10 classes, 32 px frames, baseline small CNNs, one thread.
+above chance, the trained method's far above the random one's. 400 clips of 10 classes, 32 px frames, baseline
+small CNNs, one thread.
 
 Slow (about 10 minutes on two loaded cores): ``pytest -m slow tests/integration/test_classify_learning.py -s``.
 Measured numbers: docs/tasks/classify.md.
