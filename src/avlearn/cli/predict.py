@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "run a trained run's model on a video file and print the event timeline (AVE)"
+HELP = "run a trained model on a video: its event timeline (AVE), top classes (--top) or text queries (--query)"
 DESCRIPTION = """\
 Loads RUN/config.yaml and RUN/checkpoint (the best epoch of `avlearn train` / `avlearn demo`), decodes the
 video exactly as the training data were decoded (one frame and one log-mel piece per one-second segment, over
@@ -18,9 +18,15 @@ that ends before its audio (a still image with music) holds its last frame.
    "events": [{"class", "label", "start", "end", "probability"}, ...]}      (seconds; class K = background)
 and DIR/<video name>.timeline.png (the predicted classes as coloured bars, the probability as a line).
 
+Clip-level tasks: --top K prints the K most probable classes of a clip classifier (task=classify); --query TEXT
+(repeatable) ranks the clips of the folder VIDEO for each text with a retrieval model (task=retrieve), and --out DIR
+writes DIR/retrieval.html (each query's best clips with their frames).
+
 Examples:
   avlearn predict runs/demo/20261129-180000 clip.mp4
   avlearn predict runs/demo/20261129-180000 clip.mp4 --start 20 --out predictions/
+  avlearn predict runs/classify-baseline/20261207-013135 clip.mp4 --top 5
+  avlearn predict runs/retrieve-baseline/20261207-015003 clips/ --query "a gong on the left" --out pages/
 """
 
 
@@ -32,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_media_arguments(parser)  # --start, --missing-audio, --short: as for `avlearn extract`
     parser.add_argument("--out", help="folder to write <video>.timeline.json and .png into")
     parser.add_argument("--json", action="store_true", help="print the timeline as JSON")
+    parser.add_argument("--top", type=int, default=0, help="clip classifiers (task=classify): the K best classes")
+    query = "retrieval (task=retrieve): a text query, repeatable; VIDEO is then a folder of clips"
+    parser.add_argument("--query", action="append", default=[], help=query)
 
 
 def _plot(timeline: dict, path, class_names: tuple[str, ...]) -> None:  # noqa: ANN001
@@ -75,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg, task, meta = build_trained(args.run)
     task.to(pick_device(cfg.train.device))
+    if args.top or args.query:
+        return _clip_level(args, cfg, task)
     media = {"start": args.start, "missing_audio": args.missing_audio, "short": args.short}
     timeline = {**predict_timeline(task, cfg, args.video, **media), "run": args.run, "epoch": meta["epoch"]}
     if args.json:
@@ -92,4 +103,34 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_text(f"{stem}.json", json.dumps(timeline, indent=1))
         _plot(timeline, f"{stem}.png", tuple(meta["class_names"]))
         print(f"wrote {stem}.json and {stem}.png")
+    return 0
+
+
+def _clip_level(args: argparse.Namespace, cfg, task) -> int:  # noqa: ANN001 (DictConfig, nn.Module)
+    """``--top``: a video's best classes; ``--query``: the queries ranked over a folder of clips (``--out``: an HTML
+    page of the ranked clips' frames)."""
+    import json
+    from pathlib import Path
+
+    from avlearn.engine.clips import rank_clips, top_classes
+    from avlearn.viz.retrieval import write_ranking_html
+
+    if not args.query:
+        result = top_classes(task, cfg, args.video, args.start, args.top)
+        lines = [f"{c['label']:<28} {c['probability']:.3f}" for c in result["classes"]]
+        print(json.dumps(result, indent=1) if args.json else "\n".join([f"{args.video}:", *lines]))
+        return 0
+    result = rank_clips(task, cfg, args.video, args.query, args.top or 5)
+    frames, ranked = result.pop("frames"), result["queries"]
+    if args.json:
+        print(json.dumps(ranked, indent=1))
+    for q in [] if args.json else ranked:
+        print(
+            f"{q['query']}:\n"
+            + "\n".join(f"  {i + 1}. {c['file']:<32} {c['score']:.3f}" for i, c in enumerate(q["clips"]))
+        )
+    if args.out:
+        shown = [[(c["file"], c["score"], frames[c["file"]][::3]) for c in q["clips"]] for q in ranked]
+        page = write_ranking_html(Path(args.out) / "retrieval.html", args.query, shown)
+        print(f"wrote {page}")
     return 0

@@ -170,6 +170,7 @@ class TrainConfig:
     save_every: int = 0  # optimizer steps between mid-epoch last/ checkpoints; 0 = at epoch ends only
     loader_workers: int = 0  # DataLoader worker processes per rank
     init_from: str = ""  # weights to start from: a run folder, checkpoint folder, .safetensors or .pt/.pth file
+    init_only: str = ""  # load only the weights of this sub-module from init_from (e.g. method); "" = all of them
 
 
 @dataclass

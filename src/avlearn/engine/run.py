@@ -134,15 +134,22 @@ def _prepare(cfg: DictConfig, env: Env, run_dir: Path) -> tuple[Any, torch.nn.Mo
         splits = build_splits(cfg, audio_preprocess(cfg))
     task = build_task(cfg, splits.info).to(env.device)
     if cfg.train.init_from:
-        _init_from(task, cfg.train.init_from)
+        _init_from(task, cfg.train.init_from, cfg.train.init_only)
     return splits, task
 
 
-def _init_from(task: torch.nn.Module, source: str) -> None:
-    """Load starting weights (never unpickling); a key mismatch is a one-line error naming a few keys."""
+def _init_from(task: torch.nn.Module, source: str, only: str = "") -> None:
+    """Load starting weights (never unpickling); a key mismatch is a one-line error naming a few keys. ``only``: the
+    weights of that sub-module alone (``method``: a method trained by another task, under a new head)."""
     from avlearn.engine.checkpoint import CheckpointError, load_weights
 
-    missing, unexpected = task.load_state_dict(load_weights(source), strict=False)
+    weights, target = load_weights(source), task
+    if only:
+        if only not in dict(task.named_modules()):
+            raise ConfigError(f"train.init_only={only!r}: the task has no such sub-module (e.g. method)")
+        target = task.get_submodule(only)
+        weights = {k[len(only) + 1 :]: v for k, v in weights.items() if k.startswith(f"{only}.")}
+    missing, unexpected = target.load_state_dict(weights, strict=False)
     if missing or unexpected:
         raise CheckpointError(
             f"train.init_from={source}: the weights do not fit this model (missing: {', '.join(missing[:3]) or '-'}"

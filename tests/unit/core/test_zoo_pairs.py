@@ -50,14 +50,16 @@ FAMILY = {
             "zeroshot_ave",
             "zeroshot_ave_cls",
             "pretrain_captions",
+            "retrieve",
         ],
         "ave",
     ),  # fmt: skip
     **dict.fromkeys(["avvp", "fewshot_llp_cls", "zeroshot_llp_cls"], "avvp"),
     **dict.fromkeys(["avs_s4", "avs_ms3"], "avs_s4"),
     "avqa": "avqa",
+    "classify": "classify",
 }
-CAPTION_WIDTH = 384  # pretrain_captions: the caption embedding of its default text tower (minilm_l6)
+CAPTION_WIDTH = 384  # pretrain_captions, retrieve: the caption embedding of its default text tower (minilm_l6)
 # Pairs the pairing rule refuses: CLIP's tokens have no grid (no visual_pyramid for AVS, no grid for AVQA).
 REFUSED = {("avs_s4", "dgsct_fewshot_tiny"), ("avs_ms3", "dgsct_fewshot_tiny"), ("avqa", "dgsct_fewshot_tiny")}
 MEDIA = ("frames", "audio")
@@ -130,9 +132,9 @@ def batches(tmp_path_factory) -> Callable[[str], tuple[dict, dict, object]]:
                 rows = lambda data: default_collate([data[i] for i in range(min(2, len(data)))])  # noqa: E731
                 cache[family] = rows(splits.train), rows(splits.test), splits.info
             train, test, info = cache[family]
-            if task == "pretrain_captions":  # its pipeline adds each clip's caption embedding
-                text = F.normalize(torch.randn(len(train["frames"]), CAPTION_WIDTH), dim=-1)
-                train, test = {**train, "text": text}, {**test, "text": text}
+            if task in ("pretrain_captions", "retrieve"):  # their pipeline adds each clip's caption embedding
+                text = lambda rows: F.normalize(torch.randn(len(rows["frames"]), CAPTION_WIDTH), dim=-1)  # noqa: E731
+                train, test = {**train, "text": text(train)}, {**test, "text": text(test)}
             return train, test, info
 
         yield get

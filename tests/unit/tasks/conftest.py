@@ -27,12 +27,14 @@ def tiny_method() -> Callable[[], Baseline]:
 @pytest.fixture(scope="session")
 def clip_batch() -> Callable[..., dict[str, torch.Tensor]]:
     """``make(labels, **extra)``: random ``frames (B, 10, 32, 32, 3)`` and ``audio (B, 10, 32, 50)`` for the B
-    ``labels`` rows (same seed each call), plus any ``extra`` entries."""
+    ``labels`` rows (same seed each call) as ``label`` (B,) class indices or ``labels`` (B, K) multi-hot, plus any
+    ``extra`` entries."""
 
     def make(labels: torch.Tensor, **extra: torch.Tensor) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(0)
         b = len(labels)
         frames = torch.randint(0, 256, (b, 10, 32, 32, 3), dtype=torch.uint8, generator=g)
-        return {"frames": frames, "audio": torch.randn(b, 10, 32, 50, generator=g), "labels": labels, **extra}
+        key = "labels" if labels.dim() == 2 else "label"
+        return {"frames": frames, "audio": torch.randn(b, 10, 32, 50, generator=g), key: labels, **extra}
 
     return make

@@ -1,0 +1,232 @@
+"""Clip classification (VGGSound, AudioSet, ESC-50 ...): one class per clip (top-1 / top-5 accuracy) or several
+(mAP, AUC), from the pooled features of any method, by a linear probe, fine-tuning or kNN.
+
+The evaluation protocols of DeepAVFusion (Mo and Morgado, CVPR 2024: linear probe, fine-tuning, kNN), with MAE's
+linear-probe head (He et al., CVPR 2022: BatchNorm without affine, then a linear layer, on a frozen encoder) and the
+weighted kNN of Wu et al. (CVPR 2018) as DINO runs it (Caron et al., ICCV 2021, ``eval_knn.py``):
+
+* ``task.features``: the clip feature the head reads, the mean over segments of ``audio`` (``audio_pooled``),
+  ``visual`` (``visual_pooled``), ``concat`` (both, concatenated) or ``fused`` (``AVFeatures.fused``, also averaged
+  over its tokens: methods that fuse early). A method that does not produce the field is refused at build time.
+* ``task.mode``:
+  - ``linear``: the method frozen (no gradient) and kept in eval mode (its batch norms and dropout too), a
+    ``BatchNorm1d(affine=False)`` then a linear layer trained on its features;
+  - ``finetune``: the method trains with the head (LayerNorm, dropout, linear);
+  - ``knn``: no training (``train.epochs=0``). A clip's L2-normalised feature is compared by cosine similarity with
+    the memory bank, the training split's features (computed at the first prediction); its ``knn_k`` nearest
+    training clips vote for their class(es) with weight ``exp(similarity / knn_temperature)``; the normalised votes
+    are the class scores.
+* Views: a clip of S segments is seen through crops of ``view_segments`` consecutive segments (0: the whole clip).
+  Training reads one random crop per batch (an augmentation); evaluation averages the class probabilities (kNN: the
+  L2-normalised features) of ``views`` crops spread evenly over the clip, as multi-clip video evaluation averages
+  clips of one video.
+* Targets: ``labels`` () class indices (cross-entropy; top-1 and top-5 accuracy, ``top1`` selects), or with
+  ``task.multilabel`` ``labels (K,)`` multi-hot (binary cross-entropy per class; ``map`` selects, ``auc`` too), scored
+  by ``avlearn.metrics.classification``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.data import DataLoader
+
+from avlearn.data.pipelines import Splits
+from avlearn.data.pipelines.clips import benchmark_part, clip_splits
+from avlearn.errors import ConfigError
+from avlearn.methods.base import AVFeatures, check_pairing
+from avlearn.registry import TASKS
+from avlearn.tasks.base import DatasetInfo, add_method_losses
+from avlearn.viz.classification import CLASSIFY
+
+MODES = ("linear", "finetune", "knn")
+FEATURES = {"audio": ("audio_pooled",), "visual": ("visual_pooled",), "concat": ("audio_pooled", "visual_pooled"),
+            "fused": ("fused",)}  # fmt: skip
+SEGMENT_INPUTS = ("frames", "audio", "visual_features", "audio_features")  # batch entries laid out (B, S, ...)
+
+
+@dataclass
+class ClassifyConfig:
+    """Schema of ``task/classify.yaml``."""
+
+    name: str = "classify"
+    mode: str = "finetune"  # linear | finetune | knn
+    features: str = "concat"  # audio | visual | concat | fused
+    multilabel: bool = False  # labels (K,) multi-hot: BCE, mAP / AUC
+    dropout: float = 0.0  # finetune head
+    views: int = 1  # evaluation: crops averaged per clip
+    view_segments: int = 0  # segments per crop (0: the whole clip)
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    knn_batch: int = 64  # clips per forward while the memory bank is built
+
+
+def _check(cfg: ClassifyConfig, segments: int) -> None:
+    """One-line ConfigErrors for invalid keys."""
+    if cfg.mode not in MODES:
+        raise ConfigError(f"task.mode={cfg.mode!r}: expected one of {', '.join(MODES)}")
+    if cfg.features not in FEATURES:
+        raise ConfigError(f"task.features={cfg.features!r}: expected one of {', '.join(FEATURES)}")
+    if cfg.views < 1 or not 0 <= cfg.view_segments <= segments:
+        raise ConfigError(f"task.views={cfg.views}, task.view_segments={cfg.view_segments}: expected views >= 1 and "
+                          f"0 <= view_segments <= {segments} (the clip's segments)")  # fmt: skip
+    if cfg.views > 1 and cfg.view_segments in (0, segments):
+        raise ConfigError(f"task.views={cfg.views} averages crops: set task.view_segments < {segments}")
+    if cfg.mode == "knn" and (cfg.knn_k < 1 or cfg.knn_temperature <= 0):
+        raise ConfigError(f"task.knn_k={cfg.knn_k}, task.knn_temperature={cfg.knn_temperature}: expected k >= 1 "
+                          "and a temperature > 0")  # fmt: skip
+
+
+def crop(batch: dict, start: int, length: int) -> dict:
+    """``batch`` with its segment inputs (``SEGMENT_INPUTS``, (B, S, ...)) cut to segments ``[start, start+length)``."""
+    return {k: v[:, start : start + length] if k in SEGMENT_INPUTS else v for k, v in batch.items()}
+
+
+def view_starts(segments: int, length: int, views: int) -> list[int]:
+    """First segments of ``views`` crops of ``length`` segments spread evenly over ``segments``."""
+    return torch.linspace(0, segments - length, views).round().long().tolist()
+
+
+def classify_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
+    """The clips of ``data.benchmark`` (``avlearn.data.pipelines.clips``), with the training split kept in the
+    dataset facts as kNN's memory bank."""
+    splits = clip_splits(cfg, audio_pre)
+    info = ClipInfo(splits.info.class_names, splits.info.segments, memory=splits.train)
+    return replace(splits, info=info)
+
+
+@dataclass(frozen=True)
+class ClipInfo(DatasetInfo):
+    """``DatasetInfo`` plus the decoded training split, which kNN evaluation uses as its memory bank."""
+
+    memory: Any = field(default=None, compare=False, repr=False)
+
+
+def target_key(cfg: ClassifyConfig) -> str:
+    """The batch key of the targets: ``labels`` (K,) multi-hot, or ``label`` () a class index."""
+    return "labels" if cfg.multilabel else "label"
+
+
+@TASKS.register("classify", pipeline=classify_splits, synth_part=benchmark_part, report=CLASSIFY)
+class ClassifyTask(nn.Module):
+    """Clip classification by a linear probe, fine-tuning or kNN: batch ``frames``, ``audio``, ``labels`` () or (K,)."""
+
+    Config = ClassifyConfig
+    needs = ()  # depends on task.features: checked in __init__ (still at build time)
+    primary_metric = "top1"
+
+    def __init__(self, cfg: ClassifyConfig, method: nn.Module, info: DatasetInfo) -> None:
+        super().__init__()
+        _check(cfg, info.segments)
+        self.needs = FEATURES[cfg.features]
+        check_pairing(getattr(method.Config, "name", type(method).__name__), method.produces, cfg.name, self.needs)
+        self.cfg, self.info, self.method = cfg, info, method
+        self.primary_metric = "map" if cfg.multilabel else "top1"
+        self.length = cfg.view_segments or info.segments
+        width = sum(method.dims[f] for f in self.needs)
+        k = info.num_classes
+        if cfg.mode == "linear":
+            method.requires_grad_(False)
+            self.head = nn.Sequential(nn.BatchNorm1d(width, affine=False), nn.Linear(width, k))
+        elif cfg.mode == "finetune":
+            self.head = nn.Sequential(nn.LayerNorm(width), nn.Dropout(cfg.dropout), nn.Linear(width, k))
+        self._bank: tuple[torch.Tensor, torch.Tensor] | None = None  # kNN: (M, C) features, (M, K) label votes
+
+    def train(self, mode: bool = True) -> ClassifyTask:
+        """As ``nn.Module.train``, but a linear probe's method stays in eval mode."""
+        super().train(mode)
+        if self.cfg.mode == "linear":
+            self.method.eval()
+        return self
+
+    def pooled(self, feats: AVFeatures) -> torch.Tensor:
+        """(B, C) the clip feature of ``task.features``: the segment mean (and token mean for ``fused``)."""
+        if self.cfg.features == "fused":
+            return feats.fused.mean(dim=(1, 2))  # (B, S, N, C) -> (B, C)
+        return torch.cat([getattr(feats, f).mean(dim=1) for f in self.needs], dim=-1)  # (B, S, C_i) -> (B, sum C_i)
+
+    def features(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(B, C) clip features and the method's own loss terms; the method runs without gradient when frozen."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.mode == "finetune"):
+            feats = self.method(batch)
+            return self.pooled(feats), feats.losses
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        if self.cfg.mode == "knn":
+            raise ConfigError("task.mode=knn does not train: set train.epochs=0 train.checkpoint=false (and "
+                              "train.init_from=<weights of the method>)")  # fmt: skip
+        start = int(torch.randint(self.info.segments - self.length + 1, ()))  # one random crop per batch
+        pooled, losses = self.features(crop(batch, start, self.length))
+        logits = self.head(pooled)  # (B, K)
+        if self.cfg.multilabel:
+            loss = F.binary_cross_entropy_with_logits(logits, batch[target_key(self.cfg)].to(logits.dtype))
+        else:
+            loss = F.cross_entropy(logits, batch[target_key(self.cfg)])
+        return add_method_losses({"loss": loss}, losses if self.cfg.mode == "finetune" else {})
+
+    def embed(self, batch: dict) -> torch.Tensor:
+        """(B, C) L2-normalised clip features, averaged over the evaluation views and normalised again."""
+        views = [F.normalize(self.features(crop(batch, s, self.length))[0].float(), dim=-1)
+                 for s in view_starts(self.info.segments, self.length, self.cfg.views)]  # fmt: skip
+        return F.normalize(torch.stack(views).mean(dim=0), dim=-1)
+
+    def _probs(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.float().sigmoid() if self.cfg.multilabel else logits.float().softmax(dim=-1)
+
+    @torch.no_grad()
+    def predict(self, batch: dict) -> dict[str, torch.Tensor]:
+        """``probs (B, K)``: class probabilities averaged over the views (kNN: normalised votes); ``clip_labels (B,)``
+        their argmax."""
+        if self.cfg.mode == "knn":
+            probs = self.knn_votes(self.embed(batch))
+        else:
+            views = view_starts(self.info.segments, self.length, self.cfg.views)
+            probs = torch.stack([self._probs(self.head(self.features(crop(batch, s, self.length))[0]))
+                                 for s in views]).mean(dim=0)  # fmt: skip
+        return {"clip_labels": probs.argmax(dim=-1), "probs": probs}
+
+    def knn_votes(self, queries: torch.Tensor) -> torch.Tensor:
+        """(B, C) normalised features -> (B, K) temperature-weighted votes of the k nearest training clips, summing
+        to 1 per row (multi-label: each neighbour votes for each of its classes)."""
+        bank, votes = self.memory_bank()
+        similarity = queries @ bank.T  # (B, M) cosine
+        top, index = similarity.topk(min(self.cfg.knn_k, len(bank)), dim=1)  # (B, k)
+        weight = (top / self.cfg.knn_temperature).exp()  # (B, k)
+        scores = (weight.unsqueeze(-1) * votes[index]).sum(dim=1)  # (B, k, K) -> (B, K)
+        return scores / scores.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    @torch.no_grad()
+    def memory_bank(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(M, C) features and (M, K) one- or multi-hot labels of the training split, computed once (the method is
+        frozen in kNN mode)."""
+        if self._bank is None:
+            memory = getattr(self.info, "memory", None)
+            if memory is None:
+                raise ConfigError("task.mode=knn needs the training split as its memory bank: evaluate with the "
+                                  "task's data pipeline (avlearn train / avlearn eval), not a lone clip")  # fmt: skip
+            device, feats, labels = next(self.method.parameters()).device, [], []
+            for batch in DataLoader(memory, batch_size=self.cfg.knn_batch):
+                feats.append(self.embed({k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}))
+                labels.append(batch[target_key(self.cfg)])
+            target = torch.cat(labels).to(device)
+            onehot = target.float() if self.cfg.multilabel else F.one_hot(target, self.info.num_classes).float()
+            self._bank = torch.cat(feats), onehot
+        return self._bank
+
+    def score(self, preds: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Top-1 / top-5 accuracy, or (multi-label) mAP and AUC, in percent (``avlearn.metrics.classification``)."""
+        from avlearn.metrics.classification import multilabel_scores, topk_accuracy
+
+        if self.cfg.multilabel:
+            return {
+                k: v
+                for k, v in multilabel_scores(preds["probs"], targets[target_key(self.cfg)]).items()
+                if v is not None
+            }
+        ks = (1, 5) if self.info.num_classes >= 5 else (1,)
+        return topk_accuracy(preds["probs"], targets[target_key(self.cfg)], ks)
