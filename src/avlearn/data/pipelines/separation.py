@@ -121,12 +121,13 @@ def decode_clips(paths: dict[str, Path], frame_size: int, pre: Any, sample_rate:
 
 class Mixtures(torch.utils.data.Dataset):
     """Two-source mixtures of decoded clips: fixed ``pairs`` (evaluation), or each clip with a random partner
-    drawn at every read (``pairs=None``: training), cut to ``crop`` samples at a random offset (0: whole)."""
+    drawn at every read (``pairs=None``: training; ``classes`` then gives each clip's class), cut to ``crop``
+    samples at a random offset (0: whole)."""
 
     def __init__(self, clips: Clips, pre: Any, sample_rate: int, pairs: list[tuple[int, int, bool]] | None = None,
-                 crop: int = 0) -> None:  # fmt: skip
+                 crop: int = 0, classes: list[str] | None = None) -> None:  # fmt: skip
         self.clips, self.pre, self.sample_rate, self.pairs, self.crop = clips, pre, sample_rate, pairs, crop
-        self.classes: list[str] = []  # the training clips' classes (to tell Hard mixtures), set by the pipeline
+        self.classes = classes or []  # each clip's class (training: tells Hard mixtures)
 
     def __len__(self) -> int:
         return len(self.pairs) if self.pairs is not None else len(self.clips.ids)
@@ -174,8 +175,8 @@ def separation_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
     if not 0 <= crop <= clips.waves.shape[-1]:
         raise ConfigError(f"task.train_seconds={cfg.task.train_seconds}: expected 0 (whole clips) to {SEGMENTS}")
     index = {uid: k for k, uid in enumerate(clips.ids)}
-    train_set = Mixtures(_subset(clips, [index[uid] for _, uid, _ in train]), audio_pre, rate, crop=crop)
-    train_set.classes = [cls for _, _, cls in train]
+    train_set = Mixtures(_subset(clips, [index[uid] for _, uid, _ in train]), audio_pre, rate, crop=crop,
+                         classes=[cls for _, _, cls in train])  # fmt: skip
     sets = {split: Mixtures(clips, audio_pre, rate, [(index[s1], index[s2], hard) for _, s1, s2, _, _, hard in rows])
             for split, rows in evals.items()}  # fmt: skip
     info = DatasetInfo(tuple(sorted({cls for _, _, cls in train})), segments=SEGMENTS)
