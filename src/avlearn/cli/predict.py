@@ -1,10 +1,11 @@
-"""``avlearn predict``: run a trained AVE model on a real video file and print its event timeline."""
+"""``avlearn predict``: run a trained AVE model on a real video file and print its event timeline; for a ``separate``
+run, mix two videos' sounds and write the separated sources."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "run a trained model on a video: its event timeline (AVE), top classes (--top) or text queries (--query)"
+HELP = "run a trained model on a video: event timeline, top classes (--top), text queries (--query), sources (--mix)"
 DESCRIPTION = """\
 Loads RUN/config.yaml and RUN/checkpoint (the best epoch of `avlearn train` / `avlearn demo`), decodes the
 video exactly as the training data were decoded (one frame and one log-mel piece per one-second segment, over
@@ -22,11 +23,16 @@ Clip-level tasks: --top K prints the K most probable classes of a clip classifie
 (repeatable) ranks the clips of the folder VIDEO for each text with a retrieval model (task=retrieve), and --out DIR
 writes DIR/retrieval.html (each query's best clips with their frames).
 
+A `separate` run takes a second video, --mix OTHER: the first 10 seconds of both soundtracks are summed and each
+source is separated from the mixture by its own frames. It writes <out>/<video>+<other>.mixture.wav,
+.estimate1.wav, .estimate2.wav and .png (spectrograms of mixture, sources and estimates) and prints the SDRs.
+
 Examples:
   avlearn predict runs/demo/20261129-180000 clip.mp4
   avlearn predict runs/demo/20261129-180000 clip.mp4 --start 20 --out predictions/
   avlearn predict runs/classify-baseline/20261207-013135 clip.mp4 --top 5
   avlearn predict runs/retrieve-baseline/20261207-015003 clips/ --query "a gong on the left" --out pages/
+  avlearn predict runs/separate/20261207-020000 a.mp4 --mix b.mp4 --out separated/
 """
 
 
@@ -41,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top", type=int, default=0, help="clip classifiers (task=classify): the K best classes")
     query = "retrieval (task=retrieve): a text query, repeatable; VIDEO is then a folder of clips"
     parser.add_argument("--query", action="append", default=[], help=query)
+    parser.add_argument("--mix", help="separate runs: a second video whose sound is mixed with the first's")
 
 
 def _plot(timeline: dict, path, class_names: tuple[str, ...]) -> None:  # noqa: ANN001
@@ -84,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg, task, meta = build_trained(args.run)
     task.to(pick_device(cfg.train.device))
+    if cfg.task.name == "separate":
+        return _separate(args, cfg, task)
     if args.top or args.query:
         return _clip_level(args, cfg, task)
     media = {"start": args.start, "missing_audio": args.missing_audio, "short": args.short}
@@ -133,4 +142,31 @@ def _clip_level(args: argparse.Namespace, cfg, task) -> int:  # noqa: ANN001 (Di
         shown = [[(c["file"], c["score"], frames[c["file"]][::3]) for c in q["clips"]] for q in ranked]
         page = write_ranking_html(Path(args.out) / "retrieval.html", args.query, shown)
         print(f"wrote {page}")
+    return 0
+
+
+def _separate(args: argparse.Namespace, cfg, task) -> int:  # noqa: ANN001 (DictConfig, SeparateTask)
+    """Mix the two videos' sounds, separate both and write the wav files and the plot."""
+    from pathlib import Path
+
+    from torch.utils.data import default_collate
+
+    from avlearn.build import audio_preprocess
+    from avlearn.data.pipelines.separation import Mixtures, decode_clips
+    from avlearn.errors import ConfigError
+    from avlearn.tasks.separate import write_separation
+
+    if not args.mix:
+        raise ConfigError("a separate run separates a mixture of two videos: pass --mix OTHER_VIDEO")
+    pre, rate = audio_preprocess(cfg), cfg.task.sample_rate
+    clips = decode_clips({"1": Path(args.video), "2": Path(args.mix)}, cfg.data.frame_size, pre, rate, 1)
+    item = Mixtures(clips, pre, rate, [(0, 1, False)])[0]
+    device = next(task.parameters()).device
+    batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in default_collate([item]).items()}
+    estimates = task.predict(batch)["estimates"][0].float().cpu().numpy()  # (2, N)
+    stem = Path(args.out or ".") / f"{Path(args.video).stem}+{Path(args.mix).stem}"
+    written = write_separation(stem, item["sources"].numpy(), estimates, rate)
+    for video, sdr in zip((args.video, args.mix), written["sdr"], strict=True):
+        print(f"{video}: separated at SDR {sdr:.1f} dB (against its own soundtrack)")
+    print("wrote " + ", ".join(str(p) for p in written["files"]))
     return 0

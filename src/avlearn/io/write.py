@@ -1,4 +1,5 @@
-"""Writing media with PyAV: an H.264 mp4 with an AAC audio track, from numpy frames and a waveform.
+"""Writing media with PyAV: an H.264 mp4 with an AAC audio track, from numpy frames and a waveform; and mono
+16-bit wav files (the standard library's ``wave``).
 
 Used by AVSynth and by tests that need real media files. The encoder runs single-threaded so that the same
 frames always give the same bytes (x264 frame-threading can change decisions between runs).
@@ -64,3 +65,18 @@ def _encode_audio(container, stream, wave: np.ndarray, sample_rate: int) -> None
     frame.time_base = Fraction(1, sample_rate)
     container.mux(stream.encode(frame))
     container.mux(stream.encode(None))
+
+
+def write_wav(path: str | Path, wave: np.ndarray, sample_rate: int) -> Path:
+    """Write ``wave`` (N,) float in [-1, 1] as a mono 16-bit PCM wav file (values outside are clipped)."""
+    import wave as wavfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pcm = np.round(np.clip(np.asarray(wave, dtype=np.float64), -1, 1) * 32767).astype("<i2")  # (N,)
+    with wavfile.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.tobytes())
+    return path

@@ -35,6 +35,7 @@ from avlearn.data.synth.formats import (
     write_vggsound_and_captions,
     write_vggsound_avel40k,
 )
+from avlearn.data.synth.mixtures import write_mixtures as write_mixtures  # the separate task's lists, on first read
 from avlearn.data.synth.render import render_audio, render_frame, render_mask
 from avlearn.data.synth.scene import FLAVOURS, Scene, sample_scene
 from avlearn.errors import DataError

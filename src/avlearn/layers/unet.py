@@ -1,0 +1,88 @@
+"""A conditioned 2-D U-Net (Ronneberger et al., MICCAI 2015) for spectrogram masks, as in Sound of Pixels (Zhao et
+al., ECCV 2018) and DeepAVFusion's separation decoder (Mo and Morgado, CVPR 2024).
+
+Encoder: per level two 3x3 convolutions with batch norm and ReLU, then 2x2 max pooling; decoder: a 2x2 transposed
+convolution up, concatenation with the encoder map of that level (skip), two 3x3 convolutions; a 1x1 convolution to
+one output map. A conditioning vector (e.g. the pooled visual features of the target source) enters at the
+bottleneck only, either by FiLM (Perez et al., AAAI 2018: a per-channel scale and shift predicted from the vector,
+``x * (1 + gamma) + beta``) or by concatenation (the vector projected, tiled over the bottleneck map, concatenated
+to its channels and mixed back by a 1x1 convolution). Inputs of any size are zero-padded to a multiple of
+``2 ** (levels - 1)`` and the output cropped back.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FUSIONS = ("film", "concat")
+
+
+def _double_conv(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+    )  # fmt: skip
+
+
+class BottleneckCondition(nn.Module):
+    """Inject a vector ``(B, Cc)`` into a feature map ``(B, C, H, W)``: FiLM or tiled concatenation."""
+
+    def __init__(self, channels: int, cond_dim: int, fusion: str) -> None:
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion={fusion!r}: expected one of {', '.join(FUSIONS)}")
+        self.fusion = fusion
+        if fusion == "film":
+            self.film = nn.Linear(cond_dim, 2 * channels)
+            nn.init.zeros_(self.film.weight)  # starts as the identity: gamma = beta = 0
+            nn.init.zeros_(self.film.bias)
+        else:
+            self.proj = nn.Linear(cond_dim, channels)
+            self.mix = nn.Sequential(nn.Conv2d(2 * channels, channels, 1), nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        if self.fusion == "film":
+            gamma, beta = self.film(cond)[:, :, None, None].chunk(2, dim=1)  # each (B, C, 1, 1)
+            return x * (1 + gamma) + beta
+        tiled = self.proj(cond)[:, :, None, None].expand_as(x)  # (B, C) -> (B, C, H, W)
+        return self.mix(torch.cat([x, tiled], dim=1))  # (B, 2C, H, W) -> (B, C, H, W)
+
+
+class ConditionedUNet(nn.Module):
+    """U-Net ``(B, C_in, H, W) -> (B, C_out, H, W)`` conditioned at the bottleneck on ``(B, cond_dim)``.
+
+    Args:
+        channels: Widths of the levels, finest first; ``len(channels) - 1`` poolings.
+        cond_dim: Width of the conditioning vector.
+        fusion: ``"film"`` or ``"concat"`` (see the module docstring).
+        in_channels: Input maps (1: a log-magnitude spectrogram).
+        out_channels: Output maps (1: mask logits).
+    """
+
+    def __init__(self, channels: tuple[int, ...], cond_dim: int, fusion: str = "film", in_channels: int = 1,
+                 out_channels: int = 1) -> None:  # fmt: skip
+        super().__init__()
+        if len(channels) < 2:
+            raise ValueError(f"a U-Net needs at least 2 levels, got channels={channels}")
+        widths = (in_channels, *channels)
+        self.down = nn.ModuleList(_double_conv(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
+        self.condition = BottleneckCondition(channels[-1], cond_dim, fusion)
+        pairs = list(zip(channels[:0:-1], channels[-2::-1], strict=True))  # (coarse, fine) widths, deepest first
+        self.up = nn.ModuleList(nn.ConvTranspose2d(c, f, 2, stride=2) for c, f in pairs)
+        self.merge = nn.ModuleList(_double_conv(2 * f, f) for _, f in pairs)
+        self.head = nn.Conv2d(channels[0], out_channels, 1)
+        self.multiple = 2 ** (len(channels) - 1)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        x = F.pad(x, (0, -w % self.multiple, 0, -h % self.multiple))  # (B, C_in, H', W'), multiples of 2^(L-1)
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x if i == 0 else F.max_pool2d(x, 2))  # (B, C_i, H' / 2^i, W' / 2^i)
+            skips.append(x)
+        x = self.condition(skips.pop(), cond)  # the bottleneck (B, C_last, H' / 2^(L-1), W' / 2^(L-1))
+        for up, merge in zip(self.up, self.merge, strict=True):
+            x = merge(torch.cat([up(x), skips.pop()], dim=1))  # (B, 2 C_i, ...) -> (B, C_i, ...) one level finer
+        return self.head(x)[..., :h, :w]  # (B, C_out, H, W)

@@ -1,0 +1,57 @@
+"""Visually guided separation learns on AVSynth from random initialisation (baseline method, small CNNs): test SDRi
+>= 4 dB on the fixed 2-source mixtures, at least 2 dB lower when each source is separated with the other source's
+frames (the visual conditioning is used).
+
+Slow (750 steps at 3-9 s each on two shared CPU cores: about 40-110 min): ``pytest -m slow
+tests/integration/test_separate_learning.py -s``. Not yet seen to pass: the runs measured so far (same data and
+model, 10 and 4 epochs, stopped early for CPU time) stayed at validation SDRi 0.00 dB after 100 and 60 steps, every
+estimate half the mixture (SAR 57-65 dB): the symmetric solution, a 0.5 mask whatever the frames (see
+docs/tasks/separate.md, "On AVSynth"). The run folder (``metrics.jsonl``, ``checkpoint/`` selected on validation
+SDRi, ``metrics.json``, ``separation.png``: spectrograms of test mixtures, sources and estimates) is under pytest's
+temporary directory; its path and the scores are printed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+CLIPS = 300  # event clips: 240 train / 30 val / 30 test; each val/test clip is the first source of one mixture
+OVERRIDES = ["task=separate", "method=baseline", "backbone=small_cnn", f"data.clips={CLIPS}", "data.size=32",
+             "data.frame_size=32", "data.workers=2", "task.channels=[8,16,32]", "task.train_seconds=2"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_separation_learns_on_avsynth_and_uses_the_frames(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from avlearn import register_all
+    from avlearn.build import audio_preprocess, build_splits, build_task
+    from avlearn.config import compose_run
+    from avlearn.engine.env import seed_everything, setup
+    from avlearn.engine.loop import RunInfo, evaluate, fit
+    from avlearn.engine.resume import load_model
+    from avlearn.tasks.separate import SEPARATION
+
+    monkeypatch.setenv("AVLEARN_CACHE", str(tmp_path / "cache"))
+    register_all()
+    cfg = compose_run(OVERRIDES)
+    splits = build_splits(cfg, audio_preprocess(cfg))
+    env = setup("cpu", 0, 0)
+    seed_everything(0)
+    task = build_task(cfg, splits.info)
+    train = OmegaConf.to_object(cfg.train)
+    train.epochs, train.batch_size, train.lr, train.val_every = 25, 8, 2e-3, 150
+    run = tmp_path / "separate"
+    fit(task, splits.train, splits.val, train, env, RunInfo(run, 0))
+    load_model(run / "checkpoint", task, env)  # selected on validation SDRi
+    scores, out = evaluate(task, splits.test, 8, env)
+    chance = SEPARATION.chance(splits, task, out)  # SDRi with the frames swapped between the sources
+    SEPARATION.plot(splits, out, run / "separation.png")
+    (run / "metrics.json").write_text(json.dumps({"test": scores, "chance": chance}, indent=1))
+    print(f"\ntest {scores}\nswapped frames: SDRi {chance['swapped_frames']:.2f} dB  run folder {run}")
+    assert torch.isfinite(torch.tensor(scores["sdri"]))
+    assert scores["sdri"] >= 4.0
+    assert scores["sdri"] - chance["swapped_frames"] >= 2.0
