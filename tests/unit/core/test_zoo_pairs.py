@@ -56,6 +56,8 @@ FAMILY = {
     **dict.fromkeys(["avvp", "fewshot_llp_cls", "zeroshot_llp_cls"], "avvp"),
     **dict.fromkeys(["avs_s4", "avs_ms3"], "avs_s4"),
     "avqa": "avqa",
+    "caption": "caption",  # the clips with their tokenised captions
+    "qa_open": "qa_open",  # the AVQA questions, with the decoder's training vocabulary in the info
 }
 CAPTION_WIDTH = 384  # pretrain_captions: the caption embedding of its default text tower (minilm_l6)
 # Pairs the pairing rule refuses: CLIP's tokens have no grid (no visual_pyramid for AVS, no grid for AVQA).
