@@ -1,10 +1,11 @@
-"""``avlearn predict``: run a trained AVE model on a real video file and print its event timeline."""
+"""``avlearn predict``: run a trained model on a real video file: the event timeline (AVE), a caption (caption) or
+the answer to ``--question`` (qa_open)."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "run a trained run's model on a video file and print the event timeline (AVE)"
+HELP = "run a trained run's model on a video file: event timeline (AVE), caption, or answer to --question"
 DESCRIPTION = """\
 Loads RUN/config.yaml and RUN/checkpoint (the best epoch of `avlearn train` / `avlearn demo`), decodes the
 video exactly as the training data were decoded (one frame and one log-mel piece per one-second segment, over
@@ -16,8 +17,13 @@ video exactly as the training data were decoded (one frame and one log-mel piece
    "events": [{"class", "label", "start", "end", "probability"}, ...]}      (seconds; class K = background)
 and DIR/<video name>.timeline.png (the predicted classes as coloured bars, the probability as a line).
 
+A caption run (task=caption) prints the generated caption instead; an open-QA run (task=qa_open) prints the
+answer to --question "...". With --json either prints {"video", "caption"} or {"video", "question", "answer"}.
+
 Examples:
   avlearn predict runs/demo/20261129-180000 clip.mp4
+  avlearn predict runs/caption/20261207-020000 clip.mp4
+  avlearn predict runs/qa_open/20261207-020000 clip.mp4 --question "How many instruments are sounding in the video?"
   avlearn predict runs/demo/20261129-180000 clip.mp4 --start 20 --out predictions/
 """
 
@@ -28,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", type=float, default=0.0, help="start of the 10-second window, seconds")
     parser.add_argument("--out", help="folder to write <video>.timeline.json and .png into")
     parser.add_argument("--json", action="store_true", help="print the timeline as JSON")
+    parser.add_argument("--question", help="a question about the video (runs of task=qa_open)")
 
 
 def _plot(timeline: dict, path, class_names: tuple[str, ...]) -> None:  # noqa: ANN001
@@ -60,6 +67,17 @@ def _plot(timeline: dict, path, class_names: tuple[str, ...]) -> None:  # noqa: 
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def _print_text(task, cfg, args: argparse.Namespace) -> int:  # noqa: ANN001
+    """Print the caption of the video, or the answer to ``--question``."""
+    import json
+
+    from avlearn.engine.infer import predict_text
+
+    out = predict_text(task, cfg, args.video, args.start, args.question)
+    print(json.dumps(out, indent=1) if args.json else out.get("answer", out.get("caption")))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -71,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg, task, meta = build_trained(args.run)
     task.to(pick_device(cfg.train.device))
+    if args.question is not None or cfg.task.name == "caption":
+        return _print_text(task, cfg, args)
     timeline = {**predict_timeline(task, cfg, args.video, args.start), "run": args.run, "epoch": meta["epoch"]}
     if args.json:
         print(json.dumps(timeline, indent=1))

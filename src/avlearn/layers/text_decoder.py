@@ -187,11 +187,25 @@ class TextDecoder(nn.Module):
         self.memory_proj = nn.Sequential(nn.Linear(memory_width, self.width), nn.LayerNorm(self.width))
         self.label_smoothing = label_smoothing
         # WordPiece id <-> the model's row; ids 0..[SEP] are always kept, so [PAD], [UNK], [CLS], [SEP] keep their ids
-        to_local = torch.full((full,), UNK, dtype=torch.long) if kept is not None else torch.arange(full)
+        self.register_buffer("to_local", torch.arange(full), persistent=False)
+        self.register_buffer("to_global", torch.arange(full))  # saved: a trained decoder knows its vocabulary
         if kept is not None:
-            to_local[kept] = torch.arange(len(kept))
-        self.register_buffer("to_local", to_local, persistent=False)
-        self.register_buffer("to_global", kept if kept is not None else torch.arange(full), persistent=False)
+            self._set_vocab(kept)
+
+    def _set_vocab(self, kept: torch.Tensor) -> None:
+        """Rows of the model = the WordPiece ids ``kept`` (sorted); other ids read as [UNK]."""
+        to_local = torch.full_like(self.to_local, UNK)
+        to_local[kept] = torch.arange(len(kept), device=to_local.device)
+        self.to_local, self.to_global = to_local, kept.to(self.to_global.device)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        """A checkpoint whose vocabulary differs from this decoder's (a trained run rebuilt without its data) resizes
+        the embedding and output rows before they are loaded."""
+        kept = state_dict.get(prefix + "to_global")
+        if kept is not None and not torch.equal(kept.to(self.to_global.device), self.to_global):
+            self.model.resize_token_embeddings(len(kept))
+            self._set_vocab(kept)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def logits(
         self,
