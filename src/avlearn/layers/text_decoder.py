@@ -143,6 +143,17 @@ def build_text_decoder(
     return memory, TextDecoder(cfg.hidden_size, fields, pretrained, cfg.label_smoothing, kept)
 
 
+class TextHead(nn.Module):
+    """Base of the task heads that generate text: the method, its memory builder, the decoder and the generation
+    settings, built from a ``TextDecoderConfig`` and the dataset info (``vocab``: the training texts' WordPiece ids)."""
+
+    def __init__(self, cfg: TextDecoderConfig, method: nn.Module, info: Any) -> None:
+        super().__init__()
+        self.cfg, self.info, self.method = cfg, info, method
+        self.settings = decoding(cfg)
+        self.memory, self.decoder = build_text_decoder(cfg, method, cfg.name, getattr(info, "vocab", ()))
+
+
 def left_pad(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ``(B, L)`` ids and mask -> the same rows left-padded (real tokens at the end)."""
     shift = mask.shape[1] - mask.sum(dim=1, keepdim=True)  # (B, 1) padding per row

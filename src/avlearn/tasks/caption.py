@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from avlearn.data.pipelines.caption_text import caption_splits
-from avlearn.layers.text_decoder import TextDecoderConfig, build_text_decoder, decoding, detokenize
+from avlearn.layers.text_decoder import TextDecoderConfig, TextHead, detokenize
 from avlearn.metrics.captioning import caption_scores
 from avlearn.registry import TASKS
 from avlearn.tasks.base import DatasetInfo, add_method_losses
@@ -55,7 +55,7 @@ CAPTION = Report(_caption_chance)
 
 
 @TASKS.register("caption", pipeline=caption_splits, synth_part="events", report=CAPTION)
-class Caption(nn.Module):
+class Caption(TextHead):
     """Captioning: a BERT decoder over the method's tokens, teacher-forced; beam search; COCO caption metrics."""
 
     Config = CaptionConfig
@@ -63,10 +63,7 @@ class Caption(nn.Module):
     primary_metric = "CIDEr"
 
     def __init__(self, cfg: CaptionConfig, method: nn.Module, info: DatasetInfo) -> None:
-        super().__init__()
-        self.cfg, self.info, self.method = cfg, info, method
-        self.settings = decoding(cfg)
-        self.memory, self.decoder = build_text_decoder(cfg, method, cfg.name, getattr(info, "vocab", ()))
+        super().__init__(cfg, method, info)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         feats = self.method(batch)

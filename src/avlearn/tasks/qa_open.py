@@ -30,8 +30,7 @@ from avlearn.data.pipelines.avqa import avqa_pipeline
 from avlearn.data.pipelines.caption_text import TextInfo, text_vocab
 from avlearn.layers.text_decoder import (
     TextDecoderConfig,
-    build_text_decoder,
-    decoding,
+    TextHead,
     detokenize,
     left_pad,
     tokenize,
@@ -73,7 +72,7 @@ QA_OPEN = Report(_majority_chance)
 
 
 @TASKS.register("qa_open", pipeline=qa_open_splits, synth_part="avqa", report=QA_OPEN)
-class QAOpen(nn.Module):
+class QAOpen(TextHead):
     """Open-ended QA: the question as a BERT decoder prefix over the method's tokens, the answer generated."""
 
     Config = QAOpenConfig
@@ -81,10 +80,7 @@ class QAOpen(nn.Module):
     primary_metric = "overall"
 
     def __init__(self, cfg: QAOpenConfig, method: nn.Module, info: DatasetInfo) -> None:
-        super().__init__()
-        self.cfg, self.info, self.method = cfg, info, method
-        self.settings = decoding(cfg)
-        self.memory, self.decoder = build_text_decoder(cfg, method, cfg.name, getattr(info, "vocab", ()))
+        super().__init__(cfg, method, info)
         answers = tokenize(list(info.class_names), ANSWER_WORDS + 1)  # [CLS] answer [SEP]
         self.register_buffer("answer_ids", answers["input_ids"][:, 1:], persistent=False)  # (A, La)
         self.register_buffer("answer_mask", answers["attention_mask"][:, 1:], persistent=False)
