@@ -1,11 +1,11 @@
-"""``avlearn predict``: run a trained AVE model on a real video file and print its event timeline; for a ``separate``
-run, mix two videos' sounds and write the separated sources."""
+"""``avlearn predict``: run a trained model on a real video file: the event timeline (AVE), top classes (classify),
+ranked clips (retrieve), separated sources (separate), a caption (caption) or the answer to ``--question`` (qa_open)."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "run a trained model on a video: event timeline, top classes (--top), text queries (--query), sources (--mix)"
+HELP = "run a trained model on a video: events, classes (--top), queries (--query), sources (--mix), caption, answer"
 DESCRIPTION = """\
 Loads RUN/config.yaml and RUN/checkpoint (the best epoch of `avlearn train` / `avlearn demo`), decodes the
 video exactly as the training data were decoded (one frame and one log-mel piece per one-second segment, over
@@ -27,8 +27,13 @@ A `separate` run takes a second video, --mix OTHER: the first 10 seconds of both
 source is separated from the mixture by its own frames. It writes <out>/<video>+<other>.mixture.wav,
 .estimate1.wav, .estimate2.wav and .png (spectrograms of mixture, sources and estimates) and prints the SDRs.
 
+A caption run (task=caption) prints the generated caption instead; an open-QA run (task=qa_open) prints the
+answer to --question "...". With --json either prints {"video", "caption"} or {"video", "question", "answer"}.
+
 Examples:
   avlearn predict runs/demo/20261129-180000 clip.mp4
+  avlearn predict runs/caption/20261207-020000 clip.mp4
+  avlearn predict runs/qa_open/20261207-020000 clip.mp4 --question "How many instruments are sounding in the video?"
   avlearn predict runs/demo/20261129-180000 clip.mp4 --start 20 --out predictions/
   avlearn predict runs/classify-baseline/20261207-013135 clip.mp4 --top 5
   avlearn predict runs/retrieve-baseline/20261207-015003 clips/ --query "a gong on the left" --out pages/
@@ -48,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     query = "retrieval (task=retrieve): a text query, repeatable; VIDEO is then a folder of clips"
     parser.add_argument("--query", action="append", default=[], help=query)
     parser.add_argument("--mix", help="separate runs: a second video whose sound is mixed with the first's")
+    parser.add_argument("--question", help="a question about the video (runs of task=qa_open)")
 
 
 def _plot(timeline: dict, path, class_names: tuple[str, ...]) -> None:  # noqa: ANN001
@@ -80,6 +86,17 @@ def _plot(timeline: dict, path, class_names: tuple[str, ...]) -> None:  # noqa: 
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def _print_text(task, cfg, args: argparse.Namespace) -> int:  # noqa: ANN001
+    """Print the caption of the video, or the answer to ``--question``."""
+    import json
+
+    from avlearn.engine.infer import predict_text
+
+    out = predict_text(task, cfg, args.video, args.start, args.question)
+    print(json.dumps(out, indent=1) if args.json else out.get("answer", out.get("caption")))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -95,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
         return _separate(args, cfg, task)
     if args.top or args.query:
         return _clip_level(args, cfg, task)
+    if args.question is not None or cfg.task.name == "caption":
+        return _print_text(task, cfg, args)
     media = {"start": args.start, "missing_audio": args.missing_audio, "short": args.short}
     timeline = {**predict_timeline(task, cfg, args.video, **media), "run": args.run, "epoch": meta["epoch"]}
     if args.json:

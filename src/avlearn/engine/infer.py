@@ -76,3 +76,26 @@ def predict_timeline(
         for s, (c, p) in enumerate(zip(labels, probs, strict=True))
     ]  # fmt: skip
     return {"video": str(path), "segments": segments, "events": events(labels, probs, names, start)}
+
+
+@torch.no_grad()
+def predict_text(
+    task: nn.Module, cfg: DictConfig, path: str | Path, start: float = 0.0, question: str | None = None
+) -> dict[str, Any]:
+    """The generated text of a caption or open-QA task for ``path``: ``{"video", "caption"}`` or, with ``question``,
+    ``{"video", "question", "answer"}``. The window is decoded as for AVE (S one-second segments from ``start``)."""
+    from avlearn.layers.text_decoder import tokenize
+
+    batch = video_batch(path, cfg, task.info.segments, start)
+    if question is not None:
+        tokens = tokenize([question], 64)  # (1, 64): [CLS] question [SEP], padded
+        batch = {**batch, "input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"],
+                 "answer": torch.zeros(1, dtype=torch.long)}  # fmt: skip
+    device = next(task.parameters()).device
+    out = task.predict({k: v.to(device) for k, v in batch.items()})
+    if question is not None and "answer_text" in out:
+        return {"video": str(path), "question": question, "answer": out["answer_text"][0]}
+    if question is None and "caption" in out:
+        return {"video": str(path), "caption": out["caption"][0]}
+    wants = "an open-QA task (qa_open)" if question is not None else "a caption task (caption)"
+    raise ConfigError(f"this predict needs {wants}; task '{cfg.task.name}' predicts {', '.join(out)}")

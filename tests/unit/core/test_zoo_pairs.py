@@ -59,6 +59,8 @@ FAMILY = {
     "avqa": "avqa",
     "classify": "classify",
     "separate": "separate",
+    "caption": "caption",  # the clips with their tokenised captions
+    "qa_open": "qa_open",  # the AVQA questions, with the decoder's training vocabulary in the info
 }
 # Per-task additions to TINY: separation mixes two clips of one split (its validation and test splits need two), on
 # a small U-Net at 4 kHz.

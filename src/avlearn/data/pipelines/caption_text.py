@@ -1,0 +1,115 @@
+"""Clips with their captions as WordPiece tokens -> the caption task's tensors.
+
+The clips of an AVE-layout dataset with VALOR-style captions (AVSynth writes ``captions/txt_mapper.json``, keyed by
+video id, for its event clips) are decoded into ten one-second segments (``avlearn.data.segments.decode_segments``);
+every caption is tokenised once with the decoder's vocabulary (``avlearn.layers.text_decoder.wordpiece``:
+``[CLS] words [SEP]``, padded to ``task.max_words``). A training read draws one of the clip's captions at random
+(VALOR trains on every caption of a clip); an evaluation read gives the first, and the task scores its generated
+caption against all of them (``TextInfo.references``); the decoder's output vocabulary can be the
+WordPiece ids of the training captions (``TextInfo.vocab``), as captioning vocabularies are built from the training
+captions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from avlearn.data.pipelines import Splits, dataset_root
+from avlearn.data.schema import DatasetInfo
+from avlearn.data.segments import SegmentTensors
+from avlearn.errors import DataError
+from avlearn.layers.text_decoder import tokenize
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class TextInfo(DatasetInfo):
+    """``DatasetInfo`` plus the facts of a text-generating task: every clip's reference texts (clip id -> texts) and
+    the WordPiece ids that occur in the training texts (the decoder's vocabulary with ``task.vocab=train``)."""
+
+    references: dict[str, list[str]] = field(default_factory=dict)
+    vocab: tuple[int, ...] = ()
+
+
+def text_vocab(*ids: torch.Tensor) -> tuple[int, ...]:
+    """The distinct token ids of the given id tensors, sorted."""
+    return tuple(torch.unique(torch.cat([x.flatten() for x in ids])).tolist())
+
+
+@dataclass
+class CaptionClips:
+    """Decoded clips with their tokenised captions.
+
+    Attributes:
+        clips: Frames and log-mels of N clips.
+        ids: (N, M, L) caption token ids, M the most captions of a clip (rows past a clip's count are padding).
+        mask: (N, M, L) 1 = real token.
+        counts: (N,) captions per clip (>= 1).
+        draw: Pick a random caption at every read (training); otherwise the first.
+    """
+
+    clips: SegmentTensors
+    ids: torch.Tensor
+    mask: torch.Tensor
+    counts: torch.Tensor
+    draw: bool = False
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> dict:
+        pick = int(torch.randint(int(self.counts[i]), ())) if self.draw else 0  # torch's global generator
+        clip = self.clips[i]
+        return {"frames": clip["frames"], "audio": clip["audio"], "id": clip["id"],
+                "caption_ids": self.ids[i, pick], "caption_mask": self.mask[i, pick]}  # fmt: skip
+
+
+def _captions(root: Any) -> dict[str, list[str]]:
+    from avlearn.data.datasets.base import find_file
+    from avlearn.data.datasets.valor32k import read_txt_mapper
+
+    return read_txt_mapper(find_file(root, ["captions/txt_mapper.json", "txt_mapper.json"], "captions txt_mapper"))
+
+
+def _tokenised(captions: list[list[str]], max_words: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per clip, its captions as (N, M, L) ids and mask (zero-padded to M captions), and (N,) the counts."""
+    counts = torch.tensor([len(caps) for caps in captions])
+    tokens = tokenize([c for caps in captions for c in caps], max_words)
+    ids = torch.zeros(len(captions), int(counts.max()), max_words, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, (part, part_mask) in enumerate(
+        zip(tokens["input_ids"].split(counts.tolist()), tokens["attention_mask"].split(counts.tolist()), strict=True)
+    ):
+        ids[row, : len(part)], mask[row, : len(part)] = part, part_mask
+    return ids, mask, counts
+
+
+def caption_splits(cfg: Any, audio_pre: Any) -> Splits:
+    """The AVE-layout clips that have captions, per split, with their captions tokenised to ``task.max_words``."""
+    from avlearn import register_all
+    from avlearn.data.segments import decode_segments
+    from avlearn.registry import DATASETS
+
+    register_all()
+    root = dataset_root(cfg)
+    readers = {split: DATASETS.get("ave")(root, split) for split in SPLITS}
+    captions = _captions(root)
+    out, references = {}, {}
+    for split, reader in readers.items():
+        kept = [(item, captions[r.media]) for item, r in zip(reader.items, reader.records, strict=True)
+                if r.media in captions]  # fmt: skip
+        if not kept:
+            raise DataError(f"{root}: no {split} clip has a caption in captions/txt_mapper.json")
+        items, texts = [item for item, _ in kept], [caps for _, caps in kept]
+        references.update({vid: caps for (vid, _, _), caps in zip(items, texts, strict=True)})
+        clips = decode_segments(
+            items, cfg.data.frame_size, audio_pre, workers=cfg.data.workers, desc=f"decoding {split}"
+        )
+        out[split] = CaptionClips(clips, *_tokenised(texts, cfg.task.max_words), draw=split == "train")
+    vocab = text_vocab(out["train"].ids)
+    info = TextInfo(tuple(readers["train"].classes), readers["train"].segments, references, vocab)
+    return Splits(out["train"], out["val"], out["test"], info, root)
