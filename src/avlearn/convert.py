@@ -187,6 +187,45 @@ def convert_adapter_state_dict(state: dict[str, torch.Tensor], variant: str = "a
     return out
 
 
+# A seed DG-SCT model (AVE's ``MMIL_Net`` and the other tasks' nets): ``swin.*`` (timm), ``htsat.*`` (HTS-AT) and
+# four adapter lists, one adapter per paired block, in pairing order.
+_SEED_ADAPTER = re.compile(r"^(audio|vis)_adapter_blocks_(p[12])\.(\d+)\.(.+)$")
+_SEED_TOWERS = {"swin.": ("timm_swinv2", "visual_backbone.model."), "htsat.": ("htsat", "audio_backbone.model.")}
+
+
+def convert_dgsct_state_dict(state: dict[str, torch.Tensor], variant: str = "ave") -> Conversion:
+    """A seed DG-SCT model's towers and adapters -> the names of :class:`avlearn.methods.dgsct.DGSCT`
+    (``visual_backbone.model.*``, ``audio_backbone.model.*``, ``pairs.{k}.{audio,visual}_{p1,p2}.*``).
+
+    Tensors of neither (the task head: CMBS, MGN ...; ``adapter_token_downsampler``, which the seed allocates and
+    never uses) come back in ``dropped``, for the caller.
+
+    Raises:
+        DataError: a tower or adapter tensor that maps to nothing.
+    """
+    towers: dict[str, dict[str, torch.Tensor]] = {prefix: {} for prefix in _SEED_TOWERS}
+    adapters: dict[str, dict[str, torch.Tensor]] = {}
+    dropped = []
+    for name, tensor in state.items():
+        tower = next((p for p in _SEED_TOWERS if name.startswith(p)), None)
+        match = _SEED_ADAPTER.match(name)
+        if tower:
+            towers[tower][name[len(tower) :]] = tensor
+        elif match:
+            side = "visual" if match[1] == "vis" else "audio"
+            adapters.setdefault(f"pairs.{match[3]}.{side}_{match[2]}.", {})[match[4]] = tensor
+        else:
+            dropped.append(name)
+    out = {}
+    for prefix, (fmt, ours) in _SEED_TOWERS.items():
+        done = convert_state_dict(fmt, towers[prefix])
+        out.update({ours + k: v for k, v in done.tensors.items()})
+        dropped += [prefix + k for k in done.dropped]
+    for ours, tensors in adapters.items():
+        out.update({ours + k: v for k, v in convert_adapter_state_dict(tensors, variant).items()})
+    return Conversion(out, dropped)
+
+
 def read_state_dict(path: str | Path, fmt: str) -> dict[str, torch.Tensor]:
     """The tensors of a ``.pth`` / ``.ckpt`` / ``.safetensors`` file: unwrapped from ``state_dict`` / ``model``
     (Lightning, timm releases), with the format's prefix (``sed_model.``) or DataParallel's ``module.`` removed."""

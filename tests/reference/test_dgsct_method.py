@@ -1,0 +1,109 @@
+"""The whole DG-SCT method at paper depth against the seed's AVE model (``DG-SCT/AVE/nets/net_trans.py``
+``MMIL_Net.forward_swin``), narrow widths: Swin-V2 2-2-18-2 at 192 px (window 12) and HTS-AT 2-2-6-2 with the
+seed's front end, both 32 wide at stage 1 (head width 8), 12 pairs x 4 adapters (32 latents, r 8, 2 groups, batch
+norm, gates). The seed model's random state dict is moved by ``avlearn.convert.convert_dgsct_state_dict``; 10
+one-second segments, fp32, eval mode. Compared: the per-segment pooled embeddings (``visual_pooled`` /
+``audio_pooled``), which the seed hands to its temporal attention (captured there; its head is sized for the
+full widths).
+
+Not yet equal (marked xfail, strict): measured relative max differences 5.7e-3 and 5.3e-2 (visual) / 1.4e-2 (audio)
+in fp32 over two draws, 3.5e-4 / 1.3e-3 in fp64 (so not rounding). With every adapter's latent and output gate at 0
+in both models the same comparison gives 0.0 (visual) and 1.0e-5 (audio): the converted towers, the pairing and the
+pooling maps agree, and the difference enters with the adapters' residuals inside the whole model, although each
+adapter alone matches the seed exactly (test_dgsct_adapter.py). Not located yet."""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import oracles
+import pytest
+import torch
+from oracles import assert_parity, randomise
+
+import avlearn.backbones  # noqa: F401  (registers the backbones)
+from avlearn.convert import convert_dgsct_state_dict, load_converted
+from avlearn.methods.dgsct import DGSCT, DGSCTConfig
+from avlearn.registry import BACKBONES
+
+WIDTH, HEADS, SEGMENTS = 32, (4, 8, 16, 32), 10
+OPT = SimpleNamespace(Adapter_downsample=8, is_audio_adapter_p1=1, is_audio_adapter_p2=1, is_bn=1, is_gate=1,
+                      is_before_layernorm=1, is_post_layernorm=1, is_multimodal=1, num_conv_group=2, num_tokens=32,
+                      backbone_type="audioset")  # fmt: skip
+
+
+class _Captured(Exception):
+    """Raised by the hook on the seed's temporal attention: the pooled embeddings are all the test needs."""
+
+
+@contextlib.contextmanager
+def _narrow(net_trans: types.ModuleType, timm: types.ModuleType) -> Iterator[None]:
+    """The seed builds ``swinv2_large_window12_192_22k`` and reads HTS-AT's sizes and checkpoint from its config:
+    a narrow Swin-V2 of the same depths and a narrow HTS-AT (random, saved where the seed loads it) meanwhile."""
+    from timm.models.swin_transformer_v2 import SwinTransformerV2
+
+    config, create, load = net_trans.esc_config, timm.create_model, torch.load
+    saved = {k: getattr(config, k) for k in ("htsat_dim",)}
+    swin = SwinTransformerV2(img_size=192, window_size=12, embed_dim=WIDTH, depths=(2, 2, 18, 2), num_heads=HEADS)
+    timm.create_model = lambda *args, **kwargs: swin
+    config.htsat_dim = WIDTH
+    torch.load = lambda *args, **kwargs: {"state_dict": {}}  # the seed's HTS-AT checkpoint: loaded below instead
+    try:
+        yield
+    finally:
+        timm.create_model, torch.load = create, load
+        for k, v in saved.items():
+            setattr(config, k, v)
+
+
+def _seed_model() -> torch.nn.Module:
+    net_trans = oracles.seed_module("AVE", "nets.net_trans")
+    htsat = net_trans.HTSAT_Swin_Transformer
+    original = htsat.load_state_dict
+    htsat.load_state_dict = lambda self, state, strict=True: None  # the seed loads its AudioSet weights here
+    try:
+        with _narrow(net_trans, oracles.timm()):
+            model = net_trans.MMIL_Net(OPT)
+    finally:
+        htsat.load_state_dict = original
+    randomise(model, keep=("htsat.spectrogram_extractor", "htsat.logmel_extractor"))
+    return model.eval()
+
+
+def _ours() -> DGSCT:
+    visual = BACKBONES.build("swinv2_large_192", embed_dim=WIDTH, num_heads=list(HEADS))
+    audio = BACKBONES.build("htsat_base", patch_embeds_hidden_size=WIDTH, hidden_size=WIDTH * 8)
+    return DGSCT(DGSCTConfig(audio_frontend="seed"), visual, audio).eval()
+
+
+@pytest.mark.xfail(strict=True, reason="adapter residuals differ inside the whole model (module docstring)")
+def test_dgsct_at_paper_depth_matches_the_seed() -> None:
+    reference = _seed_model()
+    ours = _ours()
+    done = convert_dgsct_state_dict(reference.state_dict())
+    load_converted(ours, done, "seed MMIL_Net")
+    assert all(n.startswith(("CMBS.", "temporal_attn.", "adapter_token_downsampler.", "swin.head", "htsat.head",
+                             "htsat.tscam_conv", "htsat.spectrogram_extractor", "htsat.logmel_extractor"))
+               or n.rsplit(".", 1)[-1] in ("attn_mask", "relative_position_index", "relative_coords_table")
+               for n in done.dropped)  # fmt: skip
+
+    generator = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (1, SEGMENTS, 192, 192, 3), dtype=torch.uint8, generator=generator)
+    audio = 0.3 * torch.randn(1, SEGMENTS, 1, 32_000, generator=generator)
+    captured = {}
+
+    def capture(module, inputs):
+        captured["visual"], captured["audio"] = inputs
+        raise _Captured
+
+    reference.temporal_attn.register_forward_pre_hook(capture)
+    pixels = ours.visual_backbone.preprocess(frames.flatten(0, 1)).unflatten(0, (1, SEGMENTS))  # (B, S, 3, h, w)
+    with torch.no_grad():
+        features = ours({"frames": frames, "audio": audio})
+        with contextlib.suppress(_Captured):
+            reference([audio[:, :, 0].repeat(1, 1, 10)], pixels)  # (B, S, 10 x 32000): each segment tiled 10x
+    assert_parity(features.visual_pooled, captured["visual"], "visual_pooled")
+    assert_parity(features.audio_pooled, captured["audio"], "audio_pooled")
