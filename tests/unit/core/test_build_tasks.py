@@ -45,10 +45,10 @@ def test_a_whole_clip_backbone_gets_one_second_log_mels_with_its_mel_bins():
 
 def test_every_registered_task_has_a_pipeline_and_a_report():
     specs = {name: TASKS.spec(name) for name in TASKS.names()}
-    assert len(specs) == 16
+    assert len(specs) == 18  # 16 + caption, qa_open
     assert all(s.pipeline is not None and s.report is not None for s in specs.values())
     assert specs["fewshot"].report is specs["ave"].report is AVE
-    assert {n for n, s in specs.items() if s.synth_part != "events"} == {"avs_s4", "avs_ms3", "avqa"}
+    assert {n for n, s in specs.items() if s.synth_part != "events"} == {"avs_s4", "avs_ms3", "avqa", "qa_open"}
 
 
 def test_ave_chance_levels():
