@@ -22,7 +22,8 @@ def build_splits(cfg: DictConfig, audio_pre: Any) -> Any:  # avlearn.data.pipeli
     if pipeline is None:
         with_pipeline = [name for name in TASKS.names() if TASKS.spec(name).pipeline is not None]
         raise ConfigError(f"task={cfg.task.name!r} has no data pipeline; available: {', '.join(with_pipeline)}")
-    cached = [m for m in ("visual", "audio") if cfg.backbone[m] == "features"]
+    towers = cfg.get("backbone") or {}
+    cached = [m for m in ("visual", "audio") if towers.get(m) == "features"]
     if cached and not getattr(pipeline, "reads_features", False):
         raise ConfigError(f"backbone.{cached[0]}=features: task={cfg.task.name}'s pipeline decodes media and cannot "
                           "read a feature store yet (the AVE tasks can)")  # fmt: skip

@@ -137,12 +137,12 @@ def test_two_gloo_processes_give_the_gradients_of_one_process_on_the_global_batc
     batch = _batch(clip_batch, sum(ROWS))
     one = _task(tiny_method()).eval()
     one(batch)["loss"].backward()
-    # fp32 through two CNNs: summation order moves a gradient by a few 1e-5 relative; local negatives only would
-    # move them by far more.
+    # fp32 through two CNNs: summation order moves a gradient by a few 1e-5 (seen: 1.3e-5 absolute); local negatives
+    # only would move them by far more.
     mp.spawn(_worker, args=(_free_port(), str(tmp_path), batch), nprocs=2, join=True)
     for rank in range(2):
         grads = torch.load(tmp_path / f"rank{rank}.pt")
         assert grads.keys() == _grads(one).keys()
         for name, grad in _grads(one).items():
-            torch.testing.assert_close(grads[name], grad, atol=1e-5, rtol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
+            torch.testing.assert_close(grads[name], grad, atol=5e-5, rtol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
     assert math.isfinite(float(one.log_scale.grad))

@@ -122,7 +122,9 @@ def test_mixture_lists_and_pipeline_items(tmp_path):
 
     root = generate(
         tmp_path / "synth",
-        SynthConfig(clips=20, seed=1, num_classes=3, size=32, fps=1, avs_clips=0, avqa_clips=0),
+        SynthConfig(
+            clips=20, seed=1, num_classes=3, size=32, fps=1, avs_clips=0, avqa_clips=0, sound_clips=0, image_clips=0
+        ),  # only the event clips, as the separate task renders them
         workers=1,
     )
     folder = write_mixtures(root)
