@@ -30,7 +30,7 @@ from avlearn.data.pipelines.caption_text import caption_splits
 from avlearn.layers.text_decoder import TextDecoderConfig, TextHead, detokenize
 from avlearn.metrics.captioning import caption_scores
 from avlearn.registry import TASKS
-from avlearn.tasks.base import DatasetInfo, add_method_losses
+from avlearn.tasks.base import add_method_losses
 from avlearn.viz.reports import Report
 
 
@@ -61,9 +61,6 @@ class Caption(TextHead):
     Config = CaptionConfig
     needs = ("audio_pooled", "visual_pooled")  # plus the fields of task.memory, checked at construction
     primary_metric = "CIDEr"
-
-    def __init__(self, cfg: CaptionConfig, method: nn.Module, info: DatasetInfo) -> None:
-        super().__init__(cfg, method, info)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         feats = self.method(batch)
