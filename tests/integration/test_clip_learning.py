@@ -76,7 +76,7 @@ def _metric(scores: np.ndarray, targets: dict) -> float:
     from avlearn.metrics.classification import multilabel_scores, topk_accuracy
 
     if "labels" in targets:
-        return multilabel_scores(scores, targets["labels"])["mAP"]
+        return multilabel_scores(scores, targets["labels"])["map"]
     return topk_accuracy(scores, targets["label"], ks=(1,))["top1"]
 
 

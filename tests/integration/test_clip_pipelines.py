@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -70,9 +71,15 @@ def test_vggsound_items_match_the_csv_and_the_video(splits_of) -> None:
     assert {f"{r[0]}_{int(r[1]):06d}" for r in rows if r[3] == "test"} == set(splits.test.ids)
     for yid, start, label, _ in rows:
         assert int(items[f"{yid}_{int(start):06d}"]["label"]) == classes.index(label)
-    # validation is every tenth training row, in order
+    # validation: every tenth training row of each class (avlearn.data.pipelines.clips.holdout), in list order
     train_ids = [f"{r[0]}_{int(r[1]):06d}" for r in rows if r[3] == "train"]
-    assert splits.val.ids == train_ids[9::10]
+    held = set(splits.val.ids)
+    assert held < set(train_ids) and splits.val.ids == [i for i in train_ids if i in held]
+    assert set(splits.train.ids) == set(train_ids) - held
+    train_labels = Counter(r[2] for r in rows if r[3] == "train")
+    val_labels = Counter(r[2] for r in rows if r[3] == "train" and f"{r[0]}_{int(r[1]):06d}" in held)
+    stratified = {label: n // 10 for label, n in train_labels.items() if n >= 10}
+    assert val_labels == stratified if stratified else sum(val_labels.values()) == len(train_ids) // 10
     first = splits.test.ids[0]
     clip = read_clip(root / "videos" / f"{first.rsplit('_', 1)[0]}.mp4", timestamps=np.arange(6) + 0.5, size=32,
                      sample_rate=cfg.data.sample_rate, duration=6.0)  # fmt: skip

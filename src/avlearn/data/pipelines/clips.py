@@ -15,13 +15,14 @@ and its AVSynth part then follow ``data.benchmark`` (``BENCHMARKS`` below, one r
   ``question`` / ``answer`` str (VALOR QA: one item per question).
 
 Splits: the benchmark's own train/val/test where it publishes them; where it has no validation split, validation is
-every tenth record of the training list(s) (positions 9, 19, ...; ``holdout``), never the test split. ``shots > 0``
+every tenth record of each class of the training list(s) (``holdout``), never the test split. ``shots > 0``
 keeps K training clips a class (single-label benchmarks; CoOp reads its ``split_fewshot`` files). Clips are decoded
 once, in ``data.workers`` processes, and held in memory.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,11 +118,27 @@ benchmark_part.label = "data.benchmark"  # type: ignore[attr-defined]  # how ``a
 
 
 def holdout(records: Sequence[Record]) -> tuple[list[Record], list[Record]]:
-    """``(train, val)``: validation is every tenth record (positions 9, 19, ...; the last one of fewer than ten),
-    training the others."""
-    last = HOLDOUT_EVERY - 1 if len(records) >= HOLDOUT_EVERY else len(records) - 1
-    held = set(range(last, len(records), HOLDOUT_EVERY))
+    """``(train, val)``: validation is every tenth record of each class, training the others (list order kept).
+
+    Single-label records are grouped by class (multi-label and unlabelled ones form one group) and each group is
+    ordered by a checksum of the record ids, so the held-out tenth covers every class with ten or more records
+    whatever order the annotation lists them in (every tenth record of a list that cycles through ten classes
+    would be a single class). Lists too small for that (no class of ten) hold out every tenth record of the whole
+    list in checksum order, or the last record of fewer than ten.
+    """
+    groups: dict[int | None, list[int]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault(r.classes[0] if len(r.classes) == 1 else None, []).append(i)
+    held = {i for members in groups.values() for i in _every_tenth(records, members)}
+    if not held:
+        held = set(_every_tenth(records, list(range(len(records))))) or {len(records) - 1}
     return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]
+
+
+def _every_tenth(records: Sequence[Record], members: list[int]) -> list[int]:
+    """Positions 9, 19, ... of ``members`` (indices into ``records``) ordered by the checksum of their ids."""
+    ordered = sorted(members, key=lambda i: zlib.crc32(f"{records[i].split}/{records[i].id}".encode()))
+    return ordered[HOLDOUT_EVERY - 1 :: HOLDOUT_EVERY]
 
 
 def _read(cfg: DictConfig, bench: Benchmark, root: Any) -> tuple[dict[str, list[Record]], Any]:
