@@ -74,9 +74,9 @@ class _Anything(types.ModuleType):
 
 
 @contextlib.contextmanager
-def _stubs_and_path(paths: list[Path]) -> Iterator[None]:
-    """Stub modules for packages the seed imports but the compared code never calls, and ``paths`` on sys.path;
-    both removed afterwards (the imported modules keep their references)."""
+def _stubs_and_path(paths: list[Path], modules: dict[str, types.ModuleType] | None = None) -> Iterator[None]:
+    """Stub modules for packages the seed imports but the compared code never calls (and ``modules``, given ones),
+    and ``paths`` on sys.path; all removed afterwards (the imported modules keep their references)."""
     names = ["torchvision.transforms.functional", "torchvision.transforms", "torchvision.datasets",
              "torchvision.ops.misc", "torchvision.ops", "torchvision.models.feature_extraction", "torchvision.models",
              *_STUBBED]  # fmt: skip
@@ -87,6 +87,9 @@ def _stubs_and_path(paths: list[Path]) -> Iterator[None]:
     added = [n for n in names if n not in sys.modules]
     for name in added:
         sys.modules[name] = _Anything(name)
+    given = [n for n in modules or {} if n not in sys.modules]
+    sys.modules.update({n: modules[n] for n in given})
+    added += given
     for name in names:  # submodules are attributes of their parents
         parent, _, child = name.rpartition(".")
         if parent:
@@ -115,6 +118,15 @@ def seed_module(task_dir: str, module: str) -> types.ModuleType:
     earlier are set aside meanwhile and put back afterwards."""
     root = require_reference() / task_dir
     timm()
+    return _import_isolated(root, [module], [_unpacked("torchlibrosa")])[0]
+
+
+def _import_isolated(
+    root: Path, modules: list[str], paths: list[Path], stubs: dict[str, types.ModuleType] | None = None
+) -> list[types.ModuleType]:
+    """``modules`` of the seed folder ``root``, imported with its own top-level names (``nets``, ``model``,
+    ``utils`` ...), which several seeds share: modules of those names imported earlier are set aside meanwhile and
+    put back afterwards."""
     local = {p.stem for p in root.iterdir() if p.suffix == ".py" or p.is_dir()}
 
     def ours(name: str) -> bool:
@@ -122,8 +134,8 @@ def seed_module(task_dir: str, module: str) -> types.ModuleType:
 
     saved = {k: sys.modules.pop(k) for k in list(sys.modules) if ours(k)}
     try:
-        with _stubs_and_path([root, _unpacked("torchlibrosa")]):
-            loaded = importlib.import_module(module)
+        with _stubs_and_path([root, *paths], stubs):
+            loaded = [importlib.import_module(m) for m in modules]
     finally:
         for k in [k for k in sys.modules if ours(k)]:
             del sys.modules[k]
@@ -153,3 +165,20 @@ def assert_parity(ours: torch.Tensor, reference: torch.Tensor, what: str) -> flo
     assert error <= 1e-5, f"{what}: max abs difference {error:.2e} of the output scale {scale:.3g}"
     print(f"{what}: max abs difference {error:.2e} of the output scale {scale:.3g}")  # shown with pytest -s
     return error
+
+
+VALOR = REFERENCE / "TXH-mercury__VALOR"
+
+
+def valor_modules(*modules: str) -> list[types.ModuleType]:
+    """Modules of the VALOR seed (e.g. ``"model.pretrain"``), imported together, or skip. apex's ``FusedLayerNorm``
+    is torch's LayerNorm (what its fused kernel computes); tensorboardX, easydict, boto3 and the SCST scorer are stubbed
+    (imported at module level, never called by the compared code)."""
+    if not VALOR.is_dir():
+        pytest.skip(f"reference code not found at {VALOR} (the reference tier needs ../shared/reference)")
+    fused = types.ModuleType("apex.normalization.fused_layer_norm")
+    fused.FusedLayerNorm = torch.nn.LayerNorm
+    names = ("apex", "apex.normalization", "tensorboardX", "easydict", "scorer", "scorer.scorer", "boto3",
+             "botocore", "botocore.exceptions")  # fmt: skip
+    stubs = {**{n: _Anything(n) for n in names}, fused.__name__: fused}
+    return _import_isolated(VALOR, list(modules), [], stubs)

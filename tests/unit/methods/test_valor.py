@@ -181,3 +181,19 @@ def test_wrong_towers_are_refused():
         VALOR(VALORConfig(), visual, audio, None)
     with pytest.raises(ConfigError, match="WordPiece"):
         VALOR(VALORConfig(), visual, audio, BACKBONES.build("bert_tiny"))
+
+
+def test_converter_refuses_video_swin_and_unknown_tensors():
+    from avlearn.convert import convert_valor_state_dict
+    from avlearn.errors import DataError
+
+    with pytest.raises(DataError, match="Video Swin"):
+        convert_valor_state_dict({"video_encoder.norm.weight": torch.ones(2)})
+    with pytest.raises(DataError, match="no avlearn counterpart"):
+        convert_valor_state_dict({"contra_head_t.linear.weight": torch.ones(2, 2), "mystery.weight": torch.ones(2)})
+    converted = convert_valor_state_dict(
+        {"contra_temp": torch.tensor(0.05), "txt_encoder.pooler.dense.bias": torch.ones(2)}
+    )
+    assert converted.tensors == {"temperature": torch.tensor(0.05)} and converted.dropped == [
+        "txt_encoder.pooler.dense.bias"
+    ]

@@ -1,0 +1,156 @@
+"""VALOR against the seed's own model (``model/pretrain.py`` ``VALOR``) at tiny widths, fp32, eval mode.
+
+The seed's ``VALOR.__init__`` loads every backbone checkpoint from ``./pretrained_weights``; the test assembles the
+same object from the seed's own modules instead (its CLIP ``VisionTransformer`` 48 wide, ``AudioEmbeddings`` +
+pre-norm ``TransformerEncoder`` 32 wide on 32 bins x 160 frames at stride 16, its cross-attention ``BertModel`` 32
+wide over the 30522 WordPiece ids shared as text encoder and decoder, ``BERTPredictionHead``, ``Contra_head`` and the
+weight MLPs), gives it random weights and moves them with ``avlearn.convert.convert_valor_state_dict`` into
+``VALOR`` (``faithful: true``: the seed's padded-position scores). Compared, per group t-v, t-a, t-va, on one batch
+and one draw of the caption masks: the MGA score matrix, the MGA loss and the MGC loss of ``forward_pt``; and the
+next-token distribution at every step of the seed's greedy decoding (``generate_cap``, beam 1), which avlearn
+computes with its key/value cache.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import oracles
+import pytest
+import torch
+from oracles import assert_parity, randomise
+from torch import nn
+
+import avlearn.backbones  # noqa: F401  (registers the backbones)
+from avlearn.convert import convert_valor_state_dict
+from avlearn.methods.valor import SEP, VALOR, VALORConfig, contrastive_loss, mask_tokens
+from avlearn.registry import BACKBONES
+
+B, S, CV, C, D, STEPS = 3, 2, 48, 32, 16, 8
+IDS = torch.tensor([[101, 2023, 2003, 1037, 3899, 102, 0, 0], [101, 2158, 102, 0, 0, 0, 0, 0],
+                    [101, 1037, 2450, 7585, 2006, 1037, 3902, 102]])  # fmt: skip
+MASK = (IDS != 0).long()
+
+
+class _Clip(nn.Module):
+    """The part of the seed's CLIP that VALOR-L uses: the image tower and the logit scale."""
+
+    def __init__(self, clip: object) -> None:
+        super().__init__()
+        self.visual = clip.VisionTransformer(32, 8, CV, 2, 2, D)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.05)))
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.visual(pixels)
+
+
+def _seed(pretrain: object, modeling: object, bert: object, transformer: object, clip: object) -> nn.Module:
+    seed = pretrain.VALOR.__new__(pretrain.VALOR)
+    nn.Module.__init__(seed)
+    settings = {"video_encoder_type": "clip_vit_base_16", "txt_encoder_type": "bert_base_uncased",
+                "multimodal_encoder_type": "bert_base_uncased", "audio_encoder_type": "ast", "contra_type": "fine",
+                "caption_type": "unimlm", "full_masker": False, "use_task_prompt": False, "late_fusion": False,
+                "fineweight_type": "two", "contra_loss_ratio": 1.5, "max_generation_len": STEPS, "beam_size": 1,
+                "multimodal_use_cross_attn": True, "bos_token": 101, "eos_token": 102, "text_mask_token": 103,
+                "multimodal_dim": C, "video_dim": CV, "audio_dim": C, "label_smoothing": 0}  # fmt: skip
+    vars(seed).update(settings)
+    seed.clip_model = _Clip(clip)
+    layers = SimpleNamespace(hidden_size=C, num_attention_heads=2, intermediate_size=64, num_hidden_layers=2,
+                             attention_dropout=0.1, hidden_dropout=0.1, checkpointing=False)  # fmt: skip
+    audio = SimpleNamespace(audio_patch_size=16, audio_melbins=32, audio_target_length=160)
+    seed.audio_embeddings = modeling.AudioEmbeddings(layers, audio)
+    seed.audio_encoder = transformer.TransformerEncoder(layers, mode="prenorm")
+    config = bert.BertConfig(30522, hidden_size=C, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    config.has_cross_attn, config.cross_attn_type, config.checkpointing = True, "va_concate", False
+    seed.multimodal_encoder = bert.BertModel(config)
+    seed.txt_encoder = seed.multimodal_encoder  # share_txt_and_multimodal
+    seed.cls = modeling.BERTPredictionHead(seed.multimodal_encoder.embeddings.word_embeddings.weight)
+    seed.contra_head_t, seed.contra_head_v, seed.contra_head_a = (pretrain.Contra_head(c, D) for c in (C, CV, C))
+    for name in ("text", "video", "audio"):
+        setattr(seed, f"{name}_fine_weight", nn.Sequential(nn.Linear(D, D), nn.ReLU(), nn.Linear(D, 1)))
+    seed.fine_weight_mapper = {n: getattr(seed, f"{n}_fine_weight") for n in ("text", "video", "audio")}
+    seed.contra_temp = nn.Parameter(torch.tensor(0.07))
+    for name, rows in (("video_type_embeddings", 1), ("audio_type_embeddings", 1), ("video_frame_embedding", 32),
+                       ("audio_frame_embedding", 32)):  # fmt: skip
+        setattr(seed, name, nn.Parameter(0.02 * torch.randn(1, rows, C)))
+    seed.hidden_trans_video_multimodal = nn.Sequential(nn.Linear(CV, C), nn.LayerNorm(C, eps=1e-12))
+    seed.hidden_trans_audio_multimodal = None
+    randomise(seed)
+    return seed.eval()
+
+
+@pytest.fixture(scope="module")
+def models() -> tuple[nn.Module, VALOR, object]:
+    pretrain, modeling, bert, transformer, clip = oracles.valor_modules(
+        "model.pretrain", "model.modeling", "model.bert", "model.transformer", "model.clip"
+    )
+    torch.manual_seed(0)
+    seed = _seed(pretrain, modeling, bert, transformer, clip)
+    towers = (BACKBONES.build("clip_vit_tiny", hidden_size=CV, intermediate_size=4 * CV),
+              BACKBONES.build("ast_valor_tiny"), BACKBONES.build("minilm_tiny"))  # fmt: skip
+    ours = VALOR(VALORConfig(contra_dim=D, faithful=True), *towers)
+    ours.load_state_dict(convert_valor_state_dict(seed.state_dict()).tensors)
+    return seed, ours.eval(), pretrain
+
+
+@pytest.fixture
+def seed_on_cpu(monkeypatch: pytest.MonkeyPatch, models: tuple) -> nn.Module:
+    """The seed model with its ``.cuda()`` calls and one-process all-gathers made no-ops."""
+    seed, _, pretrain = models
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *args, **kwargs: self)
+    monkeypatch.setattr(pretrain, "ddp_allgather_with_grads", SimpleNamespace(apply=lambda x: x))
+    monkeypatch.setattr(pretrain, "ddp_allgather", lambda x: x)
+    return seed
+
+
+def _inputs(ours: VALOR) -> tuple[dict, dict]:
+    """One batch for each model: avlearn's (uint8 frames, per-segment log-mels) and the seed's (the same pixels
+    after avlearn's CLIP preprocessing, the same spectrograms)."""
+    g = torch.Generator().manual_seed(1)
+    frames = torch.randint(0, 255, (B, S, 32, 32, 3), dtype=torch.uint8, generator=g)
+    audio = torch.randn(B, 1, 32, 160, generator=g)
+    pixels = ours.visual_backbone.preprocess(frames.flatten(0, 1)).unflatten(0, (B, S))  # (B, n, 3, 32, 32)
+    seed_batch = {"txt_tokens": {"bert_tokens": IDS}, "video_pixels": pixels, "audio_spectrograms": audio}
+    return {"frames": frames, "audio": audio, "text_ids": IDS, "text_mask": MASK}, seed_batch
+
+
+@pytest.mark.parametrize("group", ["tv", "ta", "tva"])
+def test_mga_scores_and_losses_and_mgc_loss_match_the_seed(seed_on_cpu: nn.Module, models: tuple, group: str):
+    _, ours, _ = models
+    batch, seed_batch = _inputs(ours)
+    inputs, labels = mask_tokens(IDS, MASK, 0.6, 30522, torch.Generator().manual_seed(2))
+    seed_on_cpu.text_masker = lambda tokens, prob: (inputs, labels.masked_fill(labels == -100, -1))
+    scores = []
+    compute = seed_on_cpu.compute_fine_matrix
+    seed_on_cpu.compute_fine_matrix = lambda *args: scores.append(compute(*args)) or scores[-1]
+    with torch.no_grad():
+        reference = seed_on_cpu.forward_pt(seed_batch, f"pt_contra%{group}_caption%{group}")
+        visual, audio = ours.encode_visual(batch["frames"]), ours.encode_audio(batch["audio"])
+        text, _ = ours.encode_text(IDS, MASK)
+        score = ours.mga_scores(ours.contrast_features(visual, audio, text, MASK))[group]
+        mga = contrastive_loss(score, ours.temperature_value()) * ours.cfg.contra_weight
+        mgc = ours.mgc_loss(inputs, MASK, labels, ours.memory(visual, audio)[group])
+    assert_parity(score, scores[0], f"MGA score {group}")
+    assert_parity(mga, reference["contra_loss"], f"MGA loss {group}")
+    assert_parity(mgc, reference["caption_loss"], f"MGC loss {group}")
+
+
+def test_greedy_decoding_matches_the_seed_at_every_step(seed_on_cpu: nn.Module, models: tuple):
+    _, ours, _ = models
+    batch, seed_batch = _inputs(ours)
+    steps = []
+    get_logits = seed_on_cpu.get_logits
+    seed_on_cpu.get_logits = lambda *args, **kwargs: steps.append(get_logits(*args, **kwargs)) or steps[-1]
+    with torch.no_grad():
+        sentences = seed_on_cpu.generate_cap(seed_batch, ["tva"])["generated_sequences_t_va"]  # (B, STEPS)
+        memory = ours.memory(ours.encode_visual(batch["frames"]), ours.encode_audio(batch["audio"]))["tva"]
+        cache = ours.start_cache(memory)
+        prefix = torch.full((B, 1), 101)
+        for t, (logits, _) in enumerate(steps):  # the seed's tokens so far, one step at a time
+            mine = ours.next_token_logits(prefix, memory, cache)
+            assert_parity(mine.softmax(-1), logits.softmax(-1), f"next-token distribution, step {t}")
+            prefix = torch.cat([prefix, sentences[:, t : t + 1]], dim=1)
+        generated = ours.generate(memory, STEPS)
+    expected = [row[: row.index(SEP)] if SEP in row else row for row in sentences.tolist()]
+    assert generated == expected
