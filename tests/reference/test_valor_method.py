@@ -8,7 +8,7 @@ weight MLPs), gives it random weights and moves them with ``avlearn.convert.conv
 ``VALOR`` (``faithful: true``: the seed's padded-position scores). Compared, per group t-v, t-a, t-va, on one batch
 and one draw of the caption masks: the MGA score matrix, the MGA loss and the MGC loss of ``forward_pt``; and the
 next-token distribution at every step of the seed's greedy decoding (``generate_cap``, beam 1), which avlearn
-computes with its key/value cache.
+computes with its key/value cache; and beam search (3 beams) while no beam has finished.
 """
 
 from __future__ import annotations
@@ -154,3 +154,20 @@ def test_greedy_decoding_matches_the_seed_at_every_step(seed_on_cpu: nn.Module, 
         generated = ours.generate(memory, STEPS)
     expected = [row[: row.index(SEP)] if SEP in row else row for row in sentences.tolist()]
     assert generated == expected
+
+
+def test_beam_search_matches_the_seed_while_no_beam_finishes(seed_on_cpu: nn.Module, models: tuple):
+    """Beam 3: the seed's decode_beam and avlearn's agree (they differ only once a beam has finished: the seed lets
+    a finished beam fill several beams)."""
+    _, ours, _ = models
+    batch, seed_batch = _inputs(ours)
+    seed_on_cpu.beam_size = 3
+    try:
+        with torch.no_grad():
+            best = seed_on_cpu.generate_cap(seed_batch, ["tva"])["generated_sequences_t_va"]  # (B, STEPS)
+            memory = ours.memory(ours.encode_visual(batch["frames"]), ours.encode_audio(batch["audio"]))["tva"]
+            generated = ours.generate(memory, STEPS, beam_size=3)
+    finally:
+        seed_on_cpu.beam_size = 1
+    assert not (best == SEP).any(), "a beam finished: outside the regime where the two searches agree"
+    assert generated == best.tolist()

@@ -216,6 +216,12 @@ class CrossAttention(nn.Module):
         return self.norm(hidden + self.dropout(self.dense(_merge(context))))
 
 
+def _until_sep(tokens: torch.Tensor) -> list[list[int]]:
+    """Generated ids ``(B, T)`` -> per row the ids before the first [SEP]."""
+    rows = tokens.tolist()
+    return [row[: row.index(SEP)] if SEP in row else row for row in rows]
+
+
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     """(B, T, C) -> (B, H, T, C/H)."""
     return x.unflatten(-1, (heads, -1)).transpose(1, 2)
@@ -240,8 +246,8 @@ class DecoderCache:
         return 0 if self.self_kv[0] is None else self.self_kv[0][0].shape[2]
 
     def reorder(self, rows: torch.Tensor) -> None:
-        """Keep row ``rows[r]`` as row r (beams that continue other beams)."""
-        self.memory_kv = [(k[rows], v[rows]) for k, v in self.memory_kv]
+        """Keep row ``rows[r]`` as row r (beams that continue other beams of the same clip, whose memory is the
+        same: the memory's keys and values stay)."""
         self.self_kv = [None if kv is None else (kv[0][rows], kv[1][rows]) for kv in self.self_kv]
 
 
@@ -459,9 +465,14 @@ class VALOR(nn.Module):
         return self.token_logits(hidden[:, -1])
 
     @torch.no_grad()
-    def generate(self, memory: torch.Tensor, max_length: int = 30, use_cache: bool = True) -> list[list[int]]:
-        """Greedy mask-append decoding over ``memory (B, M, Cd)`` (a group of ``memory``): per row the generated
-        ids up to [SEP] (at most ``max_length``). As in the seed, a finished row keeps feeding [SEP]."""
+    def generate(
+        self, memory: torch.Tensor, max_length: int = 30, beam_size: int = 1, use_cache: bool = True
+    ) -> list[list[int]]:
+        """Mask-append decoding over ``memory (B, M, Cd)`` (a group of ``memory``): per row the generated ids up to
+        [SEP], at most ``max_length``. ``beam_size`` 1: greedy (as in the seed, a finished row keeps feeding
+        [SEP]); more: beam search (``_beam``)."""
+        if beam_size > 1:
+            return self._beam(memory, max_length, beam_size, use_cache)
         prefix = torch.full((memory.shape[0], 1), CLS, dtype=torch.long, device=memory.device)  # (B, 1)
         cache = self.start_cache(memory) if use_cache else None
         done = torch.zeros(memory.shape[0], dtype=torch.bool, device=memory.device)
@@ -470,8 +481,38 @@ class VALOR(nn.Module):
             prefix, done = torch.cat([prefix, token[:, None]], dim=1), done | (token == SEP)
             if bool(done.all()):
                 break
-        rows = prefix[:, 1:].tolist()
-        return [row[: row.index(SEP)] if SEP in row else row for row in rows]
+        return _until_sep(prefix[:, 1:])
+
+    def _beam(self, memory: torch.Tensor, max_length: int, k: int, use_cache: bool) -> list[list[int]]:
+        """Beam search of ``k`` beams a row, scored by the summed log-probability, no length penalty (the seed's):
+        a finished beam keeps its score and continues by [SEP] only (the seed lets it take every token at an
+        unchanged score, so one finished hypothesis may fill several beams); stops when every beam has finished or
+        after ``max_length`` tokens; the best beam wins."""
+        b = memory.shape[0]
+        memory = memory.repeat_interleave(k, dim=0)  # (B*K, M, Cd), beam-major within a row
+        prefix = torch.full((b * k, 1), CLS, dtype=torch.long, device=memory.device)  # (B*K, 1)
+        scores = torch.full((b, k), float("-inf"), device=memory.device)
+        scores[:, 0] = 0.0  # one live beam at first: the K copies of [CLS] are the same hypothesis
+        done = torch.zeros(b, k, dtype=torch.bool, device=memory.device)
+        cache = self.start_cache(memory) if use_cache else None
+        for _ in range(max_length):
+            log_probs = self.next_token_logits(prefix, memory, cache).float().log_softmax(dim=-1)  # (B*K, V)
+            vocab = log_probs.shape[-1]
+            only_sep = torch.full_like(log_probs[0], float("-inf")).index_fill(
+                0, torch.tensor([SEP], device=memory.device), 0.0
+            )
+            log_probs = torch.where(done.flatten()[:, None], only_sep, log_probs).view(b, k, vocab)
+            scores, index = (scores[..., None] + log_probs).flatten(1).topk(k, dim=1)  # (B, K*V) -> (B, K)
+            beam, token = index // vocab, index % vocab  # (B, K)
+            rows = (torch.arange(b, device=memory.device)[:, None] * k + beam).flatten()  # (B*K,)
+            prefix = torch.cat([prefix[rows], token.flatten()[:, None]], dim=1)
+            if cache is not None:
+                cache.reorder(rows)
+            done = done.gather(1, beam) | (token == SEP)
+            if bool(done.all()):
+                break
+        best = scores.argmax(dim=1) + torch.arange(b, device=memory.device) * k  # (B,)
+        return _until_sep(prefix[best, 1:])
 
     # ---- both
 

@@ -133,6 +133,9 @@ def test_decoder_is_causal_and_the_cache_changes_nothing():
             cached = model.next_token_logits(ids[:, :t], memory, cache)
             torch.testing.assert_close(cached, model.next_token_logits(ids[:, :t], memory), rtol=1e-5, atol=1e-5)
         assert model.generate(memory, 6) == model.generate(memory, 6, use_cache=False)
+        beams = model.generate(memory, 6, beam_size=3)
+        assert beams == model.generate(memory, 6, beam_size=3, use_cache=False)
+        assert len(beams) == B and all(len(row) <= 6 and SEP not in row for row in beams)
 
 
 def test_temperature_is_clamped_unless_faithful():
