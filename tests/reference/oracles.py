@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import os
 import subprocess
 import sys
 import types
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import nn
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO.parent / "shared" / "reference"
@@ -182,3 +186,98 @@ def valor_modules(*modules: str) -> list[types.ModuleType]:
              "botocore", "botocore.exceptions")  # fmt: skip
     stubs = {**{n: _Anything(n) for n in names}, fused.__name__: fused}
     return _import_isolated(VALOR, list(modules), [], stubs)
+
+
+@dataclass(frozen=True)
+class ValorSize:
+    """The sizes of a VALOR built twice, from the seed's modules and from avlearn's towers: CLIP ``image`` px in
+    ``patch`` px patches, ``visual_width`` x ``visual_layers``; AST, BERT and decoder ``width`` x ``layers`` with
+    ``heads`` heads (one width, as in the seed; BERT over the 30522 WordPiece ids); MGA space ``contra``; AST input
+    ``mel_bins`` x ``audio_frames`` in 16 x 16 patches at stride 16."""
+
+    image: int = 32
+    patch: int = 8
+    visual_width: int = 48
+    visual_layers: int = 2
+    width: int = 32
+    layers: int = 2
+    heads: int = 2
+    contra: int = 16
+    mel_bins: int = 32
+    audio_frames: int = 160
+
+
+class _ValorClip(nn.Module):
+    """The part of the seed's CLIP that VALOR-L uses: the image tower and the logit scale."""
+
+    def __init__(self, clip: types.ModuleType, size: ValorSize) -> None:
+        super().__init__()
+        heads = size.visual_width // 16
+        self.visual = clip.VisionTransformer(size.image, size.patch, size.visual_width, size.visual_layers, heads,
+                                             size.contra)  # fmt: skip
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.05)))
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.visual(pixels)
+
+
+def valor_seed(size: ValorSize) -> tuple[nn.Module, types.ModuleType]:
+    """The seed's ``VALOR`` (VALOR-L structure: CLIP frames, AST clips, a cross-attention BERT shared as text encoder
+    and decoder, fine-grained MGA, unimlm MGC) assembled from its own modules at ``size`` (its ``__init__`` loads
+    every backbone from ``./pretrained_weights``), random weights, eval mode; and its ``model.pretrain`` module."""
+    pretrain, modeling, bert, transformer, clip = valor_modules(
+        "model.pretrain", "model.modeling", "model.bert", "model.transformer", "model.clip"
+    )
+    seed = pretrain.VALOR.__new__(pretrain.VALOR)
+    nn.Module.__init__(seed)
+    c, cv, d = size.width, size.visual_width, size.contra
+    vars(seed).update({"video_encoder_type": "clip_vit_base_16", "txt_encoder_type": "bert_base_uncased",
+                       "multimodal_encoder_type": "bert_base_uncased", "audio_encoder_type": "ast",
+                       "contra_type": "fine", "caption_type": "unimlm", "full_masker": False, "use_task_prompt": False,
+                       "late_fusion": False, "fineweight_type": "two", "contra_loss_ratio": 1.5,
+                       "max_generation_len": 30, "beam_size": 1, "multimodal_use_cross_attn": True, "bos_token": 101,
+                       "eos_token": 102, "text_mask_token": 103, "multimodal_dim": c, "video_dim": cv,
+                       "audio_dim": c, "label_smoothing": 0})  # fmt: skip
+    seed.clip_model = _ValorClip(clip, size)
+    layers = SimpleNamespace(hidden_size=c, num_attention_heads=size.heads, intermediate_size=4 * c,
+                             num_hidden_layers=size.layers, attention_dropout=0.1, hidden_dropout=0.1,
+                             checkpointing=False)  # fmt: skip
+    audio = SimpleNamespace(audio_patch_size=16, audio_melbins=size.mel_bins, audio_target_length=size.audio_frames)
+    seed.audio_embeddings = modeling.AudioEmbeddings(layers, audio)
+    seed.audio_encoder = transformer.TransformerEncoder(layers, mode="prenorm")
+    config = bert.BertConfig(30522, hidden_size=c, num_hidden_layers=size.layers, num_attention_heads=size.heads,
+                             intermediate_size=4 * c)  # fmt: skip
+    config.has_cross_attn, config.cross_attn_type, config.checkpointing = True, "va_concate", False
+    seed.multimodal_encoder = bert.BertModel(config)
+    seed.txt_encoder = seed.multimodal_encoder  # share_txt_and_multimodal
+    seed.cls = modeling.BERTPredictionHead(seed.multimodal_encoder.embeddings.word_embeddings.weight)
+    seed.text_masker = modeling.TokenMasker(mask_token=103, range_start=106, range_end=30522)
+    seed.contra_head_t, seed.contra_head_v, seed.contra_head_a = (pretrain.Contra_head(w, d) for w in (c, cv, c))
+    for name in ("text", "video", "audio"):
+        setattr(seed, f"{name}_fine_weight", nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 1)))
+    seed.fine_weight_mapper = {n: getattr(seed, f"{n}_fine_weight") for n in ("text", "video", "audio")}
+    seed.contra_temp = nn.Parameter(torch.tensor(0.07))
+    for name, rows in (("video_type_embeddings", 1), ("audio_type_embeddings", 1), ("video_frame_embedding", 32),
+                       ("audio_frame_embedding", 32)):  # fmt: skip
+        setattr(seed, name, nn.Parameter(0.02 * torch.randn(1, rows, c)))
+    projection = None if cv == c else nn.Sequential(nn.Linear(cv, c), nn.LayerNorm(c, eps=1e-12))
+    seed.hidden_trans_video_multimodal, seed.hidden_trans_audio_multimodal = projection, None
+    randomise(seed)
+    return seed.eval(), pretrain
+
+
+def valor_ours(size: ValorSize, **cfg: object) -> nn.Module:
+    """avlearn's ``VALOR`` at ``size`` (``cfg``: ``VALORConfig`` fields), random weights, eval mode."""
+    import avlearn.backbones  # noqa: F401  (registers the backbones)
+    from avlearn.methods.valor import VALOR, VALORConfig
+    from avlearn.registry import BACKBONES
+
+    heads = size.visual_width // 16
+    visual = BACKBONES.build("clip_vit_tiny", image_size=size.image, patch_size=size.patch,
+                             hidden_size=size.visual_width, num_hidden_layers=size.visual_layers,
+                             num_attention_heads=heads, intermediate_size=4 * size.visual_width)  # fmt: skip
+    width = {"hidden_size": size.width, "num_hidden_layers": size.layers, "num_attention_heads": size.heads,
+             "intermediate_size": 4 * size.width}  # fmt: skip
+    audio = BACKBONES.build("ast_valor_tiny", num_mel_bins=size.mel_bins, max_length=size.audio_frames, **width)
+    text = BACKBONES.build("minilm_tiny", **width)
+    return VALOR(VALORConfig(**{"contra_dim": size.contra, **cfg}), visual, audio, text).eval()

@@ -1,97 +1,45 @@
 """VALOR against the seed's own model (``model/pretrain.py`` ``VALOR``) at tiny widths, fp32, eval mode.
 
-The seed's ``VALOR.__init__`` loads every backbone checkpoint from ``./pretrained_weights``; the test assembles the
-same object from the seed's own modules instead (its CLIP ``VisionTransformer`` 48 wide, ``AudioEmbeddings`` +
-pre-norm ``TransformerEncoder`` 32 wide on 32 bins x 160 frames at stride 16, its cross-attention ``BertModel`` 32
-wide over the 30522 WordPiece ids shared as text encoder and decoder, ``BERTPredictionHead``, ``Contra_head`` and the
-weight MLPs), gives it random weights and moves them with ``avlearn.convert.convert_valor_state_dict`` into
-``VALOR`` (``faithful: true``: the seed's padded-position scores). Compared, per group t-v, t-a, t-va, on one batch
-and one draw of the caption masks: the MGA score matrix, the MGA loss and the MGC loss of ``forward_pt``; and the
-next-token distribution at every step of the seed's greedy decoding (``generate_cap``, beam 1), which avlearn
-computes with its key/value cache; and beam search (3 beams) while no beam has finished.
+The seed's ``VALOR.__init__`` loads every backbone checkpoint from ``./pretrained_weights``; ``oracles.valor_seed``
+assembles the same object from the seed's own modules instead (its CLIP ``VisionTransformer`` 48 wide, AST
+``AudioEmbeddings`` + pre-norm ``TransformerEncoder`` 32 wide on 32 bins x 160 frames at stride 16, its
+cross-attention ``BertModel`` 32 wide over the 30522 WordPiece ids shared as text encoder and decoder,
+``BERTPredictionHead``, ``Contra_head`` and the weight MLPs) with random weights; the test moves them with
+``avlearn.convert.convert_valor_state_dict`` into ``VALOR`` (``faithful: true``: the seed's padded-position
+scores). Compared, per group t-v, t-a, t-va, on one batch and one draw of the caption masks: the MGA score matrix,
+the MGA loss and the MGC loss of ``forward_pt``; the next-token distribution at every step of the seed's greedy
+decoding (``generate_cap``, beam 1), which avlearn computes with its key/value cache; and beam search (3 beams)
+while no beam has finished.
 """
 
 from __future__ import annotations
 
-import math
 from types import SimpleNamespace
 
 import oracles
 import pytest
 import torch
-from oracles import assert_parity, randomise
+from oracles import assert_parity
 from torch import nn
 
-import avlearn.backbones  # noqa: F401  (registers the backbones)
 from avlearn.convert import convert_valor_state_dict
-from avlearn.methods.valor import SEP, VALOR, VALORConfig, contrastive_loss, mask_tokens
-from avlearn.registry import BACKBONES
+from avlearn.methods.valor import SEP, VALOR, contrastive_loss, mask_tokens
 
-B, S, CV, C, D, STEPS = 3, 2, 48, 32, 16, 8
+B, S, STEPS = 3, 2, 8
 IDS = torch.tensor([[101, 2023, 2003, 1037, 3899, 102, 0, 0], [101, 2158, 102, 0, 0, 0, 0, 0],
                     [101, 1037, 2450, 7585, 2006, 1037, 3902, 102]])  # fmt: skip
 MASK = (IDS != 0).long()
 
 
-class _Clip(nn.Module):
-    """The part of the seed's CLIP that VALOR-L uses: the image tower and the logit scale."""
-
-    def __init__(self, clip: object) -> None:
-        super().__init__()
-        self.visual = clip.VisionTransformer(32, 8, CV, 2, 2, D)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.05)))
-
-    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.visual(pixels)
-
-
-def _seed(pretrain: object, modeling: object, bert: object, transformer: object, clip: object) -> nn.Module:
-    seed = pretrain.VALOR.__new__(pretrain.VALOR)
-    nn.Module.__init__(seed)
-    settings = {"video_encoder_type": "clip_vit_base_16", "txt_encoder_type": "bert_base_uncased",
-                "multimodal_encoder_type": "bert_base_uncased", "audio_encoder_type": "ast", "contra_type": "fine",
-                "caption_type": "unimlm", "full_masker": False, "use_task_prompt": False, "late_fusion": False,
-                "fineweight_type": "two", "contra_loss_ratio": 1.5, "max_generation_len": STEPS, "beam_size": 1,
-                "multimodal_use_cross_attn": True, "bos_token": 101, "eos_token": 102, "text_mask_token": 103,
-                "multimodal_dim": C, "video_dim": CV, "audio_dim": C, "label_smoothing": 0}  # fmt: skip
-    vars(seed).update(settings)
-    seed.clip_model = _Clip(clip)
-    layers = SimpleNamespace(hidden_size=C, num_attention_heads=2, intermediate_size=64, num_hidden_layers=2,
-                             attention_dropout=0.1, hidden_dropout=0.1, checkpointing=False)  # fmt: skip
-    audio = SimpleNamespace(audio_patch_size=16, audio_melbins=32, audio_target_length=160)
-    seed.audio_embeddings = modeling.AudioEmbeddings(layers, audio)
-    seed.audio_encoder = transformer.TransformerEncoder(layers, mode="prenorm")
-    config = bert.BertConfig(30522, hidden_size=C, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
-    config.has_cross_attn, config.cross_attn_type, config.checkpointing = True, "va_concate", False
-    seed.multimodal_encoder = bert.BertModel(config)
-    seed.txt_encoder = seed.multimodal_encoder  # share_txt_and_multimodal
-    seed.cls = modeling.BERTPredictionHead(seed.multimodal_encoder.embeddings.word_embeddings.weight)
-    seed.contra_head_t, seed.contra_head_v, seed.contra_head_a = (pretrain.Contra_head(c, D) for c in (C, CV, C))
-    for name in ("text", "video", "audio"):
-        setattr(seed, f"{name}_fine_weight", nn.Sequential(nn.Linear(D, D), nn.ReLU(), nn.Linear(D, 1)))
-    seed.fine_weight_mapper = {n: getattr(seed, f"{n}_fine_weight") for n in ("text", "video", "audio")}
-    seed.contra_temp = nn.Parameter(torch.tensor(0.07))
-    for name, rows in (("video_type_embeddings", 1), ("audio_type_embeddings", 1), ("video_frame_embedding", 32),
-                       ("audio_frame_embedding", 32)):  # fmt: skip
-        setattr(seed, name, nn.Parameter(0.02 * torch.randn(1, rows, C)))
-    seed.hidden_trans_video_multimodal = nn.Sequential(nn.Linear(CV, C), nn.LayerNorm(C, eps=1e-12))
-    seed.hidden_trans_audio_multimodal = None
-    randomise(seed)
-    return seed.eval()
-
-
 @pytest.fixture(scope="module")
 def models() -> tuple[nn.Module, VALOR, object]:
-    pretrain, modeling, bert, transformer, clip = oracles.valor_modules(
-        "model.pretrain", "model.modeling", "model.bert", "model.transformer", "model.clip"
-    )
     torch.manual_seed(0)
-    seed = _seed(pretrain, modeling, bert, transformer, clip)
-    towers = (BACKBONES.build("clip_vit_tiny", hidden_size=CV, intermediate_size=4 * CV),
-              BACKBONES.build("ast_valor_tiny"), BACKBONES.build("minilm_tiny"))  # fmt: skip
-    ours = VALOR(VALORConfig(contra_dim=D, faithful=True), *towers)
+    size = oracles.ValorSize()
+    seed, pretrain = oracles.valor_seed(size)
+    seed.max_generation_len = STEPS
+    ours = oracles.valor_ours(size, faithful=True)
     ours.load_state_dict(convert_valor_state_dict(seed.state_dict()).tensors)
-    return seed, ours.eval(), pretrain
+    return seed, ours, pretrain
 
 
 @pytest.fixture
@@ -116,11 +64,14 @@ def _inputs(ours: VALOR) -> tuple[dict, dict]:
 
 
 @pytest.mark.parametrize("group", ["tv", "ta", "tva"])
-def test_mga_scores_and_losses_and_mgc_loss_match_the_seed(seed_on_cpu: nn.Module, models: tuple, group: str):
+def test_mga_scores_and_losses_and_mgc_loss_match_the_seed(
+    seed_on_cpu: nn.Module, models: tuple, group: str, monkeypatch: pytest.MonkeyPatch
+):
     _, ours, _ = models
     batch, seed_batch = _inputs(ours)
     inputs, labels = mask_tokens(IDS, MASK, 0.6, 30522, torch.Generator().manual_seed(2))
-    seed_on_cpu.text_masker = lambda tokens, prob: (inputs, labels.masked_fill(labels == -100, -1))
+    seed_labels = labels.masked_fill(labels == -100, -1)
+    monkeypatch.setattr(seed_on_cpu.text_masker, "forward", lambda tokens, prob: (inputs, seed_labels))
     scores = []
     compute = seed_on_cpu.compute_fine_matrix
     seed_on_cpu.compute_fine_matrix = lambda *args: scores.append(compute(*args)) or scores[-1]
