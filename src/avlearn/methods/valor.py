@@ -265,6 +265,7 @@ class VALOR(nn.Module):
 
     Config = VALORConfig
     produces = ("audio", "audio_pooled", "visual", "visual_pooled", "text", "text_pooled")
+    loss_terms = ("mga", "mgc")  # in AVFeatures.losses when the batch carries text (task=pretrain trains on them)
 
     def __init__(self, cfg: VALORConfig, visual: nn.Module, audio: nn.Module, text: nn.Module | None = None) -> None:
         super().__init__()
