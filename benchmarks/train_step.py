@@ -38,11 +38,24 @@ CPU threads default to 1 (``--threads``): on a shared CPU an OpenMP team stalls 
 descheduled, and compiled code runs many small parallel regions, so with 2 threads under load we measured compiled
 steps 150x slower than with 1 (2 s vs 13 ms); one thread gives stable numbers. GPUs ignore it.
 
+Preset ``valor_b`` (issue #22): VALOR's pretraining step (MGA over t-v, t-a, t-va + MGC, one decoder pass per group;
+AdamW betas (0.9, 0.98), weight decay 0.01, gradient clipping at 5, as the seed) of avlearn's ``VALOR`` against the
+seed's own model (``tests/reference/oracles.valor_seed``: its modules at the same widths, same random init moved by
+no converter: each side its own draw; the seed's Python token masker included), in plain loops (not the engine's
+``train_step``: the seed is no avlearn task). A sample is 4 frames at 224 px, one 5.12 s audio clip (64 x 512 fbank)
+and a caption of up to 32 tokens. ``--valor-size small`` (the CPU default; say so when quoting): CLIP ViT 256 wide,
+4 layers, 32 px patches; AST, BERT and decoder 256 wide, 4 layers; ``full``: CLIP ViT-L/14, AST-base, BERT-base (the
+VALOR-L towers; VALOR-B's Video Swin is not built). Also timed: captioning a batch (encoders + beam 3, 30 tokens)
+with avlearn's key/value cache, without it, and by the seed (which has none). Rows ``train-<impl>-<precision>`` and
+``decode-<impl>``; ``speedup`` is against the seed's row of the same kind.
+
 Run:  python benchmarks/train_step.py --preset tiny                       (CPU, about a minute per compiled row)
       python benchmarks/train_step.py --preset base --device cuda --batch 64
       python benchmarks/train_step.py --preset dgsct --configs eager-fp32,eager-bf16+ckpt --steps 1
                                             (CPU: ~30 min, fp32 peak ~20 GB RSS)
       python benchmarks/train_step.py --preset dgsct --device cuda
+      python benchmarks/train_step.py --preset valor_b                    (CPU, small widths: a few minutes)
+      python benchmarks/train_step.py --preset valor_b --device cuda --valor-size full --batch 32
 Prints one JSON object.
 """
 
@@ -68,6 +81,7 @@ PRESETS = {
     "dgsct": {"model": "task", "method": "dgsct", "visual": "swinv2_large_192", "audio": "htsat_base",
               "overrides": ["backbone.freeze=all", "task.head=cmbs"], "batch": 2, "segments": 10, "steps": 2,
               "warmup": 0, "configs": "eager-fp32,eager-bf16+ckpt,compiled-bf16+ckpt"},
+    "valor_b": {"model": "valor", "batch": 8, "steps": 3, "warmup": 1},
 }  # fmt: skip
 DEFAULTS = {"method": "baseline", "overrides": [], "batch": 8, "segments": 10, "steps": 10, "warmup": 3}
 PEAK_BF16_TFLOPS = {"H200": 989.5, "H100": 989.5, "A100": 312.0}  # dense, SXM parts
@@ -250,7 +264,8 @@ def _peak_tflops(args: argparse.Namespace) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
-    parser.add_argument("--model", choices=("task", "towers"), help="override the preset's kind of model")
+    parser.add_argument("--model", choices=("task", "towers", "valor"), help="override the preset's kind of model")
+    parser.add_argument("--valor-size", choices=sorted(VALOR_SIZES), default="small", help="--model valor widths")
     parser.add_argument("--visual", help="registered visual backbone (overrides the preset)")
     parser.add_argument("--audio", help="registered audio backbone (overrides the preset)")
     parser.add_argument("--method", help="registered method (--model task; default baseline)")
@@ -272,6 +287,9 @@ def main() -> None:
         if getattr(args, key) is None:
             setattr(args, key, value)
 
+    if args.model == "valor":
+        print(json.dumps(valor_benchmark(args), indent=1))
+        return
     info = _fresh(count_flops, args)
     rows = [_fresh(measure, args, *row) for row in _rows(args)]
     timed = [r for r in rows if "samples_per_s" in r]
@@ -293,6 +311,141 @@ def main() -> None:
                       **{k: getattr(args, k) for k in ("preset", "model", "visual", "audio", "batch", "steps", "warmup",
                                                        *task_keys)}, **info,
                       "peak_bf16_tflops": peak, "baseline": "eager fp32", "results": rows}, indent=1))  # fmt: skip
+
+
+# ---- VALOR (preset valor_b)
+VALOR_SIZES = {
+    "small": {"image": 224, "patch": 32, "visual_width": 256, "visual_layers": 4, "width": 256, "layers": 4,
+              "heads": 4, "contra": 256, "mel_bins": 64, "audio_frames": 512},
+    "full": {"image": 224, "patch": 14, "visual_width": 1024, "visual_layers": 24, "width": 768, "layers": 12,
+             "heads": 12, "contra": 512, "mel_bins": 64, "audio_frames": 512},
+}  # fmt: skip
+VALOR_FRAMES, VALOR_TEXT = 4, 32
+VALOR_TASK = "pt_contra%tva%tv%ta_caption%tva%tv%ta"  # the seed's VALOR-1M pretraining task string
+
+
+def _valor_models(args: argparse.Namespace, impl: str) -> tuple[nn.Module, dict, object]:
+    """avlearn's or the seed's VALOR on ``args.device`` and its batch (the same media for both)."""
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "reference"))
+    import oracles
+
+    device = torch.device(args.device)
+    size = oracles.ValorSize(**VALOR_SIZES[args.valor_size])
+    torch.manual_seed(0)
+    ours = oracles.valor_ours(size) if impl == "avlearn" else None
+    g = torch.Generator().manual_seed(1)
+    frames = torch.randint(0, 256, (args.batch, VALOR_FRAMES, size.image, size.image, 3), dtype=torch.uint8,
+                           generator=g)  # fmt: skip
+    audio = torch.randn(args.batch, 1, size.mel_bins, size.audio_frames, generator=g)  # one 5.12 s clip
+    lengths = torch.randint(8, VALOR_TEXT - 1, (args.batch, 1), generator=g)
+    ids = torch.randint(1000, 30000, (args.batch, VALOR_TEXT), generator=g)
+    position = torch.arange(VALOR_TEXT)[None]
+    ids = torch.where(position == 0, 101, torch.where(position == lengths, 102, ids)) * (position <= lengths)
+    if impl == "avlearn":
+        batch = {"frames": frames, "audio": audio, "text_ids": ids, "text_mask": (ids != 0).long()}
+        return ours.to(device), {k: v.to(device) for k, v in batch.items()}, None
+    seed, pretrain = oracles.valor_seed(size)
+    pretrain.ddp_allgather_with_grads, pretrain.ddp_allgather = SimpleNamespace(apply=lambda x: x), lambda x: x
+    if device.type == "cpu":
+        torch.Tensor.cuda = lambda self, *a, **k: self  # the seed moves its masks with .cuda() (fresh process)
+    from avlearn.backbones.preprocess import CLIP_MEAN, CLIP_STD, ImagePreprocess
+
+    pixels = ImagePreprocess((size.image, size.image), CLIP_MEAN, CLIP_STD)(frames.flatten(0, 1))
+    batch = {"txt_tokens": {"bert_tokens": ids.to(device)}, "audio_spectrograms": audio.to(device),
+             "video_pixels": pixels.unflatten(0, frames.shape[:2]).to(device)}  # fmt: skip
+    return seed.to(device), batch, pretrain
+
+
+def _valor_loss(impl: str, model: nn.Module, batch: dict) -> torch.Tensor:
+    if impl == "avlearn":
+        return sum(model(batch).losses.values())
+    return sum(model.forward_pt(batch, VALOR_TASK).values())
+
+
+def _valor_train(args: argparse.Namespace, impl: str, precision: str) -> dict[str, float | str]:
+    """Pretraining steps of one implementation (runs in a fresh process)."""
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    model, batch, _ = _valor_models(args, impl)
+    model.train()
+    base = _memory(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.98), weight_decay=0.01)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+
+    def step() -> float:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=dtype, enabled=precision == "bf16"):
+            loss = _valor_loss(impl, model, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        optimizer.step()
+        return float(loss)
+
+    started = time.perf_counter()
+    step()
+    first = time.perf_counter() - started
+    for _ in range(args.warmup):
+        step()
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(args.steps):
+        loss = step()
+    _sync(device)
+    seconds = (time.perf_counter() - started) / args.steps
+    mb = 2**20
+    return {"row": f"train-{impl}-{precision}", "samples_per_s": args.batch / seconds, "step_ms": 1e3 * seconds,
+            "first_step_s": first, "peak_mem_mb": _memory(device) / mb, "base_mem_mb": base / mb,
+            "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "final_loss": loss}  # fmt: skip
+
+
+@torch.no_grad()
+def _valor_decode(args: argparse.Namespace, impl: str) -> dict[str, float | str]:
+    """Captions of the batch (encoders + beam 3, 30 tokens, the t-va group), timed once after one warm-up run;
+    ``impl`` is ``avlearn-cached``, ``avlearn-uncached`` or ``seed``."""
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    model, batch, _ = _valor_models(args, impl.split("-")[0])
+    model.eval()
+
+    def run() -> None:
+        if impl == "seed":
+            model.beam_size = 3
+            model.generate_cap(dict(batch), ["tva"])
+        else:
+            memory = model.memory(model.encode_visual(batch["frames"]), model.encode_audio(batch["audio"]))["tva"]
+            model.generate(memory, 30, beam_size=3, use_cache=impl == "avlearn-cached")
+
+    run()
+    _sync(device)
+    started = time.perf_counter()
+    run()
+    _sync(device)
+    seconds = time.perf_counter() - started
+    return {"row": f"decode-{impl}", "captions_per_s": args.batch / seconds, "batch_s": seconds}
+
+
+def valor_benchmark(args: argparse.Namespace) -> dict:
+    """The ``valor_b`` JSON: training rows (each in a fresh process) and decoding rows, with speedups against the
+    seed's row of the same kind."""
+    precisions = ["fp32", "bf16"] if args.device.startswith("cuda") else ["fp32"]
+    train = [_fresh(_valor_train, args, "avlearn", p) for p in precisions] + [
+        _fresh(_valor_train, args, "seed", "fp32")
+    ]
+    decode = [_fresh(_valor_decode, args, impl) for impl in ("avlearn-cached", "avlearn-uncached", "seed")]
+    for rows, key in ((train, "samples_per_s"), (decode, "captions_per_s")):
+        for r in rows:
+            r["speedup_vs_seed"] = r[key] / rows[-1][key]
+    device = torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda") else "cpu"
+    return {"benchmark": "train_step", "preset": args.preset, "device": device, "torch": torch.__version__,
+            "threads": args.threads if device == "cpu" else None, "valor_size": args.valor_size,
+            "sizes": VALOR_SIZES[args.valor_size], "batch": args.batch, "frames": VALOR_FRAMES, "audio_clips": 1,
+            "text_tokens": VALOR_TEXT, "steps": args.steps, "warmup": args.warmup, "train": train,
+            "decode": decode}  # fmt: skip
 
 
 if __name__ == "__main__":

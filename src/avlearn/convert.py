@@ -293,3 +293,114 @@ def convert(fmt: str, source: str | Path, output: str | Path, backbone: str | No
     load_converted(model, conversion, str(source))
     model.save_pretrained(str(Path(output).expanduser()))
     return conversion
+
+
+# ---- VALOR
+# The seed's (TXH-mercury/VALOR) checkpoint names (spec section 5.1) -> avlearn.methods.valor.VALOR's, outside the
+# per-layer blocks. The CLIP tower is the VALOR-L one (OpenAI layout below ``clip_model.visual``).
+_CLIP = "visual_backbone.model.vision_model."
+_VALOR_TOP = {
+    "clip_model.visual.conv1.weight": _CLIP + "embeddings.patch_embedding.weight",
+    "clip_model.visual.class_embedding": _CLIP + "embeddings.class_embedding",
+    "clip_model.visual.positional_embedding": _CLIP + "embeddings.position_embedding.weight",
+    "clip_model.visual.ln_pre": _CLIP + "pre_layrnorm", "clip_model.visual.ln_post": _CLIP + "post_layernorm",
+    "audio_embeddings.first_conv": "audio_backbone.model.embeddings.patch_embeddings.projection",
+    "audio_embeddings.cls_token": "audio_backbone.model.embeddings.cls_token",
+    "audio_encoder.last_layernorm": "audio_backbone.model.layernorm",
+    "multimodal_encoder.embeddings": "text_backbone.model.embeddings",
+    "contra_head_t.linear": "contra_text", "contra_head_v.linear": "contra_video",
+    "contra_head_a.linear": "contra_audio",
+    "text_fine_weight": "weight_text", "video_fine_weight": "weight_video", "audio_fine_weight": "weight_audio",
+    "hidden_trans_video_multimodal": "video_proj", "hidden_trans_audio_multimodal": "audio_proj",
+    "cls.dense": "lm_transform.0", "cls.layernorm": "lm_transform.2", "cls.decoder.bias": "lm_bias",
+}  # fmt: skip
+# Per-layer names: (seed pattern, avlearn prefix, seed -> avlearn names below the layer).
+_VALOR_LAYERS = (
+    (re.compile(r"^clip_model\.visual\.transformer\.resblocks\.(\d+)\.(.+)$"), _CLIP + "encoder.layers.{}.",
+     {"attn.out_proj": "self_attn.out_proj", "ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1",
+      "mlp.c_proj": "mlp.fc2"}),
+    (re.compile(r"^audio_encoder\.layer\.(\d+)\.(.+)$"), "audio_backbone.model.layers.{}.",
+     {"attention.linears.0": "attention.q_proj", "attention.linears.1": "attention.k_proj",
+      "attention.linears.2": "attention.v_proj", "attention.linears.3": "attention.o_proj",
+      "ff_layer.linear1": "mlp.fc1", "ff_layer.linear2": "mlp.fc2", "layernorm1": "layernorm_before",
+      "layernorm2": "layernorm_after"}),
+    (re.compile(r"^multimodal_encoder\.encoder\.layer\.(\d+)\.cross_attn\.(.+)$"), "cross.{}.",
+     {"cross.query": "query", "cross.key": "key", "cross.value": "value", "output.dense": "dense",
+      "output.LayerNorm": "norm"}),
+    (re.compile(r"^multimodal_encoder\.encoder\.layer\.(\d+)\.(.+)$"), "text_backbone.model.encoder.layer.{}.",
+     {name: name for name in ("attention", "intermediate", "output")}),
+)  # fmt: skip
+# Kept by the seed but never used by VALOR (txt_encoder: the same module as multimodal_encoder; the CLIP text
+# tower; the tied output weight; the prompt embedding (VALOR-L's task prompts, not built); BERT's pooler).
+_VALOR_DROPPED = ("txt_encoder", "clip_model.transformer", "clip_model.token_embedding",
+                  "clip_model.positional_embedding", "clip_model.ln_final", "clip_model.text_projection",
+                  "clip_model.prompt_embedding", "cls.decoder.weight", "multimodal_encoder.embeddings.prompt_embedding",
+                  "multimodal_encoder.pooler")  # fmt: skip
+
+
+_VALOR_EMBEDDINGS = {"video_frame_embedding": "video_frame_embedding", "audio_frame_embedding": "audio_clip_embedding",
+                     "video_type_embeddings": "video_type_embedding",
+                     "audio_type_embeddings": "audio_type_embedding"}  # fmt: skip
+_VALOR_TEMPERATURES = ("clip_model.logit_scale", "contra_temp")  # VALOR-L uses CLIP's, other variants their own
+
+
+def _valor_special(name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor] | None:
+    """The seed tensors whose layout changes (not only their name); None for the others."""
+    if name.endswith("attn.in_proj_weight") or name.endswith("attn.in_proj_bias"):  # CLIP's fused q, k, v
+        layer, kind = name.split(".")[4], name.rsplit("_", 1)[1]
+        names = (f"{_CLIP}encoder.layers.{layer}.self_attn.{p}_proj.{kind}" for p in "qkv")
+        return dict(zip(names, _split(tensor, 3), strict=True))
+    if name == "clip_model.visual.proj":  # (C, D): unused by VALOR; transposed into the tower's projection
+        return {"visual_backbone.model.visual_projection.weight": tensor.T}
+    if name == "audio_embeddings.position_embeddings.weight":  # (1 + N, C): AST's layout adds a distillation row
+        return {"audio_backbone.model.embeddings.position_embeddings": torch.cat([tensor[:1], 0 * tensor[:1],
+                                                                                  tensor[1:]])[None],
+                "audio_backbone.model.embeddings.distillation_token": 0 * tensor[None, :1]}  # fmt: skip
+    if name in _VALOR_EMBEDDINGS:  # (1, 32, C) / (1, 1, C)
+        return {_VALOR_EMBEDDINGS[name]: tensor[0, 0] if name.endswith("type_embeddings") else tensor[0]}
+    return None
+
+
+def convert_valor_state_dict(state: dict[str, torch.Tensor]) -> Conversion:
+    """A seed VALOR state dict (``module.`` stripped; a VALOR-L checkpoint or the same model at any width) -> the
+    state dict of :class:`avlearn.methods.valor.VALOR` with CLIP, AST and BERT towers.
+
+    Changed layouts: CLIP's fused ``in_proj`` split into q, k, v; ``visual.proj`` transposed; AST's position table
+    gets back the distillation row the seed drops (zeros, like the distillation token: VALOR uses neither); the
+    frame and type embeddings lose their leading unit axes; the temperature is ``exp(-logit_scale)`` of the CLIP
+    tower (VALOR-L), else ``contra_temp``. Dropped: the names in ``_VALOR_DROPPED`` and the unused temperature.
+
+    Raises:
+        DataError: a Video Swin checkpoint (VALOR-B; not built), or a tensor that maps to nothing.
+    """
+    if any(_under(k, "video_encoder") for k in state):
+        raise DataError("VALOR: this checkpoint has a Video Swin tower (VALOR-B), which avlearn does not build yet")
+    clip = any(_under(k, "clip_model.visual") for k in state)
+    out, dropped, unmapped = {}, [], []
+    for name, tensor in state.items():
+        if any(_under(name, prefix) for prefix in _VALOR_DROPPED):
+            dropped.append(name)
+            continue
+        if name in _VALOR_TEMPERATURES:
+            if (name == _VALOR_TEMPERATURES[0]) == clip:
+                out["temperature"] = (-tensor).exp() if clip else tensor
+            else:
+                dropped.append(name)
+            continue
+        mapped = _valor_special(name, tensor)
+        if mapped is None:
+            mapped = _valor_layer(name, tensor) or _renamed(name, tensor, _VALOR_TOP)
+        unmapped += [] if mapped else [name]
+        out.update(mapped)
+    if unmapped:
+        raise DataError(f"VALOR: {len(unmapped)} tensors have no avlearn counterpart, e.g. {unmapped[:3]}")
+    return Conversion(out, dropped)
+
+
+def _valor_layer(name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A tensor inside one of the seed's per-layer blocks, renamed (``{}`` when no block pattern matches)."""
+    for pattern, prefix, names in _VALOR_LAYERS:
+        match = pattern.match(name)
+        if match:
+            return {prefix.format(match[1]) + k: v for k, v in _renamed(match[2], tensor, names).items()}
+    return {}

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import os
 import subprocess
 import sys
 import types
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import nn
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO.parent / "shared" / "reference"
@@ -74,9 +78,9 @@ class _Anything(types.ModuleType):
 
 
 @contextlib.contextmanager
-def _stubs_and_path(paths: list[Path]) -> Iterator[None]:
-    """Stub modules for packages the seed imports but the compared code never calls, and ``paths`` on sys.path;
-    both removed afterwards (the imported modules keep their references)."""
+def _stubs_and_path(paths: list[Path], modules: dict[str, types.ModuleType] | None = None) -> Iterator[None]:
+    """Stub modules for packages the seed imports but the compared code never calls (and ``modules``, given ones),
+    and ``paths`` on sys.path; all removed afterwards (the imported modules keep their references)."""
     names = ["torchvision.transforms.functional", "torchvision.transforms", "torchvision.datasets",
              "torchvision.ops.misc", "torchvision.ops", "torchvision.models.feature_extraction", "torchvision.models",
              *_STUBBED]  # fmt: skip
@@ -87,6 +91,9 @@ def _stubs_and_path(paths: list[Path]) -> Iterator[None]:
     added = [n for n in names if n not in sys.modules]
     for name in added:
         sys.modules[name] = _Anything(name)
+    given = [n for n in modules or {} if n not in sys.modules]
+    sys.modules.update({n: modules[n] for n in given})
+    added += given
     for name in names:  # submodules are attributes of their parents
         parent, _, child = name.rpartition(".")
         if parent:
@@ -115,6 +122,15 @@ def seed_module(task_dir: str, module: str) -> types.ModuleType:
     earlier are set aside meanwhile and put back afterwards."""
     root = require_reference() / task_dir
     timm()
+    return _import_isolated(root, [module], [_unpacked("torchlibrosa")])[0]
+
+
+def _import_isolated(
+    root: Path, modules: list[str], paths: list[Path], stubs: dict[str, types.ModuleType] | None = None
+) -> list[types.ModuleType]:
+    """``modules`` of the seed folder ``root``, imported with its own top-level names (``nets``, ``model``,
+    ``utils`` ...), which several seeds share: modules of those names imported earlier are set aside meanwhile and
+    put back afterwards."""
     local = {p.stem for p in root.iterdir() if p.suffix == ".py" or p.is_dir()}
 
     def ours(name: str) -> bool:
@@ -122,8 +138,8 @@ def seed_module(task_dir: str, module: str) -> types.ModuleType:
 
     saved = {k: sys.modules.pop(k) for k in list(sys.modules) if ours(k)}
     try:
-        with _stubs_and_path([root, _unpacked("torchlibrosa")]):
-            loaded = importlib.import_module(module)
+        with _stubs_and_path([root, *paths], stubs):
+            loaded = [importlib.import_module(m) for m in modules]
     finally:
         for k in [k for k in sys.modules if ours(k)]:
             del sys.modules[k]
@@ -153,3 +169,115 @@ def assert_parity(ours: torch.Tensor, reference: torch.Tensor, what: str) -> flo
     assert error <= 1e-5, f"{what}: max abs difference {error:.2e} of the output scale {scale:.3g}"
     print(f"{what}: max abs difference {error:.2e} of the output scale {scale:.3g}")  # shown with pytest -s
     return error
+
+
+VALOR = REFERENCE / "TXH-mercury__VALOR"
+
+
+def valor_modules(*modules: str) -> list[types.ModuleType]:
+    """Modules of the VALOR seed (e.g. ``"model.pretrain"``), imported together, or skip. apex's ``FusedLayerNorm``
+    is torch's LayerNorm (what its fused kernel computes); tensorboardX, easydict, boto3 and the SCST scorer are stubbed
+    (imported at module level, never called by the compared code)."""
+    if not VALOR.is_dir():
+        pytest.skip(f"reference code not found at {VALOR} (the reference tier needs ../shared/reference)")
+    fused = types.ModuleType("apex.normalization.fused_layer_norm")
+    fused.FusedLayerNorm = torch.nn.LayerNorm
+    names = ("apex", "apex.normalization", "tensorboardX", "easydict", "scorer", "scorer.scorer", "boto3",
+             "botocore", "botocore.exceptions")  # fmt: skip
+    stubs = {**{n: _Anything(n) for n in names}, fused.__name__: fused}
+    return _import_isolated(VALOR, list(modules), [], stubs)
+
+
+@dataclass(frozen=True)
+class ValorSize:
+    """The sizes of a VALOR built twice, from the seed's modules and from avlearn's towers: CLIP ``image`` px in
+    ``patch`` px patches, ``visual_width`` x ``visual_layers``; AST, BERT and decoder ``width`` x ``layers`` with
+    ``heads`` heads (one width, as in the seed; BERT over the 30522 WordPiece ids); MGA space ``contra``; AST input
+    ``mel_bins`` x ``audio_frames`` in 16 x 16 patches at stride 16."""
+
+    image: int = 32
+    patch: int = 8
+    visual_width: int = 48
+    visual_layers: int = 2
+    width: int = 32
+    layers: int = 2
+    heads: int = 2
+    contra: int = 16
+    mel_bins: int = 32
+    audio_frames: int = 160
+
+
+class _ValorClip(nn.Module):
+    """The part of the seed's CLIP that VALOR-L uses: the image tower and the logit scale."""
+
+    def __init__(self, clip: types.ModuleType, size: ValorSize) -> None:
+        super().__init__()
+        heads = size.visual_width // 16
+        self.visual = clip.VisionTransformer(size.image, size.patch, size.visual_width, size.visual_layers, heads,
+                                             size.contra)  # fmt: skip
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.05)))
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.visual(pixels)
+
+
+def valor_seed(size: ValorSize) -> tuple[nn.Module, types.ModuleType]:
+    """The seed's ``VALOR`` (VALOR-L structure: CLIP frames, AST clips, a cross-attention BERT shared as text encoder
+    and decoder, fine-grained MGA, unimlm MGC) assembled from its own modules at ``size`` (its ``__init__`` loads
+    every backbone from ``./pretrained_weights``), random weights, eval mode; and its ``model.pretrain`` module."""
+    pretrain, modeling, bert, transformer, clip = valor_modules(
+        "model.pretrain", "model.modeling", "model.bert", "model.transformer", "model.clip"
+    )
+    seed = pretrain.VALOR.__new__(pretrain.VALOR)
+    nn.Module.__init__(seed)
+    c, cv, d = size.width, size.visual_width, size.contra
+    vars(seed).update({"video_encoder_type": "clip_vit_base_16", "txt_encoder_type": "bert_base_uncased",
+                       "multimodal_encoder_type": "bert_base_uncased", "audio_encoder_type": "ast",
+                       "contra_type": "fine", "caption_type": "unimlm", "full_masker": False, "use_task_prompt": False,
+                       "late_fusion": False, "fineweight_type": "two", "contra_loss_ratio": 1.5,
+                       "max_generation_len": 30, "beam_size": 1, "multimodal_use_cross_attn": True, "bos_token": 101,
+                       "eos_token": 102, "text_mask_token": 103, "multimodal_dim": c, "video_dim": cv,
+                       "audio_dim": c, "label_smoothing": 0})  # fmt: skip
+    seed.clip_model = _ValorClip(clip, size)
+    layers = SimpleNamespace(hidden_size=c, num_attention_heads=size.heads, intermediate_size=4 * c,
+                             num_hidden_layers=size.layers, attention_dropout=0.1, hidden_dropout=0.1,
+                             checkpointing=False)  # fmt: skip
+    audio = SimpleNamespace(audio_patch_size=16, audio_melbins=size.mel_bins, audio_target_length=size.audio_frames)
+    seed.audio_embeddings = modeling.AudioEmbeddings(layers, audio)
+    seed.audio_encoder = transformer.TransformerEncoder(layers, mode="prenorm")
+    config = bert.BertConfig(30522, hidden_size=c, num_hidden_layers=size.layers, num_attention_heads=size.heads,
+                             intermediate_size=4 * c)  # fmt: skip
+    config.has_cross_attn, config.cross_attn_type, config.checkpointing = True, "va_concate", False
+    seed.multimodal_encoder = bert.BertModel(config)
+    seed.txt_encoder = seed.multimodal_encoder  # share_txt_and_multimodal
+    seed.cls = modeling.BERTPredictionHead(seed.multimodal_encoder.embeddings.word_embeddings.weight)
+    seed.text_masker = modeling.TokenMasker(mask_token=103, range_start=106, range_end=30522)
+    seed.contra_head_t, seed.contra_head_v, seed.contra_head_a = (pretrain.Contra_head(w, d) for w in (c, cv, c))
+    for name in ("text", "video", "audio"):
+        setattr(seed, f"{name}_fine_weight", nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 1)))
+    seed.fine_weight_mapper = {n: getattr(seed, f"{n}_fine_weight") for n in ("text", "video", "audio")}
+    seed.contra_temp = nn.Parameter(torch.tensor(0.07))
+    for name, rows in (("video_type_embeddings", 1), ("audio_type_embeddings", 1), ("video_frame_embedding", 32),
+                       ("audio_frame_embedding", 32)):  # fmt: skip
+        setattr(seed, name, nn.Parameter(0.02 * torch.randn(1, rows, c)))
+    projection = None if cv == c else nn.Sequential(nn.Linear(cv, c), nn.LayerNorm(c, eps=1e-12))
+    seed.hidden_trans_video_multimodal, seed.hidden_trans_audio_multimodal = projection, None
+    randomise(seed)
+    return seed.eval(), pretrain
+
+
+def valor_ours(size: ValorSize, **cfg: object) -> nn.Module:
+    """avlearn's ``VALOR`` at ``size`` (``cfg``: ``VALORConfig`` fields), random weights, eval mode."""
+    import avlearn.backbones  # noqa: F401  (registers the backbones)
+    from avlearn.methods.valor import VALOR, VALORConfig
+    from avlearn.registry import BACKBONES
+
+    heads = size.visual_width // 16
+    visual = BACKBONES.build("clip_vit_tiny", image_size=size.image, patch_size=size.patch,
+                             hidden_size=size.visual_width, num_hidden_layers=size.visual_layers,
+                             num_attention_heads=heads, intermediate_size=4 * size.visual_width)  # fmt: skip
+    width = {"hidden_size": size.width, "num_hidden_layers": size.layers, "num_attention_heads": size.heads,
+             "intermediate_size": 4 * size.width}  # fmt: skip
+    audio = BACKBONES.build("ast_valor_tiny", num_mel_bins=size.mel_bins, max_length=size.audio_frames, **width)
+    text = BACKBONES.build("minilm_tiny", **width)
+    return VALOR(VALORConfig(**{"contra_dim": size.contra, **cfg}), visual, audio, text).eval()

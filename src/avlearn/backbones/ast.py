@@ -4,8 +4,8 @@ Paper: Gong, Chung and Glass, "AST: Audio Spectrogram Transformer", Interspeech 
 Weights: ``ASTModel`` folders, e.g. ``MIT/ast-finetuned-audioset-10-10-0.4593`` (the checkpoint VALOR starts from).
 Input: Kaldi-compatible fbank, 16 kHz, 128 bins, 10 ms shift, 1024 frames, normalised as AST does,
 ``(x + 4.2677393) / (2 * 4.5689974)``; computed by ``avlearn.audio`` from ``preprocess``.
-Differs: VALOR re-grids AST to non-overlapping patches on 64 bins x 512 frames; that variant is a method-side
-config (``frequency_stride``/``time_stride``/``max_length`` overrides), not a separate class.
+Differs: VALOR re-grids AST to non-overlapping 16 x 16 patches on 64 bins x 512 frames (``ast_valor``, by
+``regrid``: the AudioSet weights with their 12 x 101 position embeddings interpolated bilinearly to 4 x 32).
 Stage loop: every transformer layer is a stage of one block. Pooled: mean of the CLS and distillation tokens (AST).
 Parity: ``tests/unit/backbones/test_zoo.py`` (stage loop == model forward).
 """
@@ -99,9 +99,45 @@ def ast_base(pretrained: str | None = None, **overrides: Any) -> AST:
     return AST({**base, **overrides}, pretrained)
 
 
+def regrid(ast: AST, num_mel_bins: int, max_length: int, stride: int) -> AST:
+    """A copy of ``ast`` on ``num_mel_bins`` x ``max_length`` inputs with patches at ``stride`` in both directions:
+    the same weights, the patch position embeddings interpolated bilinearly from the old patch grid to the new
+    one (the CLS and distillation positions kept), as VALOR imports AST."""
+    import torch.nn.functional as F
+
+    old = ast.model.config
+    geometry = {"num_mel_bins": num_mel_bins, "max_length": max_length, "frequency_stride": stride,
+                "time_stride": stride}  # fmt: skip
+    fields = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size")
+    new = AST({**{k: getattr(old, k) for k in fields}, **geometry})
+    state = ast.model.state_dict()
+    position = state["embeddings.position_embeddings"]  # (1, 2 + F_old * T_old, C)
+    grid = ast.model.embeddings.get_shape(old)
+    patches = position[0, 2:].T.reshape(1, -1, *grid)  # (1, C, F_old, T_old)
+    patches = F.interpolate(patches, size=new.model.embeddings.get_shape(new.model.config), mode="bilinear")
+    patches = patches.flatten(2).transpose(1, 2)  # (1, C, F', T') -> (1, F' * T', C), frequency-major
+    state["embeddings.position_embeddings"] = torch.cat([position[:, :2], patches], dim=1)
+    new.model.load_state_dict(state)
+    return new
+
+
+@BACKBONES.register("ast_valor")
+def ast_valor(pretrained: str | None = None, **overrides: Any) -> AST:
+    """AST-base re-gridded as VALOR: 16x16 patches at stride 16 on 64 bins x 512 frames (4 x 32 patches); AudioSet weights (e.g. MIT/ast-finetuned-audioset-10-10-0.4593) interpolated by ``regrid``."""  # noqa: E501
+    return regrid(ast_base(pretrained, **overrides), num_mel_bins=64, max_length=512, stride=16)
+
+
 @BACKBONES.register("ast_tiny")
 def ast_tiny(pretrained: str | None = None, **overrides: Any) -> AST:
     """Test-size AST: 64 frames x 32 bins, patch 16 at stride 8, 2 layers of width 32 (random init)."""
     base = {"max_length": 64, "num_mel_bins": 32, "frequency_stride": 8, "time_stride": 8, "hidden_size": 32}
+    size = {"num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+    return AST({**base, **size, **overrides}, pretrained)
+
+
+@BACKBONES.register("ast_valor_tiny")
+def ast_valor_tiny(pretrained: str | None = None, **overrides: Any) -> AST:
+    """Test-size VALOR AST: 16x16 patches at stride 16 on 32 bins x 160 frames (2 x 10 patches), 2 layers of width 32 (random init)."""  # noqa: E501
+    base = {"max_length": 160, "num_mel_bins": 32, "frequency_stride": 16, "time_stride": 16, "hidden_size": 32}
     size = {"num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
     return AST({**base, **size, **overrides}, pretrained)

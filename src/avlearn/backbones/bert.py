@@ -135,3 +135,11 @@ def bert_tiny(pretrained: str | None = None, pooling: Pooling = "pooler", **over
     """Test-size BERT: 100-token vocabulary, 2 layers of width 32, tanh pooler (random init)."""
     base = {"vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
     return Bert({**base, "intermediate_size": 64, **overrides}, pretrained, pooling)
+
+
+@BACKBONES.register("minilm_tiny")
+def minilm_tiny(pretrained: str | None = None, pooling: Pooling = "cls", **overrides: Any) -> Bert:
+    """Test-size BERT over MiniLM's (BERT's uncased) 30522-token WordPiece vocabulary: 2 layers of width 32, no
+    pooler (random init; for methods that read WordPiece ids, such as VALOR's masked captioning)."""
+    base = {"vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
+    return Bert({**base, "intermediate_size": 64, **overrides}, pretrained, pooling)
