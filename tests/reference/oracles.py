@@ -153,3 +153,25 @@ def assert_parity(ours: torch.Tensor, reference: torch.Tensor, what: str) -> flo
     assert error <= 1e-5, f"{what}: max abs difference {error:.2e} of the output scale {scale:.3g}"
     print(f"{what}: max abs difference {error:.2e} of the output scale {scale:.3g}")  # shown with pytest -s
     return error
+
+
+CMG = REFERENCE / "haihuangcode__CMG" / "code" / "src"
+
+
+def cmg_modules() -> dict[str, types.ModuleType]:
+    """The CMG seed's ``model.main_model_2``, ``model.CPC`` and ``model.CLUB`` (``info_nce``, imported but unused,
+    stubbed), under the keys ``main``, ``cpc``, ``club``; skips without the seed. Earlier modules named ``model`` are
+    set aside meanwhile."""
+    if not CMG.is_dir():
+        pytest.skip(f"reference code not found at {CMG} (the reference tier needs ../shared/reference)")
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] in ("model", "info_nce")}
+    sys.modules["info_nce"] = _Anything("info_nce")
+    sys.path.insert(0, str(CMG))
+    try:
+        names = {"main": "model.main_model_2", "cpc": "model.CPC", "club": "model.CLUB"}
+        return {key: importlib.import_module(name) for key, name in names.items()}
+    finally:
+        sys.path.remove(str(CMG))
+        for k in [k for k in sys.modules if k.split(".")[0] in ("model", "info_nce")]:
+            del sys.modules[k]
+        sys.modules.update(saved)

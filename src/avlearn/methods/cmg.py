@@ -136,7 +136,8 @@ class VideoSemantic(nn.Module):
 
 
 class Residual(nn.Module):
-    """x + conv1x1(relu(conv3x3(relu(x)))), then ReLU (the seed's one-layer residual stack)."""
+    """relu(x) + conv1x1(relu(conv3x3(relu(x)))), then ReLU: the seed's one-layer residual stack, whose first ReLU
+    works in place, so the skip carries relu(x)."""
 
     def __init__(self, c: int) -> None:
         super().__init__()
@@ -144,6 +145,7 @@ class Residual(nn.Module):
                                    nn.Conv2d(c, c, 1, bias=False))  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(x)
         return F.relu(x + self.block(x))
 
 
