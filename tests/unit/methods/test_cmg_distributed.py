@@ -30,23 +30,10 @@ def _batches() -> list[dict[str, torch.Tensor]]:
 
 def _model() -> CMG:
     torch.manual_seed(0)
-    cfg = CMGConfig(
-        modalities="av",
-        dim=8,
-        codes=12,
-        heads=2,
-        layers=1,
-        ff_dim=16,
-        dropout=0.0,
-        video_hidden=8,
-        video_padding=1,
-        se_reduction=2,
-        audio_hidden=4,
-        club_hidden=8,
-        club_steps=2,
-        reset_after=1,
-        active_within=2,
-    )  # fmt: skip  (reset_after=1: six codes are re-seeded at step 3)
+    # reset_after=1: six codes are re-seeded at step 3
+    cfg = CMGConfig(modalities="av", dim=8, codes=12, heads=2, layers=1, ff_dim=16, dropout=0.0, video_hidden=8,
+                    video_padding=1, se_reduction=2, audio_hidden=4, club_hidden=8, club_steps=2, reset_after=1,
+                    active_within=2)  # fmt: skip
     return CMG(cfg, FeatureTower("visual", C_V, True), FeatureTower("audio", C_A, False))
 
 
