@@ -459,12 +459,18 @@ class CMG(nn.Module):
         if VISUAL in self.names:
             out[VISUAL] = _square_grid(_tower_tokens(self.visual_backbone, batch, "frames"))  # (B, T, H, W, C)
         if TEXT in self.names:
-            if "text_ids" not in batch:
-                raise DataError(f"method.modalities={self.cfg.modalities}: the batch has no 'text_ids' (the prompt "
-                                "tokens CMG embeds with its text tower)")  # fmt: skip
-            out[TEXT] = self.text_backbone.forward_features(input_ids=batch["text_ids"],
-                                                            attention_mask=batch.get("text_mask"))  # fmt: skip
+            out[TEXT] = self._text_tokens(batch)
         return out
+
+    def _text_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, L, C_t): the batch's ``text_features`` (token embeddings the text tower computed beforehand, as the
+        seed's BERT prompt features), else the text tower on ``text_ids`` / ``text_mask``."""
+        if "text_features" in batch:
+            return batch["text_features"].float()
+        if "text_ids" not in batch:
+            raise DataError(f"method.modalities={self.cfg.modalities}: the batch has neither 'text_features' nor "
+                            "'text_ids' (the prompt tokens CMG embeds with its text tower)")  # fmt: skip
+        return self.text_backbone.forward_features(input_ids=batch["text_ids"], attention_mask=batch.get("text_mask"))
 
     def _text_sequence(self, tokens: torch.Tensor, steps: int) -> torch.Tensor:
         """(B, L, C_t) -> (B, T, 2 * text_lstm): zero-padded or cut to T tokens, then the bidirectional LSTM."""
