@@ -299,30 +299,23 @@ def convert(fmt: str, source: str | Path, output: str | Path, backbone: str | No
 _CMG_MODALITY = {"video": "visual", "audio": "audio", "text": "text"}
 # Seed prefix -> avlearn prefix, per part of the seed's checkpoint (its keys, spec section 6); {m}: the seed's
 # modality name, {o}: avlearn's.
-_CMG_ENCODER = {
-    "Video_encoder.conv_stack.5.stack.0.res_block": "specific.visual.convs.5.block",
-    "Video_encoder.conv_stack": "specific.visual.convs",
-    "Video_encoder.feed_forward": "specific.visual.project",
-    "Audio_encoder.audio_linear": "specific.audio.0",
-    "Text_encoder.text_linear": "specific.text.0",
-    "Cross_quantizer.unactivated_count": "codebook.unused",
-    "Cross_quantizer": "codebook",
-    "video_semantic_encoder.se_layer": "visual_pool.se",
-    "video_semantic_encoder.affine_video_ave": "visual_pool.query_mean",
-    "video_semantic_encoder.affine_video_self": "visual_pool.query_self",
-    "video_semantic_encoder.ave_v_att": "visual_pool.score",
-    **{f"{m}_self_att.affine_matrix": f"semantic.{o}.proj" for m, o in _CMG_MODALITY.items()},
-    **{f"{m}_self_att.encoder.layers": f"semantic.{o}.encoder.layers" for m, o in _CMG_MODALITY.items()},
-}
-_CMG_DECODER = {
-    "Video_decoder.inverse_conv_block.1.stack.0.res_block": "decoder.visual.deconvs.1.block",
-    "Video_decoder.inverse_conv_block": "decoder.visual.deconvs",
-    "Video_decoder.video_linear": "decoder.visual.code",
-    "Audio_decoder.audio_rec": "decoder.audio.out",
-    "Audio_decoder.audio_linear": "decoder.audio.code",
-    "Text_decoder.text_rec": "decoder.text.out",
-    "Text_decoder.text_linear": "decoder.text.code",
-}
+_CMG_ENCODER = {"Video_encoder.conv_stack.5.stack.0.res_block": "specific.visual.convs.5.block",
+                "Video_encoder.conv_stack": "specific.visual.convs", "Audio_encoder.audio_linear": "specific.audio.0",
+                "Video_encoder.feed_forward": "specific.visual.project", "Text_encoder.text_linear": "specific.text.0",
+                "Cross_quantizer.unactivated_count": "codebook.unused", "Cross_quantizer": "codebook",
+                "video_semantic_encoder.se_layer": "visual_pool.se",
+                "video_semantic_encoder.affine_video_ave": "visual_pool.query_mean",
+                "video_semantic_encoder.affine_video_self": "visual_pool.query_self",
+                "video_semantic_encoder.ave_v_att": "visual_pool.score",
+                **{f"{m}_self_att.affine_matrix": f"semantic.{o}.proj" for m, o in _CMG_MODALITY.items()},
+                **{f"{m}_self_att.encoder.layers": f"semantic.{o}.encoder.layers"
+                   for m, o in _CMG_MODALITY.items()}}  # fmt: skip
+_CMG_DECODER = {"Video_decoder.inverse_conv_block.1.stack.0.res_block": "decoder.visual.deconvs.1.block",
+                "Video_decoder.inverse_conv_block": "decoder.visual.deconvs",
+                "Video_decoder.video_linear": "decoder.visual.code",
+                "Audio_decoder.audio_rec": "decoder.audio.out", "Audio_decoder.audio_linear": "decoder.audio.code",
+                "Text_decoder.text_rec": "decoder.text.out",
+                "Text_decoder.text_linear": "decoder.text.code"}  # fmt: skip
 _CMG_CPC = {**{f"{m}_ar_lstm": f"cpc.lstm.{o}" for m, o in _CMG_MODALITY.items()},
             **{f"{m}_predictors.0": f"cpc.predict.{o}" for m, o in _CMG_MODALITY.items()}}  # fmt: skip
 _CMG_PARTS = {"Encoder_parameters": _CMG_ENCODER, "Decoder_parameters": _CMG_DECODER, "CPC_parameters": _CMG_CPC,

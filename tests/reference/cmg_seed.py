@@ -4,7 +4,6 @@ reference tier (``test_cmg_method.py``) and ``benchmarks/cmg_step.py``."""
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import oracles
@@ -14,21 +13,18 @@ from torch import nn
 AVLEARN_NAME = {"audio": "audio", "video": "visual", "text": "text"}
 
 
-@dataclass(frozen=True)
-class Sizes:
-    """The seed model's widths (D = 256, 4 heads and 1024 feed-forward are fixed in its code); defaults: the paper."""
-
-    audio: int = 128
-    video: int = 512
-    token: int = 768
-    lstm: int = 128
-    hidden: int = 256  # audio / text specific width
-    video_hidden: int = 2048
-    codes: int = 400
-    club_hidden: int = 256
+# The seed model's widths (D = 256, 4 heads and 1024 feed-forward are fixed in its code): the paper's. ``hidden``:
+# the audio / text specific width.
+PAPER = {"audio": 128, "video": 512, "token": 768, "lstm": 128, "hidden": 256, "video_hidden": 2048, "codes": 400,
+         "club_hidden": 256}  # fmt: skip
 
 
-def build(z: Sizes) -> SimpleNamespace:
+def sizes(**overrides: int) -> SimpleNamespace:
+    """The seed's widths, the paper's except ``overrides``."""
+    return SimpleNamespace(**{**PAPER, **overrides})
+
+
+def build(z: SimpleNamespace) -> SimpleNamespace:
     """The seed's AVT modules: encoder, decoder, Cross-CPC, text LSTM, CLUB nets (video, text, audio); float32."""
     mods = oracles.cmg_modules()
     main, club = mods["main"], mods["club"].CLUBSample_group

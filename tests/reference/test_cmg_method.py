@@ -26,7 +26,7 @@ from avlearn.convert import convert_cmg_state_dict
 from avlearn.methods.cmg import CMG, CMGConfig
 
 B, T, GRID, C_V, C_A, C_TOKEN, LSTM, HIDDEN, CODES, CLUB_HIDDEN = 6, 10, 7, 32, 16, 24, 8, 16, 40, 32
-SIZES = cmg_seed.Sizes(audio=C_A, video=C_V, token=C_TOKEN, lstm=LSTM, hidden=HIDDEN, video_hidden=C_V, codes=CODES,
+SIZES = cmg_seed.sizes(audio=C_A, video=C_V, token=C_TOKEN, lstm=LSTM, hidden=HIDDEN, video_hidden=C_V, codes=CODES,
                        club_hidden=CLUB_HIDDEN)  # fmt: skip
 BUFFERS = ("codebook.embedding", "codebook.ema_count", "codebook.ema_weight", "codebook.unused")
 
