@@ -48,6 +48,8 @@ from avlearn.registry import METHODS
 
 AUDIO, VISUAL, TEXT = "audio", "visual", "text"
 VARIANTS = {"avt": (AUDIO, VISUAL, TEXT), "av": (AUDIO, VISUAL), "at": (AUDIO, TEXT)}  # the seed's EMA order
+# Cross-modal transfer: "<source>_to_<target>".
+TRANSFERS = ("none", *(f"{a}_to_{b}" for a in VARIANTS["avt"] for b in VARIANTS["avt"] if a != b))
 
 
 @dataclass
@@ -80,6 +82,9 @@ class CMGConfig:
     cpc: bool = True  # false: the Cross-CPC ablation
     cpc_self_weight: float = 0.1
     objectives: bool = True  # compute the pretraining losses (false: a downstream head on frozen codes)
+    # Cross-modal transfer (needs objectives false): in training the audio and visual slots both show the source
+    # modality's codes, in evaluation the target's, so a head trained on one modality is tested on the other.
+    transfer: str = choice("none", TRANSFERS)
     faithful: bool = False  # keep the seed's number-changing bugs (docs/methods/cmg.md)
 
     def __post_init__(self) -> None:
@@ -410,7 +415,9 @@ class CMG(nn.Module):
     """CMG (see the module docstring). ``forward(batch) -> AVFeatures``: ``audio_pooled`` / ``visual_pooled`` /
     ``text`` the quantised sequences (B, T, D) (straight-through), ``audio`` / ``visual`` the same as one token per
     segment (B, T, 1, D), ``text_pooled`` the text's mean, ``codes`` per modality (B, T), and in ``losses`` the
-    pretraining terms (``objectives``). In training mode the forward also updates the codebook."""
+    pretraining terms (``objectives``). In training mode (with ``objectives``) the forward also updates the codebook.
+    With ``transfer`` (source_to_target) the audio and visual slots both carry the source's codes in training and the
+    target's in evaluation."""
 
     Config = CMGConfig
 
@@ -436,10 +443,14 @@ class CMG(nn.Module):
         if TEXT in self.names:
             self.text_lstm = nn.LSTM(text.num_features, cfg.text_lstm, 2, batch_first=True, bidirectional=True)
             self._add(TEXT, 2 * cfg.text_lstm, cfg.text_hidden)
+        if cfg.transfer != "none" and (cfg.objectives or not set(cfg.transfer.split("_to_")) <= set(self.names)):
+            raise ConfigError(f"method.transfer={cfg.transfer}: needs method.objectives=false (a head on frozen "
+                              f"codes) and both modalities in method.modalities={cfg.modalities}")  # fmt: skip
         self.codebook = MultimodalCodebook(cfg)
         self.cpc = CrossCPC(self.names, cfg.dim, cfg.cpc_self_weight) if cfg.cpc else None
         fields = {AUDIO: ("audio", "audio_pooled"), VISUAL: ("visual", "visual_pooled"), TEXT: ("text", "text_pooled")}
-        self.produces = tuple(f for m in self.names for f in fields[m]) + ("codes",)
+        slots = [m for m in VARIANTS["avt"] if m in self.names or (cfg.transfer != "none" and m != TEXT)]
+        self.produces = tuple(f for m in slots for f in fields[m]) + ("codes",)
         self.dims = dict.fromkeys(self.produces[:-1], cfg.dim)
         self.dims["codes"] = dict.fromkeys(self.names, cfg.codes)
 
@@ -538,14 +549,27 @@ class CMG(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> AVFeatures:
         enc = self.encode(self.inputs(batch))
         losses = self.objectives(enc) if self.cfg.objectives else {}
-        if self.training:
+        if self.training and self.cfg.objectives:
             self.codebook.update(enc.z, enc.idx, self._generator(0))
-        q = enc.q
+        q = dict(enc.q)
+        if self.cfg.transfer != "none":
+            source, target = self.cfg.transfer.split("_to_")
+            q[AUDIO] = q[VISUAL] = enc.q[source if self.training else target]  # (B, T, D) in both slots
         tokens = {m: q[m].unsqueeze(2) for m in (AUDIO, VISUAL) if m in q}  # (B, T, 1, D): one token per segment
         return AVFeatures(audio=tokens.get(AUDIO), audio_pooled=q.get(AUDIO), visual=tokens.get(VISUAL),
                           visual_pooled=q.get(VISUAL), text=q.get(TEXT),
                           text_pooled=q[TEXT].mean(dim=1) if TEXT in q else None, codes=enc.idx,
                           losses=losses)  # fmt: skip
+
+    def train(self, mode: bool = True) -> CMG:
+        """Without ``objectives`` (a head on frozen codes) the encoders stay in eval mode, so no dropout reaches the
+        codes (the seed leaves it on while its heads train; ``faithful`` keeps that); the method's own ``training``
+        flag still selects the transfer's source or target."""
+        super().train(mode)
+        if not self.cfg.objectives and not self.cfg.faithful:
+            for child in self.children():
+                child.train(False)
+        return self
 
     # ---- the CLUB estimators' own optimizer (engine/auxiliary.py)
     def auxiliary(self) -> SimpleNamespace | None:

@@ -215,3 +215,29 @@ def test_bad_configs_are_one_line_errors():
         CMG(_cfg(modalities="avt"), FeatureTower("visual", C_V, True), FeatureTower("audio", C_A, False))
     with pytest.raises(ConfigError, match="modalities"):
         compose_run(["method=cmg", "method.modalities=va"])
+
+
+def test_transfer_shows_the_source_codes_in_training_and_the_target_codes_in_evaluation():
+    frozen = _model("avt", objectives=False)
+    transfer = _model("avt", objectives=False, transfer="text_to_visual")  # the same weights (seeded)
+    batch = _batch()
+    reference = frozen.eval()(batch)
+    codebook = transfer.codebook.embedding.clone()
+    trained = transfer.train()(batch)
+    assert transfer.training and not transfer.semantic.training  # no dropout in the frozen encoders
+    torch.testing.assert_close(trained.audio_pooled, reference.text)  # both slots: the source (text)
+    torch.testing.assert_close(trained.visual.squeeze(2), reference.text)
+    assert torch.equal(transfer.codebook.embedding, codebook) and trained.losses == {}  # nothing pretrains
+    tested = transfer.eval()(batch)
+    torch.testing.assert_close(tested.audio_pooled, reference.visual_pooled)  # both slots: the target (visual)
+    torch.testing.assert_close(tested.visual_pooled, reference.visual_pooled)
+    at = _model("at", objectives=False, transfer="audio_to_text")
+    assert {"visual", "visual_pooled"} <= set(at.produces) and at.dims["visual_pooled"] == 8  # the slots it fills
+    assert at.train()(batch).visual_pooled.shape == (B, T, 8)
+
+
+def test_transfer_needs_frozen_codes_of_both_modalities():
+    with pytest.raises(ConfigError, match="method.transfer=audio_to_text"):
+        _model("av", objectives=False, transfer="audio_to_text")
+    with pytest.raises(ConfigError, match="objectives=false"):
+        _model("av", transfer="audio_to_visual")
