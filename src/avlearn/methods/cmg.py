@@ -38,6 +38,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from avlearn.backbones.features import FeatureTower
 from avlearn.config.schema import choice
@@ -223,8 +224,11 @@ class Club(nn.Module):
 
     def mi_upper_bound(self, x: torch.Tensor, y: torch.Tensor, y_all: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
         """The seed's CLUB estimate: the time-averaged log-ratio of each clip's own y to a permuted clip's
-        ``y_all[perm]`` (y_all (N, T, C): the global batch; perm (B,) indices into it for this rank's rows)."""
-        mu, logvar = self.mu(x), self.logvar(x)  # (B, T, C)
+        ``y_all[perm]`` (y_all (N, T, C): the global batch; perm (B,) indices into it for this rank's rows).
+        Gradients reach x and y only: the estimator is trained by its own optimizer (``CMG.auxiliary``), never by the
+        loss it bounds."""
+        mu, logvar = (functional_call(net, {k: p.detach() for k, p in net.named_parameters()}, (x,))
+                      for net in (self.mu, self.logvar))  # (B, T, C) each  # fmt: skip
         scale = logvar.mean(dim=1).exp()  # (B, C)
         positive = -((mu - y) ** 2).mean(dim=1) / scale  # (B, C)
         negative = -((mu - y_all[perm]) ** 2).mean(dim=1) / scale  # (B, C)

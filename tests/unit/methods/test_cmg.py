@@ -241,3 +241,11 @@ def test_transfer_needs_frozen_codes_of_both_modalities():
         _model("av", objectives=False, transfer="audio_to_text")
     with pytest.raises(ConfigError, match="objectives=false"):
         _model("av", transfer="audio_to_visual")
+
+
+def test_the_mi_bound_trains_the_encoders_not_its_estimator():
+    club = Club(8, 4, 8)
+    x, y = torch.randn(B, T, 8, requires_grad=True), torch.randn(B, T, 4, requires_grad=True)
+    club.mi_upper_bound(x, y, y, torch.tensor([1, 2, 0])).backward()
+    assert x.grad is not None and y.grad is not None
+    assert all(p.grad is None for p in club.parameters())
