@@ -237,8 +237,11 @@ class Club(nn.Module):
 
 # ---- the multimodal codebook ---------------------------------------------------------------------------------------
 def squared_distances(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """(R, D), (K, D) -> (R, K) squared L2 distances."""
-    return torch.addmm((codebook**2).sum(dim=1) + (z**2).sum(dim=1, keepdim=True), z, codebook.t(), alpha=-2.0)
+    """(R, D), (K, D) -> (R, K) squared L2 distances, at least in fp32 (also under autocast)."""
+    dtype = torch.promote_types(z.dtype, torch.float32)
+    z, codebook = z.to(dtype), codebook.to(dtype)
+    with torch.autocast(z.device.type, enabled=False):
+        return torch.addmm((codebook**2).sum(dim=1) + (z**2).sum(dim=1, keepdim=True), z, codebook.t(), alpha=-2.0)
 
 
 class MultimodalCodebook(nn.Module):
@@ -261,7 +264,7 @@ class MultimodalCodebook(nn.Module):
     def assign(self, z: torch.Tensor) -> torch.Tensor:
         """(B, T, D) -> (B, T) index of the nearest code."""
         flat = z.detach().reshape(-1, z.shape[-1])  # (B*T, D)
-        return squared_distances(flat.to(self.embedding.dtype), self.embedding).argmin(dim=-1).view(z.shape[:-1])
+        return squared_distances(flat, self.embedding).argmin(dim=-1).view(z.shape[:-1])
 
     def lookup(self, z: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Straight-through quantisation: the codes' values, z's gradient."""
@@ -292,7 +295,7 @@ class MultimodalCodebook(nn.Module):
             n = self.ema_count.sum()
             self.ema_count.copy_((self.ema_count + eps) / (n + k * eps) * n)
             self.ema_weight.mul_(gamma).add_(dw, alpha=1 - gamma)
-            self.embedding = self.ema_weight / self.ema_count.unsqueeze(-1)  # a new tensor: CMCM's graph holds the old
+            self.embedding.copy_(self.ema_weight / self.ema_count.unsqueeze(-1))
         self._reset(stats[:, :k].sum(dim=0) > 0, generator)
         self.step += 1
 
@@ -322,7 +325,8 @@ class MultimodalCodebook(nn.Module):
     def code_distribution(self, z: torch.Tensor) -> torch.Tensor:
         """(B, T, D) -> (B, K): softmax of the negative (unsquared) distances to the codes, averaged over T."""
         b, t, d = z.shape
-        dist = squared_distances(z.reshape(b * t, d), self.embedding.to(z.dtype))  # (B*T, K)
+        codes = self.embedding.clone()  # the graph keeps this copy: the update changes the buffer in place
+        dist = squared_distances(z.reshape(b * t, d), codes)  # (B*T, K)
         return (-dist.clamp_min(1e-12).sqrt()).softmax(dim=-1).view(b, t, -1).mean(dim=1)  # (B, K)
 
     def cmcm(self, z: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -249,3 +249,12 @@ def test_the_mi_bound_trains_the_encoders_not_its_estimator():
     club.mi_upper_bound(x, y, y, torch.tensor([1, 2, 0])).backward()
     assert x.grad is not None and y.grad is not None
     assert all(p.grad is None for p in club.parameters())
+
+
+def test_a_bf16_autocast_step_keeps_an_fp32_codebook():
+    model = _model("avt").train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        feats = model(_batch())
+    assert all(torch.isfinite(v.float()) for v in feats.losses.values())
+    assert model.codebook.embedding.dtype == torch.float32 and torch.isfinite(model.codebook.embedding).all()
+    sum(feats.losses.values()).backward()
