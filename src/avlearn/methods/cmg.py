@@ -461,6 +461,8 @@ class CMG(nn.Module):
         self.produces = tuple(f for m in slots for f in fields[m]) + ("codes",)
         self.dims = dict.fromkeys(self.produces[:-1], cfg.dim)
         self.dims["codes"] = dict.fromkeys(self.names, cfg.codes)
+        terms = [f"{k}_{m}" for k in ("recon", "commit", "mi") for m in self.names] + ["cpc"] * cfg.cpc + ["cmcm"]
+        self.loss_terms = tuple(terms) if cfg.objectives else ()  # the names in AVFeatures.losses
 
     def _add(self, m: str, c: int, hidden: int) -> None:
         """The semantic and specific encoders, decoder and CLUB estimator of a sequence modality of width c."""

@@ -11,8 +11,10 @@ from torch import nn
 
 from avlearn.backbones.features import FeatureTower
 from avlearn.config import compose_run
+from avlearn.data.schema import DatasetInfo
 from avlearn.errors import ConfigError
 from avlearn.methods.cmg import CMG, Club, CMGConfig, CrossCPC, MultimodalCodebook, VideoSemantic
+from avlearn.tasks.pretrain import Pretrain, PretrainConfig
 
 B, T, GRID, C_V, C_A, C_TEXT, L = 3, 6, 4, 8, 5, 7, 4
 
@@ -68,7 +70,9 @@ def test_each_variant_gives_its_fields_at_the_declared_widths_and_its_losses(mod
     if "text" in names:
         assert feats.text.shape == (B, T, 8) and feats.text_pooled.shape == (B, 8)  # text cut / padded to T
     expected = {f"{k}_{m}" for k in ("recon", "commit", "mi") for m in names} | {"cpc", "cmcm"}
-    assert set(feats.losses) == expected and all(torch.isfinite(v) for v in feats.losses.values())
+    assert set(feats.losses) == expected == set(model.loss_terms) and all(
+        torch.isfinite(v) for v in feats.losses.values()
+    )
     sum(feats.losses.values()).backward()
     assert model.semantic["audio"].proj.weight.grad is not None
 
@@ -258,3 +262,15 @@ def test_a_bf16_autocast_step_keeps_an_fp32_codebook():
     assert all(torch.isfinite(v.float()) for v in feats.losses.values())
     assert model.codebook.embedding.dtype == torch.float32 and torch.isfinite(model.codebook.embedding).all()
     sum(feats.losses.values()).backward()
+
+
+def test_task_pretrain_hands_the_clubs_auxiliary_request_to_the_engine():
+    model = _model("avt")
+    task = Pretrain(PretrainConfig(), model, DatasetInfo(("a", "b"), 10))
+    batch = _batch()
+    batch["caption_ids"], batch["caption_mask"] = batch.pop("text_ids"), torch.ones(B, L, dtype=torch.long)
+    spec = task.auxiliary()
+    assert {id(p) for p in spec.params} == {id(p) for p in model.club.parameters()}
+    pairs = spec.prepare(batch)  # reads the captions as the method's text_ids
+    assert set(pairs) == {"audio", "visual", "text"} and pairs["text"][0].shape == (B, T, 8)
+    assert task(batch)["loss"].requires_grad
