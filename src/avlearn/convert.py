@@ -404,3 +404,63 @@ def _valor_layer(name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
         if match:
             return {prefix.format(match[1]) + k: v for k, v in _renamed(match[2], tensor, names).items()}
     return {}
+
+
+# ---- CMG
+_CMG_MODALITY = {"video": "visual", "audio": "audio", "text": "text"}
+# Seed prefix -> avlearn prefix, per part of the seed's checkpoint (its keys, spec section 6); {m}: the seed's
+# modality name, {o}: avlearn's.
+_CMG_ENCODER = {"Video_encoder.conv_stack.5.stack.0.res_block": "specific.visual.convs.5.block",
+                "Video_encoder.conv_stack": "specific.visual.convs", "Audio_encoder.audio_linear": "specific.audio.0",
+                "Video_encoder.feed_forward": "specific.visual.project", "Text_encoder.text_linear": "specific.text.0",
+                "Cross_quantizer.unactivated_count": "codebook.unused", "Cross_quantizer": "codebook",
+                "video_semantic_encoder.se_layer": "visual_pool.se",
+                "video_semantic_encoder.affine_video_ave": "visual_pool.query_mean",
+                "video_semantic_encoder.affine_video_self": "visual_pool.query_self",
+                "video_semantic_encoder.ave_v_att": "visual_pool.score",
+                **{f"{m}_self_att.affine_matrix": f"semantic.{o}.proj" for m, o in _CMG_MODALITY.items()},
+                **{f"{m}_self_att.encoder.layers": f"semantic.{o}.encoder.layers"
+                   for m, o in _CMG_MODALITY.items()}}  # fmt: skip
+_CMG_DECODER = {"Video_decoder.inverse_conv_block.1.stack.0.res_block": "decoder.visual.deconvs.1.block",
+                "Video_decoder.inverse_conv_block": "decoder.visual.deconvs",
+                "Video_decoder.video_linear": "decoder.visual.code",
+                "Audio_decoder.audio_rec": "decoder.audio.out", "Audio_decoder.audio_linear": "decoder.audio.code",
+                "Text_decoder.text_rec": "decoder.text.out",
+                "Text_decoder.text_linear": "decoder.text.code"}  # fmt: skip
+_CMG_CPC = {**{f"{m}_ar_lstm": f"cpc.lstm.{o}" for m, o in _CMG_MODALITY.items()},
+            **{f"{m}_predictors.0": f"cpc.predict.{o}" for m, o in _CMG_MODALITY.items()}}  # fmt: skip
+_CMG_PARTS = {"Encoder_parameters": _CMG_ENCODER, "Decoder_parameters": _CMG_DECODER, "CPC_parameters": _CMG_CPC,
+              "Text_ar_lstm_parameters": {"": "text_lstm"},
+              **{f"{m.capitalize()}_mi_net_parameters": {"p_mu": f"club.{o}.mu", "p_logvar": f"club.{o}.logvar"}
+                 for m, o in _CMG_MODALITY.items()}}  # fmt: skip
+# Seed tensors with no avlearn counterpart: the transformers' never-run template layers and the unused 141-way heads.
+_CMG_UNUSED = re.compile(r"^(\w+_self_att\.encoder_layer\.|\w+_semantic_decoder\.)")
+
+
+def convert_cmg_state_dict(checkpoint: dict[str, dict[str, torch.Tensor]]) -> Conversion:
+    """A seed CMG checkpoint (``pretrain.py``'s dict: ``Encoder_parameters``, ``Decoder_parameters``,
+    ``CPC_parameters``, ``Text_ar_lstm_parameters``, ``{Video,Audio,Text}_mi_net_parameters``; parts may be absent)
+    -> the state-dict names of :class:`avlearn.methods.cmg.CMG` (dtypes kept: the seed saves float64, and
+    ``load_state_dict`` casts to the model's).
+
+    The template ``encoder_layer`` of each temporal transformer and the unused ``*_semantic_decoder`` heads come back
+    in ``dropped``; the codebook's step counter (avlearn's own) is not in the seed and keeps its value.
+
+    Raises:
+        DataError: a tensor of a known part that maps to nothing.
+    """
+    out, dropped = {}, []
+    for part, tensors in checkpoint.items():
+        if part not in _CMG_PARTS:
+            dropped.append(part)
+            continue
+        for name, tensor in tensors.items():
+            if _CMG_UNUSED.match(name):
+                dropped.append(f"{part}.{name}")
+                continue
+            prefixes = _CMG_PARTS[part]
+            renamed = {prefixes[""] + "." + name: tensor} if "" in prefixes else _renamed(name, tensor, prefixes)
+            if not renamed:
+                raise DataError(f"CMG checkpoint: {part}.{name} maps to no avlearn parameter")
+            out.update(renamed)
+    return Conversion(out, dropped)

@@ -281,3 +281,25 @@ def valor_ours(size: ValorSize, **cfg: object) -> nn.Module:
     audio = BACKBONES.build("ast_valor_tiny", num_mel_bins=size.mel_bins, max_length=size.audio_frames, **width)
     text = BACKBONES.build("minilm_tiny", **width)
     return VALOR(VALORConfig(**{"contra_dim": size.contra, **cfg}), visual, audio, text).eval()
+
+
+CMG = REFERENCE / "haihuangcode__CMG" / "code" / "src"
+
+
+def cmg_modules() -> dict[str, types.ModuleType]:
+    """The CMG seed's ``model.main_model_2``, ``model.CPC`` and ``model.CLUB`` (``info_nce``, imported but unused,
+    stubbed), under the keys ``main``, ``cpc``, ``club``; skips without the seed. Earlier modules named ``model`` are
+    set aside meanwhile."""
+    if not CMG.is_dir():
+        pytest.skip(f"reference code not found at {CMG} (the reference tier needs ../shared/reference)")
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] in ("model", "info_nce")}
+    sys.modules["info_nce"] = _Anything("info_nce")
+    sys.path.insert(0, str(CMG))
+    try:
+        names = {"main": "model.main_model_2", "cpc": "model.CPC", "club": "model.CLUB"}
+        return {key: importlib.import_module(name) for key, name in names.items()}
+    finally:
+        sys.path.remove(str(CMG))
+        for k in [k for k in sys.modules if k.split(".")[0] in ("model", "info_nce")]:
+            del sys.modules[k]
+        sys.modules.update(saved)

@@ -58,10 +58,24 @@ class Pretrain(nn.Module):
                               "(no loss_terms); pick a self-supervised method or another task")  # fmt: skip
         self.cfg, self.method, self.info = cfg, method, info
 
+    @staticmethod
+    def _inputs(batch: dict[str, Any]) -> dict[str, Any]:
+        """The method's batch: the captions passed as ``text_ids`` / ``text_mask`` (B, L)."""
+        return {**batch, "text_ids": batch["caption_ids"], "text_mask": batch["caption_mask"]}
+
     def _losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """The method's loss terms on ``batch``, its captions passed as ``text_ids`` / ``text_mask`` (B, L)."""
-        inputs = {**batch, "text_ids": batch["caption_ids"], "text_mask": batch["caption_mask"]}
-        return self.method(inputs).losses
+        """The method's loss terms on ``batch``."""
+        return self.method(self._inputs(batch)).losses
+
+    def auxiliary(self) -> Any:
+        """The method's auxiliary-optimizer request (``engine.auxiliary``; CMG's CLUB estimator), its ``prepare``
+        reading the method's batch; None when the method has none."""
+        hook = getattr(self.method, "auxiliary", None)
+        spec = hook() if callable(hook) else None
+        if spec is not None:
+            prepare = spec.prepare or (lambda inputs: inputs)
+            spec.prepare = lambda batch: prepare(self._inputs(batch))
+        return spec
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         losses = self._losses(batch)

@@ -32,8 +32,13 @@ from avlearn.tasks.base import Task
 register_all()
 
 # Tiny method configs (method yaml -> its backbone yaml). One entry per registered method class.
-ZOO = {"baseline": "small_cnn", "dgsct_tiny": "dgsct_tiny", "dgsct_fewshot_tiny": "dgsct_fewshot_tiny",
-       "valor_tiny": "valor_tiny"}  # fmt: skip
+ZOO = {
+    "baseline": "small_cnn",
+    "dgsct_tiny": "dgsct_tiny",
+    "dgsct_fewshot_tiny": "dgsct_fewshot_tiny",
+    "valor_tiny": "valor_tiny",
+    "cmg_tiny": "small_cnn",
+}
 # 32 px frames and 32-bin log-mels: the inputs every tiny tower takes (htsat_tiny has 32 mel bins).
 TINY = ["data.size=32", "data.frame_size=32", "data.n_mels=32", "data.num_classes=4", "data.workers=1",
         "data.clips=8", "data.avs_clips=4", "data.avqa_clips=4"]  # fmt: skip
@@ -68,9 +73,10 @@ FAMILY = {
 TINY_EXTRA = {"separate": ["data.clips=20", "task.channels=[4,8]", "task.sample_rate=4000"]}
 CAPTION_WIDTH = 384  # pretrain_captions, retrieve: the caption embedding of its default text tower (minilm_l6)
 # Pairs the pairing rule refuses: CLIP's tokens (DG-SCT few-shot, VALOR) have no grid (no visual_pyramid for AVS, no
-# grid for AVQA). task=pretrain trains on a method's own loss terms: methods without any are refused.
+# grid for AVQA); CMG gives one code vector per segment (no grid or pyramid). task=pretrain trains on a method's own
+# loss terms: methods without any are refused.
 SUPERVISED = ("baseline", "dgsct_tiny", "dgsct_fewshot_tiny")
-NO_GRID = ("dgsct_fewshot_tiny", "valor_tiny")
+NO_GRID = ("dgsct_fewshot_tiny", "valor_tiny", "cmg_tiny")
 REFUSED = {*((task, method) for task in ("avs_s4", "avs_ms3", "avqa") for method in NO_GRID),
            *(("pretrain", method) for method in SUPERVISED)}  # fmt: skip
 MEDIA = ("frames", "audio")
@@ -200,6 +206,9 @@ def test_declared_widths_are_the_produced_widths(method, batches):
     assert set(feats.produced()) <= set(model.method.produces) and "losses" not in dims
     for name in set(feats.produced()) - {"grid"}:
         value = getattr(feats, name)
+        if name == "codes":  # modality -> (B, S) indices into a codebook of dims["codes"][modality] entries
+            assert all(0 <= int(value[m].min()) and int(value[m].max()) < dims[name][m] for m in value), name
+            continue
         width = tuple(level.shape[2] for level in value) if name == "visual_pyramid" else value.shape[-1]
         assert dims[name] == width, name
     if "grid" in feats.produced():
