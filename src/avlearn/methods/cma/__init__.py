@@ -17,8 +17,16 @@ Not a registered ``Method``: the heads train on cached features of the frozen en
 """
 
 from avlearn.methods.cma.grid import GRIDS, GridConfig, GridResult, train_grid
-from avlearn.methods.cma.heads import CMAHead, HeadConfig, initial_state, wiseft, zero_shot_weights
+from avlearn.methods.cma.heads import (
+    CMAHead,
+    HeadConfig,
+    convert_cma_state_dict,
+    initial_state,
+    wiseft,
+    zero_shot_weights,
+)
 from avlearn.methods.cma.training import FewShotFeatures, RunResult, ScheduleConfig, train_run
 
 __all__ = ["GRIDS", "CMAHead", "FewShotFeatures", "GridConfig", "GridResult", "HeadConfig", "RunResult",
-           "ScheduleConfig", "initial_state", "train_grid", "train_run", "wiseft", "zero_shot_weights"]  # fmt: skip
+           "ScheduleConfig", "convert_cma_state_dict", "initial_state", "train_grid", "train_run", "wiseft",
+           "zero_shot_weights"]  # fmt: skip

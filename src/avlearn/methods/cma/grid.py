@@ -101,19 +101,21 @@ def correct_counts(
 
 class _StackedAdamW:
     """AdamW over stacked parameters (G, ...) with per-configuration rates: the arithmetic of
-    ``torch.optim.AdamW`` (decoupled decay first, bias-corrected moments), with (steps, G) tables of rates."""
+    ``torch.optim.AdamW`` (decoupled decay first, bias-corrected moments), from (steps, G) tables of the decay
+    factor ``1 - lr * wd`` and the step size ``lr / (1 - beta1^t)``."""
 
     def __init__(self, params: dict[str, torch.Tensor], rates: torch.Tensor, wds: torch.Tensor) -> None:
         self.params = params
         self.moments = {k: (torch.zeros_like(p), torch.zeros_like(p)) for k, p in params.items()}
         dtype = next(iter(params.values())).dtype
+        steps = torch.arange(1, len(rates) + 1, dtype=torch.float64).unsqueeze(1)  # (steps, 1)
         self.decay = (1 - rates * wds.unsqueeze(0)).to(dtype)  # (steps, G)
-        self.rates = rates.to(dtype)  # (steps, G)
+        self.step_size = (rates / (1 - BETAS[0] ** steps)).to(dtype)  # (steps, G)
 
     @torch.no_grad()
     def step(self, t: int) -> None:
         """Apply step t (0-based) with the parameters' gradients."""
-        correction1, correction2 = 1 - BETAS[0] ** (t + 1), math.sqrt(1 - BETAS[1] ** (t + 1))
+        correction2 = math.sqrt(1 - BETAS[1] ** (t + 1))
         for name, p in self.params.items():
             shape = (-1,) + (1,) * (p.dim() - 1)  # (G, 1, ...) to broadcast a per-configuration value
             m, v = self.moments[name]
@@ -121,9 +123,8 @@ class _StackedAdamW:
             p.mul_(self.decay[t].view(shape))
             m.lerp_(g, 1 - BETAS[0])
             v.mul_(BETAS[1]).addcmul_(g, g, value=1 - BETAS[1])
-            denom = (v.sqrt() / correction2).add_(EPS)
-            p.sub_(m / denom * (self.rates[t] / correction1).view(shape))
-            p.grad = None
+            denom = v.sqrt().div_(correction2).add_(EPS)
+            p.sub_(m.div(denom).mul_(self.step_size[t].view(shape)))
 
 
 def _order(data: FewShotFeatures, cfg: HeadConfig, sizes: tuple[int, ...], steps: int, seed: int) -> list[torch.Tensor]:
@@ -184,6 +185,36 @@ def _grid_loss(
     return total
 
 
+class _LinearGrads:
+    """``weight.grad`` (G, C, d) of ``_grid_loss`` for linear heads, in closed form (no autograd graph, which is most
+    of a step's time on a CPU): d mean-CE / dW = scale / B * (softmax - onehot)^T z per configuration.
+
+    Every step's batches of all batch sizes are one matrix (B_1 + B_2 + ..., d) and all heads another (G * C, d): one
+    product each way, the rows of a batch size weighted ``scale / B_k`` for its configurations and 0 for the others
+    (``weights`` (sum B_k, G, 1); the wasted cross terms cost less than a product per batch size)."""
+
+    def __init__(self, groups: list[slice], rows: list[torch.Tensor], pool: torch.Tensor, labels: torch.Tensor,
+                 num_classes: int, cfg: HeadConfig) -> None:  # fmt: skip
+        self.rows = torch.cat(rows, dim=1)  # (steps, sum B_k)
+        self.pool, self.scale = pool, cfg.scale
+        self.onehot = F.one_hot(labels, num_classes).to(pool.dtype).unsqueeze(1)  # (N + M, 1, C)
+        self.weights = torch.zeros(self.rows.shape[1], groups[-1].stop, 1, dtype=pool.dtype)  # (sum B_k, G, 1)
+        start = 0
+        for configs, batch in zip(groups, rows, strict=True):
+            self.weights[start : start + batch.shape[1], configs] = cfg.scale / batch.shape[1]
+            start += batch.shape[1]
+
+    def __call__(self, weight: torch.Tensor, step: int) -> None:
+        """Write the gradient of ``step``'s batches into ``weight.grad``."""
+        if weight.grad is None:
+            weight.grad = torch.empty_like(weight)
+        batch = self.rows[step]
+        z, heads = self.pool[batch], weight.view(-1, weight.shape[-1])  # (B, d), (G * C, d)
+        logits = (z @ heads.T).view(len(batch), *weight.shape[:2]) * self.scale  # (B, G * C) -> (B, G, C)
+        delta = torch.softmax(logits, dim=-1).sub_(self.onehot[batch]).mul_(self.weights)  # (B, G, C)
+        torch.matmul(delta.view(len(batch), -1).T, z, out=weight.grad.view(heads.shape))  # (G * C, d)
+
+
 def train_grid(
     data: FewShotFeatures, head_cfg: HeadConfig, sched: ScheduleConfig, grid: GridConfig, seed: int
 ) -> GridResult:
@@ -196,12 +227,16 @@ def train_grid(
     groups = _groups([bs for _, _, bs in work])
     zero_shot = data.zero_shot()
     start = initial_state(head_cfg, zero_shot, seed)
-    params = {k: t.expand(len(work), *t.shape).clone().requires_grad_() for k, t in start.items()}  # (G, ...)
+    params = {k: t.expand(len(work), *t.shape).clone() for k, t in start.items()}  # (G, ...)
+    autograd = head_cfg.head != "linear"  # linear heads take their gradient in closed form (``_LinearGrads``)
+    for p in params.values():
+        p.requires_grad_(autograd)
     rates = learning_rates(sched, [lr for lr, _, _ in work])  # (steps, G)
     optimizer = _StackedAdamW(params, rates, torch.tensor([wd for _, wd, _ in work], dtype=torch.float64))
     pool = F.normalize(torch.cat([data.image, data.text]), dim=-1)  # (N + M, d)
     pool_labels = torch.cat([data.image_labels, data.text_labels])
     rows = _order(data, head_cfg, sizes, sched.iters, seed)  # per batch size (steps, bs)
+    linear_grads = _LinearGrads(groups, rows, pool, pool_labels, data.num_classes, head_cfg)
     tracker = _Tracker(params, sched)
     points = set(tracker.steps)
     for done in range(sched.iters + 1):
@@ -211,7 +246,12 @@ def train_grid(
                 break
         if done == sched.iters:
             break
-        _grid_loss(params, groups, [r[done] for r in rows], pool, pool_labels, head_cfg).backward()
+        if autograd:
+            for p in params.values():
+                p.grad = None
+            _grid_loss(params, groups, [r[done] for r in rows], pool, pool_labels, head_cfg).backward()
+        else:
+            linear_grads(params["weight"], done)
         optimizer.step(done)
     return _result(tracker, configs, order, data, head_cfg, zero_shot)
 

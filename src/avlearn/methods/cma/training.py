@@ -209,10 +209,11 @@ def _batch(data: FewShotFeatures, streams: list[CyclicBatches | None]) -> tuple[
 
 def train_run(
     data: FewShotFeatures, head_cfg: HeadConfig, sched: ScheduleConfig, lr: float, wd: float, batch_size: int,
-    seed: int,
+    seed: int, state: dict[str, torch.Tensor] | None = None,
 ) -> RunResult:  # fmt: skip
-    """Train one head (``torch.optim.AdamW``) and return its validation curve and best state (module docstring)."""
-    head = CMAHead(head_cfg, initial_state(head_cfg, data.zero_shot(), seed))
+    """Train one head (``torch.optim.AdamW``) and return its validation curve and best state (module docstring);
+    ``state``: the starting parameters (default ``initial_state`` of the zero-shot weights and ``seed``)."""
+    head = CMAHead(head_cfg, state if state is not None else initial_state(head_cfg, data.zero_shot(), seed))
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=wd, betas=BETAS, eps=EPS)
     rates = learning_rates(sched, [lr])[:, 0].tolist()
     streams = batch_streams(head_cfg.modality, batch_size, data, seed)
