@@ -1,7 +1,8 @@
 """Cross-Modal Adaptation (``avlearn.methods.cma``): the heads against hand computations, the zero-shot weights and
 WiSE-FT, the schedules (the seed's against torch's own schedulers, the fixed one's ends), the evaluation points, the
 cross-/uni-modal batch split and the cyclic streams, one run (a zero-shot head's first point is zero-shot accuracy;
-early stopping), the batched grid against the configurations run one by one, and the config errors."""
+early stopping), the batched grid against the configurations run one by one, the summary over seeds, and the config
+errors."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from avlearn.methods.cma import (
     HeadConfig,
     ScheduleConfig,
     initial_state,
+    seed_summary,
     train_grid,
     train_run,
     wiseft,
@@ -255,3 +257,14 @@ def test_mismatched_features_are_a_data_error() -> None:
                         C)  # fmt: skip
     with pytest.raises(DataError, match="image_labels must lie in 0..4"):
         FewShotFeatures(data.image, data.image_labels + 5, data.text, data.text_labels, data.val, data.val_labels, C)
+
+
+def test_seed_summary_is_mean_and_population_std_of_each_seeds_selection() -> None:
+    sched, grid = ScheduleConfig(iters=60, warmup=5, eval_every=20), GridConfig(lrs=(3e-2, 1e-3), wds=(0.0,))
+    results = [train_grid(_features(seed=s), HeadConfig(), sched, grid, seed=s) for s in (1, 2, 3)]
+    summary = seed_summary(results)
+    tests = torch.tensor([r.test_acc[r.selected].item() for r in results], dtype=torch.float64)
+    assert summary["test_acc"] == pytest.approx((tests.mean().item(), tests.std(correction=0).item()))
+    assert set(summary) == {"val_acc", "test_acc", "wise_acc", "best_step"}
+    with pytest.raises(DataError, match="one grid result per seed"):
+        seed_summary([])

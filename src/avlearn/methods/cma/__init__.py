@@ -16,7 +16,7 @@ interpolates the trained head with the zero-shot one.
 Not a registered ``Method``: the heads train on cached features of the frozen encoders (``docs/methods/cma.md``).
 """
 
-from avlearn.methods.cma.grid import GRIDS, GridConfig, GridResult, train_grid
+from avlearn.methods.cma.grid import GRIDS, GridConfig, GridResult, seed_summary, train_grid
 from avlearn.methods.cma.heads import (
     CMAHead,
     HeadConfig,
@@ -28,5 +28,5 @@ from avlearn.methods.cma.heads import (
 from avlearn.methods.cma.training import FewShotFeatures, RunResult, ScheduleConfig, train_run
 
 __all__ = ["GRIDS", "CMAHead", "FewShotFeatures", "GridConfig", "GridResult", "HeadConfig", "RunResult",
-           "ScheduleConfig", "convert_cma_state_dict", "initial_state", "train_grid", "train_run", "wiseft",
-           "zero_shot_weights"]  # fmt: skip
+           "ScheduleConfig", "convert_cma_state_dict", "initial_state", "seed_summary", "train_grid", "train_run",
+           "wiseft", "zero_shot_weights"]  # fmt: skip

@@ -19,12 +19,14 @@ by the plain head's validation accuracy, as in the seed.
 from __future__ import annotations
 
 import math
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from avlearn.errors import ConfigError
+from avlearn.errors import ConfigError, DataError
 from avlearn.methods.cma.heads import HeadConfig, initial_state, wiseft
 from avlearn.methods.cma.training import (
     BETAS,
@@ -109,11 +111,11 @@ class _StackedAdamW:
     def __init__(self, params: dict[str, torch.Tensor], rates: torch.Tensor, wds: torch.Tensor) -> None:
         self.params = params
         self.moments = {k: (torch.zeros_like(p), torch.zeros_like(p)) for k, p in params.items()}
-        dtype = next(iter(params.values())).dtype
+        like = next(iter(params.values()))
         steps = torch.arange(1, len(rates) + 1, dtype=torch.float64).unsqueeze(1)  # (steps, 1)
         self.correction2 = torch.sqrt(1 - BETAS[1] ** steps)  # (steps, 1)
-        self.decay = (1 - rates * wds.unsqueeze(0)).to(dtype)  # (steps, G)
-        self.step_size = (-rates / (1 - BETAS[0] ** steps) * self.correction2).to(dtype)  # (steps, G), negated
+        self.decay = (1 - rates * wds.unsqueeze(0)).to(like)  # (steps, G)
+        self.step_size = (-rates / (1 - BETAS[0] ** steps) * self.correction2).to(like)  # (steps, G), negated
 
     @torch.no_grad()
     def step(self, t: int) -> None:
@@ -135,7 +137,8 @@ def _order(data: FewShotFeatures, cfg: HeadConfig, sizes: tuple[int, ...], steps
     for bs in sizes:
         streams = batch_streams(cfg.modality, bs, data, seed)
         offsets = (0, len(data.image))
-        orders.append(torch.cat([s.take(steps) + o for s, o in zip(streams, offsets, strict=True) if s], dim=1))
+        order = torch.cat([s.take(steps) + o for s, o in zip(streams, offsets, strict=True) if s], dim=1)
+        orders.append(order.to(data.image.device))
     return orders
 
 
@@ -145,13 +148,13 @@ class _Tracker:
     def __init__(self, params: dict[str, torch.Tensor], sched: ScheduleConfig) -> None:
         self.params, self.patience = params, sched.patience
         self.steps = eval_points(sched)
-        g = next(iter(params.values())).shape[0]
+        g, device = next(iter(params.values())).shape[0], next(iter(params.values())).device
         self.curve: list[torch.Tensor] = []
-        self.best_acc = torch.full((g,), -1.0, dtype=torch.float64)
-        self.best_step = torch.zeros(g, dtype=torch.long)
+        self.best_acc = torch.full((g,), -1.0, dtype=torch.float64, device=device)
+        self.best_step = torch.zeros(g, dtype=torch.long, device=device)
         self.state = {k: p.detach().clone() for k, p in params.items()}
-        self.stale = torch.zeros(g, dtype=torch.long)
-        self.active = torch.ones(g, dtype=torch.bool)
+        self.stale = torch.zeros(g, dtype=torch.long, device=device)
+        self.active = torch.ones(g, dtype=torch.bool, device=device)
 
     def update(self, done: int, acc: torch.Tensor) -> bool:
         """Record the accuracies (G,) after ``done`` steps; False once every configuration has stopped."""
@@ -179,7 +182,7 @@ def _grid_loss(
 ) -> torch.Tensor:  # fmt: skip
     """The sum over configurations of each one's mean cross-entropy on its batch; each slice of configurations reads
     the batch ``rows`` (B,) of the normalised ``pool``."""
-    total = torch.zeros(())
+    total = pool.new_zeros(())
     for configs, batch in zip(groups, rows, strict=True):
         logits = stacked_logits({k: p[configs] for k, p in params.items()}, pool[batch], cfg)  # (G_k, B, C)
         target = labels[batch].repeat(configs.stop - configs.start)  # (G_k * B,)
@@ -201,7 +204,7 @@ class _LinearGrads:
         self.rows = torch.cat(rows, dim=1)  # (steps, sum B_k)
         self.scaled = pool * cfg.scale  # (N + M, d)
         self.onehot = F.one_hot(labels, num_classes).to(pool.dtype).unsqueeze(1)  # (N + M, 1, C)
-        self.weights = torch.zeros(self.rows.shape[1], groups[-1].stop, 1, dtype=pool.dtype)  # (sum B_k, G, 1)
+        self.weights = pool.new_zeros(self.rows.shape[1], groups[-1].stop, 1)  # (sum B_k, G, 1)
         start = 0
         for configs, batch in zip(groups, rows, strict=True):
             self.weights[start : start + batch.shape[1], configs] = 1 / batch.shape[1]
@@ -266,7 +269,7 @@ def _result(
     cfg: HeadConfig, zero_shot: torch.Tensor,
 ) -> GridResult:  # fmt: skip
     """The tracker's outcome back in the seed's configuration order, with test accuracies and the selection."""
-    back = torch.argsort(torch.tensor(order))  # work position of each configuration
+    back = torch.argsort(torch.tensor(order, device=tracker.best_acc.device))  # work position of each configuration
     state = {k: t[back] for k, t in tracker.state.items()}
     best_acc = tracker.best_acc[back]
     result = GridResult(configs, tracker.steps[: len(tracker.curve)], torch.stack(tracker.curve, dim=1)[back],
@@ -276,3 +279,18 @@ def _result(
         result.test_acc = correct_counts(state, data.test, data.test_labels, cfg).double() / len(data.test_labels)
         result.wise_acc = correct_counts(wise, data.test, data.test_labels, cfg).double() / len(data.test_labels)
     return result
+
+
+def seed_summary(results: Sequence[GridResult]) -> dict[str, tuple[float, float]]:
+    """Mean and population standard deviation over seeds (one ``GridResult`` each, as the seed's ``eval.py``) of the
+    selected configuration's ``val_acc``, ``test_acc``, ``wise_acc`` (WiSE-FT, selected by the plain head's
+    validation accuracy) and ``best_step``, as fractions and steps."""
+    if not results or any(r.test_acc is None for r in results):
+        raise DataError("cma seed summary: needs one grid result per seed, each with test accuracies")
+    picked = {
+        "val_acc": [float(r.best_acc[r.selected]) for r in results],
+        "test_acc": [float(r.test_acc[r.selected]) for r in results],
+        "wise_acc": [float(r.wise_acc[r.selected]) for r in results],
+        "best_step": [float(r.best_step[r.selected]) for r in results],
+    }
+    return {k: (statistics.fmean(v), statistics.pstdev(v)) for k, v in picked.items()}

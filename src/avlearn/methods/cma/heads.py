@@ -71,14 +71,15 @@ def zero_shot_weights(
         raise DataError(f"text features: labels must cover classes 0..{num_classes - 1} once or more each; "
                         f"got counts {counts.tolist()}")  # fmt: skip
     rows = F.normalize(text, dim=-1) if normalize_templates else text
-    sums = torch.zeros(num_classes, text.shape[-1], dtype=text.dtype).index_add_(0, labels, rows)  # (C, d)
+    sums = text.new_zeros(num_classes, text.shape[-1]).index_add_(0, labels, rows)  # (C, d)
     return F.normalize(sums / counts.unsqueeze(1).to(text.dtype), dim=-1)
 
 
-def _uniform(shape: tuple[int, int], generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
-    """``nn.Linear``'s default weight init (Kaiming-uniform with a = sqrt(5)): uniform in +-1/sqrt(fan_in)."""
+def _uniform(shape: tuple[int, int], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    """``nn.Linear``'s default weight init (Kaiming-uniform with a = sqrt(5)): uniform in +-1/sqrt(fan_in), drawn on
+    the CPU, with the dtype and device of ``like``."""
     bound = 1.0 / math.sqrt(shape[1])
-    return (torch.rand(shape, generator=generator, dtype=torch.float64) * 2 - 1).mul_(bound).to(dtype)
+    return (torch.rand(shape, generator=generator, dtype=torch.float64) * 2 - 1).mul_(bound).to(like)
 
 
 def initial_state(cfg: HeadConfig, zero_shot: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
@@ -87,14 +88,14 @@ def initial_state(cfg: HeadConfig, zero_shot: torch.Tensor, seed: int) -> dict[s
     adapter), so every configuration of a grid starts from the same point."""
     num_classes, dim = zero_shot.shape
     generator = torch.Generator().manual_seed(seed)
-    weight = _uniform((num_classes, dim), generator, zero_shot.dtype)
+    weight = _uniform((num_classes, dim), generator, zero_shot)
     state = {"weight": zero_shot.clone() if cfg.init == "zeroshot" else weight}
     if cfg.head == "adapter":
         hidden = dim // cfg.reduction
         if hidden < 1:
             raise ConfigError(f"cma.reduction={cfg.reduction} leaves no adapter width for {dim}-d features")
-        state["down"] = _uniform((hidden, dim), generator, zero_shot.dtype)
-        state["up"] = _uniform((dim, hidden), generator, zero_shot.dtype)
+        state["down"] = _uniform((hidden, dim), generator, zero_shot)
+        state["up"] = _uniform((dim, hidden), generator, zero_shot)
     return state
 
 
