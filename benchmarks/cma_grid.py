@@ -14,7 +14,8 @@ shared machine other jobs only ever add time. The JSON also says whether both se
 largest difference of their best validation accuracies.
 
 Run:  python benchmarks/cma_grid.py                       (CPU, about a minute; --iters 12800 is the seed's full run)
-(CPU only so far: the grid's tensors are not yet placed on another device.)
+      python benchmarks/cma_grid.py --device cuda         (the grid computes on the features' device; not yet run on
+                                                           a GPU)
 Prints one JSON object (``--out`` also writes it to a file).
 """
 
@@ -36,7 +37,7 @@ from avlearn.methods.cma.training import train_run, valid_batch_sizes
 T = TypeVar("T")
 
 
-def split(classes: int, dim: int, shots: int, templates: int, seed: int = 0) -> FewShotFeatures:
+def split(classes: int, dim: int, shots: int, templates: int, device: str = "cpu", seed: int = 0) -> FewShotFeatures:
     """Random features around class prototypes: 2 x shots x C training images (two views), templates x C texts,
     min(shots, 4) x C validation and 50 x C test images."""
     g = torch.Generator().manual_seed(seed)
@@ -44,7 +45,7 @@ def split(classes: int, dim: int, shots: int, templates: int, seed: int = 0) -> 
 
     def sample(n: int, noise: float) -> tuple[torch.Tensor, torch.Tensor]:
         y = torch.arange(n) % classes  # (n,)
-        return proto[y] + noise * torch.randn(n, dim, generator=g), y
+        return (proto[y] + noise * torch.randn(n, dim, generator=g)).to(device), y.to(device)
 
     image, text = sample(2 * shots * classes, 8.0), sample(templates * classes, 4.0)
     val, test = sample(min(shots, 4) * classes, 8.0), sample(50 * classes, 8.0)
@@ -67,10 +68,11 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data = split(args.classes, args.dim, args.shots, args.templates)
+    data = split(args.classes, args.dim, args.shots, args.templates, args.device)
     head, grid = HeadConfig(), GridConfig()
     sched = ScheduleConfig(iters=args.iters)
     times: dict[str, list[tuple[float, float]]] = {"batched": [], "sequential": []}
@@ -88,6 +90,7 @@ def main() -> None:
         "benchmark": "cma_grid",
         "machine": platform.processor() or platform.machine(),
         "threads": args.threads,
+        "device": args.device,
         "classes": args.classes,
         "dim": args.dim,
         "shots": args.shots,

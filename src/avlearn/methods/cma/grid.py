@@ -244,7 +244,7 @@ def train_grid(
     pool = F.normalize(torch.cat([data.image, data.text]), dim=-1)  # (N + M, d)
     pool_labels = torch.cat([data.image_labels, data.text_labels])
     rows = _order(data, head_cfg, sizes, sched.iters, seed)  # per batch size (steps, bs)
-    linear_grads = _LinearGrads(groups, rows, pool, pool_labels, data.num_classes, head_cfg)
+    linear_grads = None if autograd else _LinearGrads(groups, rows, pool, pool_labels, data.num_classes, head_cfg)
     tracker = _Tracker(params, sched)
     points = set(tracker.steps)
     for done in range(sched.iters + 1):
@@ -254,12 +254,12 @@ def train_grid(
                 break
         if done == sched.iters:
             break
-        if autograd:
+        if linear_grads is not None:
+            linear_grads(params["weight"], done)
+        else:
             for p in params.values():
                 p.grad = None
             _grid_loss(params, groups, [r[done] for r in rows], pool, pool_labels, head_cfg).backward()
-        else:
-            linear_grads(params["weight"], done)
         optimizer.step(done)
     return _result(tracker, configs, order, data, head_cfg, zero_shot)
 
