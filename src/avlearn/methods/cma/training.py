@@ -203,8 +203,13 @@ def accuracy(head: CMAHead, x: torch.Tensor, labels: torch.Tensor) -> float:
 def _batch(data: FewShotFeatures, streams: list[CyclicBatches | None]) -> tuple[torch.Tensor, torch.Tensor]:
     """The next step's features (B, d) and labels (B,): image part first, then text."""
     pools = ((data.image, data.image_labels), (data.text, data.text_labels))
-    parts = [(x[i], y[i]) for stream, (x, y) in zip(streams, pools, strict=True) if stream for i in [next(stream)]]
-    return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
+    features, labels = [], []
+    for stream, (x, y) in zip(streams, pools, strict=True):
+        if stream is not None:
+            rows = next(stream)  # (part,)
+            features.append(x[rows])
+            labels.append(y[rows])
+    return torch.cat(features), torch.cat(labels)
 
 
 def train_run(
