@@ -3,7 +3,8 @@
 ``build_lr_scheduler`` warm-up + cosine) against ``avlearn.methods.cma.train_run`` with ``faithful`` on, on the same
 random cached features, the same starting weights (the seed's, moved by ``convert_cma_state_dict``) and the same
 sample order (the seed's DataLoaders draw each pass's permutation from avlearn's streams): the validation curves
-agree (1e-5), as do the best step and the best weights. The seed's zero-shot weights equal avlearn's."""
+agree (1e-5), as do the best step and the best weights. The seed's zero-shot weights, WiSE-FT heads and batch-size
+filter equal avlearn's."""
 
 from __future__ import annotations
 
@@ -15,8 +16,15 @@ import torch
 from oracles import assert_parity
 from torch.utils.data import DataLoader, Sampler
 
-from avlearn.methods.cma import FewShotFeatures, HeadConfig, ScheduleConfig, convert_cma_state_dict, train_run
-from avlearn.methods.cma.training import CyclicBatches, batch_streams
+from avlearn.methods.cma import (
+    FewShotFeatures,
+    HeadConfig,
+    ScheduleConfig,
+    convert_cma_state_dict,
+    train_run,
+    wiseft,
+)
+from avlearn.methods.cma.training import CyclicBatches, batch_streams, valid_batch_sizes
 
 C, D = 6, 512  # classes; ViT-B/16's width, which the seed's make_classifier_head hard-codes
 
@@ -149,3 +157,27 @@ def test_one_training_run_follows_the_seeds_validation_curve(
     best = convert_cma_state_dict({k: v for k, v in result["logit_head"].items() if k != "logit_scale"})
     for name, tensor in best.items():
         assert_parity(ours.state[name], tensor, f"{head} best {name}")
+
+
+@pytest.mark.parametrize("head", ["linear", "adapter"])
+def test_wiseft_matches_the_seed(seed_train, head: str) -> None:  # noqa: ANN001
+    data = _features()
+    module = _seed_head(seed_train, head, "random", data).head
+    zero_shot = torch.randn(C, D)
+    ours = convert_cma_state_dict(module.state_dict())
+    reference = convert_cma_state_dict(seed_train.get_wiseft(copy.deepcopy(module), zero_shot, 0.5).state_dict())
+    assert_parity(wiseft(ours["weight"], zero_shot, 0.5), reference["weight"], f"{head} WiSE-FT weight")
+    for name in set(ours) - {"weight"}:  # the adapter is kept as trained
+        assert torch.equal(ours[name], reference[name])
+
+
+SIZES = [("cross_modal", 40, 10), ("cross_modal", 40, 16), ("uni_modal", 20, 4), ("cross_modal", 16, 40)]
+
+
+@pytest.mark.parametrize(("modality", "num_image", "num_text"), SIZES)
+def test_valid_batch_sizes_match_the_seed(seed_train, modality: str, num_image: int, num_text: int) -> None:  # noqa: ANN001
+    hyper = {"batch_size": [8, 16, 32]}
+    image = _Rows(torch.zeros(num_image, 1), torch.zeros(num_image))
+    text = _Rows(torch.zeros(num_text, 1), torch.zeros(num_text))
+    expected = seed_train.get_valid_batch_sizes(hyper, text, image, modality=modality)
+    assert list(valid_batch_sizes((8, 16, 32), modality, num_image, num_text)) == expected
