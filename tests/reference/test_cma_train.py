@@ -16,11 +16,11 @@ import torch
 from oracles import assert_parity
 from torch.utils.data import DataLoader, Sampler
 
+from avlearn.convert import convert_cma_state_dict
 from avlearn.methods.cma import (
     FewShotFeatures,
     HeadConfig,
     ScheduleConfig,
-    convert_cma_state_dict,
     train_run,
     wiseft,
 )

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from avlearn.convert import convert_cma_state_dict
 from avlearn.errors import ConfigError, DataError
 from avlearn.methods.cma import (
     CMAHead,
@@ -268,3 +269,13 @@ def test_seed_summary_is_mean_and_population_std_of_each_seeds_selection() -> No
     assert set(summary) == {"val_acc", "test_acc", "wise_acc", "best_step"}
     with pytest.raises(DataError, match="one grid result per seed"):
         seed_summary([])
+
+
+def test_seed_head_state_converts_to_avlearn_names() -> None:
+    w, down, up = torch.randn(C, D), torch.randn(D // 4, D), torch.randn(D, D // 4)
+    linear = convert_cma_state_dict({"head.weight": w})
+    adapter = convert_cma_state_dict({"head.0.fc.0.weight": down, "head.0.fc.2.weight": up, "head.1.weight": w})
+    assert torch.equal(linear["weight"], w) and set(linear) == {"weight"}
+    assert torch.equal(adapter["down"], down) and torch.equal(adapter["up"], up) and torch.equal(adapter["weight"], w)
+    with pytest.raises(DataError, match="unexpected key 'head.bias'"):
+        convert_cma_state_dict({"head.weight": w, "head.bias": torch.zeros(C)})

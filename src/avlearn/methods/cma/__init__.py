@@ -20,7 +20,6 @@ from avlearn.methods.cma.grid import GRIDS, GridConfig, GridResult, seed_summary
 from avlearn.methods.cma.heads import (
     CMAHead,
     HeadConfig,
-    convert_cma_state_dict,
     initial_state,
     wiseft,
     zero_shot_weights,
@@ -28,5 +27,5 @@ from avlearn.methods.cma.heads import (
 from avlearn.methods.cma.training import FewShotFeatures, RunResult, ScheduleConfig, train_run
 
 __all__ = ["GRIDS", "CMAHead", "FewShotFeatures", "GridConfig", "GridResult", "HeadConfig", "RunResult",
-           "ScheduleConfig", "convert_cma_state_dict", "initial_state", "seed_summary", "train_grid", "train_run",
+           "ScheduleConfig", "initial_state", "seed_summary", "train_grid", "train_run",
            "wiseft", "zero_shot_weights"]  # fmt: skip

@@ -99,21 +99,6 @@ def initial_state(cfg: HeadConfig, zero_shot: torch.Tensor, seed: int) -> dict[s
     return state
 
 
-def convert_cma_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The seed's head (a ``LogitHead`` around ``nn.Linear`` or ``Sequential(Adapter, Linear)``) as avlearn's parameter
-    dict: ``[head.]weight`` or ``[head.]1.weight`` -> ``weight``, ``[head.]0.fc.0.weight`` -> ``down``,
-    ``[head.]0.fc.2.weight`` -> ``up``. A key of any other name (a bias, a partial encoder's) is an error."""
-    names = {"weight": "weight", "1.weight": "weight", "0.fc.0.weight": "down", "0.fc.2.weight": "up"}
-    converted = {}
-    for key, tensor in state.items():
-        short = key.removeprefix("head.")
-        if short not in names:
-            raise ConfigError(f"CMA seed head: unexpected key {key!r}; expected {', '.join(sorted(names))} "
-                              "(optionally under head.)")  # fmt: skip
-        converted[names[short]] = tensor.detach().clone()
-    return converted
-
-
 def wiseft(weight: torch.Tensor, zero_shot: torch.Tensor, ratio: float) -> torch.Tensor:
     """WiSE-FT: ``(1 - ratio) W + ratio normalize(W_zeroshot)`` for W (..., C, d); an adapter is kept as trained."""
     return (1 - ratio) * weight + ratio * F.normalize(zero_shot, dim=-1)
