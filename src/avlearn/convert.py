@@ -464,3 +464,19 @@ def convert_cmg_state_dict(checkpoint: dict[str, dict[str, torch.Tensor]]) -> Co
                 raise DataError(f"CMG checkpoint: {part}.{name} maps to no avlearn parameter")
             out.update(renamed)
     return Conversion(out, dropped)
+
+
+# ---- Cross-Modal Adaptation
+def convert_cma_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The seed's head (a ``LogitHead`` around ``nn.Linear`` or ``Sequential(Adapter, Linear)``) as avlearn's parameter
+    dict: ``[head.]weight`` or ``[head.]1.weight`` -> ``weight``, ``[head.]0.fc.0.weight`` -> ``down``,
+    ``[head.]0.fc.2.weight`` -> ``up``. A key of any other name (a bias, a partial encoder's) is an error."""
+    names = {"weight": "weight", "1.weight": "weight", "0.fc.0.weight": "down", "0.fc.2.weight": "up"}
+    converted = {}
+    for key, tensor in state.items():
+        short = key.removeprefix("head.")
+        if short not in names:
+            raise DataError(f"CMA seed head: unexpected key {key!r}; expected {', '.join(sorted(names))} "
+                            "(optionally under head.)")  # fmt: skip
+        converted[names[short]] = tensor.detach().clone()
+    return converted

@@ -303,3 +303,46 @@ def cmg_modules() -> dict[str, types.ModuleType]:
         for k in [k for k in sys.modules if k.split(".")[0] in ("model", "info_nce")]:
             del sys.modules[k]
         sys.modules.update(saved)
+
+
+# ---- Cross-Modal Adaptation
+CMA = REFERENCE / "linzhiqiu__cross_modal_adaptation"
+_CMA_STUBBED = ("features", "engine.config", "engine.datasets", "engine.datasets.utils")
+
+
+class _SchedulerWithVerbose(torch.optim.lr_scheduler.LRScheduler):
+    """``_LRScheduler`` as the CMA seed calls it, ``(optimizer, last_epoch, verbose)``: torch 2.13 dropped ``verbose``
+    (the seed's warm-up schedulers pass it positionally), which is ignored here."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, last_epoch: int = -1, verbose: bool = False) -> None:
+        super().__init__(optimizer, last_epoch)
+
+
+def cma_train() -> types.ModuleType:
+    """The CMA seed's ``train.py`` (its ``train`` and ``validate`` loop), with ``engine.model`` (heads) and
+    ``engine.optimizer`` (AdamW, warm-up schedule) as they are. Stubbed while it imports, never called by the loop:
+    ``features`` (CLIP), ``engine.config`` (argparse over the dataset registry) and ``engine.datasets``
+    (torchvision). ``train.py`` sets 4 torch threads on import; the count is restored. The seed's generic module
+    names (``engine``, ``features``, ``train``) are imported aside and removed again."""
+    if not CMA.is_dir():
+        pytest.skip(f"reference code not found at {CMA} (the reference tier needs ../shared/reference)")
+    local = {"engine", "features", "train"}
+
+    def ours(name: str) -> bool:
+        return name.split(".")[0] in local
+
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if ours(k)}
+    threads, scheduler = torch.get_num_threads(), torch.optim.lr_scheduler._LRScheduler
+    try:
+        with _stubs_and_path([CMA]):
+            for name in _CMA_STUBBED:
+                sys.modules[name] = _Anything(name)
+            torch.optim.lr_scheduler._LRScheduler = _SchedulerWithVerbose
+            loaded = importlib.import_module("train")
+    finally:
+        torch.optim.lr_scheduler._LRScheduler = scheduler
+        torch.set_num_threads(threads)
+        for k in [k for k in sys.modules if ours(k)]:
+            del sys.modules[k]
+        sys.modules.update(saved)
+    return loaded
