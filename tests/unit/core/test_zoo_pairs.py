@@ -32,7 +32,8 @@ from avlearn.tasks.base import Task
 register_all()
 
 # Tiny method configs (method yaml -> its backbone yaml). One entry per registered method class.
-ZOO = {"baseline": "small_cnn", "dgsct_tiny": "dgsct_tiny", "dgsct_fewshot_tiny": "dgsct_fewshot_tiny"}
+ZOO = {"baseline": "small_cnn", "dgsct_tiny": "dgsct_tiny", "dgsct_fewshot_tiny": "dgsct_fewshot_tiny",
+       "deepavfusion_tiny": "deepavfusion_tiny"}  # fmt: skip
 # 32 px frames and 32-bin log-mels: the inputs every tiny tower takes (htsat_tiny has 32 mel bins).
 TINY = ["data.size=32", "data.frame_size=32", "data.n_mels=32", "data.num_classes=4", "data.workers=1",
         "data.clips=8", "data.avs_clips=4", "data.avqa_clips=4"]  # fmt: skip
@@ -66,8 +67,10 @@ FAMILY = {
 # a small U-Net at 4 kHz.
 TINY_EXTRA = {"separate": ["data.clips=20", "task.channels=[4,8]", "task.sample_rate=4000"]}
 CAPTION_WIDTH = 384  # pretrain_captions, retrieve: the caption embedding of its default text tower (minilm_l6)
-# Pairs the pairing rule refuses: CLIP's tokens have no grid (no visual_pyramid for AVS, no grid for AVQA).
-REFUSED = {("avs_s4", "dgsct_fewshot_tiny"), ("avs_ms3", "dgsct_fewshot_tiny"), ("avqa", "dgsct_fewshot_tiny")}
+# Pairs the pairing rule refuses: CLIP's tokens have no grid (no visual_pyramid for AVS, no grid for AVQA);
+# DeepAVFusion gives no visual_pyramid (AVS).
+REFUSED = {("avs_s4", "dgsct_fewshot_tiny"), ("avs_ms3", "dgsct_fewshot_tiny"), ("avqa", "dgsct_fewshot_tiny"),
+           ("avs_s4", "deepavfusion_tiny"), ("avs_ms3", "deepavfusion_tiny")}  # fmt: skip
 MEDIA = ("frames", "audio")
 
 
