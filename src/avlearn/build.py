@@ -18,25 +18,28 @@ from avlearn.registry import BACKBONES, METHODS, TASKS
 
 def build_splits(cfg: DictConfig, audio_pre: Any) -> Any:  # avlearn.data.pipelines.Splits
     """Read the task's dataset and decode each split into tensors, with the pipeline the task registered."""
-    pipeline = TASKS.spec(cfg.task.name).pipeline
-    if pipeline is None:
+    spec = TASKS.spec(cfg.task.name)
+    if spec.pipeline is None:
         with_pipeline = [name for name in TASKS.names() if TASKS.spec(name).pipeline is not None]
         raise ConfigError(f"task={cfg.task.name!r} has no data pipeline; available: {', '.join(with_pipeline)}")
-    towers = cfg.get("backbone") or {}
-    cached = [m for m in ("visual", "audio") if towers.get(m) == "features"]
-    if cached and not getattr(pipeline, "reads_features", False):
-        raise ConfigError(f"backbone.{cached[0]}=features: task={cfg.task.name}'s pipeline decodes media and cannot "
-                          "read a feature store yet (the AVE tasks can)")  # fmt: skip
+    _check_stores(cfg, spec.stores)
     from avlearn.data.lazy import preload_mode
 
     preload_mode(cfg.data.get("preload", "auto"))  # an invalid value is an error whichever pipeline runs
-    splits = pipeline(cfg, audio_pre)
-    if cfg.data.get("store") and not splits.from_store:
-        raise ConfigError(
-            f"data.store={cfg.data.store!r}: task={cfg.task.name}'s pipeline does not read a clip store (the segment "
-            "pipeline does: ave, ave_cls, pretrain_captions, zeroshot, zeroshot_cls); drop data.store"
-        )
-    return splits
+    return spec.pipeline(cfg, audio_pre)
+
+
+def _check_stores(cfg: DictConfig, stores: tuple[str, ...]) -> None:
+    """Refuse, before anything is decoded, a store the task's pipeline does not read (``TaskSpec.stores``)."""
+    towers = cfg.get("backbone") or {}
+    cached = [m for m in ("visual", "audio") if towers.get(m) == "features"]
+    if cached and "features" not in stores:
+        readers = ", ".join(TASKS.reading("features"))
+        raise ConfigError(f"backbone.{cached[0]}=features: task={cfg.task.name}'s pipeline decodes media and cannot "
+                          f"read a feature store (these tasks can: {readers})")  # fmt: skip
+    if cfg.data.get("store") and "clips" not in stores:
+        raise ConfigError(f"data.store={cfg.data.store!r}: task={cfg.task.name}'s pipeline does not read a clip store "
+                          f"(these tasks do: {', '.join(TASKS.reading('clips'))}); drop data.store")  # fmt: skip
 
 
 def _backbone(name: str, data: DictConfig, pretrained: str | None, **extra: Any) -> nn.Module:

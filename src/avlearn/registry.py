@@ -96,11 +96,15 @@ class TaskSpec:
             instead (``avlearn.data.pipelines.clips.benchmark_part``); ``part`` resolves either.
         report: How a finished run is reported (``avlearn.viz.reports.Report``: chance levels and a plot); None: no
             chance level and no plot.
+        stores: The stores its pipeline reads instead of decoding media: ``"clips"`` (``data.store``, made by
+            ``avlearn extract``) and ``"features"`` (``backbone.store`` with ``features`` towers, made by
+            ``avlearn extract --features``). ``build_splits`` refuses any other store before decoding anything.
     """
 
     pipeline: Callable[..., Any] | None = None
     synth_part: str | Callable[[Any], str] = "events"
     report: Any = None
+    stores: tuple[str, ...] = ()
 
     def part(self, data: Any = None) -> str:
         """The AVSynth part for the ``data`` config; without one, a callable part is named by its ``label`` (or
@@ -110,6 +114,9 @@ class TaskSpec:
         if data is None:
             return getattr(self.synth_part, "label", self.synth_part.__name__)
         return self.synth_part(data)
+
+
+STORES = ("clips", "features")  # what a task's pipeline may read instead of media (``TaskSpec.stores``)
 
 
 class TaskRegistry(Registry):
@@ -126,13 +133,17 @@ class TaskRegistry(Registry):
         pipeline: Callable[..., Any] | None = None,
         synth_part: str | Callable[[Any], str] = "events",
         report: Any = None,
+        stores: tuple[str, ...] = (),
     ) -> Callable[[F], F]:
         """Decorator: ``@TASKS.register("avs_s4", pipeline=avs_pipeline, synth_part="avs", report=AVS)``."""
         add = super().register(name)
+        unknown = set(stores) - set(STORES)
+        if unknown:
+            raise ValueError(f"task {name!r}: unknown stores {sorted(unknown)}; expected some of {STORES}")
 
         def add_with_spec(obj: F) -> F:
             add(obj)  # refuses a name registered by another class before its spec is replaced
-            self._specs[name or obj.__name__] = TaskSpec(pipeline, synth_part, report)
+            self._specs[name or obj.__name__] = TaskSpec(pipeline, synth_part, report, tuple(stores))
             return obj
 
         return add_with_spec
@@ -141,6 +152,10 @@ class TaskRegistry(Registry):
         """The ``TaskSpec`` of ``name``; an unknown name lists the registered tasks (as ``get``)."""
         self.get(name)
         return self._specs[name]
+
+    def reading(self, store: str) -> list[str]:
+        """The tasks whose pipeline reads ``store`` (``"clips"`` or ``"features"``)."""
+        return [name for name in self.names() if store in self._specs[name].stores]
 
 
 BACKBONES = Registry("backbone")

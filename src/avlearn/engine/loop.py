@@ -358,9 +358,10 @@ def _validate(t: Training, val: Dataset, cfg: TrainConfig, env: Env, run: RunInf
     scored = t.ema if t.ema is not None else t.task
     scores, _ = evaluate(scored, val, cfg.batch_size, env, cfg.precision, cfg.loader_workers)
     metric = t.task.primary_metric
-    improved = scores[metric] > t.state.best
+    value = -scores[metric] if getattr(t.task, "lower_is_better", False) else scores[metric]  # higher is better
+    improved = value > t.state.best
     if improved:
-        t.state.best, t.state.best_epoch, t.state.stale = scores[metric], t.state.epoch + 1, 0
+        t.state.best, t.state.best_epoch, t.state.stale = value, t.state.epoch + 1, 0
         if cfg.checkpoint and cfg.select == "best":
             _save_model(t, run, env, {"val": scores})
     else:

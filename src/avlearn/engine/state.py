@@ -25,7 +25,8 @@ class TrainState:
         epoch: Completed epochs.
         step: Completed optimizer steps (over all epochs).
         batch: Global batches already done in the current epoch: the data position a resumed run starts from.
-        best: The best validation score of the primary metric so far (``-inf`` before the first evaluation).
+        best: The best validation score of the primary metric so far, negated for a task whose metric is lower is
+            better (``-inf`` before the first evaluation).
         best_epoch: The epoch of ``best`` (1-based; 0 = none yet).
         epoch_loss: Sum of the sample losses of the current epoch so far (a resumed epoch reports the whole mean).
         epoch_samples: Samples of the current epoch so far.

@@ -95,6 +95,8 @@ class Method(Protocol):
             ``text_mask (B, L)`` for a text tower). A method that produces ``layers`` takes ``layers=True``.
 
     Optional:
+        loss_terms: the names of the terms its forward puts in ``AVFeatures.losses`` (self-supervised methods; empty
+            or absent otherwise). ``task=pretrain`` trains on these terms alone and refuses a method without any.
         encode_text(input_ids, attention_mask) -> (text (B, L, Ct), text_pooled (B, Ct)): methods with a text tower.
         layer_id(param_name) -> int and num_layers() -> int: the depth of each parameter, for layer-wise learning
             rate decay (the engine scales a parameter's lr by ``decay ** (num_layers() - layer_id(name))``; a method

@@ -132,7 +132,7 @@ def _build_head(cfg: AVEConfig, method: nn.Module, num_classes: int) -> nn.Modul
     raise ConfigError(f"unknown task.head '{cfg.head}' for task '{cfg.name}'; expected one of {', '.join(HEADS)}")
 
 
-@TASKS.register("ave", pipeline=ave_splits, report=AVE)
+@TASKS.register("ave", pipeline=ave_splits, report=AVE, stores=("clips", "features"))
 class AVETask(nn.Module):
     """Supervised AVE: batch ``frames``, ``audio`` and ``labels (B, S)`` in [0, K] with K = background."""
 
@@ -187,7 +187,7 @@ def _cmbs_probs(out: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([on * one_hot, 1 - on], dim=-1)  # (B, S, K + 1)
 
 
-@TASKS.register("ave_cls", pipeline=ave_splits, report=AVE_CLS)
+@TASKS.register("ave_cls", pipeline=ave_splits, report=AVE_CLS, stores=("clips", "features"))
 class AVEClassificationTask(nn.Module):
     """AVE classification: one class per clip (its first event segment's); batch ``labels (B, S)`` as for AVE."""
 

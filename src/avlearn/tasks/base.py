@@ -31,6 +31,7 @@ class Task(Protocol):
         needs: the ``AVFeatures`` fields its head reads; a method that does not produce one of them is refused at
             build time (``avlearn.methods.base.check_pairing``).
         primary_metric: the key of ``score``'s output that selects the best checkpoint and heads the summary.
+        lower_is_better: optional, False when absent; True for a primary metric to minimise (a loss).
 
     Methods:
         __init__(cfg, method, info): the head sized from ``method.dims`` and ``info`` (``DatasetInfo``).

@@ -84,7 +84,7 @@ class ClipEncoder(nn.Module):
         return F.normalize(self.out(self.mix(h).mean(dim=1)), dim=-1)  # (B, S, D) -> (B, D)
 
 
-@TASKS.register("retrieve", pipeline=captions_splits, synth_part="events", report=RETRIEVE)
+@TASKS.register("retrieve", pipeline=captions_splits, synth_part="events", report=RETRIEVE, stores=("clips",))
 class RetrieveTask(nn.Module):
     """Text <-> clip retrieval: batch ``frames``, ``audio`` and ``text (B, Ct)``, the caption's frozen embedding."""
 

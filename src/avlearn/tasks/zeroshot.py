@@ -174,7 +174,7 @@ class TextSpaceTask(nn.Module):
         return {"segment_accuracy": float(ave_segment_accuracy(preds["segment_labels"], targets["labels"]))}
 
 
-@TASKS.register("pretrain_captions", pipeline=captions_splits, report=AVE)
+@TASKS.register("pretrain_captions", pipeline=captions_splits, report=AVE, stores=("clips",))
 class CaptionPretrainTask(TextSpaceTask):
     """Caption pre-training: batch ``frames``, ``audio``, ``labels (B, S)`` (K = background), ``text (B, Ct)``.
 
@@ -211,14 +211,14 @@ class CaptionPretrainTask(TextSpaceTask):
         return loss
 
 
-@TASKS.register("zeroshot", pipeline=zeroshot_splits, report=AVE)
+@TASKS.register("zeroshot", pipeline=zeroshot_splits, report=AVE, stores=("clips",))
 class ZeroShotTask(EvaluationOnly, TextSpaceTask):
     """Zero-shot AVE segment classification (background included): no training; weights from ``train.init_from``."""
 
     Config = ZeroShotConfig
 
 
-@TASKS.register("zeroshot_cls", pipeline=zeroshot_splits, report=AVE_CLS)
+@TASKS.register("zeroshot_cls", pipeline=zeroshot_splits, report=AVE_CLS, stores=("clips",))
 class ZeroShotClassifyTask(ZeroShotTask):
     """Zero-shot video classification: the argmax of the class logits averaged over segments, weighted by p(event)."""
 

@@ -109,19 +109,42 @@ def test_store_items_equal_decoded_ones_and_a_missing_clip_is_a_data_error(clips
         LazySegments(clips[:1], 32, PRE, segments=2, store=tmp_path / "store")
 
 
-def test_a_store_no_pipeline_reads_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from types import SimpleNamespace
-
+def test_a_store_the_task_does_not_read_is_refused_before_its_pipeline_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     import avlearn.build as build
-    from avlearn.data.pipelines import Splits
+    from avlearn.registry import TaskSpec
 
-    cfg = OmegaConf.create({"task": {"name": "toy"}, "data": {"store": "/some/store", "preload": "auto"}})
-    spec = SimpleNamespace(pipeline=lambda cfg, pre: Splits([], [], [], None, Path(".")))
+    def pipeline(cfg, pre):  # the pipeline itself never sees a refused store
+        calls.append(cfg.task.name)
+        return "splits"
+
+    calls: list[str] = []
+    cfg = OmegaConf.create({"task": {"name": "toy"}, "data": {"store": "/some/store", "preload": "auto"},
+                            "backbone": {"visual": "small", "audio": "small"}})  # fmt: skip
+    spec = TaskSpec(pipeline)
     monkeypatch.setattr(build.TASKS, "spec", lambda name: spec)
-    with pytest.raises(ConfigError, match="data.store='/some/store': task=toy's pipeline does not read a clip store"):
+    readers = {"clips": ["ave", "retrieve"], "features": ["ave"]}
+    monkeypatch.setattr(build.TASKS, "reading", lambda store: readers[store])
+    with pytest.raises(ConfigError, match=r"^data.store='/some/store': task=toy's pipeline does not read a clip "
+                                          r"store \(these tasks do: ave, retrieve\); drop data.store$"):  # fmt: skip
         build.build_splits(cfg, None)
-    spec.pipeline = lambda cfg, pre: Splits([], [], [], None, Path("."), from_store=True)
-    assert build.build_splits(cfg, None).from_store
+    cfg.backbone.audio = "features"
+    spec = TaskSpec(pipeline, stores=("clips",))
+    with pytest.raises(ConfigError, match=r"^backbone.audio=features: .* \(these tasks can: ave\)$"):
+        build.build_splits(cfg, None)
+    assert calls == []
+    spec = TaskSpec(pipeline, stores=("clips", "features"))
+    assert build.build_splits(cfg, None) == "splits" and calls == ["toy"]
     cfg.data.preload = "maybe"
     with pytest.raises(ConfigError, match="data.preload='maybe'"):
         build.build_splits(cfg, None)
+
+
+def test_store_capabilities_are_registered_per_task_and_checked() -> None:
+    from avlearn import register_all
+    from avlearn.registry import TASKS
+
+    register_all()
+    assert TASKS.reading("clips") == ["ave", "ave_cls", "pretrain_captions", "retrieve", "zeroshot", "zeroshot_cls"]
+    assert TASKS.reading("features") == ["ave", "ave_cls"]
+    with pytest.raises(ValueError, match="unknown stores"):
+        TASKS.register("bad_store_task", stores=("tapes",))

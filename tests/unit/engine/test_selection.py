@@ -65,6 +65,26 @@ def test_select_best_keeps_the_best_validation_and_last_the_final_weights(tmp_pa
     assert best_meta["epoch"] == best_state.best_epoch and best_meta["val"]["accuracy"] == max(scores)
 
 
+class ErrorTask(ToyTask):
+    """The toy classifier scored by its error rate: a primary metric to minimise."""
+
+    primary_metric, lower_is_better = "error", True
+
+    def score(self, preds: dict, targets: dict) -> dict:
+        return {"error": 100.0 - super().score(preds, targets)["accuracy"]}
+
+
+def test_a_lower_is_better_metric_selects_its_minimum(tmp_path):
+    torch.manual_seed(0)
+    _, state = _fit(tmp_path, "run", task=ErrorTask(), epochs=6, lr=0.2)
+    errors = [r["val_error"] for r in _records(tmp_path / "run", "epoch")]
+    assert len(set(errors)) > 1  # the overshooting lr makes the error move both ways
+    assert state.best == -min(errors) and state.best_epoch == errors.index(min(errors)) + 1
+    assert [r["best"] for r in _records(tmp_path / "run", "epoch")][0]
+    _, meta = load_checkpoint(tmp_path / "run" / "checkpoint")
+    assert meta["val"]["error"] == min(errors)
+
+
 def test_patience_stops_after_that_many_validations_without_improvement(tmp_path):
     # lr 0: the score never changes, so only the first validation improves (on -inf).
     _, state = _fit(tmp_path, "run", epochs=10, lr=0.0, patience=2)

@@ -93,18 +93,14 @@ def ensure_avsynth(data: DictConfig, task: str = "ave", part: str | None = None)
 
 @dataclass
 class Splits:
-    """Decoded train/val/test data of one task, and the dataset facts the head needs.
-
-    ``from_store``: the clips were read from ``data.store`` (a pipeline that ignores the key leaves it False, and
-    ``build_splits`` refuses a ``data.store`` that no one read).
-    """
+    """Decoded train/val/test data of one task, and the dataset facts the head needs. (Which stores a pipeline
+    reads instead of media is declared where its task registers: ``avlearn.registry.TaskSpec.stores``.)"""
 
     train: Any
     val: Any
     test: Any
     info: Any
     root: Path
-    from_store: bool = False
 
 
 def dataset_root(cfg: DictConfig) -> Path:

@@ -46,8 +46,4 @@ def ave_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
         decoded = {
             s: segment_split(items[s], cfg.data, audio_pre, desc=f"decoding {s}") for s in ("train", "val", "test")
         }
-    store = bool(cfg.data.get("store"))
-    return Splits(decoded["train"], decoded["val"], decoded["test"], splits["train"].info, root, from_store=store)
-
-
-ave_splits.reads_features = True  # a run with ``features`` towers may use this pipeline (build.build_splits checks)
+    return Splits(decoded["train"], decoded["val"], decoded["test"], splits["train"].info, root)

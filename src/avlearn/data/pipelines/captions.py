@@ -147,7 +147,7 @@ def captions_splits(cfg: Any, audio_pre: Any) -> Splits:
     out = {split: CaptionSegments(clips[split], t, c, draw=split == "train")
            for split, t, c in zip(SPLITS, texts.split(sizes), counts.split(sizes), strict=True)}  # fmt: skip
     info = DescribedInfo(class_names, readers["train"].segments, descriptions)
-    return Splits(out["train"], out["val"], out["test"], info, root, from_store=bool(cfg.data.get("store")))
+    return Splits(out["train"], out["val"], out["test"], info, root)
 
 
 def _relabel(labels: np.ndarray, chosen: list[int], background: int) -> np.ndarray:
@@ -169,4 +169,4 @@ def zeroshot_splits(cfg: Any, audio_pre: Any) -> Splits:
         out[split] = _decode(cfg, audio_pre, items, split)
     names = tuple(class_names[k] for k in chosen)
     info = DescribedInfo(names, readers["train"].segments, class_descriptions(root, names))
-    return Splits(out["train"], out["val"], out["test"], info, root, from_store=bool(cfg.data.get("store")))
+    return Splits(out["train"], out["val"], out["test"], info, root)
