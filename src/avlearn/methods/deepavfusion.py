@@ -331,6 +331,7 @@ class DeepAVFusion(nn.Module):
         self.decoders = nn.ModuleDict(self._decoders(cfg, dim) if cfg.pretrain else {})
         for module in (self.fusion_blocks, self.decoders):
             module.apply(_init_weights)
+        self.loss_terms = ("mae_visual", "mae_audio") if cfg.pretrain else ()  # what task=pretrain trains on
         self.dims = {name: dim for name in self.produces if name not in ("grid", "layers")}
         self.dims["layers"] = {m: (dim,) * depth for m in ("visual", "audio", "fused")}
 

@@ -172,7 +172,7 @@ def test_sincos_table_is_maes_layout():
 def test_pretraining_gives_both_losses_and_trains_towers_fusion_and_decoders():
     method, batch = _method(pretrain=True).train(), _batch()
     feats = method(batch)
-    assert set(feats.losses) == {"mae_visual", "mae_audio"}
+    assert set(feats.losses) == {"mae_visual", "mae_audio"} == set(method.loss_terms)
     assert feats.visual.shape[2] == 4 and feats.audio.shape[2] == 4  # int(16 * 0.25), int(24 * 0.2) visible
     assert feats.grid is None
     sum(feats.losses.values()).backward()
@@ -228,5 +228,22 @@ def test_unpaired_segments_and_wrong_mel_bins_are_data_errors():
 
 def test_decoders_exist_only_for_pretraining():
     method = _method()
+    assert method.loss_terms == () and not method.decoders
     with pytest.raises(ConfigError, match="method.pretrain=true"):
         method.mae_losses(*method.inputs(_batch()))
+
+
+def test_task_pretrain_trains_on_the_two_mae_terms_and_refuses_without_them():
+    from avlearn.data.schema import DatasetInfo
+    from avlearn.tasks.pretrain import Pretrain, PretrainConfig
+
+    info = DatasetInfo(("a", "b"), 3)
+    with pytest.raises(ConfigError, match="method 'deepavfusion' has none"):
+        Pretrain(PretrainConfig(), _method(), info)
+    task = Pretrain(PretrainConfig(), _method(pretrain=True), info).train()
+    ids = torch.tensor([[101, 7, 102], [101, 8, 102]])  # (B, L) captions: read by the task, unused by the method
+    out = task({**_batch(), "caption_ids": ids, "caption_mask": torch.ones_like(ids)})
+    assert set(out) == {"loss", "loss_mae_visual", "loss_mae_audio"}
+    torch.testing.assert_close(out["loss"], out["loss_mae_visual"] + out["loss_mae_audio"])
+    out["loss"].backward()
+    assert task.method.decoders["audio"].pred.weight.grad is not None
