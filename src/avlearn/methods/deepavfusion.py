@@ -30,6 +30,7 @@ What we changed, and why:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -421,7 +422,7 @@ class DeepAVFusion(nn.Module):
                             f"{audio.shape[2]} (set data.n_mels={size[0]})")  # fmt: skip
         pixels = self.visual_backbone.preprocess(frames.flatten(0, 1))  # (B*S, H, W, 3) -> (B*S, 3, h, w)
         spec = audio.flatten(0, 1).unsqueeze(1)  # (B*S, 1, F, T)
-        repeats = -(-size[1] // spec.shape[-1])
+        repeats = -(-size[1] // spec.shape[-1])  # ceil(T' / T) copies
         return pixels, spec.repeat(1, 1, 1, repeats)[..., : size[1]]  # (B*S, 1, F, T')
 
     def forward(self, batch: dict[str, torch.Tensor], layers: bool = False) -> AVFeatures:
@@ -430,7 +431,7 @@ class DeepAVFusion(nn.Module):
         losses = {}
         if self.cfg.pretrain:
             losses, encoded = self.mae_losses(pixels, spec)
-            encoded = self.encode(pixels, spec, layers=True) if layers else encoded
+            encoded = self.encode(pixels, spec, layers=True) if layers else encoded  # layers: of every patch
         else:
             encoded = self.encode(pixels, spec, layers=layers)
         per_segment = lambda x: x.unflatten(0, (b, s))  # noqa: E731  (B*S, ...) -> (B, S, ...)
@@ -449,6 +450,8 @@ class DeepAVFusion(nn.Module):
         )
 
     @staticmethod
-    def _layers(encoded: Encoded, per_segment) -> dict[str, tuple[torch.Tensor, ...]]:  # noqa: ANN001
+    def _layers(encoded: Encoded, per_segment: Callable[[torch.Tensor], torch.Tensor]
+                ) -> dict[str, tuple[torch.Tensor, ...]]:  # fmt: skip
+        """The per-layer (visual, audio, fused) triples -> modality -> per-layer (B, S, N, C) tokens."""
         names = ("visual", "audio", "fused")
         return {m: tuple(per_segment(layer[k]) for layer in encoded.layers) for k, m in enumerate(names)}
