@@ -21,6 +21,18 @@ the paper (``--segments 1`` for a quick look: a CPU step then takes half a minut
 parameter and optimizer memory dominates and the memory ratios mean little). Rows are ``--configs`` entries
 ``MODE-PRECISION[+ckpt]``; without it, every ``--modes`` x ``--precisions`` pair.
 
+Preset ``deepavfusion`` (issue #21): one masked-autoencoding pretraining step of DeepAVFusion at paper size (two
+ViT-B/16, 32 fusion tokens, factorized interactions at every layer with attention ratio 0.25 and MLP ratio 1, two
+8-layer decoders; random init), on one batch of 224 px images and 128 x 192 log-mels. Each configuration row is
+run for every ``--impls`` entry: ``avlearn`` (``avlearn.methods.deepavfusion``, additive pair attention), ``pairs``
+(the same with the seed's pair form) and ``seed`` (the seed's ``AVMAE`` module, imported by the reference tier's
+loader ``tests/reference/oracles.py`` from ``../shared/reference``, on timm 0.6.13; the seed pins 0.9.2, whose ViT
+attention is fused). The seed's eager fp32 row is the baseline of ``speedup``. ``flops`` gives each implementation's
+FLOPs per sample (forward + backward, and forward alone), counted on the meta device: torch's FLOP counter sees no
+FLOPs in the CPU kernels of ``scaled_dot_product_attention`` (0 for a CPU call, the matmul count on meta), which
+avlearn's blocks use. ``--flops-only`` times nothing. ``--size small`` narrows both sides to ViT-S widths (384, 6
+heads) for CPUs.
+
 Each configuration runs in a fresh process, so peak memory is that configuration's: ``torch.cuda.max_memory_allocated``
 on a GPU, the process's peak RSS (``ru_maxrss``, imports included) on a CPU. On a CPU the workers run with glibc's mmap
 threshold fixed at 128 KiB (``MALLOC_MMAP_THRESHOLD_``, unless already set): with glibc's default dynamic threshold,
@@ -56,12 +68,16 @@ Run:  python benchmarks/train_step.py --preset tiny                       (CPU, 
       python benchmarks/train_step.py --preset dgsct --device cuda
       python benchmarks/train_step.py --preset valor_b                    (CPU, small widths: a few minutes)
       python benchmarks/train_step.py --preset valor_b --device cuda --valor-size full --batch 32
+      python benchmarks/train_step.py --preset deepavfusion --flops-only --impls avlearn,pairs,seed   (FLOPs only)
+      python benchmarks/train_step.py --preset deepavfusion --size small --configs eager-fp32   (CPU, batch 2)
+      python benchmarks/train_step.py --preset deepavfusion --device cuda --batch 64 --configs eager-fp32,eager-bf16
 Prints one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -82,8 +98,12 @@ PRESETS = {
               "overrides": ["backbone.freeze=all", "task.head=cmbs"], "batch": 2, "segments": 10, "steps": 2,
               "warmup": 0, "configs": "eager-fp32,eager-bf16+ckpt,compiled-bf16+ckpt"},
     "valor_b": {"model": "valor", "batch": 8, "steps": 3, "warmup": 1},
+    "deepavfusion": {"model": "deepavfusion", "visual": "vit_mae_base", "audio": "vit_mae_audio_base", "batch": 2,
+                     "steps": 2, "warmup": 1, "impls": "avlearn,seed"},
 }  # fmt: skip
-DEFAULTS = {"method": "baseline", "overrides": [], "batch": 8, "segments": 10, "steps": 10, "warmup": 3}
+IMPLS = ("avlearn", "pairs", "seed")  # --model deepavfusion
+DEFAULTS = {"method": "baseline", "overrides": [], "batch": 8, "segments": 10, "steps": 10, "warmup": 3,
+            "impls": "avlearn"}  # fmt: skip
 PEAK_BF16_TFLOPS = {"H200": 989.5, "H100": 989.5, "A100": 312.0}  # dense, SXM parts
 CLASSES = 28
 MMAP_THRESHOLD = 128 * 1024  # bytes; see the module docstring (CPU peak RSS)
@@ -105,6 +125,50 @@ class Towers(nn.Module):
         return {"loss": F.cross_entropy(self.head(pooled), batch["labels"])}
 
 
+class MAEStep(nn.Module):
+    """A DeepAVFusion pretraining step's loss, the sum of the image and audio MAE losses: avlearn's method
+    (``mae_losses``) or the seed's ``AVMAE`` (``forward``), on batch keys ``pixels`` and ``spec``."""
+
+    def __init__(self, model: nn.Module, seed: bool) -> None:
+        super().__init__()
+        self.model, self.seed = model, seed
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.seed:
+            loss_image, loss_audio, *_ = self.model(batch["pixels"], batch["spec"])
+            return {"loss": loss_image + loss_audio}
+        return {"loss": sum(self.model.mae_losses(batch["pixels"], batch["spec"])[0].values())}
+
+
+def _deepavfusion(args: argparse.Namespace) -> MAEStep:
+    """The pretraining model of ``args.impl`` (random init) with the seed's VGGSound settings, at ViT-B (``--size
+    base``, the paper) or ViT-S widths (``small``: 384 wide, 6 heads, both sides; the seed's ``vit_small``)."""
+    from avlearn.methods.deepavfusion import DeepAVFusion, DeepAVFusionConfig
+    from avlearn.registry import BACKBONES
+
+    width, heads = (768, 12) if args.size == "base" else (384, 6)
+    if args.impl != "seed":
+        narrow = {} if args.size == "base" else {"hidden_size": 384, "num_attention_heads": 6,
+                                                 "intermediate_size": 1536}  # fmt: skip
+        towers = BACKBONES.build(args.visual, **narrow), BACKBONES.build(args.audio, **narrow)
+        method = DeepAVFusion(DeepAVFusionConfig(pretrain=True, fusion_heads=heads), *towers)
+        for block in method.fusion_blocks.values():
+            block.pairs = args.impl == "pairs"
+        return MAEStep(method, seed=False)
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "reference"))
+    import oracles  # the reference tier's loader of the seed's modules
+
+    _, deepavfusion, avmae = oracles.deepavfusion_modules()
+    arch, none = ("vit_base", "") if args.size == "base" else ("vit_small", False)  # how each says "no weights"
+    encoder = deepavfusion.DeepAVFusion(image_arch=arch, image_pretrained=none, audio_arch=arch, audio_pretrained=none,
+                                        num_fusion_tkns=(16, 8, 8), fusion_num_heads=heads)  # fmt: skip
+    model = avmae.AVMAE(encoder, width, image_norm_loss=True, audio_norm_loss=True)
+    return MAEStep(model, seed=True)
+
+
 def build(
     args: argparse.Namespace, device: torch.device, checkpointing: bool = False
 ) -> tuple[nn.Module, dict[str, torch.Tensor]]:
@@ -114,6 +178,11 @@ def build(
 
     register_all()
     torch.manual_seed(0)
+    if args.model == "deepavfusion":
+        if checkpointing:
+            raise SystemExit("activation checkpointing (+ckpt) is not available for --model deepavfusion")
+        batch = {"pixels": torch.randn(args.batch, 3, 224, 224), "spec": torch.randn(args.batch, 1, 128, 192) - 3.0}
+        return _deepavfusion(args).to(device), {k: v.to(device) for k, v in batch.items()}
     if args.model == "towers":
         if checkpointing:
             raise SystemExit("activation checkpointing (+ckpt) is a method option: use --model task")
@@ -149,15 +218,22 @@ def _task(
 
 
 def count_flops(args: argparse.Namespace) -> dict[str, float]:
-    """FLOPs of one forward + backward (eager fp32), and the parameter counts."""
+    """FLOPs of one forward + backward and of the forward alone (eager fp32), and the parameter counts."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model, batch = build(args, torch.device(args.device))
+    meta = args.flops_only or args.model == "deepavfusion"  # the counter sees no FLOPs in CPU SDPA kernels
+    device = torch.device("meta" if meta else args.device)
+    with device if meta else contextlib.nullcontext():  # meta: shapes only, no memory
+        model, batch = build(args, device)
     with FlopCounterMode(display=False) as counter:
-        model(batch)["loss"].backward()
+        loss = model(batch)["loss"]
+    forward = counter.get_total_flops()
+    with FlopCounterMode(display=False) as counter:
+        loss.backward()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"flops_per_step": counter.get_total_flops(), "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-            "trainable_params_m": trainable / 1e6}  # fmt: skip
+    params = sum(p.numel() for p in model.parameters())
+    return {"flops_per_step": forward + counter.get_total_flops(), "forward_flops_per_step": forward,
+            "params_m": params / 1e6, "trainable_params_m": trainable / 1e6}  # fmt: skip
 
 
 def _sync(device: torch.device) -> None:
@@ -264,7 +340,9 @@ def _peak_tflops(args: argparse.Namespace) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
-    parser.add_argument("--model", choices=("task", "towers", "valor"), help="override the preset's kind of model")
+    parser.add_argument(
+        "--model", choices=("task", "towers", "valor", "deepavfusion"), help="override the preset's kind of model"
+    )
     parser.add_argument("--valor-size", choices=sorted(VALOR_SIZES), default="small", help="--model valor widths")
     parser.add_argument("--visual", help="registered visual backbone (overrides the preset)")
     parser.add_argument("--audio", help="registered audio backbone (overrides the preset)")
@@ -282,6 +360,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default); see above")
     parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for the MFU")
+    parser.add_argument("--impls", help=f"--model deepavfusion: implementations, comma-separated, of {IMPLS}")
+    parser.add_argument("--size", choices=("base", "small"), default="base", help="--model deepavfusion: widths")
+    parser.add_argument("--flops-only", action="store_true", help="count FLOPs (on the meta device), time nothing")
     args = parser.parse_args()
     for key, value in {**DEFAULTS, **PRESETS[args.preset]}.items():
         if getattr(args, key) is None:
@@ -290,27 +371,48 @@ def main() -> None:
     if args.model == "valor":
         print(json.dumps(valor_benchmark(args), indent=1))
         return
-    info = _fresh(count_flops, args)
-    rows = [_fresh(measure, args, *row) for row in _rows(args)]
+    impls = args.impls.split(",") if args.model == "deepavfusion" else [None]
+    if not set(impls) <= {*IMPLS, None}:
+        raise SystemExit(f"--impls {args.impls!r}: expected a comma-separated subset of {', '.join(IMPLS)}")
+    runs = {impl: argparse.Namespace(**vars(args), impl=impl) for impl in impls}
+    flops = {impl: _fresh(count_flops, run) for impl, run in runs.items()}
+    rows = [] if args.flops_only else [{"impl": impl, **_fresh(measure, run, *row)} for impl, run in runs.items()
+                                       for row in _rows(args)]  # fmt: skip
     timed = [r for r in rows if "samples_per_s" in r]
-    baseline = next((r for r in timed if (r["mode"], r["precision"], r["checkpointing"]) == ("eager", "fp32", False)),
-                    timed[0] if timed else None)  # fmt: skip
+    eager_fp32 = [r for r in timed if (r["mode"], r["precision"], r["checkpointing"]) == ("eager", "fp32", False)]
+    baseline = next((r for r in eager_fp32 if r["impl"] == "seed"), eager_fp32[0] if eager_fp32 else None)
+    baseline = baseline or (timed[0] if timed else None)
     peak = _peak_tflops(args)
     for r in timed:
         r["speedup"] = r["samples_per_s"] / baseline["samples_per_s"]
         r["mem_ratio"] = r["peak_mem_mb"] / baseline["peak_mem_mb"]
         r["train_mem_ratio"] = r["train_mem_mb_per_sample"] / baseline["train_mem_mb_per_sample"]
-        achieved = info["flops_per_step"] * r["samples_per_s"] / args.batch
+        achieved = flops[r["impl"]]["flops_per_step"] * r["samples_per_s"] / args.batch
         r["tflops"] = achieved / 1e12
         r["mfu"] = achieved / (peak * 1e12) if peak else None
+    if args.model == "deepavfusion":
+        info = {"flops": {impl: {"gflops_per_sample": f["flops_per_step"] / args.batch / 1e9,
+                                 "forward_gflops_per_sample": f["forward_flops_per_step"] / args.batch / 1e9,
+                                 "params_m": f["params_m"]} for impl, f in flops.items()}}  # fmt: skip
+    else:
+        info, rows = flops[None], [{k: v for k, v in r.items() if k != "impl"} for r in rows]
     device = torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda") else "cpu"
     task_keys = ("method", "task", "segments", "overrides") if args.model == "task" else ()
     print(json.dumps({"benchmark": "train_step", "device": device, "torch": torch.__version__,
                       "threads": args.threads if device == "cpu" else None,
                       "malloc_mmap_threshold": os.environ["MALLOC_MMAP_THRESHOLD_"] if device == "cpu" else None,
                       **{k: getattr(args, k) for k in ("preset", "model", "visual", "audio", "batch", "steps", "warmup",
-                                                       *task_keys)}, **info,
-                      "peak_bf16_tflops": peak, "baseline": "eager fp32", "results": rows}, indent=1))  # fmt: skip
+                                                       *task_keys)},
+                      **({"size": args.size} if args.model == "deepavfusion" else {}), **info,
+                      "peak_bf16_tflops": peak, "baseline": _baseline_name(baseline),
+                      "results": rows}, indent=1))  # fmt: skip
+
+
+def _baseline_name(row: dict | None) -> str | None:
+    if row is None:
+        return None
+    name = f"{row['mode']} {row['precision']}" + (" +ckpt" if row["checkpointing"] else "")
+    return f"{row['impl']} {name}" if row.get("impl") else name
 
 
 # ---- VALOR (preset valor_b)

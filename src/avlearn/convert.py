@@ -480,3 +480,73 @@ def convert_cma_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Te
                             "(optionally under head.)")  # fmt: skip
         converted[names[short]] = tensor.detach().clone()
     return converted
+
+
+# ---- DeepAVFusion
+# The seed's timm ViT (``models/vits.py``) -> a ``ViTMAEModel`` (avlearn.backbones.vit_mae), below ``blocks.{i}``.
+_TIMM_VIT_BLOCK = {"norm1": "layernorm_before", "norm2": "layernorm_after", "attn.proj": "attention.o_proj",
+                   "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}  # fmt: skip
+# The seed's ``FusionBlock_FactorizedAVInteractions`` -> :class:`avlearn.methods.deepavfusion.FusionBlock`.
+_FUSION_BLOCK = {"norm1_mm": "norm_fused", "norm1_img": "norm_visual", "norm1_aud": "norm_audio",
+                 "attn.attn_v": "attn_visual", "attn.attn_a": "attn_audio", "attn.q": "q", "attn.k": "k",
+                 "attn.v": "v", "attn.proj": "proj", "norm2": "norm2", "mlp": "mlp"}  # fmt: skip
+# The seed's decoder modules (``models/avmae.py``, per modality) -> :class:`avlearn.methods.deepavfusion.Decoder`.
+_DECODER = {"decoder_embed": "embed", "decoder_mask_token": "mask_token", "decoder_pos_embed": "pos_embed",
+            "decoder_norm": "norm", "decoder_pred": "pred"}  # fmt: skip
+_DECODER_BLOCK = {"norm1": "norm1", "attn.qkv": "qkv", "attn.proj": "proj", "norm2": "norm2", "mlp": "mlp"}
+_SEED_SLOTS = {"image": "visual", "audio": "audio"}
+
+
+def _timm_vit(name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One tensor of the seed's ViT (``patch_embed``, ``pos_embed``, ``blocks.{i}.*``, ``norm``) -> ``ViTMAEModel``
+    names; the fixed position table gets MAE's (zero) CLS row in front, and the unused CLS token comes with it."""
+    block = re.match(r"^blocks\.(\d+)\.(.+)$", name)
+    if name == "pos_embed":  # (1, N, C) -> (1, 1 + N, C)
+        zero = tensor.new_zeros(1, 1, tensor.shape[-1])
+        return {"embeddings.position_embeddings": torch.cat([zero, tensor], dim=1), "embeddings.cls_token": zero}
+    if block and block[2].startswith("attn.qkv."):
+        kind = block[2].rsplit(".", 1)[1]
+        parts = zip(("q_proj", "k_proj", "v_proj"), _split(tensor, 3), strict=True)
+        return {f"layers.{block[1]}.attention.{n}.{kind}": t for n, t in parts}
+    if block:
+        return {f"layers.{block[1]}.{k}": v for k, v in _renamed(block[2], tensor, _TIMM_VIT_BLOCK).items()}
+    return _renamed(name, tensor, {"patch_embed.proj": "embeddings.patch_embeddings.projection", "norm": "layernorm"})
+
+
+def _deepavfusion_tensor(name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One seed tensor (``encoder.`` already stripped) -> DeepAVFusion method names; ``{}`` when none fits."""
+    head, _, rest = name.partition(".")
+    if head in _SEED_SLOTS:
+        return {f"{_SEED_SLOTS[head]}_backbone.model.{k}": v for k, v in _timm_vit(rest, tensor).items()}
+    fusion = re.match(r"^fusion_blocks\.(\d+)\.(.+)$", name)
+    if fusion:
+        return {f"fusion_blocks.{fusion[1]}.{k}": v for k, v in _renamed(fusion[2], tensor, _FUSION_BLOCK).items()}
+    decoder = re.match(r"^(image|audio)_(decoder_\w+?)(?:\.(\d+))?(?:\.(.+))?$", name)
+    if decoder and decoder[2] == "decoder_blocks":
+        renamed = _renamed(decoder[4], tensor, _DECODER_BLOCK)
+        return {f"decoders.{_SEED_SLOTS[decoder[1]]}.blocks.{decoder[3]}.{k}": v for k, v in renamed.items()}
+    if decoder and decoder[2] in _DECODER:
+        leaf = f".{decoder[4]}" if decoder[4] else ""
+        return {f"decoders.{_SEED_SLOTS[decoder[1]]}.{_DECODER[decoder[2]]}{leaf}": tensor}
+    return {name: tensor} if name in ("fusion_tokens", "fusion_norm.weight", "fusion_norm.bias") else {}
+
+
+def convert_deepavfusion_state_dict(state: dict[str, torch.Tensor]) -> Conversion:
+    """A seed DeepAVFusion state dict -> the names of :class:`avlearn.methods.deepavfusion.DeepAVFusion`.
+
+    Takes the pretraining model (``AVMAE``: ``encoder.*`` and the ``{image,audio}_decoder_*`` of ``pretrain: true``)
+    or the bare encoder (``image.*``, ``audio.*``, ``fusion_*``). Each ViT's fused ``qkv`` is split into query, key
+    and value; its fixed position table gets MAE's zero CLS row (``transformers`` keeps one) and the unused CLS
+    token is zero. Tensors of the downstream heads come back in ``dropped``.
+
+    Raises:
+        DataError: no encoder tensor in ``state``.
+    """
+    out, dropped = {}, []
+    for name, tensor in state.items():
+        mapped = _deepavfusion_tensor(name.removeprefix("encoder."), tensor)
+        dropped += [] if mapped else [name]
+        out.update(mapped)
+    if "fusion_tokens" not in out:
+        raise DataError(f"not a DeepAVFusion state dict (no fusion_tokens among {len(state)} tensors)")
+    return Conversion(out, dropped)

@@ -346,3 +346,41 @@ def cma_train() -> types.ModuleType:
             del sys.modules[k]
         sys.modules.update(saved)
     return loaded
+
+
+DEEPAVFUSION = REFERENCE / "stoneMo__DeepAVFusion"
+
+
+def deepavfusion_modules() -> tuple[types.ModuleType, types.ModuleType, types.ModuleType]:
+    """The DeepAVFusion seed's ``models.vits``, ``models.deepavfusion`` and ``models.avmae``, on timm 0.6.13.
+
+    The seed pins timm 0.9.2; the one difference its compared modules reach is the blocks' ``proj_drop`` argument
+    (0.6.13 calls it ``drop``), renamed by a ``Block`` subclass while the seed imports. (A second timm version in
+    the same process clashes in torch.jit's overload registry.) Its Swin decoder (``models.swin``, unused by the
+    plain decoders compared, needs timm >= 0.9) is a stub. The seed's top-level names (``models``, ``util``) are
+    set aside meanwhile and put back afterwards.
+    """
+    if not DEEPAVFUSION.is_dir():
+        pytest.skip(f"reference code not found at {DEEPAVFUSION} (the reference tier needs ../shared/reference)")
+    timm()
+    vision_transformer = sys.modules["timm.models.vision_transformer"]
+    original = vision_transformer.Block
+
+    class Block(original):
+        def __init__(self, *args: object, proj_drop: float = 0.0, **kwargs: object) -> None:
+            super().__init__(*args, drop=proj_drop, **kwargs)
+
+    def seeds(name: str) -> bool:
+        return name.split(".")[0] in ("models", "util")
+
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if seeds(k)}
+    vision_transformer.Block = Block
+    sys.modules["models.swin"] = _Anything("models.swin")
+    try:
+        with _stubs_and_path([DEEPAVFUSION]):
+            return tuple(importlib.import_module(f"models.{m}") for m in ("vits", "deepavfusion", "avmae"))
+    finally:
+        vision_transformer.Block = original
+        for k in [k for k in sys.modules if seeds(k)]:
+            del sys.modules[k]
+        sys.modules.update(saved)

@@ -5,13 +5,21 @@ Filterbanks, windows and resampling kernels are cached per (settings, device, dt
 
 from avlearn.audio.kaldi import fbank
 from avlearn.audio.mel import log_mel_spectrogram, mel_filterbank, mel_spectrogram, power_spectrogram, power_to_db
-from avlearn.audio.presets import ast_input, clap_input, htsat_input, htsat_segment_input, vggish_input
+from avlearn.audio.presets import (
+    ast_input,
+    clap_input,
+    deepavfusion_input,
+    htsat_input,
+    htsat_segment_input,
+    vggish_input,
+)
 from avlearn.audio.resample import resample
 from avlearn.audio.specaugment import SpecAugment
 
 __all__ = [
     "ast_input",
     "clap_input",
+    "deepavfusion_input",
     "fbank",
     "htsat_input",
     "htsat_segment_input",

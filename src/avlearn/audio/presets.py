@@ -21,6 +21,12 @@ Each function takes waveforms ``(..., N)`` at any sampling rate, resamples them 
   ``tensorflow/models`` ``research/audioset/vggish``): 16 kHz, 25 ms periodic-Hann frames every 10 ms, magnitude
   spectrum (512-point FFT), 64 HTK mel bands (triangles in mels) from 125 Hz to 7.5 kHz, ``log(x + 0.01)``, cut
   into non-overlapping 0.96 s examples of 96 frames. VGGish resamples with resampy; here :func:`resample` is used.
+- :func:`deepavfusion_input`: DeepAVFusion's (Mo & Morgado, CVPR 2024; ``stoneMo/DeepAVFusion`` ``train.py`` and
+  ``util/audio_transforms.py``) torchaudio front end: 16 kHz, 3 s (a shorter clip is extended by appending its
+  time-reversed self), ``MelSpectrogram(n_fft=800, hop_length=250, n_mels=128)`` with torchaudio's defaults
+  (periodic Hann window of 800, reflect-padded centred frames, power, HTK mel from 0 to 8 kHz, no area
+  normalisation), ``log10(x + 1e-7)`` and the last of the 193 frames dropped: ``(..., 128, 192)``, frequency first,
+  not normalised. The seed's training-time random gain (+-6 dB, then clipping) is augmentation, not done here.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from avlearn.audio.kaldi import fbank
-from avlearn.audio.mel import log_mel_spectrogram, mel_filterbank, power_spectrogram
+from avlearn.audio.mel import log_mel_spectrogram, mel_filterbank, mel_spectrogram, power_spectrogram
 from avlearn.audio.resample import resample
 
 AUDIOSET_FBANK_MEAN = -4.2677393  # AST's AudioSet statistics of 128-band fbank at 16 kHz (also used by VALOR)
@@ -41,6 +47,8 @@ HTSAT_SAMPLE_RATE = 32_000
 HTSAT_SEGMENT_TILE = 10  # DG-SCT tiles each one-second segment to HTS-AT's ten-second input
 CLAP_SAMPLE_RATE = 48_000
 CLAP_HOP = 480
+DEEPAVFUSION_SAMPLE_RATE = 16_000
+DEEPAVFUSION_SECONDS = 3.0
 VGGISH_SAMPLE_RATE = 16_000
 VGGISH_EXAMPLE_FRAMES = 96  # 0.96 s at a 10 ms hop
 _VGGISH_WINDOW, _VGGISH_HOP, _VGGISH_FFT = 400, 160, 512
@@ -223,3 +231,31 @@ def vggish_input(wave: torch.Tensor, sample_rate: int) -> torch.Tensor:
     n_examples = log_mel.shape[-2] // VGGISH_EXAMPLE_FRAMES
     kept = log_mel[..., : n_examples * VGGISH_EXAMPLE_FRAMES, :]  # (..., S * 96, F)
     return kept.reshape(*wave.shape[:-1], n_examples, VGGISH_EXAMPLE_FRAMES, 64)  # (..., S, 96, F)
+
+
+def deepavfusion_input(wave: torch.Tensor, sample_rate: int, seconds: float = DEEPAVFUSION_SECONDS) -> torch.Tensor:
+    """DeepAVFusion input: ``log10`` HTK mel power ``(..., 128, T)`` (frequency first), ``T = 64 * seconds``.
+
+    Args:
+        wave: Mono waveforms ``(..., N)`` in [-1, 1].
+        sample_rate: Sampling rate of ``wave``; resampled to 16 kHz.
+        seconds: Clip length; shorter clips are extended by appending their time-reversed self (repeatedly), longer
+            ones cut, as the seed's ``Pad``.
+    """
+    wave = resample(wave, sample_rate, DEEPAVFUSION_SAMPLE_RATE)
+    samples = int(seconds * DEEPAVFUSION_SAMPLE_RATE)
+    if wave.shape[-1] == 0:
+        raise ValueError("deepavfusion_input needs at least one sample per clip")
+    while wave.shape[-1] < samples:
+        wave = torch.cat([wave, wave.flip(-1)], dim=-1)  # (..., 2N)
+    mel = mel_spectrogram(
+        wave[..., :samples],
+        DEEPAVFUSION_SAMPLE_RATE,
+        n_fft=800,
+        hop_length=250,
+        n_mels=128,
+        pad_mode="reflect",
+        mel_scale="htk",
+        norm=None,
+    )  # (..., 128, 1 + samples // 250)
+    return torch.log10(mel + 1e-7)[..., :-1]  # (..., 128, T)

@@ -24,7 +24,16 @@ import numpy as np
 import pytest
 import torch
 
-from avlearn.audio import ast_input, clap_input, fbank, htsat_input, htsat_segment_input, resample, vggish_input
+from avlearn.audio import (
+    ast_input,
+    clap_input,
+    deepavfusion_input,
+    fbank,
+    htsat_input,
+    htsat_segment_input,
+    resample,
+    vggish_input,
+)
 from avlearn.audio.presets import AUDIOSET_FBANK_MEAN, AUDIOSET_FBANK_STD
 
 REFERENCE = Path(__file__).resolve().parents[2] / "fixtures" / "audio" / "kaldi_fbank_reference.npz"
@@ -177,3 +186,31 @@ def test_clap_input_rejects_unknown_modes_and_empty_clips() -> None:
         clap_input(torch.zeros(480), 48_000, padding="loop")
     with pytest.raises(ValueError, match="at least one sample"):
         clap_input(torch.zeros(2, 0), 48_000)
+
+
+def _deepavfusion_reference(librosa, wave: np.ndarray) -> np.ndarray:
+    """torchaudio's ``MelSpectrogram(16000, n_fft=800, hop_length=250, n_mels=128)`` defaults, in librosa terms."""
+    mel = librosa.feature.melspectrogram(
+        y=wave, sr=16_000, n_fft=800, hop_length=250, n_mels=128, fmin=0.0, fmax=8_000.0, htk=True, norm=None,
+        pad_mode="reflect", power=2.0,
+    )  # fmt: skip
+    return np.log10(mel + 1e-7)[:, :-1]  # (128, 192)
+
+
+def test_deepavfusion_input_is_the_seeds_torchaudio_front_end(make_signal) -> None:
+    librosa = pytest.importorskip("librosa")
+    wave = make_signal(16_000, 3.0)
+    ours = deepavfusion_input(torch.from_numpy(wave)[None], 16_000)
+    expected = _deepavfusion_reference(librosa, wave)
+    assert ours.shape == (1, 128, 192) == (1, *expected.shape)
+    assert np.abs(ours[0].numpy() - expected).max() < 1e-3
+    silence = deepavfusion_input(torch.zeros(1, 48_000), 16_000)
+    assert torch.allclose(silence, torch.full_like(silence, -7.0))  # log10(0 + 1e-7), no normalisation
+
+
+def test_deepavfusion_input_extends_short_clips_by_their_reversal(make_signal) -> None:
+    librosa = pytest.importorskip("librosa")
+    short = make_signal(16_000, 1.25)  # 20000 samples -> w, reversed w, w cut at 48000
+    extended = np.concatenate([short, short[::-1], short])[:48_000]
+    ours = deepavfusion_input(torch.from_numpy(short)[None], 16_000)
+    assert np.abs(ours[0].numpy() - _deepavfusion_reference(librosa, extended)).max() < 1e-3

@@ -15,6 +15,13 @@ PUBLISHED = [
     (("vit_base_patch16",), 86_567_656, 768 * 1000 + 1000, 1, "ViT-B/16 with its 1000-class head (torchvision/timm)"),
     (("vit_mae_base",), 86_567_656, 768 * 1000 + 1000, 1, "MAE fine-tunes the same ViT-B/16 with a 1000-class head"),
     (
+        ("vit_mae_audio_base",),
+        85.33 * M,
+        -2 * 768,
+        0.01 * M,
+        "DeepAVFusion's one-channel audio ViT-B (spec 7.1); ours adds MAE's unused CLS token and its position row",
+    ),
+    (
         ("swinv2_large_192",),
         228.77 * M,
         1536 * 21841 + 21841,

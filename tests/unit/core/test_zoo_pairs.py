@@ -38,6 +38,7 @@ ZOO = {
     "dgsct_fewshot_tiny": "dgsct_fewshot_tiny",
     "valor_tiny": "valor_tiny",
     "cmg_tiny": "small_cnn",
+    "deepavfusion_tiny": "deepavfusion_tiny",
 }
 # 32 px frames and 32-bin log-mels: the inputs every tiny tower takes (htsat_tiny has 32 mel bins).
 TINY = ["data.size=32", "data.frame_size=32", "data.n_mels=32", "data.num_classes=4", "data.workers=1",
@@ -73,11 +74,13 @@ FAMILY = {
 TINY_EXTRA = {"separate": ["data.clips=20", "task.channels=[4,8]", "task.sample_rate=4000"]}
 CAPTION_WIDTH = 384  # pretrain_captions, retrieve: the caption embedding of its default text tower (minilm_l6)
 # Pairs the pairing rule refuses: CLIP's tokens (DG-SCT few-shot, VALOR) have no grid (no visual_pyramid for AVS, no
-# grid for AVQA); CMG gives one code vector per segment (no grid or pyramid). task=pretrain trains on a method's own
-# loss terms: methods without any are refused.
-SUPERVISED = ("baseline", "dgsct_tiny", "dgsct_fewshot_tiny")
+# grid for AVQA); CMG gives one code vector per segment (no grid or pyramid); DeepAVFusion gives no visual_pyramid
+# (AVS). task=pretrain trains on a method's own loss terms: methods without any are refused (deepavfusion_tiny has its
+# masked-autoencoding terms only with method.pretrain=true: tests/unit/methods/test_deepavfusion.py).
+SUPERVISED = ("baseline", "dgsct_tiny", "dgsct_fewshot_tiny", "deepavfusion_tiny")
 NO_GRID = ("dgsct_fewshot_tiny", "valor_tiny", "cmg_tiny")
 REFUSED = {*((task, method) for task in ("avs_s4", "avs_ms3", "avqa") for method in NO_GRID),
+           ("avs_s4", "deepavfusion_tiny"), ("avs_ms3", "deepavfusion_tiny"),
            *(("pretrain", method) for method in SUPERVISED)}  # fmt: skip
 MEDIA = ("frames", "audio")
 
