@@ -1,4 +1,5 @@
-"""Weights in other code bases' layouts -> avlearn backbone folders (``transformers`` config + safetensors).
+"""Weights in other code bases' layouts -> avlearn backbone folders (``transformers`` config + safetensors), and a
+DG-SCT seed task checkpoint -> an avlearn run folder.
 
 Formats (``FORMATS``):
 
@@ -15,6 +16,10 @@ and buffers both sides derive from the architecture (``attn_mask``, ``relative_p
 ``relative_coords_table``). Every other tensor must map to exactly one tensor of the avlearn model, with its shape;
 anything unmapped, missing or mis-shaped is an error. The output folder loads with ``backbone.pretrained`` (both
 towers), ``backbone.visual_pretrained`` or ``backbone.audio_pretrained``.
+
+Run formats (``RUN_FORMATS``): ``dgsct_ave``, the seed's trained AVE ``MMIL_Net`` (towers, the 48 adapters, and its
+``TemporalAttention`` + ``CMBS`` head as ``task.head=cmbs_seed``), into ``config.yaml`` + ``checkpoint/`` of
+``recipe=dgsct_ave_paper`` (``convert_dgsct_ave_run``). The seed's unused modules are dropped and listed.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from avlearn.errors import DataError
 
@@ -118,6 +124,9 @@ FORMATS: dict[str, Format] = {
         block_prefix="audio_encoder.layers.{}.blocks.{}.",
     ),
 }
+
+
+RUN_FORMATS = ("dgsct_ave",)  # seed task checkpoints -> run folders (``convert_dgsct_ave_run``)
 
 
 def convert_state_dict(fmt: str, state: dict[str, torch.Tensor]) -> Conversion:
@@ -224,6 +233,90 @@ def convert_dgsct_state_dict(state: dict[str, torch.Tensor], variant: str = "ave
     for ours, tensors in adapters.items():
         out.update({ours + k: v for k, v in convert_adapter_state_dict(tensors, variant).items()})
     return Conversion(out, dropped)
+
+
+# The seed's AVE head (``TemporalAttention`` + ``CMBS`` of ``DG-SCT/AVE/nets/net_trans.py``) -> the ``head.*`` of
+# :class:`avlearn.tasks.ave.AVETask` with ``task.head=cmbs_seed`` (seed prefix -> avlearn prefix).
+_T, _D = "temporal_attn.", "decoder.layers.0."
+_SEED_AVE_HEAD = {
+    _T + "a_fc": "temporal.audio_in", _T + "v_fc": "temporal.visual_in.0",
+    _T + "audio_visual_rnn_layer.audio_rnn": "temporal.audio_rnn",
+    _T + "audio_visual_rnn_layer.visual_rnn": "temporal.visual_rnn",
+    **{f"{_T}{seed}_encoder.affine_matrix": f"temporal.{ours}_key.0" for seed, ours in (("audio", "audio"),
+                                                                                      ("video", "visual"))},
+    **{f"{_T}{seed}_encoder.encoder.layers": f"temporal.{ours}_key.1.layers" for seed, ours in (("audio", "audio"),
+                                                                                              ("video", "visual"))},
+    **{f"{_T}{seed}_decoder.{src}": f"temporal.{ours}_{dst}" for seed, ours in (("audio", "audio"), ("video", "visual"))
+       for src, dst in (("affine_matrix", "query"), (_D + "multihead_attn", "decoder.attn"),
+                        (_D + "linear1", "decoder.ffn.0"), (_D + "linear2", "decoder.ffn.3"),
+                        (_D + "norm1", "decoder.norm1"), (_D + "norm2", "decoder.norm2"))},
+    _T + "audio_gated.0": "temporal.audio_gate", _T + "video_gated.0": "temporal.visual_gate",
+    "CMBS.audio_cas": "audio_cas", "CMBS.video_cas": "visual_cas",
+    "CMBS.localize_module.classifier": "is_event", "CMBS.localize_module.event_classifier": "event",
+}  # fmt: skip
+# Allocated by the seed's AVE head but never used in its forward: the layer templates its encoders and decoders
+# were cloned from, the decoders' self-attention, CMBS's discarded cross-modal blocks and norms.
+_SEED_AVE_UNUSED = (*(f"{_T}{side}_{kind}.{kind}_layer" for side in ("audio", "video")
+                      for kind in ("encoder", "decoder")),
+                    *(f"{_T}{side}_decoder.{_D}self_attn" for side in ("audio", "video")),
+                    "CMBS.AVInter", "CMBS.VAInter", "CMBS.video_norm", "CMBS.audio_norm")  # fmt: skip
+
+
+def convert_dgsct_ave_state_dict(state: dict[str, torch.Tensor]) -> Conversion:
+    """A seed AVE ``MMIL_Net`` state dict -> :class:`avlearn.tasks.ave.AVETask` names (``method.*`` for the towers
+    and adapters, ``head.*`` for ``task.head=cmbs_seed``).
+
+    Raises:
+        DataError: a head tensor that maps to nothing (other than the seed's unused modules).
+    """
+    done = convert_dgsct_state_dict(state)
+    out = {"method." + k: v for k, v in done.tensors.items()}
+    dropped, unmapped = [], []
+    for name in done.dropped:
+        mapped = _renamed(name, state[name], _SEED_AVE_HEAD) if name.startswith(("CMBS.", _T)) else {}
+        out.update({"head." + k: v for k, v in mapped.items()})
+        if not mapped and name.startswith(("CMBS.", _T)) and not any(_under(name, u) for u in _SEED_AVE_UNUSED):
+            unmapped.append(name)
+        dropped += [] if mapped else [name]
+    if unmapped:
+        raise DataError(f"seed AVE head: {len(unmapped)} tensors have no avlearn counterpart, e.g. {unmapped[:3]}")
+    return Conversion(out, dropped)
+
+
+def convert_dgsct_ave_run(
+    source: str | Path, output: str | Path, class_names: list[str], overrides: list[str] = ()
+) -> Conversion:
+    """A trained seed AVE checkpoint (``best_<acc>.pt``, a ``MMIL_Net`` state dict) -> an avlearn run folder
+    (``config.yaml`` + ``checkpoint/``) that ``avlearn eval`` and ``avlearn predict`` load.
+
+    Args:
+        source: The seed checkpoint.
+        output: The run folder to write.
+        class_names: The K event classes in the seed's label order (background is added as class K).
+        overrides: Config overrides after ``recipe=dgsct_ave_paper task.head=cmbs_seed`` (data, or the
+            architecture for other sizes).
+
+    Raises:
+        DataError: unreadable file, or tensors that do not fit the model the config builds (named).
+    """
+    from avlearn import register_all
+    from avlearn.build import build_task
+    from avlearn.config import compose_run, save_config
+    from avlearn.engine.checkpoint import load_weights, save_checkpoint
+    from avlearn.tasks.base import DatasetInfo
+
+    register_all()
+    cfg = compose_run(["recipe=dgsct_ave_paper", "task.head=cmbs_seed", *overrides])
+    task = build_task(cfg, DatasetInfo(tuple(class_names)))
+    conversion = convert_dgsct_ave_state_dict(load_weights(source))
+    load_converted(task, conversion, str(source))
+    output = Path(output).expanduser()
+    output.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, output)
+    meta = {"epoch": 0, "step": 0, "converted_from": str(source), "class_names": list(class_names),
+            "config": OmegaConf.to_container(cfg, resolve=True)}  # fmt: skip
+    save_checkpoint(output / "checkpoint", meta, {"model": task.state_dict()})
+    return conversion
 
 
 def read_state_dict(path: str | Path, fmt: str) -> dict[str, torch.Tensor]:

@@ -13,7 +13,7 @@ import torch
 import avlearn.backbones  # noqa: F401  (registers the backbones)
 from avlearn.cli import convert as convert_cli
 from avlearn.cli.main import main
-from avlearn.convert import FORMATS, convert_state_dict, load_converted, read_state_dict
+from avlearn.convert import FORMATS, RUN_FORMATS, convert_state_dict, load_converted, read_state_dict
 from avlearn.errors import DataError
 from avlearn.registry import BACKBONES
 
@@ -49,7 +49,7 @@ def _original_htsat_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Te
 
 
 def test_cli_lists_the_converter_formats():
-    assert tuple(sorted(FORMATS)) == convert_cli.FORMATS
+    assert tuple(sorted((*FORMATS, *RUN_FORMATS))) == convert_cli.FORMATS
 
 
 def test_qkv_is_split_by_rows_and_heads_are_dropped():
