@@ -1,7 +1,7 @@
 """A trained DG-SCT AVE checkpoint into an avlearn run folder: the seed's own ``MMIL_Net`` (``DG-SCT/AVE/nets/
 net_trans.py``) at test size, random weights, saved as the seed saves it (a plain state dict) and converted by
 ``avlearn convert dgsct_ave``; ``avlearn eval`` of the run folder on a tiny AVSynth AVE test split against the seed
-module applied to the same inputs.
+module applied to the same inputs, and ``avlearn predict`` of a test clip's video.
 
 Test size: the seed's Swin-V2 and HTS-AT built as ``swinv2_tiny`` (64 px, window 4; at 32 px its last grid is 1x1,
 where timm 0.6.13's Swin-V2 divides by window - 1 = 0) and ``htsat_tiny`` (16 wide, depths 1-2-1-1, 64x64
@@ -147,3 +147,10 @@ def test_seed_ave_checkpoint_converts_to_a_run_that_evaluates_as_the_seed(tmp_pa
         assert main(["eval", str(run), "--split", "test", "--json"]) == 0
     accuracy = 100 * (seed == labels).double().mean().item()
     assert abs(json.loads(printed.getvalue().strip().splitlines()[-1])["segment_accuracy"] - accuracy) < 1e-9
+
+    (video,) = (tmp_path / "avsynth").rglob(f"{test[0]['id']}.mp4")  # the first test clip, decoded by predict
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["predict", str(run), str(video), "--json"]) == 0
+    timeline = json.loads(printed.getvalue()[printed.getvalue().index("{") :])
+    assert [segment["class"] for segment in timeline["segments"]] == seed[0].tolist()
