@@ -20,8 +20,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import types
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -57,40 +55,13 @@ class _GivenLogMel(torch.nn.Module):
         return self.mel[:, None]
 
 
-@contextlib.contextmanager
-def _tiny(net_trans: types.ModuleType, timm: types.ModuleType) -> Iterator[None]:
-    """The seed builds ``swinv2_large_window12_192_22k`` and reads HTS-AT's sizes and checkpoint from its config:
-    ``swinv2_tiny``'s and ``htsat_tiny``'s architectures meanwhile (random; the checkpoint load is skipped)."""
-    from timm.models.swin_transformer_v2 import SwinTransformerV2
-
-    config, create, load = net_trans.esc_config, timm.create_model, torch.load
-    tiny = {"htsat_dim": WIDTH, "htsat_depth": list(DEPTHS), "htsat_num_head": list(HEADS), "htsat_window_size": 2,
-            "htsat_spec_size": 64, "mel_bins": 32}  # fmt: skip
-    saved = {k: getattr(config, k) for k in tiny}
-    swin = SwinTransformerV2(img_size=64, window_size=4, embed_dim=WIDTH, depths=DEPTHS, num_heads=HEADS)
-    timm.create_model = lambda *args, **kwargs: swin
-    torch.load = lambda *args, **kwargs: {"state_dict": {}}
-    for k, v in tiny.items():
-        setattr(config, k, v)
-    try:
-        yield
-    finally:
-        timm.create_model, torch.load = create, load
-        for k, v in saved.items():
-            setattr(config, k, v)
-
-
 def _seed_model() -> torch.nn.Module:
-    """The seed's ``MMIL_Net`` at test size with its head rebuilt for 128-wide features and ``CLASSES`` events."""
-    net_trans = oracles.seed_module("AVE", "nets.net_trans")
-    htsat = net_trans.HTSAT_Swin_Transformer
-    original = htsat.load_state_dict
-    htsat.load_state_dict = lambda self, state, strict=True: None  # the seed loads its AudioSet weights here
-    try:
-        with _tiny(net_trans, oracles.timm()):
-            model = net_trans.MMIL_Net(OPT)
-    finally:
-        htsat.load_state_dict = original
+    """The seed's ``MMIL_Net`` with ``swinv2_tiny``'s and ``htsat_tiny``'s architectures, its head rebuilt for
+    128-wide features and ``CLASSES`` events."""
+    swin = {"img_size": 64, "window_size": 4, "embed_dim": WIDTH, "depths": DEPTHS, "num_heads": HEADS}
+    htsat = {"htsat_dim": WIDTH, "htsat_depth": list(DEPTHS), "htsat_num_head": list(HEADS), "htsat_window_size": 2,
+             "htsat_spec_size": 64, "mel_bins": 32}  # fmt: skip
+    model = oracles.seed_ave_model(OPT, swin, htsat)
     features = WIDTH * 8  # both towers' final width
     model.temporal_attn.v_fc, model.temporal_attn.a_fc = torch.nn.Linear(features, 512), torch.nn.Linear(features, 128)
     model.CMBS.audio_cas, model.CMBS.video_cas = torch.nn.Linear(256, CLASSES), torch.nn.Linear(256, CLASSES)
