@@ -18,8 +18,8 @@ anything unmapped, missing or mis-shaped is an error. The output folder loads wi
 towers), ``backbone.visual_pretrained`` or ``backbone.audio_pretrained``.
 
 Run formats (``RUN_FORMATS``): ``dgsct_ave``, the seed's trained AVE ``MMIL_Net`` (towers, the 48 adapters, and its
-``TemporalAttention`` + ``CMBS`` head as ``task.head=cmbs_seed``), into ``config.yaml`` + ``checkpoint/`` of
-``recipe=dgsct_ave_paper`` (``convert_dgsct_ave_run``). The seed's unused modules are dropped and listed.
+``TemporalAttention`` + ``CMBS`` head as ``task.head=cmbs_seed``; ``convert_dgsct_ave_state_dict``), written as a run
+folder by ``avlearn.engine.trained.convert_dgsct_ave_run``. The seed's unused modules are dropped and listed.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from avlearn.errors import DataError
 
@@ -126,7 +125,7 @@ FORMATS: dict[str, Format] = {
 }
 
 
-RUN_FORMATS = ("dgsct_ave",)  # seed task checkpoints -> run folders (``convert_dgsct_ave_run``)
+RUN_FORMATS = ("dgsct_ave",)  # seed task checkpoints -> run folders (``avlearn.engine.trained``)
 
 
 def convert_state_dict(fmt: str, state: dict[str, torch.Tensor]) -> Conversion:
@@ -281,42 +280,6 @@ def convert_dgsct_ave_state_dict(state: dict[str, torch.Tensor]) -> Conversion:
     if unmapped:
         raise DataError(f"seed AVE head: {len(unmapped)} tensors have no avlearn counterpart, e.g. {unmapped[:3]}")
     return Conversion(out, dropped)
-
-
-def convert_dgsct_ave_run(
-    source: str | Path, output: str | Path, class_names: list[str], overrides: list[str] = ()
-) -> Conversion:
-    """A trained seed AVE checkpoint (``best_<acc>.pt``, a ``MMIL_Net`` state dict) -> an avlearn run folder
-    (``config.yaml`` + ``checkpoint/``) that ``avlearn eval`` and ``avlearn predict`` load.
-
-    Args:
-        source: The seed checkpoint.
-        output: The run folder to write.
-        class_names: The K event classes in the seed's label order (background is added as class K).
-        overrides: Config overrides after ``recipe=dgsct_ave_paper task.head=cmbs_seed`` (data, or the
-            architecture for other sizes).
-
-    Raises:
-        DataError: unreadable file, or tensors that do not fit the model the config builds (named).
-    """
-    from avlearn import register_all
-    from avlearn.build import build_task
-    from avlearn.config import compose_run, save_config
-    from avlearn.engine.checkpoint import load_weights, save_checkpoint
-    from avlearn.tasks.base import DatasetInfo
-
-    register_all()
-    cfg = compose_run(["recipe=dgsct_ave_paper", "task.head=cmbs_seed", *overrides])
-    task = build_task(cfg, DatasetInfo(tuple(class_names)))
-    conversion = convert_dgsct_ave_state_dict(load_weights(source))
-    load_converted(task, conversion, str(source))
-    output = Path(output).expanduser()
-    output.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, output)
-    meta = {"epoch": 0, "step": 0, "converted_from": str(source), "class_names": list(class_names),
-            "config": OmegaConf.to_container(cfg, resolve=True)}  # fmt: skip
-    save_checkpoint(output / "checkpoint", meta, {"model": task.state_dict()})
-    return conversion
 
 
 def read_state_dict(path: str | Path, fmt: str) -> dict[str, torch.Tensor]:

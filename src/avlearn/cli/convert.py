@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from avlearn.errors import ConfigError
 
     if args.format == "dgsct_ave":
-        from avlearn.convert import convert_dgsct_ave_run
+        from avlearn.engine.trained import convert_dgsct_ave_run
 
         done = convert_dgsct_ave_run(args.source, args.output, _class_names(args.classes), args.overrides)
         print(f"{args.output}: run folder with {len(done.tensors)} tensors; dropped {len(done.dropped)} (unused seed "
