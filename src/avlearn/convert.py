@@ -1,4 +1,5 @@
-"""Weights in other code bases' layouts -> avlearn backbone folders (``transformers`` config + safetensors).
+"""Weights in other code bases' layouts -> avlearn backbone folders (``transformers`` config + safetensors), and a
+DG-SCT seed task checkpoint -> an avlearn run folder.
 
 Formats (``FORMATS``):
 
@@ -15,6 +16,10 @@ and buffers both sides derive from the architecture (``attn_mask``, ``relative_p
 ``relative_coords_table``). Every other tensor must map to exactly one tensor of the avlearn model, with its shape;
 anything unmapped, missing or mis-shaped is an error. The output folder loads with ``backbone.pretrained`` (both
 towers), ``backbone.visual_pretrained`` or ``backbone.audio_pretrained``.
+
+Run formats (``RUN_FORMATS``): ``dgsct_ave``, the seed's trained AVE ``MMIL_Net`` (towers, the 48 adapters, and its
+``TemporalAttention`` + ``CMBS`` head as ``task.head=cmbs_seed``; ``convert_dgsct_ave_state_dict``), written as a run
+folder by ``avlearn.engine.trained.convert_dgsct_ave_run``. The seed's unused modules are dropped and listed.
 """
 
 from __future__ import annotations
@@ -120,6 +125,9 @@ FORMATS: dict[str, Format] = {
 }
 
 
+RUN_FORMATS = ("dgsct_ave",)  # seed task checkpoints -> run folders (``avlearn.engine.trained``)
+
+
 def convert_state_dict(fmt: str, state: dict[str, torch.Tensor]) -> Conversion:
     """Map a source state dict (prefix already stripped) to the names of the avlearn backbone's ``model``.
 
@@ -223,6 +231,54 @@ def convert_dgsct_state_dict(state: dict[str, torch.Tensor], variant: str = "ave
         dropped += [prefix + k for k in done.dropped]
     for ours, tensors in adapters.items():
         out.update({ours + k: v for k, v in convert_adapter_state_dict(tensors, variant).items()})
+    return Conversion(out, dropped)
+
+
+# The seed's AVE head (``TemporalAttention`` + ``CMBS`` of ``DG-SCT/AVE/nets/net_trans.py``) -> the ``head.*`` of
+# :class:`avlearn.tasks.ave.AVETask` with ``task.head=cmbs_seed`` (seed prefix -> avlearn prefix).
+_T, _D = "temporal_attn.", "decoder.layers.0."
+_SEED_AVE_HEAD = {
+    _T + "a_fc": "temporal.audio_in", _T + "v_fc": "temporal.visual_in.0",
+    _T + "audio_visual_rnn_layer.audio_rnn": "temporal.audio_rnn",
+    _T + "audio_visual_rnn_layer.visual_rnn": "temporal.visual_rnn",
+    **{f"{_T}{seed}_encoder.affine_matrix": f"temporal.{ours}_key.0" for seed, ours in (("audio", "audio"),
+                                                                                      ("video", "visual"))},
+    **{f"{_T}{seed}_encoder.encoder.layers": f"temporal.{ours}_key.1.layers" for seed, ours in (("audio", "audio"),
+                                                                                              ("video", "visual"))},
+    **{f"{_T}{seed}_decoder.{src}": f"temporal.{ours}_{dst}" for seed, ours in (("audio", "audio"), ("video", "visual"))
+       for src, dst in (("affine_matrix", "query"), (_D + "multihead_attn", "decoder.attn"),
+                        (_D + "linear1", "decoder.ffn.0"), (_D + "linear2", "decoder.ffn.3"),
+                        (_D + "norm1", "decoder.norm1"), (_D + "norm2", "decoder.norm2"))},
+    _T + "audio_gated.0": "temporal.audio_gate", _T + "video_gated.0": "temporal.visual_gate",
+    "CMBS.audio_cas": "audio_cas", "CMBS.video_cas": "visual_cas",
+    "CMBS.localize_module.classifier": "is_event", "CMBS.localize_module.event_classifier": "event",
+}  # fmt: skip
+# Allocated by the seed's AVE head but never used in its forward: the layer templates its encoders and decoders
+# were cloned from, the decoders' self-attention, CMBS's discarded cross-modal blocks and norms.
+_SEED_AVE_UNUSED = (*(f"{_T}{side}_{kind}.{kind}_layer" for side in ("audio", "video")
+                      for kind in ("encoder", "decoder")),
+                    *(f"{_T}{side}_decoder.{_D}self_attn" for side in ("audio", "video")),
+                    "CMBS.AVInter", "CMBS.VAInter", "CMBS.video_norm", "CMBS.audio_norm")  # fmt: skip
+
+
+def convert_dgsct_ave_state_dict(state: dict[str, torch.Tensor]) -> Conversion:
+    """A seed AVE ``MMIL_Net`` state dict -> :class:`avlearn.tasks.ave.AVETask` names (``method.*`` for the towers
+    and adapters, ``head.*`` for ``task.head=cmbs_seed``).
+
+    Raises:
+        DataError: a head tensor that maps to nothing (other than the seed's unused modules).
+    """
+    done = convert_dgsct_state_dict(state)
+    out = {"method." + k: v for k, v in done.tensors.items()}
+    dropped, unmapped = [], []
+    for name in done.dropped:
+        mapped = _renamed(name, state[name], _SEED_AVE_HEAD) if name.startswith(("CMBS.", _T)) else {}
+        out.update({"head." + k: v for k, v in mapped.items()})
+        if not mapped and name.startswith(("CMBS.", _T)) and not any(_under(name, u) for u in _SEED_AVE_UNUSED):
+            unmapped.append(name)
+        dropped += [] if mapped else [name]
+    if unmapped:
+        raise DataError(f"seed AVE head: {len(unmapped)} tensors have no avlearn counterpart, e.g. {unmapped[:3]}")
     return Conversion(out, dropped)
 
 

@@ -147,6 +147,31 @@ def _import_isolated(
     return loaded
 
 
+def seed_ave_model(opt: object, swin: dict, htsat: dict) -> torch.nn.Module:
+    """The seed's AVE ``MMIL_Net(opt)`` (``DG-SCT/AVE/nets/net_trans.py``) at another size, random weights: the
+    seed builds ``swinv2_large_window12_192_22k`` through timm (here ``SwinTransformerV2(**swin)``) and HTS-AT from
+    its ``esc_config`` (here with the ``htsat`` fields), and loads HTS-AT's AudioSet checkpoint (skipped); all
+    three are put back afterwards."""
+    net_trans = seed_module("AVE", "nets.net_trans")
+    timm_module, config, model_class = timm(), net_trans.esc_config, net_trans.HTSAT_Swin_Transformer
+    from timm.models.swin_transformer_v2 import SwinTransformerV2
+
+    saved = {k: getattr(config, k) for k in htsat}
+    create, load, load_state = timm_module.create_model, torch.load, model_class.load_state_dict
+    built = SwinTransformerV2(**swin)
+    timm_module.create_model = lambda *args, **kwargs: built
+    torch.load = lambda *args, **kwargs: {"state_dict": {}}  # the seed's HTS-AT checkpoint file
+    model_class.load_state_dict = lambda self, state, strict=True: None
+    for k, v in htsat.items():
+        setattr(config, k, v)
+    try:
+        return net_trans.MMIL_Net(opt)
+    finally:
+        timm_module.create_model, torch.load, model_class.load_state_dict = create, load, load_state
+        for k, v in saved.items():
+            setattr(config, k, v)
+
+
 def randomise(module: torch.nn.Module, seed: int = 0, keep: tuple[str, ...] = ()) -> None:
     """Give every parameter and floating batch-norm statistic a random value (no branch stays at its zero or one
     initialisation, so a wrongly mapped tensor changes the output); variances stay positive. Names starting with

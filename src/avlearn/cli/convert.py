@@ -1,33 +1,63 @@
-"""``avlearn convert``: another code base's weight file -> an avlearn backbone folder (``avlearn.convert``)."""
+"""``avlearn convert``: another code base's weight file -> an avlearn backbone folder, or a DG-SCT seed task checkpoint
+-> an avlearn run folder (``avlearn.convert``)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-HELP = "convert timm Swin-V2 or original HTS-AT weights into an avlearn backbone folder"
+HELP = "convert timm Swin-V2 / original HTS-AT weights or a DG-SCT seed AVE checkpoint into avlearn folders"
 DESCRIPTION = (
-    "Maps every tensor of a weight file onto an avlearn backbone and writes a folder (config.json +\n"
-    "model.safetensors) that backbone.pretrained / backbone.visual_pretrained / backbone.audio_pretrained load.\n"
-    "Formats:\n"
+    "Maps every tensor of a weight file onto an avlearn model and writes a folder.\n"
+    "Backbone formats (config.json + model.safetensors, which backbone.pretrained / backbone.visual_pretrained /\n"
+    "backbone.audio_pretrained load):\n"
     "  timm_swinv2  timm 0.6 Swin-V2 state dict (e.g. swinv2_large_window12_192_22k) -> swinv2_large_192\n"
     "  htsat        HTS-AT Lightning checkpoint (HTSAT_AudioSet_Saved_1.ckpt, sed_model. keys) -> htsat_base\n"
-    "Classification heads, HTS-AT's fixed STFT/mel matrices and architecture-derived buffers are dropped;\n"
-    "anything else that does not map is an error.\n"
-    "Example: avlearn convert htsat HTSAT_AudioSet_Saved_1.ckpt weights/htsat"
+    "Run formats (config.yaml + checkpoint/, which `avlearn eval` and `avlearn predict` load):\n"
+    "  dgsct_ave    DG-SCT's trained AVE model (MMIL_Net, e.g. best_82.18.pt) -> recipe=dgsct_ave_paper with\n"
+    "               task.head=cmbs_seed; --classes names the events in the seed's label order; trailing\n"
+    "               key=value overrides set the data (data.root=...) or another architecture\n"
+    "Classification heads, HTS-AT's fixed STFT/mel matrices, architecture-derived buffers and modules the seed never\n"
+    "uses are dropped; anything else that does not map is an error.\n"
+    "Examples: avlearn convert htsat HTSAT_AudioSet_Saved_1.ckpt weights/htsat\n"
+    "          avlearn convert dgsct_ave best_82.18.pt runs/dgsct_ave_seed --classes classes.txt data.root=AVE/"
 )
 
 
-FORMATS = ("htsat", "timm_swinv2")  # avlearn.convert.FORMATS, listed here so that `avlearn --help` imports no torch
+FORMATS = ("dgsct_ave", "htsat", "timm_swinv2")  # avlearn.convert's formats, here so `avlearn --help` imports no torch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("format", choices=FORMATS, help="layout of the source file")
-    parser.add_argument("source", help="weight file (.pth, .ckpt or .safetensors)")
+    parser.add_argument("source", help="weight file (.pth, .pt, .ckpt or .safetensors)")
     parser.add_argument("output", help="folder to write")
     parser.add_argument("--backbone", default=None, help="avlearn backbone of that architecture (default: per format)")
+    parser.add_argument("--classes", default=None, help="run formats: a file with one class name a line, or a,b,c")
+    parser.add_argument("overrides", nargs="*", help="run formats: config overrides (key=value)")
+
+
+def _class_names(value: str | None) -> list[str]:
+    from avlearn.errors import ConfigError
+
+    if not value:
+        raise ConfigError("avlearn convert dgsct_ave: --classes is required (a file with one name a line, or a,b,c)")
+    path = Path(value).expanduser()
+    names = path.read_text(encoding="utf-8").splitlines() if path.is_file() else value.split(",")
+    return [n.strip() for n in names if n.strip()]
 
 
 def run(args: argparse.Namespace) -> int:
+    from avlearn.errors import ConfigError
+
+    if args.format == "dgsct_ave":
+        from avlearn.engine.trained import convert_dgsct_ave_run
+
+        done = convert_dgsct_ave_run(args.source, args.output, _class_names(args.classes), args.overrides)
+        print(f"{args.output}: run folder with {len(done.tensors)} tensors; dropped {len(done.dropped)} (unused seed "
+              f"modules, heads of the towers, fixed front end, derived buffers)")  # fmt: skip
+        return 0
+    if args.classes or args.overrides:
+        raise ConfigError(f"avlearn convert {args.format}: --classes and overrides are for run formats (dgsct_ave)")
     from avlearn.convert import convert
 
     done = convert(args.format, args.source, args.output, args.backbone)

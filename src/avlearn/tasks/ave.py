@@ -16,6 +16,11 @@ Two heads, chosen by ``task.head``; both consume ``AVFeatures`` pooled per segme
   BCE-with-logits to it, a second sigmoid); the clip class is the class of the clip's event segments, and a clip with
   no event segment is left out of the class losses instead of being given the background index; top-k is
   ``min(topk, S)``.
+* ``cmbs_seed``: the seed's CMBS exactly, for its checkpoints (``avlearn convert dgsct_ave``) and seed-faithful
+  runs: the same module with the seed's BiLSTM sizes (hidden d_model / 2 for audio, d_model for video; ``cmbs``
+  uses half the projection widths, 64 for audio at the defaults) and the seed's loss: BCE-with-logits on the gate
+  probability (a second sigmoid, as the seed), and the clip class ``max_t`` of each segment's foreground class index
+  (0 for a background segment; a clip without events trains towards class 0). Predictions as ``cmbs``.
 
 ``ave_cls`` (AVE classification, as in DG-SCT's few-shot code): one class per clip, the class of its first event
 segment; the CMBS clip logits are trained with cross-entropy and scored by accuracy.
@@ -38,7 +43,7 @@ from avlearn.registry import TASKS
 from avlearn.tasks.base import DatasetInfo, add_method_losses, paired_segments, pooled_widths
 from avlearn.viz.reports import AVE, AVE_CLS
 
-HEADS = ("fusion", "cmbs")
+HEADS = ("fusion", "cmbs", "cmbs_seed")
 
 
 @dataclass
@@ -46,7 +51,7 @@ class AVEConfig:
     """Schema of ``task/ave*.yaml``: the head and its sizes (the ``cmbs`` defaults are the seed's)."""
 
     name: str = "ave"
-    head: str = "fusion"  # fusion | cmbs
+    head: str = "fusion"  # fusion | cmbs | cmbs_seed
     hidden: int = 128  # fusion head width
     label_smoothing: float = 0.0
     dropout: float = 0.1
@@ -85,11 +90,12 @@ class CMBSHead(nn.Module):
     ``gate`` (B, S) the encoder's audio-visual gate (a probability).
     """
 
-    def __init__(self, audio_in: int, visual_in: int, num_classes: int, cfg: AVEConfig) -> None:
+    def __init__(self, audio_in: int, visual_in: int, num_classes: int, cfg: AVEConfig, seed: bool = False) -> None:
         super().__init__()
+        hidden = {"audio_hidden": cfg.d_model // 2, "visual_hidden": cfg.d_model} if seed else {}  # the seed's BiLSTMs
         self.temporal = GatedTemporalEncoder(
             audio_in, visual_in, cfg.audio_dim, cfg.visual_dim, cfg.d_model, cfg.heads, cfg.ffn,
-            cfg.encoder_layers, cfg.gate_gamma, decoders=True, dropout=cfg.dropout,
+            cfg.encoder_layers, cfg.gate_gamma, decoders=True, dropout=cfg.dropout, **hidden,
         )  # fmt: skip
         self.audio_cas, self.visual_cas = nn.Linear(cfg.d_model, num_classes), nn.Linear(cfg.d_model, num_classes)
         self.is_event, self.event = nn.Linear(cfg.d_model, 1), nn.Linear(cfg.d_model, num_classes)
@@ -123,12 +129,27 @@ def cmbs_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, background: in
     return {"loss": sum(losses.values()), **{k: v.detach() for k, v in losses.items()}}
 
 
+def cmbs_seed_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, background: int) -> dict[str, torch.Tensor]:
+    """The seed's CMBS loss (``DG-SCT/AVE/main_trans.py``) for (B, S) segment labels: BCE-with-logits on the event
+    score and on the gate probability, cross-entropy of the clip logits and of the top-k scores against ``max_t`` of
+    the segments' foreground class (0 for background segments)."""
+    foreground = labels != background  # (B, S)
+    target = labels.masked_fill(~foreground, 0).max(dim=1).values  # (B,)
+    losses = {
+        "loss_is_event": F.binary_cross_entropy_with_logits(out["is_event"], foreground.float()),
+        "loss_gate": F.binary_cross_entropy_with_logits(out["gate"], foreground.float()),
+        "loss_event": F.cross_entropy(out["event"], target),
+        "loss_av_score": F.cross_entropy(out["av_score"], target),
+    }
+    return {"loss": sum(losses.values()), **{k: v.detach() for k, v in losses.items()}}
+
+
 def _build_head(cfg: AVEConfig, method: nn.Module, num_classes: int) -> nn.Module:
     audio_dim, visual_dim = pooled_widths(method)
     if cfg.head == "fusion":
         return FusionHead(audio_dim, visual_dim, cfg.hidden, num_classes + 1, cfg.dropout)
-    if cfg.head == "cmbs":
-        return CMBSHead(audio_dim, visual_dim, num_classes, cfg)
+    if cfg.head in ("cmbs", "cmbs_seed"):
+        return CMBSHead(audio_dim, visual_dim, num_classes, cfg, seed=cfg.head == "cmbs_seed")
     raise ConfigError(f"unknown task.head '{cfg.head}' for task '{cfg.name}'; expected one of {', '.join(HEADS)}")
 
 
@@ -146,7 +167,7 @@ class AVETask(nn.Module):
         self.head = _build_head(cfg, method, info.num_classes)
 
     def outputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
-        """The head's raw outputs: ``fusion`` (B, S, K + 1) logits, ``cmbs`` the CMBS dict."""
+        """The head's raw outputs: ``fusion`` (B, S, K + 1) logits, ``cmbs`` / ``cmbs_seed`` the CMBS dict."""
         return self._head(self.method(batch))
 
     def _head(self, feats: AVFeatures) -> torch.Tensor | dict[str, torch.Tensor]:
@@ -157,8 +178,9 @@ class AVETask(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         feats, labels = self.method(batch), batch["labels"]
         out = self._head(feats)
-        if self.cfg.head == "cmbs":
-            return add_method_losses(cmbs_loss(out, labels, self.info.num_classes), feats.losses)
+        if self.cfg.head != "fusion":
+            loss = cmbs_seed_loss if self.cfg.head == "cmbs_seed" else cmbs_loss
+            return add_method_losses(loss(out, labels, self.info.num_classes), feats.losses)
         loss = F.cross_entropy(out.flatten(0, 1), labels.flatten(), label_smoothing=self.cfg.label_smoothing)
         return add_method_losses({"loss": loss}, feats.losses)
 
@@ -197,8 +219,8 @@ class AVEClassificationTask(nn.Module):
 
     def __init__(self, cfg: AVEConfig, method: nn.Module, info: DatasetInfo) -> None:
         super().__init__()
-        if cfg.head != "cmbs":
-            raise ConfigError(f"task 'ave_cls' uses the CMBS head; set task.head=cmbs (got '{cfg.head}')")
+        if cfg.head not in ("cmbs", "cmbs_seed"):
+            raise ConfigError(f"task 'ave_cls' uses the CMBS head; set task.head=cmbs or cmbs_seed (got '{cfg.head}')")
         self.cfg, self.info, self.method = cfg, info, method
         self.head = _build_head(cfg, method, info.num_classes)
 

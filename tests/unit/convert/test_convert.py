@@ -13,7 +13,7 @@ import torch
 import avlearn.backbones  # noqa: F401  (registers the backbones)
 from avlearn.cli import convert as convert_cli
 from avlearn.cli.main import main
-from avlearn.convert import FORMATS, convert_state_dict, load_converted, read_state_dict
+from avlearn.convert import FORMATS, RUN_FORMATS, convert_state_dict, load_converted, read_state_dict
 from avlearn.errors import DataError
 from avlearn.registry import BACKBONES
 
@@ -49,7 +49,7 @@ def _original_htsat_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Te
 
 
 def test_cli_lists_the_converter_formats():
-    assert tuple(sorted(FORMATS)) == convert_cli.FORMATS
+    assert tuple(sorted((*FORMATS, *RUN_FORMATS))) == convert_cli.FORMATS
 
 
 def test_qkv_is_split_by_rows_and_heads_are_dropped():
@@ -138,3 +138,34 @@ def test_seed_adapter_names_conv_kernels_and_unused_tensors():
         convert_adapter_state_dict(state, "ave")
     with pytest.raises(DataError, match="unknown DG-SCT adapter variant 'avvp'"):
         convert_adapter_state_dict(state, "avvp")
+
+
+def test_seed_ave_head_names_unused_modules_and_unknown_tensors():
+    from avlearn.convert import convert_dgsct_ave_state_dict
+
+    t = torch.randn(4, 2)
+    state = {"temporal_attn.audio_visual_rnn_layer.audio_rnn.weight_ih_l0": t,
+             "temporal_attn.video_decoder.decoder.layers.0.linear2.weight": t,
+             "temporal_attn.video_encoder.encoder.layers.1.self_attn.in_proj_weight": t,
+             "CMBS.localize_module.event_classifier.bias": t, "CMBS.video_cas.weight": t,
+             "CMBS.AVInter.norm1.weight": t, "temporal_attn.audio_encoder.encoder_layer.linear1.weight": t,
+             "temporal_attn.audio_decoder.decoder.layers.0.self_attn.in_proj_bias": t,
+             "adapter_token_downsampler.0.weight": t}  # fmt: skip
+    done = convert_dgsct_ave_state_dict(state)
+    assert sorted(done.tensors) == ["head.event.bias", "head.temporal.audio_rnn.weight_ih_l0",
+                                    "head.temporal.visual_decoder.ffn.3.weight",
+                                    "head.temporal.visual_key.1.layers.1.self_attn.in_proj_weight",
+                                    "head.visual_cas.weight"]  # fmt: skip
+    assert sorted(done.dropped) == sorted(
+        set(state)
+        - {k for k in state if "rnn" in k or "linear2" in k or "layers.1" in k or "classifier" in k or "cas" in k}
+    )
+    with pytest.raises(DataError, match="seed AVE head: 1 tensors have no avlearn counterpart"):
+        convert_dgsct_ave_state_dict({**state, "CMBS.extra.weight": t})
+
+
+def test_run_formats_need_classes_and_backbone_formats_refuse_overrides(tmp_path):
+    from avlearn.cli.main import main
+
+    assert main(["convert", "dgsct_ave", str(tmp_path / "seed.pt"), str(tmp_path / "run")]) == 2
+    assert main(["convert", "htsat", str(tmp_path / "a.ckpt"), str(tmp_path / "out"), "data.clips=4"]) == 2

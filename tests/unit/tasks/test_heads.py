@@ -39,9 +39,9 @@ def _ave_batch() -> dict:
     return {"labels": labels}
 
 
-@pytest.mark.parametrize("head", ["fusion", "cmbs"])
+@pytest.mark.parametrize("head", ["fusion", "cmbs", "cmbs_seed"])
 def test_ave_heads_train_and_predict(head):
-    cfg = AVEConfig(head=head) if head == "fusion" else AVEConfig(**CMBS)
+    cfg = AVEConfig(head=head) if head == "fusion" else AVEConfig(**{**CMBS, "head": head})
     task = AVETask(cfg, _Features(), INFO)
     out = task(_ave_batch())
     out["loss"].backward()
@@ -60,6 +60,26 @@ def test_cmbs_outputs_and_loss_terms():
     assert ((out["gate"] > 0) & (out["gate"] < 1)).all()  # a probability, trained with plain BCE
     losses = task(_ave_batch())
     assert {"loss_is_event", "loss_gate", "loss_event", "loss_av_score"} <= set(losses)
+
+
+def test_cmbs_seed_has_the_seed_bilstm_sizes_and_loss():
+    task = AVETask(AVEConfig(**{**CMBS, "head": "cmbs_seed"}), _Features(), INFO)
+    temporal = task.head.temporal
+    assert (temporal.audio_rnn.hidden_size, temporal.visual_rnn.hidden_size) == (8, 16)  # d_model / 2, d_model
+    assert temporal.audio_key[0].in_features == 16 and temporal.audio_query.in_features == 16
+    assert AVETask(AVEConfig(**CMBS), _Features(), INFO).head.temporal.audio_rnn.hidden_size == 8  # audio_dim / 2
+    task.eval()  # no dropout: outputs and loss see the same values
+    out, labels = task.outputs(_ave_batch()), _ave_batch()["labels"]
+    fg = (labels != 3).float()
+    bce = lambda x, y: (-(y * x.sigmoid().log() + (1 - y) * (1 - x.sigmoid()).log())).mean()  # noqa: E731
+    target = torch.tensor([0, 0])  # clip 1: class 0; clip 2 (all background): the seed's index 0
+    expected = {"loss_is_event": bce(out["is_event"], fg), "loss_gate": bce(out["gate"], fg),  # the gate: 2 sigmoids
+                "loss_event": nn.functional.cross_entropy(out["event"], target),
+                "loss_av_score": nn.functional.cross_entropy(out["av_score"], target)}  # fmt: skip
+    losses = task(_ave_batch())
+    for key, value in expected.items():
+        torch.testing.assert_close(losses[key], value.detach())
+    torch.testing.assert_close(losses["loss"], sum(expected.values()))
 
 
 def test_cmbs_prediction_rule():
@@ -84,7 +104,7 @@ def test_ave_classification_variant():
 
 
 def test_unknown_head_is_a_config_error():
-    with pytest.raises(ConfigError, match="fusion, cmbs"):
+    with pytest.raises(ConfigError, match="fusion, cmbs, cmbs_seed"):
         AVETask(AVEConfig(head="nope"), _Features(), INFO)
 
 
