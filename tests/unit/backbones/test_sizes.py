@@ -29,6 +29,13 @@ PUBLISHED = [
         "timm swinv2_large_window12_192.ms_in22k, 21841-way head (DG-SCT spec)",
     ),
     (("ast_base",), 86.6 * M, 2 * 768 + 768 * 527 + 527, 0.1 * M, "MIT/ast-finetuned-audioset-10-10-0.4593 + head"),
+    (
+        ("ast_valor",),
+        86.6 * M,
+        2 * 768 + 768 * 527 + 527 + (1212 - 128) * 768,
+        0.1 * M,
+        "the same AST with 4 x 32 patch positions instead of 12 x 101 (VALOR re-grids it)",
+    ),  # fmt: skip
     (("videomae_base",), 87 * M, 2 * 768 + 768 * 400 + 400, 1 * M, "VideoMAE paper, ViT-B with fc_norm + K400 head"),
     (("clip_vit_b16", "clip_text_b16"), 149_620_737, 1, 1, "openai/clip-vit-base-patch16 (+ logit_scale)"),
     (("clip_vit_b32", "clip_text_b16"), 151_277_313, 1, 1, "openai/clip-vit-base-patch32 (+ logit_scale)"),
