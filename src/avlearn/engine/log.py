@@ -1,7 +1,8 @@
 """What a run reports, on rank 0 only: a progress bar, ``metrics.jsonl``, TensorBoard, a final summary table.
 
 ``metrics.jsonl`` (always) has one JSON object per line: ``{"kind": "step", "step", "epoch", "loss", "lr",
-"grad_norm", "samples_per_s"}`` (fp16: also ``"loss_scale", "skipped"``) every ``train.log_every`` steps,
+"grad_norm", "samples_per_s"}`` plus each ``"loss_<name>"`` term the task reports (its own and the method's, averaged
+over the global batch like the loss; fp16: also ``"loss_scale", "skipped"``) every ``train.log_every`` steps,
 ``{"kind": "epoch", "epoch", "step", "train_loss", "lr", "seconds"}`` after each epoch (with ``"val_<metric>"``
 and ``"best"`` when validated there, ``train.val_every=0``) and ``{"kind": "val", "step", "epoch",
 "val_<metric>", "best"}`` for each validation every ``train.val_every`` steps. TensorBoard event files go to

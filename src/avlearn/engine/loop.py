@@ -197,13 +197,17 @@ def train_step(t: Training, micro: list[dict], global_size: int, cfg: TrainConfi
         on_device = [(to_device(b, env.device), w) for b, w in zip(micro, weights, strict=True)]
         auxiliary_steps(t.aux, on_device, lambda: autocast(cfg.precision, env.device))
     loss_sum = torch.zeros((), device=env.device)
+    terms: dict[str, torch.Tensor] = {}  # the task's detached ``loss_*`` terms, summed over samples like the loss
     for i, (batch, weight) in enumerate(zip(micro, weights, strict=True)):
         with _grad_sync(t.model, sync=i == len(micro) - 1):
             with autocast(cfg.precision, env.device):
-                loss = t.model(to_device(batch, env.device))["loss"]
+                out = t.model(to_device(batch, env.device))
+            loss = out["loss"]
             scaled = loss * weight
             (t.scaler.scale(scaled) if t.scaler is not None else scaled).backward()
         loss_sum += loss.detach().float() * _rows(batch)
+        for name in (k for k in out if k.startswith("loss_")):
+            terms[name] = terms.get(name, 0.0) + out[name].detach().float() * _rows(batch)
     if t.scaler is not None:
         t.scaler.unscale_(t.optimizer)
     params = [p for g in t.optimizer.param_groups for p in g["params"] if p.grad is not None]
@@ -215,7 +219,9 @@ def train_step(t: Training, micro: list[dict], global_size: int, cfg: TrainConfi
         ema_update(t.ema, t.task, cfg.ema)
     t.state.skipped += not applied
     grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP: a DTensor
-    return {"loss": all_reduce_sum(loss_sum, env) / global_size, "grad_norm": grad_norm}
+    # Every rank's task returns the same terms, so the reductions below pair up across ranks (sorted by name).
+    logged = {name: all_reduce_sum(terms[name], env) / global_size for name in sorted(terms)}
+    return {"loss": all_reduce_sum(loss_sum, env) / global_size, "grad_norm": grad_norm, **logged}
 
 
 def _steps(loader: Iterable[dict], accum: int) -> Iterator[list[dict]]:
@@ -339,7 +345,8 @@ def _base_lr(t: Training) -> float:
 def _log_step(t: Training, out: dict[str, Any], rate: float, bar: Any) -> None:
     """A ``metrics.jsonl`` line for the step just done, and the progress bar's numbers."""
     record = {"kind": "step", "step": t.state.step, "epoch": t.state.epoch + 1, "loss": out["loss"].item(),
-              "lr": _base_lr(t), "grad_norm": float(out["grad_norm"]), "samples_per_s": rate}  # fmt: skip
+              "lr": _base_lr(t), "grad_norm": float(out["grad_norm"]), "samples_per_s": rate,
+              **{k: float(v) for k, v in out.items() if k.startswith("loss_")}}  # fmt: skip
     if t.scaler is not None:
         record.update(loss_scale=t.scaler.get_scale(), skipped=t.state.skipped)
     t.log.write(record)
