@@ -98,9 +98,10 @@ class Method(Protocol):
         loss_terms: the names of the terms its forward puts in ``AVFeatures.losses`` (self-supervised methods; empty
             or absent otherwise). ``task=pretrain`` trains on these terms alone and refuses a method without any.
         encode_text(input_ids, attention_mask) -> (text (B, L, Ct), text_pooled (B, Ct)): methods with a text tower.
-        layer_id(param_name) -> int and num_layers() -> int: the depth of each parameter, for layer-wise learning
-            rate decay (the engine scales a parameter's lr by ``decay ** (num_layers() - layer_id(name))``; a method
-            without them gets no decay).
+        layer_id(param_name) -> int and num_layers() -> int: the depth of each parameter (0 embeddings, 1 ..
+            num_layers() the blocks, num_layers() + 1 the rest), for layer-wise learning rate decay (the engine scales
+            a parameter's lr by ``decay ** (num_layers() + 1 - layer_id(name))``; the classify task passes them on;
+            ``train.layer_decay`` < 1 without them is a ConfigError).
     """
 
     Config: ClassVar[type]

@@ -335,6 +335,7 @@ class DeepAVFusion(nn.Module):
         self.loss_terms = ("mae_visual", "mae_audio") if cfg.pretrain else ()  # what task=pretrain trains on
         self.dims = {name: dim for name in self.produces if name not in ("grid", "layers")}
         self.dims["layers"] = {m: (dim,) * depth for m in ("visual", "audio", "fused")}
+        self._layer_ids = self._embedding_and_block_layer_ids()
 
     def _decoders(self, cfg: DeepAVFusionConfig, dim: int) -> dict[str, Decoder]:
         out = {}
@@ -343,6 +344,31 @@ class DeepAVFusion(nn.Module):
             patch_dim = patch.patch_size[0] * patch.patch_size[1] * patch.num_channels
             out[slot] = Decoder(dim, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads, tower.grid, patch_dim)
         return out
+
+    # ---- layer-wise learning-rate decay (train.layer_decay) --------------------------------------------------
+    def _embedding_and_block_layer_ids(self) -> dict[str, int]:
+        """Parameter name -> layer id of the fusion tokens and the towers' embeddings (0) and of layer ``i``'s tower
+        blocks and fusion block (``i + 1``); the seed's ``params_layer_ids``."""
+        towers = (self.visual_backbone, self.audio_backbone)
+        layer_of = {tower.model.embeddings: 0 for tower in towers}
+        for i in range(self.num_layers()):
+            layer_of |= {tower.stages()[i]: i + 1 for tower in towers}
+            layer_of |= {self.fusion_blocks[str(i)]: i + 1} if str(i) in self.fusion_blocks else {}
+        ids = {"fusion_tokens": 0}
+        for prefix, module in self.named_modules():
+            if module in layer_of:
+                ids |= {f"{prefix}.{name}": layer_of[module] for name, _ in module.named_parameters()}
+        return ids
+
+    def num_layers(self) -> int:
+        """The towers' depth: layer ids run 0 (embeddings, fusion tokens) .. depth, then ``depth + 1`` (the rest)."""
+        return self.visual_backbone.num_stages
+
+    def layer_id(self, name: str) -> int:
+        """The layer of parameter ``name``: 0 for the patch / position embeddings and the fusion tokens, ``i + 1``
+        for layer ``i``'s tower blocks and fusion block, ``num_layers() + 1`` for the final norms (and the
+        pretraining decoders), as the seed's fine-tuning assigns them."""
+        return self._layer_ids.get(name, self.num_layers() + 1)
 
     # ---- encoder ---------------------------------------------------------------------------------------------
     @staticmethod

@@ -144,6 +144,19 @@ class ClassifyTask(nn.Module):
             self.method.eval()
         return self
 
+    def num_layers(self) -> int:
+        """The method's ``num_layers()`` (layer-wise lr decay, ``train.layer_decay``); a ConfigError without one."""
+        if not all(callable(getattr(self.method, attr, None)) for attr in ("layer_id", "num_layers")):
+            raise ConfigError(f"train.layer_decay needs a method with layer_id(name) and num_layers(); "
+                              f"{type(self.method).__name__} has none (set train.layer_decay=1.0)")  # fmt: skip
+        return self.method.num_layers()
+
+    def layer_id(self, name: str) -> int:
+        """The method's layer of its own parameters (``method.<name>``); the head is last (``num_layers() + 1``)."""
+        if name.startswith("method."):
+            return self.method.layer_id(name.removeprefix("method."))
+        return self.num_layers() + 1
+
     def pooled(self, feats: AVFeatures) -> torch.Tensor:
         """(B, C) the clip feature of ``task.features``: the segment mean (and token mean for ``fused``)."""
         if self.cfg.features == "fused":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import pytest
 import torch
@@ -247,3 +248,46 @@ def test_task_pretrain_trains_on_the_two_mae_terms_and_refuses_without_them():
     torch.testing.assert_close(out["loss"], out["loss_mae_visual"] + out["loss_mae_audio"])
     out["loss"].backward()
     assert task.method.decoders["audio"].pred.weight.grad is not None
+
+
+def _seed_layer_id(name: str, depth: int) -> int:
+    """The seed's fine-tuning layer of a parameter, from its name alone: embeddings and fusion tokens 0, layer
+    ``i``'s tower and fusion blocks ``i + 1``, everything else (norms, the head) ``depth + 1``."""
+    if name == "fusion_tokens" or re.fullmatch(r"(visual|audio)_backbone\.model\.embeddings\..*", name):
+        return 0
+    block = re.fullmatch(r"((visual|audio)_backbone\.model\.layers|fusion_blocks)\.(\d+)\..*", name)
+    return int(block[3]) + 1 if block else depth + 1
+
+
+@pytest.mark.parametrize("fusion_layers", ["all", "1"])
+def test_layer_decay_scales_each_parameter_as_the_seeds_fine_tuning(fusion_layers):
+    from avlearn.config.schema import TrainConfig
+    from avlearn.data.schema import DatasetInfo
+    from avlearn.engine.optim import param_groups
+    from avlearn.tasks.classify import ClassifyConfig, ClassifyTask
+
+    method = _method(fusion_layers=fusion_layers)
+    depth = method.visual_backbone.num_stages
+    task = ClassifyTask(ClassifyConfig(mode="finetune", features="fused"), method, DatasetInfo(("a", "b"), 3))
+    lr, decay = 0.1, 0.5
+    groups = param_groups(task, TrainConfig(lr=lr, layer_decay=decay))
+    got = {id(p): g["lr"] for g in groups for p in g["params"]}
+    seed_layers = depth + 1  # the seed's num_layers: the largest layer id (final norms, heads)
+    for name, param in task.named_parameters():
+        if param.requires_grad:
+            layer = _seed_layer_id(name.removeprefix("method."), depth)
+            assert got[id(param)] == pytest.approx(lr * decay ** (seed_layers - layer)), name
+    assert {round(g["lr"] / lr, 6) for g in groups} == {1.0, 0.5, 0.25, 0.125}  # layers 3, 2, 1, 0 all present
+
+
+def test_layer_decay_needs_the_methods_layer_ids():
+    from avlearn.config.schema import TrainConfig
+    from avlearn.data.schema import DatasetInfo
+    from avlearn.engine.optim import param_groups
+    from avlearn.tasks.classify import ClassifyConfig, ClassifyTask
+
+    method = _method()
+    method.layer_id = None  # as a method without the protocol
+    task = ClassifyTask(ClassifyConfig(features="fused"), method, DatasetInfo(("a", "b"), 3))
+    with pytest.raises(ConfigError, match=r"train.layer_decay needs a method with layer_id\(name\)"):
+        param_groups(task, TrainConfig(layer_decay=0.5))
