@@ -44,6 +44,15 @@ What differs from MGN/DG-SCT, and why:
 * The temporal encoder's audio output is used (in the seed it is computed and overwritten, dead code).
 * The grouping assignment is soft (the seed's default), without Gumbel noise; no R(2+1)D stream (AVFeatures carry
   the method's own visual features); no audio mixup (the seed mixes audio between clips without mixing the labels).
+
+``task.head=mgn_seed`` (off by default) is the seed's head exactly (``MGN_Net`` after the backbones, with its
+``TemporalAttention``; soft assignment), for its checkpoints and seed-faithful runs: GroupViT grouping blocks
+(``avlearn.layers.grouping``), the audio regrouped by the visual segments (HAN step, hard Gumbel assignment), the
+visual features gated by the audio's temporal encoder (the only output of ``TemporalAttention`` the seed uses), the
+segment probability ``sigmoid(modality logit) * (1 + softmax)`` (so up to 2) and the video probability from the
+cross-modal grouping; its loss is MGN's alone (no direct terms). Without an R(2+1)D stream, the seed's
+``fc_fusion([2D; fc_st(3D)])`` becomes ``visual_fuse`` of the 2D part: the seed's with a zero 3D input (its
+``fc_st`` bias folded in). The seed's grouping needs ``segments`` (10) segments.
 """
 
 from __future__ import annotations
@@ -55,6 +64,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from avlearn.data.pipelines.avvp import avvp_pipeline
+from avlearn.errors import ConfigError, DataError
+from avlearn.layers.grouping import ModalityGrouping
 from avlearn.layers.temporal import GatedTemporalEncoder
 from avlearn.registry import TASKS
 from avlearn.tasks.base import DatasetInfo, add_method_losses, paired_segments, pooled_widths
@@ -66,6 +77,7 @@ class AVVPConfig:
     """Schema of ``task/avvp*.yaml`` (defaults: DG-SCT's MGN settings)."""
 
     name: str = "avvp"
+    head: str = "mgn"  # mgn | mgn_seed
     dim: int = 128  # width of the projected segment features and class tokens
     temporal_dim: int = 64  # d_model of the gated temporal encoder
     temporal_gamma: float = 0.05
@@ -79,6 +91,11 @@ class AVVPConfig:
     exchange: float = 0.0  # share of training videos given a label-disjoint partner's audio track (not in MGN)
     refine_after: int = -1  # training steps before MA's modality-aware label refinement starts (-1: never)
     threshold: float = 0.5
+    segments: int = 10  # mgn_seed: the segment count its HAN grouping is built for
+    seed_ffn: int = 1024  # mgn_seed: feed-forward width of its temporal encoder
+
+
+HEADS = ("mgn", "mgn_seed")
 
 
 def _transformer(dim: int, heads: int, depth: int, dropout: float) -> nn.TransformerEncoder:
@@ -159,6 +176,83 @@ class MGNHead(nn.Module):
         }
 
 
+class SeedVisualGate(nn.Module):
+    """The part of the seed AVVP ``TemporalAttention`` whose output is used: (B, S, C) audio, (B, S, C) visual ->
+    (B, S, C) visual scaled by ``1 + gamma * g_a``, the audio gate from a BiLSTM (``temporal_dim`` per direction)
+    and a two-layer post-norm encoder (width ``temporal_dim``) over the audio. The seed's visual BiLSTM, encoder
+    and gate only feed its gated audio, which it discards; they are not built."""
+
+    def __init__(self, dim: int, temporal_dim: int, ffn: int, gamma: float) -> None:
+        super().__init__()
+        self.audio_rnn = nn.LSTM(dim, temporal_dim, batch_first=True, bidirectional=True)
+        layer = nn.TransformerEncoderLayer(temporal_dim, 4, ffn, 0.1, batch_first=True)  # post-norm, ReLU
+        encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.audio_key = nn.Sequential(nn.Linear(2 * temporal_dim, temporal_dim), encoder)
+        self.audio_gate = nn.Linear(temporal_dim, 1)
+        self.gamma = gamma
+
+    def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        gate = self.audio_gate(self.audio_key(self.audio_rnn(audio)[0])).sigmoid()  # (B, S, 1)
+        return visual * (1 + self.gamma * gate)
+
+
+class MGNSeedHead(nn.Module):
+    """The seed's MGN head (``task.head=mgn_seed``, see the module docstring): the same outputs as ``MGNHead``
+    without the direct terms."""
+
+    def __init__(self, audio_in: int, visual_in: int, num_classes: int, cfg: AVVPConfig) -> None:
+        super().__init__()
+        dim, heads = cfg.dim, cfg.heads
+        self.audio_in, self.visual_in = nn.Linear(audio_in, dim), nn.Linear(visual_in, dim)
+        self.visual_fuse = nn.Linear(dim, dim)
+        self.audio_tokens = nn.Parameter(torch.zeros(num_classes, dim))
+        self.visual_tokens = nn.Parameter(torch.zeros(num_classes, dim))
+        self.audio = ModalityGrouping(dim, cfg.depth_audio, heads, num_classes, cfg.segments, han=True)
+        self.visual = ModalityGrouping(dim, cfg.depth_visual, heads, num_classes, cfg.segments, han=False)
+        self.cross_modal = ModalityGrouping(dim, cfg.depth_av, heads, num_classes, cfg.segments, han=False)
+        self.video_prob, self.audio_prob, self.visual_prob = nn.Linear(dim, 1), nn.Linear(dim, 1), nn.Linear(dim, 1)
+        self.classify_tokens = nn.Linear(dim, num_classes)
+        self.apply(_seed_init)  # before the temporal gate, as the seed
+        self.temporal = SeedVisualGate(dim, cfg.temporal_dim, cfg.seed_ffn, cfg.temporal_gamma)
+        self.segments = cfg.segments
+
+    def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> dict[str, torch.Tensor]:
+        if audio.shape[1] != self.segments:
+            raise DataError(f"task.head=mgn_seed: {audio.shape[1]} segments, built for task.segments={self.segments}")
+        audio = self.audio_in(audio)  # (B, S, dim)
+        visual = self.visual_fuse(self.temporal(audio, self.visual_in(visual)))  # (B, S, dim)
+        visual_groups, visual_map = self.visual(visual, self.visual_tokens)  # (B, K, dim), (B, K, S)
+        audio_groups, audio_map = self.audio(audio, self.audio_tokens, visual)
+        joint, _ = self.cross_modal(audio_groups, visual_groups)  # (B, K, dim)
+        audio_prob = self.audio_prob(audio_groups).sigmoid()  # (B, K, 1)
+        visual_prob = self.visual_prob(visual_groups).sigmoid()
+        return {
+            "video": self.video_prob(joint).sigmoid().squeeze(-1),  # (B, K)
+            "audio": audio_prob.squeeze(-1),
+            "visual": visual_prob.squeeze(-1),
+            "audio_segments": audio_prob * audio_map,  # (B, K, S), in [0, 2]
+            "visual_segments": visual_prob * visual_map,
+            "audio_tokens": self.classify_tokens(self.audio_tokens),  # (K, K)
+            "visual_tokens": self.classify_tokens(self.visual_tokens),
+        }
+
+
+def _seed_init(module: nn.Module) -> None:
+    """The seed's initialisation of its head: truncated normal (std 0.02) linear weights, zero biases."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def _build_head(cfg: AVVPConfig, audio_dim: int, visual_dim: int, num_classes: int) -> nn.Module:
+    if cfg.head == "mgn":
+        return MGNHead(audio_dim, visual_dim, num_classes, cfg)
+    if cfg.head == "mgn_seed":
+        return MGNSeedHead(audio_dim, visual_dim, num_classes, cfg)
+    raise ConfigError(f"unknown task.head '{cfg.head}' for task '{cfg.name}'; expected one of {', '.join(HEADS)}")
+
+
 def _pool(scores: torch.Tensor) -> torch.Tensor:
     """(B, K, S) segment logits -> (B, K): their softmax-weighted mean over segments (a smooth maximum)."""
     return (scores.softmax(dim=-1) * scores).sum(dim=-1)
@@ -177,7 +271,7 @@ class AVVPTask(nn.Module):
         super().__init__()
         self.cfg, self.info, self.method = cfg, info, method
         audio_dim, visual_dim = pooled_widths(method)
-        self.head = MGNHead(audio_dim, visual_dim, info.num_classes, cfg)
+        self.head = _build_head(cfg, audio_dim, visual_dim, info.num_classes)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # training steps taken (for refine_after)
 
     def outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -199,11 +293,12 @@ class AVVPTask(nn.Module):
             "loss_video": _bce(out["video"], y),
             "loss_audio": _bce(out["audio"], y_audio),
             "loss_visual": _bce(out["visual"], y_visual),
-            "loss_direct": self.cfg.direct_weight
-            * (_bce(out["audio_direct"], y_audio) + _bce(out["visual_direct"], y_visual)),
-            "loss_tokens": F.cross_entropy(out["audio_tokens"], own_class)
-            + F.cross_entropy(out["visual_tokens"], own_class),
         }
+        if "audio_direct" in out:  # the mgn head's direct terms (mgn_seed has none); summed in this order
+            direct = _bce(out["audio_direct"], y_audio) + _bce(out["visual_direct"], y_visual)
+            losses["loss_direct"] = self.cfg.direct_weight * direct
+        tokens = F.cross_entropy(out["audio_tokens"], own_class) + F.cross_entropy(out["visual_tokens"], own_class)
+        losses["loss_tokens"] = tokens
         total = {"loss": sum(losses.values()), **{k: v.detach() for k, v in losses.items()}}
         return add_method_losses(total, out["method_losses"])
 
