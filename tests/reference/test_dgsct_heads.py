@@ -48,8 +48,10 @@ _MGN_NAMES = {
     "temporal_attn.audio_encoder.encoder.": "temporal.audio_key.1.",
     "temporal_attn.audio_gated.0.": "temporal.audio_gate.",
 }  # fmt: skip
-_MGN_UNUSED = ("temporal_attn.audio_visual_rnn_layer.visual_rnn.", "temporal_attn.video_encoder.",
-               "temporal_attn.video_gated.", "temporal_attn.audio_encoder.encoder_layer.", "fc_st.", "fc_fusion.")  # fmt: skip
+_MGN_UNUSED = (
+    "temporal_attn.audio_visual_rnn_layer.visual_rnn.", "temporal_attn.video_encoder.", "temporal_attn.video_gated.",
+    "temporal_attn.audio_encoder.encoder_layer.", "fc_st.", "fc_fusion.",
+)  # fmt: skip
 
 
 def _mgn_seed_state(seed: torch.nn.Module, dim: int) -> dict[str, torch.Tensor]:
