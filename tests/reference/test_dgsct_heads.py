@@ -1,7 +1,8 @@
 """DG-SCT's seed heads against avlearn's options, at the paper's widths: the AVE ``TemporalAttention`` + ``CMBS``
 (``DG-SCT/AVE/nets/net_trans.py``; 1536-wide visual and 768-wide audio segment embeddings, 28 events) against
 ``task.head=cmbs_seed``, random weights moved by ``avlearn.convert.convert_dgsct_ave_state_dict``; fp32, eval mode,
-10 segments. Compared: the per-segment event score, the clip class logits, the top-k class scores and the gate."""
+10 segments. Compared: the per-segment event score, the clip class logits, the top-k class scores and the gate.
+And the AVVP ``MGN_Net`` head (``DG-SCT/AVVP/nets/mgn.py``, ``grouping.py``) against ``task.head=mgn_seed``."""
 
 from __future__ import annotations
 

@@ -8,11 +8,10 @@ import torch
 from torch import nn
 
 from avlearn.errors import ConfigError, DataError
-from avlearn.layers.grouping import AssignAttention
 from avlearn.methods.base import AVFeatures
 from avlearn.metrics.ave import clip_class
 from avlearn.tasks.ave import AVEClassificationTask, AVEConfig, AVETask, _cmbs_probs
-from avlearn.tasks.avvp import AVVPConfig, AVVPTask
+from avlearn.tasks.avvp import AssignAttention, AVVPConfig, AVVPTask
 from avlearn.tasks.base import DatasetInfo
 
 INFO = DatasetInfo(("a", "b", "c"))
