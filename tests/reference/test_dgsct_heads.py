@@ -1,7 +1,8 @@
 """DG-SCT's seed heads against avlearn's options, at the paper's widths: the AVE ``TemporalAttention`` + ``CMBS``
 (``DG-SCT/AVE/nets/net_trans.py``; 1536-wide visual and 768-wide audio segment embeddings, 28 events) against
 ``task.head=cmbs_seed``, random weights moved by ``avlearn.convert.convert_dgsct_ave_state_dict``; fp32, eval mode,
-10 segments. Compared: the per-segment event score, the clip class logits, the top-k class scores and the gate."""
+10 segments. Compared: the per-segment event score, the clip class logits, the top-k class scores and the gate.
+And the AVVP ``MGN_Net`` head (``DG-SCT/AVVP/nets/mgn.py``, ``grouping.py``) against ``task.head=mgn_seed``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from oracles import assert_parity, randomise
 
 from avlearn.convert import convert_dgsct_ave_state_dict
 from avlearn.tasks.ave import AVEConfig, CMBSHead
+from avlearn.tasks.avvp import AVVPConfig, MGNSeedHead
 
 
 def test_cmbs_seed_head_matches_the_seed() -> None:
@@ -35,3 +37,97 @@ def test_cmbs_seed_head_matches_the_seed() -> None:
     assert_parity(ours["event"], event, "clip class logits")
     assert_parity(ours["av_score"], av_score, "top-k class scores")
     assert_parity(ours["gate"], gate[..., 0].transpose(0, 1), "gate")
+
+
+# The seed ``MGN_Net`` head's names -> ``task.head=mgn_seed``'s (prefixes; the rest of each name is the same).
+_MGN_NAMES = {
+    "fc_a.": "audio_in.", "fc_v.": "visual_in.", "audio_token": "audio_tokens", "visual_token": "visual_tokens",
+    "audio_cug.": "audio.", "visual_cug.": "visual.", "av_mcg.": "cross_modal.",
+    "fc_prob.": "video_prob.", "fc_prob_a.": "audio_prob.", "fc_prob_v.": "visual_prob.", "fc_cls.": "classify_tokens.",
+    "temporal_attn.audio_visual_rnn_layer.audio_rnn.": "temporal.audio_rnn.",
+    "temporal_attn.audio_encoder.affine_matrix.": "temporal.audio_key.0.",
+    "temporal_attn.audio_encoder.encoder.": "temporal.audio_key.1.",
+    "temporal_attn.audio_gated.0.": "temporal.audio_gate.",
+}  # fmt: skip
+_MGN_UNUSED = (
+    "temporal_attn.audio_visual_rnn_layer.visual_rnn.", "temporal_attn.video_encoder.", "temporal_attn.video_gated.",
+    "temporal_attn.audio_encoder.encoder_layer.", "fc_st.", "fc_fusion.",
+)  # fmt: skip
+
+
+def _mgn_seed_state(seed: torch.nn.Module, dim: int) -> dict[str, torch.Tensor]:
+    """The seed head's tensors under ``MGNSeedHead`` names; ``fc_fusion([v; fc_st(0)])`` folds into
+    ``visual_fuse`` (its 2D half, the 3D half times ``fc_st``'s bias added to the bias)."""
+    state, out = seed.state_dict(), {}
+    for name, tensor in state.items():
+        prefix = [p for p in _MGN_NAMES if name.startswith(p)]
+        assert prefix or name.startswith(_MGN_UNUSED), name
+        if prefix:
+            out[_MGN_NAMES[prefix[0]] + name[len(prefix[0]) :]] = tensor
+    fusion = state["fc_fusion.weight"]  # (dim, 2 dim)
+    out["visual_fuse.weight"] = fusion[:, :dim]
+    out["visual_fuse.bias"] = state["fc_fusion.bias"] + fusion[:, dim:] @ state["fc_st.bias"]
+    return out
+
+
+def _seed_mgn(grouping: object, mgn: object, dim: int) -> torch.nn.Module:
+    """The seed ``MGN_Net``'s head modules under its own names (``train.sh``: depths 3/3/6, soft assignment)."""
+    shell = torch.nn.Module()
+    shell.fc_a, shell.fc_v = torch.nn.Linear(768, dim), torch.nn.Linear(1536, dim)
+    shell.fc_st, shell.fc_fusion = torch.nn.Linear(512, dim), torch.nn.Linear(2 * dim, dim)
+    shell.audio_token = torch.nn.Parameter(torch.zeros(25, dim))
+    shell.visual_token = torch.nn.Parameter(torch.zeros(25, dim))
+    common = {"num_heads": 8, "qkv_bias": True, "drop_path": 0.1, "out_dim_grouping": dim, "num_heads_grouping": 8,
+              "num_group_tokens": 25, "num_output_groups": 25, "hard_assignment": False}  # fmt: skip
+    shell.audio_cug = grouping.ModalityTrans(dim, depth=3, use_han=True, **common)
+    shell.visual_cug = grouping.ModalityTrans(dim, depth=3, use_han=False, **common)
+    shell.av_mcg = grouping.ModalityTrans(dim, depth=6, use_han=False, **common)
+    shell.fc_prob, shell.fc_prob_a, shell.fc_prob_v = (torch.nn.Linear(dim, 1) for _ in range(3))
+    shell.fc_cls = torch.nn.Linear(dim, 25)
+    shell.temporal_attn = mgn.TemporalAttention()
+    return shell
+
+
+def _seed_mgn_forward(seed: torch.nn.Module, audio: torch.Tensor, visual: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``MGN_Net.forward`` after the backbones (the seed's lines from ``fc_a`` on), with a zero R(2+1)D input."""
+    audio_0 = seed.fc_a(audio)  # (B, S, dim)
+    visual_2d, _ = seed.temporal_attn(seed.fc_v(visual), audio_0)  # the seed discards the gated audio
+    visual_3d = seed.fc_st(visual.new_zeros(*visual.shape[:2], 512))
+    visual_0 = seed.fc_fusion(torch.cat([visual_2d, visual_3d], dim=-1))
+    visual_g, visual_attn, _ = seed.visual_cug(visual_0, seed.visual_token, return_attn=True)
+    audio_g, audio_attn, _ = seed.audio_cug(audio_0, seed.audio_token, visual_0, return_attn=True)
+    joint, _, _ = seed.av_mcg(audio_g, visual_g, return_attn=True)
+    audio_prob, visual_prob = seed.fc_prob_a(audio_g).sigmoid(), seed.fc_prob_v(visual_g).sigmoid()  # (B, 25, 1)
+    return {
+        "video": seed.fc_prob(joint).sigmoid().sum(dim=-1),
+        "audio": audio_prob.sum(dim=-1),
+        "visual": visual_prob.sum(dim=-1),
+        "audio_segments": audio_prob * audio_attn["soft"].squeeze(1),  # (B, 25, S); the seed then permutes
+        "visual_segments": visual_prob * visual_attn["soft"].squeeze(1),
+        "audio_tokens": seed.fc_cls(seed.audio_token),
+        "visual_tokens": seed.fc_cls(seed.visual_token),
+    }
+
+
+def test_mgn_seed_head_matches_the_seed() -> None:
+    """The seed AVVP head (``DG-SCT/AVVP/nets/mgn.py`` ``MGN_Net`` after the backbones, ``grouping.py``) against
+    ``task.head=mgn_seed`` at the seed's widths (768 / 1536 inputs, dim 128, 25 classes, 10 segments), random
+    weights moved by the prefix map above; eval mode, float64: in float32 the seed's own result is 4.4e-5 / 9.5e-5
+    (video / visual probability) of the scale from its float64 one with these random weights, so float32 cannot
+    tell a mapping error from rounding (docs/methods/dgsct.md)."""
+    grouping, mgn = oracles.seed_module("AVVP", "nets.grouping"), oracles.seed_module("AVVP", "nets.mgn")
+    torch.manual_seed(0)
+    seed = _seed_mgn(grouping, mgn, 128)
+    randomise(seed)
+    seed.eval().double()
+    head = MGNSeedHead(768, 1536, 25, AVVPConfig(head="mgn_seed")).eval().double()
+    head.load_state_dict(_mgn_seed_state(seed, 128))  # strict: every tensor
+
+    generator = torch.Generator().manual_seed(0)
+    audio = torch.randn(2, 10, 768, generator=generator, dtype=torch.float64)
+    visual = torch.randn(2, 10, 1536, generator=generator, dtype=torch.float64)
+    with torch.no_grad():
+        expected, ours = _seed_mgn_forward(seed, audio, visual), head(audio, visual)
+    assert set(ours) == set(expected)
+    for key, value in expected.items():
+        assert_parity(ours[key], value, key)

@@ -44,6 +44,15 @@ What differs from MGN/DG-SCT, and why:
 * The temporal encoder's audio output is used (in the seed it is computed and overwritten, dead code).
 * The grouping assignment is soft (the seed's default), without Gumbel noise; no R(2+1)D stream (AVFeatures carry
   the method's own visual features); no audio mixup (the seed mixes audio between clips without mixing the labels).
+
+``task.head=mgn_seed`` (off by default) is the seed's head exactly (``MGN_Net`` after the backbones, with its
+``TemporalAttention``; soft assignment), for its checkpoints and seed-faithful runs: GroupViT grouping blocks (MGN's
+``ModalityTrans`` on GroupViT's grouping block, Xu et al., CVPR 2022; below), the audio regrouped by the visual
+segments (HAN step, hard Gumbel assignment), the visual features gated by the audio's temporal encoder (the only
+output of ``TemporalAttention`` the seed uses), the segment probability ``sigmoid(modality logit) * (1 + softmax)``
+(so up to 2) and the video probability from the cross-modal grouping; its loss is MGN's alone (no direct terms).
+Without an R(2+1)D stream, the seed's ``fc_fusion([2D; fc_st(3D)])`` becomes ``visual_fuse`` of the 2D part: the
+seed's with a zero 3D input (its ``fc_st`` bias folded in). The seed's grouping needs ``segments`` (10) segments.
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avlearn.data.pipelines.avvp import avvp_pipeline
+from avlearn.errors import ConfigError, DataError
 from avlearn.layers.temporal import GatedTemporalEncoder
 from avlearn.registry import TASKS
 from avlearn.tasks.base import DatasetInfo, add_method_losses, paired_segments, pooled_widths
@@ -66,6 +76,7 @@ class AVVPConfig:
     """Schema of ``task/avvp*.yaml`` (defaults: DG-SCT's MGN settings)."""
 
     name: str = "avvp"
+    head: str = "mgn"  # mgn | mgn_seed
     dim: int = 128  # width of the projected segment features and class tokens
     temporal_dim: int = 64  # d_model of the gated temporal encoder
     temporal_gamma: float = 0.05
@@ -79,6 +90,11 @@ class AVVPConfig:
     exchange: float = 0.0  # share of training videos given a label-disjoint partner's audio track (not in MGN)
     refine_after: int = -1  # training steps before MA's modality-aware label refinement starts (-1: never)
     threshold: float = 0.5
+    segments: int = 10  # mgn_seed: the segment count its HAN grouping is built for
+    seed_ffn: int = 1024  # mgn_seed: feed-forward width of its temporal encoder
+
+
+HEADS = ("mgn", "mgn_seed")
 
 
 def _transformer(dim: int, heads: int, depth: int, dropout: float) -> nn.TransformerEncoder:
@@ -159,6 +175,241 @@ class MGNHead(nn.Module):
         }
 
 
+# ---- task.head=mgn_seed: MGN's grouping layers (seed ``AVVP/nets/grouping.py``; submodule names are the seed's)
+
+
+class Mlp(nn.Module):
+    """Linear -> GELU -> Linear over the last axis."""
+
+    def __init__(self, dim: int, hidden: int, out: int) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: each sample's residual branch ``x`` (B, ...) is dropped with probability ``rate`` in
+    training, the kept ones scaled by 1 / (1 - rate)."""
+    if not training or rate == 0.0:
+        return x
+    keep = torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), device=x.device) >= rate  # (B, 1, ...)
+    return x * keep.to(x.dtype) / (1 - rate)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with a fused ``qkv`` projection (self-attention) or separate ``q_proj``/``k_proj``/
+    ``v_proj`` ones (cross-attention); (B, N, C) queries, (B, S, C) keys -> (B, N, C)."""
+
+    def __init__(self, dim: int, heads: int, fused: bool) -> None:
+        super().__init__()
+        self.heads, self.fused = heads, fused
+        if fused:
+            self.qkv = nn.Linear(dim, 3 * dim)
+        else:
+            self.q_proj, self.k_proj, self.v_proj = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        return x.reshape(b, n, self.heads, c // self.heads).transpose(1, 2)  # (B, heads, N, C / heads)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor | None = None) -> torch.Tensor:
+        if self.fused:
+            q, k, v = self.qkv(query).chunk(3, dim=-1)  # (B, N, C) each
+        else:
+            key = query if key is None else key
+            q, k, v = self.q_proj(query), self.k_proj(key), self.v_proj(key)
+        out = F.scaled_dot_product_attention(self._split(q), self._split(k), self._split(v))  # (B, heads, N, C / h)
+        return self.proj(out.transpose(1, 2).flatten(2))  # (B, N, C)
+
+
+class SelfBlock(nn.Module):
+    """Pre-norm transformer block (MLP ratio 4) with stochastic depth ``drop``: (B, N, C) -> (B, N, C)."""
+
+    def __init__(self, dim: int, heads: int, drop: float) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn, self.mlp = Attention(dim, heads, fused=True), Mlp(dim, 4 * dim, dim)
+        self.drop = drop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + drop_path(self.attn(self.norm1(x)), self.drop, self.training)
+        return x + drop_path(self.mlp(self.norm2(x)), self.drop, self.training)
+
+
+class CrossBlock(nn.Module):
+    """GroupViT's post-norm cross-attention block: (B, N, C) queries attend to (B, S, C) keys -> (B, N, C)."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.attn, self.mlp = Attention(dim, heads, fused=False), Mlp(dim, 4 * dim, dim)
+        self.norm2, self.norm_post = nn.LayerNorm(dim), nn.LayerNorm(dim)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        x = query + self.attn(query, key)
+        return self.norm_post(x + self.mlp(self.norm2(x)))
+
+
+class AssignAttention(nn.Module):
+    """GroupViT's assignment (one head): each of S inputs (B, S, C) is assigned over the N groups (B, N, C), softly
+    or, with ``hard``, one-hot with a straight-through gradient (with Gumbel noise in training when ``gumbel``).
+
+    Returns the (B, N, C) groups and the (B, N, S) map ``1 + softmax_S(softmax_N(logits))`` that MGN reads as the
+    per-segment weight of each group.
+    """
+
+    def __init__(self, dim: int, hard: bool, gumbel: bool) -> None:
+        super().__init__()
+        self.q_proj, self.k_proj, self.v_proj = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+        self.hard, self.gumbel, self.scale = hard, gumbel, dim**-0.5
+
+    def _assign(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.gumbel and self.training:
+            noise = -torch.empty_like(logits).exponential_().log()  # Gumbel(0, 1)
+            logits = logits + noise
+        soft = logits.softmax(dim=-2)  # (B, N, S) over the groups
+        if not self.hard:
+            return soft
+        hard = F.one_hot(soft.argmax(dim=-2), soft.shape[-2]).transpose(-1, -2).to(soft.dtype)  # (B, N, S)
+        return hard - soft.detach() + soft
+
+    def forward(self, groups: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.q_proj(groups) @ self.k_proj(x).transpose(1, 2) * self.scale  # (B, N, S)
+        assign = self._assign(logits)
+        weights = assign / (assign.sum(dim=-1, keepdim=True) + 1.0)  # (B, N, S)
+        segment_map = 1.0 + logits.softmax(dim=-2).softmax(dim=-1)  # (B, N, S)
+        return self.proj(weights @ self.v_proj(x)), segment_map
+
+
+class GroupingBlock(nn.Module):
+    """GroupViT's grouping block: (B, S, C) inputs and (B, N_in, C) tokens -> (B, N_out, C) groups and the
+    (B, N_out, S) segment map of ``AssignAttention``."""
+
+    def __init__(self, dim: int, tokens_in: int, tokens_out: int, heads: int, hard: bool, gumbel: bool) -> None:
+        super().__init__()
+        self.norm_tokens, self.norm_x = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.mlp_inter = Mlp(tokens_in, dim // 2, tokens_out)  # mixes the tokens (over the token axis)
+        self.norm_post_tokens, self.norm_new_x = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.pre_assign_attn = CrossBlock(dim, heads)
+        self.assign = AssignAttention(dim, hard, gumbel)
+        self.mlp_channels = Mlp(dim, 4 * dim, dim)
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, x = self.norm_tokens(tokens), self.norm_x(x)
+        groups = self.norm_post_tokens(self.mlp_inter(tokens.transpose(1, 2)).transpose(1, 2))  # (B, N_out, C)
+        groups = self.pre_assign_attn(groups, x)
+        assigned, segment_map = self.assign(groups, x)
+        new = assigned + groups  # (B, N_out, C)
+        return new + self.mlp_channels(self.norm_new_x(new)), segment_map
+
+
+class ModalityGrouping(nn.Module):
+    """MGN's ``ModalityTrans``: (B, S, C) inputs and (K, C) or (B, K, C) group tokens -> (B, K, C) groups and the
+    (B, K, S) segment map. ``han`` (audio): before grouping, the inputs are regrouped with the other modality's
+    (B, S, C) segments as tokens (hard Gumbel assignment, as MGN configures it). The inputs are assigned to the
+    groups softly (MGN's default ``soft``; its ``hard`` option is not built)."""
+
+    def __init__(
+        self, dim: int, depth: int, heads: int, tokens: int, segments: int, han: bool, drop: float = 0.1
+    ) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([SelfBlock(dim, heads, drop) for _ in range(depth)])
+        self.han_encoder = GroupingBlock(dim, segments, segments, heads, hard=True, gumbel=True) if han else None
+        self.grouping = GroupingBlock(dim, tokens, tokens, heads, hard=False, gumbel=False)
+
+    def forward(
+        self, x: torch.Tensor, tokens: torch.Tensor, other: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        s = x.shape[1]
+        joint = torch.cat([x, tokens.expand(x.shape[0], -1, -1)], dim=1)  # (B, S + K, C)
+        for block in self.blocks:
+            joint = block(joint)
+        x, tokens = joint[:, :s], joint[:, s:]  # (B, S, C), (B, K, C)
+        if self.han_encoder is not None and other is not None:
+            x = self.han_encoder(x, other)[0]  # (B, S, C): the inputs regrouped by the other modality's segments
+        return self.grouping(x, tokens)
+
+
+class SeedVisualGate(nn.Module):
+    """The part of the seed AVVP ``TemporalAttention`` whose output is used: (B, S, C) audio, (B, S, C) visual ->
+    (B, S, C) visual scaled by ``1 + gamma * g_a``, the audio gate from a BiLSTM (``temporal_dim`` per direction)
+    and a two-layer post-norm encoder (width ``temporal_dim``) over the audio. The seed's visual BiLSTM, encoder
+    and gate only feed its gated audio, which it discards; they are not built."""
+
+    def __init__(self, dim: int, temporal_dim: int, ffn: int, gamma: float) -> None:
+        super().__init__()
+        self.audio_rnn = nn.LSTM(dim, temporal_dim, batch_first=True, bidirectional=True)
+        layer = nn.TransformerEncoderLayer(temporal_dim, 4, ffn, 0.1, batch_first=True)  # post-norm, ReLU
+        encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.audio_key = nn.Sequential(nn.Linear(2 * temporal_dim, temporal_dim), encoder)
+        self.audio_gate = nn.Linear(temporal_dim, 1)
+        self.gamma = gamma
+
+    def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        gate = self.audio_gate(self.audio_key(self.audio_rnn(audio)[0])).sigmoid()  # (B, S, 1)
+        return visual * (1 + self.gamma * gate)
+
+
+class MGNSeedHead(nn.Module):
+    """The seed's MGN head (``task.head=mgn_seed``, see the module docstring): the same outputs as ``MGNHead``
+    without the direct terms."""
+
+    def __init__(self, audio_in: int, visual_in: int, num_classes: int, cfg: AVVPConfig) -> None:
+        super().__init__()
+        dim, heads = cfg.dim, cfg.heads
+        self.audio_in, self.visual_in = nn.Linear(audio_in, dim), nn.Linear(visual_in, dim)
+        self.visual_fuse = nn.Linear(dim, dim)
+        self.audio_tokens = nn.Parameter(torch.zeros(num_classes, dim))
+        self.visual_tokens = nn.Parameter(torch.zeros(num_classes, dim))
+        self.audio = ModalityGrouping(dim, cfg.depth_audio, heads, num_classes, cfg.segments, han=True)
+        self.visual = ModalityGrouping(dim, cfg.depth_visual, heads, num_classes, cfg.segments, han=False)
+        self.cross_modal = ModalityGrouping(dim, cfg.depth_av, heads, num_classes, cfg.segments, han=False)
+        self.video_prob, self.audio_prob, self.visual_prob = nn.Linear(dim, 1), nn.Linear(dim, 1), nn.Linear(dim, 1)
+        self.classify_tokens = nn.Linear(dim, num_classes)
+        self.apply(_seed_init)  # before the temporal gate, as the seed
+        self.temporal = SeedVisualGate(dim, cfg.temporal_dim, cfg.seed_ffn, cfg.temporal_gamma)
+        self.segments = cfg.segments
+
+    def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> dict[str, torch.Tensor]:
+        if audio.shape[1] != self.segments:
+            raise DataError(f"task.head=mgn_seed: {audio.shape[1]} segments, built for task.segments={self.segments}")
+        audio = self.audio_in(audio)  # (B, S, dim)
+        visual = self.visual_fuse(self.temporal(audio, self.visual_in(visual)))  # (B, S, dim)
+        visual_groups, visual_map = self.visual(visual, self.visual_tokens)  # (B, K, dim), (B, K, S)
+        audio_groups, audio_map = self.audio(audio, self.audio_tokens, visual)
+        joint, _ = self.cross_modal(audio_groups, visual_groups)  # (B, K, dim)
+        audio_prob = self.audio_prob(audio_groups).sigmoid()  # (B, K, 1)
+        visual_prob = self.visual_prob(visual_groups).sigmoid()
+        return {
+            "video": self.video_prob(joint).sigmoid().squeeze(-1),  # (B, K)
+            "audio": audio_prob.squeeze(-1),
+            "visual": visual_prob.squeeze(-1),
+            "audio_segments": audio_prob * audio_map,  # (B, K, S), in [0, 2]
+            "visual_segments": visual_prob * visual_map,
+            "audio_tokens": self.classify_tokens(self.audio_tokens),  # (K, K)
+            "visual_tokens": self.classify_tokens(self.visual_tokens),
+        }
+
+
+def _seed_init(module: nn.Module) -> None:
+    """The seed's initialisation of its head: truncated normal (std 0.02) linear weights, zero biases."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def _build_head(cfg: AVVPConfig, audio_dim: int, visual_dim: int, num_classes: int) -> nn.Module:
+    if cfg.head == "mgn":
+        return MGNHead(audio_dim, visual_dim, num_classes, cfg)
+    if cfg.head == "mgn_seed":
+        return MGNSeedHead(audio_dim, visual_dim, num_classes, cfg)
+    raise ConfigError(f"unknown task.head '{cfg.head}' for task '{cfg.name}'; expected one of {', '.join(HEADS)}")
+
+
 def _pool(scores: torch.Tensor) -> torch.Tensor:
     """(B, K, S) segment logits -> (B, K): their softmax-weighted mean over segments (a smooth maximum)."""
     return (scores.softmax(dim=-1) * scores).sum(dim=-1)
@@ -177,7 +428,7 @@ class AVVPTask(nn.Module):
         super().__init__()
         self.cfg, self.info, self.method = cfg, info, method
         audio_dim, visual_dim = pooled_widths(method)
-        self.head = MGNHead(audio_dim, visual_dim, info.num_classes, cfg)
+        self.head = _build_head(cfg, audio_dim, visual_dim, info.num_classes)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # training steps taken (for refine_after)
 
     def outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -199,11 +450,12 @@ class AVVPTask(nn.Module):
             "loss_video": _bce(out["video"], y),
             "loss_audio": _bce(out["audio"], y_audio),
             "loss_visual": _bce(out["visual"], y_visual),
-            "loss_direct": self.cfg.direct_weight
-            * (_bce(out["audio_direct"], y_audio) + _bce(out["visual_direct"], y_visual)),
-            "loss_tokens": F.cross_entropy(out["audio_tokens"], own_class)
-            + F.cross_entropy(out["visual_tokens"], own_class),
         }
+        if "audio_direct" in out:  # the mgn head's direct terms (mgn_seed has none); summed in this order
+            direct = _bce(out["audio_direct"], y_audio) + _bce(out["visual_direct"], y_visual)
+            losses["loss_direct"] = self.cfg.direct_weight * direct
+        tokens = F.cross_entropy(out["audio_tokens"], own_class) + F.cross_entropy(out["visual_tokens"], own_class)
+        losses["loss_tokens"] = tokens
         total = {"loss": sum(losses.values()), **{k: v.detach() for k, v in losses.items()}}
         return add_method_losses(total, out["method_losses"])
 

@@ -152,9 +152,10 @@ def test_command_line_overrides_win_over_the_recipe():
 def test_recipe_key_missing_from_the_chosen_option_is_one_line():
     from avlearn.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"^recipe/dgsct_ave_paper sets 'task.head', which task avvp does not have;.*"
-                                          r"depth_av") as err:  # fmt: skip
-        compose_run(["recipe=dgsct_ave_paper", "task=avvp"])
+    # (task avvp has a ``head`` key since task.head=mgn_seed; AVS's kl_weight is one it lacks)
+    with pytest.raises(ConfigError, match=r"^recipe/dgsct_avs_s4_paper sets 'task.kl_weight', which task avvp does "
+                                          r"not have;.*depth_av") as err:  # fmt: skip
+        compose_run(["recipe=dgsct_avs_s4_paper", "task=avvp"])
     assert "\n" not in str(err.value)
 
 

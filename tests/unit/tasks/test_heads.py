@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from avlearn.errors import ConfigError
+from avlearn.errors import ConfigError, DataError
 from avlearn.methods.base import AVFeatures
 from avlearn.metrics.ave import clip_class
 from avlearn.tasks.ave import AVEClassificationTask, AVEConfig, AVETask, _cmbs_probs
-from avlearn.tasks.avvp import AVVPConfig, AVVPTask
+from avlearn.tasks.avvp import AssignAttention, AVVPConfig, AVVPTask
 from avlearn.tasks.base import DatasetInfo
 
 INFO = DatasetInfo(("a", "b", "c"))
@@ -131,6 +131,55 @@ def test_avvp_mgn_head_shapes_loss_and_prediction():
     assert not (pred["audio"] & absent).any() and not (pred["visual"] & absent).any()
     scores = task.score(pred, _avvp_batch())
     assert {"segment_audio", "segment_visual", "segment_type_at_av", "event_type_at_av"} <= set(scores)
+
+
+MGN_SEED = {"head": "mgn_seed", "dim": 16, "temporal_dim": 8, "seed_ffn": 32, "heads": 2, "depth_audio": 1,
+            "depth_visual": 1, "depth_av": 1}  # fmt: skip
+
+
+def test_avvp_mgn_seed_head_outputs_and_the_seed_loss():
+    task = AVVPTask(AVVPConfig(**MGN_SEED), _Features(), INFO).eval()  # eval: no drop-path, no Gumbel noise
+    out, y = task.outputs(_avvp_batch()), _avvp_batch()["labels"]
+    assert out["video"].shape == (2, 3) and out["audio_segments"].shape == (2, 3, 10)
+    assert out["audio_tokens"].shape == (3, 3) and "audio_direct" not in out
+    # Segment probability = modality probability x (1 + a softmax over segments): between p and 2p, summing to 11p.
+    for m in ("audio", "visual"):
+        p, seg = out[m][..., None], out[f"{m}_segments"]
+        assert (seg >= p).all() and (seg <= 2 * p).all()
+        torch.testing.assert_close(seg.sum(-1), 11 * out[m])
+    bce = nn.functional.binary_cross_entropy
+    own = torch.arange(3)
+    expected = (bce(out["video"], y) + bce(out["audio"], y) + bce(out["visual"], 0.9 * y + 0.05)
+                + nn.functional.cross_entropy(out["audio_tokens"], own)
+                + nn.functional.cross_entropy(out["visual_tokens"], own))  # fmt: skip
+    losses = task(_avvp_batch())
+    assert "loss_direct" not in losses
+    torch.testing.assert_close(losses["loss"], expected)
+    task.train()
+    task(_avvp_batch())["loss"].backward()
+    assert task.method.scale.grad is not None and task.head.audio.han_encoder.assign.q_proj.weight.grad is not None
+    pred = task.predict(_avvp_batch())
+    absent = (pred["video_probs"] < 0.5)[..., None].expand(-1, -1, 10)
+    assert pred["visual"].shape == (2, 3, 10) and not (pred["visual"] & absent).any()
+
+
+def test_avvp_head_errors():
+    with pytest.raises(ConfigError, match="mgn, mgn_seed"):
+        AVVPTask(AVVPConfig(head="nope"), _Features(), INFO)
+    task = AVVPTask(AVVPConfig(**MGN_SEED, segments=8), _Features(), INFO)  # the features have 10 segments
+    with pytest.raises(DataError, match="task.segments=8"):
+        task.outputs(_avvp_batch())
+
+
+def test_hard_assignment_is_one_hot_with_a_soft_gradient():
+    torch.manual_seed(0)
+    assign = AssignAttention(8, hard=True, gumbel=True).eval()
+    groups, x = torch.randn(2, 4, 8, requires_grad=True), torch.randn(2, 6, 8)
+    logits = assign.q_proj(groups) @ assign.k_proj(x).transpose(1, 2) * 8**-0.5  # (B, N, S)
+    chosen = assign._assign(logits)
+    assert torch.equal(chosen.detach(), nn.functional.one_hot(logits.argmax(1), 4).transpose(1, 2).float())
+    chosen.mul(torch.randn_like(chosen)).sum().backward()
+    assert groups.grad.abs().sum() > 0  # straight through: the softmax's gradient
 
 
 def test_heads_run_on_the_demo_baseline():
