@@ -81,7 +81,8 @@ def _check_method_decoder(cfg: CaptionConfig, method: nn.Module) -> None:
 
 @TASKS.register("caption", pipeline=caption_splits, synth_part="events", report=CAPTION)
 class Caption(TextHead):
-    """Captioning: a BERT decoder over the method's tokens, teacher-forced; beam search; COCO caption metrics."""
+    """Captioning: a BERT decoder over the method's tokens, teacher-forced; beam search; COCO caption metrics. With
+    ``task.decoder=method`` the method's own ``caption_loss`` / ``caption_generate`` replace the decoder."""
 
     Config = CaptionConfig
     needs = ("audio_pooled", "visual_pooled")  # plus the fields of task.memory, checked at construction
