@@ -41,6 +41,7 @@ from torch import nn
 from avlearn.backbones.base import Hidden
 from avlearn.distributed import all_gather_with_grad
 from avlearn.errors import ConfigError
+from avlearn.layers.text_decoder import Decoding
 from avlearn.methods.base import AVFeatures
 from avlearn.registry import METHODS
 
@@ -266,6 +267,7 @@ class VALOR(nn.Module):
     Config = VALORConfig
     produces = ("audio", "audio_pooled", "visual", "visual_pooled", "text", "text_pooled")
     loss_terms = ("mga", "mgc")  # in AVFeatures.losses when the batch carries text (task=pretrain trains on them)
+    caption_settings = ("beam_size", "max_length")  # the task.* decoding keys caption_generate reads
 
     def __init__(self, cfg: VALORConfig, visual: nn.Module, audio: nn.Module, text: nn.Module | None = None) -> None:
         super().__init__()
@@ -531,8 +533,33 @@ class VALOR(nn.Module):
         scores = self.mga_scores(self.contrast_features(visual, audio, text, mask).gathered())
         temperature = self.temperature_value()
         mga = torch.stack([contrastive_loss(s, temperature) for s in scores.values()]).mean()
+        return {"mga": mga * self.cfg.contra_weight, "mgc": self.mgc(visual, audio, ids, mask, masked)}
+
+    def mgc(
+        self,
+        visual: torch.Tensor,
+        audio: torch.Tensor,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        masked: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """MGC: the configured groups' mean masked-caption cross-entropy of ``ids`` / ``mask (B, L)`` over the tower
+        tokens (``masked``: given inputs and labels instead of a fresh draw)."""
         vocab = self.text_backbone.model.config.vocab_size
         inputs, labels = masked or mask_tokens(ids, mask, self.cfg.mask_prob, vocab)
         memory = self.memory(visual, audio)
-        mgc = torch.stack([self.mgc_loss(inputs, mask, labels, memory[g]) for g in self.cfg.groups]).mean()
-        return {"mga": mga * self.cfg.contra_weight, "mgc": mgc}
+        return torch.stack([self.mgc_loss(inputs, mask, labels, memory[g]) for g in self.cfg.groups]).mean()
+
+    # ---- the caption task's method-decoder hook (task=caption task.decoder=method; docs/architecture.md)
+
+    def caption_loss(self, feats: AVFeatures, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Caption fine-tuning (the seed's ``cap%...``): MGC alone on the caption ``ids`` / ``mask (B, L)``
+        ([CLS] ... [SEP], right-padded WordPiece ids), over every configured group."""
+        return self.mgc(feats.visual, feats.audio, ids, mask)
+
+    @torch.no_grad()
+    def caption_generate(self, feats: AVFeatures, settings: Decoding) -> list[list[int]]:
+        """Mask-append decoding (``generate``, key/value cache) over the first configured group's memory, with
+        ``settings.beam_size`` and ``settings.max_length`` (the seed's beam 3, 30 tokens): WordPiece ids per clip."""
+        memory = self.memory(feats.visual, feats.audio)[self.cfg.groups[0]]  # (B, M, Cd)
+        return self.generate(memory, settings.max_length, settings.beam_size)

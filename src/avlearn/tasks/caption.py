@@ -15,19 +15,24 @@ What we changed, and why:
 * The decoder is random-initialised by default (``task.pretrained=minilm_l6`` starts it from all-MiniLM-L6-v2, the
   one BERT-family weight set installed offline); VALOR starts from BERT-base.
 * Self-critical fine-tuning (VALOR's CIDEr-optimised stage) is not implemented.
+
+``task.decoder=method`` trains and decodes with the method's own caption decoder instead (VALOR's MGC loss and
+mask-append beam search): the method's optional ``caption_loss(feats, ids, mask)`` and
+``caption_generate(feats, settings)`` hooks (docs/architecture.md, "Contract"); the ``TextDecoder`` is not built.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 from torch import nn
 
 from avlearn.data.pipelines.caption_text import caption_splits
-from avlearn.layers.text_decoder import TextDecoderConfig, TextHead, detokenize
+from avlearn.errors import ConfigError
+from avlearn.layers.text_decoder import Decoding, TextDecoderConfig, TextHead, decoding, detokenize
 from avlearn.metrics.captioning import caption_scores
 from avlearn.registry import TASKS
 from avlearn.tasks.base import add_method_losses
@@ -41,6 +46,7 @@ class CaptionConfig(TextDecoderConfig):
     name: str = "caption"
     max_words: int = 32  # WordPiece tokens per reference caption, [CLS] and [SEP] included
     meteor: bool = True  # METEOR starts a Java process (~10 s) at every evaluation
+    decoder: str = "task"  # task: the shared TextDecoder; method: the method's own (caption_loss / caption_generate)
 
 
 def _caption_chance(splits: Any, task: nn.Module, out: dict) -> dict[str, float]:
@@ -52,25 +58,62 @@ def _caption_chance(splits: Any, task: nn.Module, out: dict) -> dict[str, float]
 
 
 CAPTION = Report(_caption_chance)
+METHOD_DECODER = ("caption_loss", "caption_generate")  # the method hooks that task.decoder=method calls
+
+
+def _check_method_decoder(cfg: CaptionConfig, method: nn.Module) -> None:
+    """``task.decoder``: 'task' or 'method'; with 'method', the method must have the hooks, and the decoding keys
+    it does not read (not in its ``caption_settings``) must keep their defaults. One-line ConfigErrors."""
+    name = getattr(getattr(method, "cfg", None), "name", type(method).__name__)
+    if cfg.decoder != "method":
+        raise ConfigError(f"task.decoder={cfg.decoder!r}: expected 'task' (the shared TextDecoder) or 'method'")
+    missing = [hook for hook in METHOD_DECODER if not callable(getattr(method, hook, None))]
+    if missing:
+        raise ConfigError(f"task.decoder=method: method '{name}' has no {' / '.join(missing)} (its own caption "
+                          "decoder); use task.decoder=task")  # fmt: skip
+    read = getattr(method, "caption_settings", ())
+    for key in (f.name for f in fields(Decoding)):
+        default = getattr(CaptionConfig, key)
+        if key not in read and getattr(cfg, key) != default:
+            raise ConfigError(f"task.{key}={getattr(cfg, key)}: method '{name}'s own decoder (task.decoder=method) "
+                              f"reads only {', '.join(read) or 'no settings'}; leave it at {default}")  # fmt: skip
 
 
 @TASKS.register("caption", pipeline=caption_splits, synth_part="events", report=CAPTION)
 class Caption(TextHead):
-    """Captioning: a BERT decoder over the method's tokens, teacher-forced; beam search; COCO caption metrics."""
+    """Captioning: a BERT decoder over the method's tokens, teacher-forced; beam search; COCO caption metrics. With
+    ``task.decoder=method`` the method's own ``caption_loss`` / ``caption_generate`` replace the decoder."""
 
     Config = CaptionConfig
     needs = ("audio_pooled", "visual_pooled")  # plus the fields of task.memory, checked at construction
     primary_metric = "CIDEr"
 
+    def __init__(self, cfg: CaptionConfig, method: nn.Module, info: Any) -> None:
+        if cfg.decoder == "task":
+            super().__init__(cfg, method, info)
+            return
+        _check_method_decoder(cfg, method)
+        nn.Module.__init__(self)
+        self.cfg, self.info, self.method = cfg, info, method
+        self.settings, self.memory, self.decoder = decoding(cfg), None, None
+
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         feats = self.method(batch)
-        loss = self.decoder.loss(batch["caption_ids"], batch["caption_mask"], self.memory(feats))
+        ids, mask = batch["caption_ids"], batch["caption_mask"]
+        if self.decoder is None:
+            loss = self.method.caption_loss(feats, ids, mask)
+        else:
+            loss = self.decoder.loss(ids, mask, self.memory(feats))
         return add_method_losses({"loss": loss}, feats.losses)
 
     @torch.no_grad()
     def predict(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         """``caption``: one generated sentence per clip."""
-        tokens = self.decoder.generate(self.memory(self.method(batch)), self.settings)
+        feats = self.method(batch)
+        if self.decoder is None:
+            tokens = self.method.caption_generate(feats, self.settings)
+        else:
+            tokens = self.decoder.generate(self.memory(feats), self.settings)
         return {"caption": detokenize(tokens)}
 
     def score(self, preds: dict[str, Any], targets: dict[str, Any]) -> dict[str, float]:
