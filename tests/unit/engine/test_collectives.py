@@ -87,6 +87,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     fit(aux, TRAIN, VAL, toy_config(**AUX, grad_accum=2), env, RunInfo(f"{out}/aux"))
     torch.save({"grads": {n: p.grad for n, p in encoder.module.named_parameters()}, "running": stats.running,
                 "preds": preds, "aux": parameters(aux)}, f"{out}/rank{rank}.pt")  # fmt: skip
+    del encoder  # the DDP wrapper goes before its process group (it hung at exit now and then when it outlived it)
     teardown()
 
 
