@@ -21,7 +21,7 @@ from torch import nn
 from avlearn.data.pipelines.caption_text import caption_splits
 from avlearn.errors import ConfigError
 from avlearn.registry import TASKS
-from avlearn.tasks.base import DatasetInfo
+from avlearn.tasks.base import DatasetInfo, add_method_losses
 from avlearn.viz.reports import Report
 
 
@@ -78,8 +78,7 @@ class Pretrain(nn.Module):
         return spec
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        losses = self._losses(batch)
-        return {"loss": sum(losses.values()), **{f"loss_{k}": v.detach() for k, v in losses.items()}}
+        return add_method_losses({"loss": 0.0}, self._losses(batch))  # no loss of its own: the method's terms
 
     @torch.no_grad()
     def predict(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
