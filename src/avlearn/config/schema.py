@@ -124,6 +124,7 @@ class TrainConfig:
     steps: int = 0
     batch_size: int = 32
     grad_accum: int = 1  # micro-batches per process per optimizer step
+    drop_last: bool = False  # drop each epoch's partial last global batch (e.g. a probe's batch norm needs >= 2)
     grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
     # Optimizer (engine/optim.py): adamw / adam (betas, eps), sgd (momentum, nesterov), lars (momentum, lars_eta).
     optimizer: str = choice("adamw", ("adamw", "adam", "sgd", "lars"))

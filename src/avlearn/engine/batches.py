@@ -9,8 +9,9 @@ and the epoch, so 1 process, N processes and any accumulation see the same globa
 a resumed run skips the global batches already done without touching an RNG.
 
 A last global batch too small to give every micro-batch one sample is dropped (every rank must run the same
-number of forward passes). Evaluation shards a split over ranks with padding by repetition (as
-``DistributedSampler`` does) and ``gather_predictions`` puts the pieces back in dataset order.
+number of forward passes); with ``drop_last`` every partial last global batch is dropped (as the seeds' loaders do:
+a training batch norm cannot take a micro-batch of one sample). Evaluation shards a split over ranks with padding
+by repetition (as ``DistributedSampler`` does) and ``gather_predictions`` puts the pieces back in dataset order.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def global_batches(size: int, batch_size: int, seed: int, epoch: int, min_size: 
     return [b for b in batches if len(b) >= min_size]
 
 
+def min_batch(batch_size: int, env: Env, accum: int, drop_last: bool) -> int:
+    """The smallest global batch an epoch keeps: the full batch with ``drop_last``, else one sample per micro-batch."""
+    return batch_size if drop_last else env.world_size * accum
+
+
 class MicroBatches(Sampler[list[int]]):
     """A ``DataLoader`` batch sampler: this rank's micro-batches of one epoch, from global batch ``start`` on.
 
@@ -43,9 +49,11 @@ class MicroBatches(Sampler[list[int]]):
         seed: Run seed; with ``epoch`` it fixes the permutation.
         epoch: Epoch index (0-based).
         start: Global batches already done in this epoch (a resumed run).
+        drop_last: Drop a last global batch smaller than ``batch_size``.
     """
 
-    def __init__(self, size: int, batch_size: int, env: Env, accum: int, seed: int, epoch: int, start: int = 0):
+    def __init__(self, size: int, batch_size: int, env: Env, accum: int, seed: int, epoch: int, start: int = 0,
+                 drop_last: bool = False):  # fmt: skip
         parts = env.world_size * accum
         if batch_size < parts:
             raise ConfigError(
@@ -53,7 +61,8 @@ class MicroBatches(Sampler[list[int]]):
                 f"train.grad_accum={accum}; raise it or lower the accumulation"
             )
         self.rank, self.world, self.accum = env.rank, env.world_size, accum
-        self.batches = global_batches(size, batch_size, seed, epoch, min_size=parts)[start:]
+        self.batches = global_batches(size, batch_size, seed, epoch, min_batch(batch_size, env, accum, drop_last))
+        self.batches = self.batches[start:]
 
     def global_sizes(self) -> list[int]:
         """Samples in each remaining global batch (the loss of a step is averaged over all of them)."""

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from avlearn.config.schema import TrainConfig
 from avlearn.data.parallel import worker_init
 from avlearn.engine.auxiliary import AuxiliaryTraining, auxiliary_steps, build_auxiliary, find_auxiliary
-from avlearn.engine.batches import MicroBatches, eval_shard, gather_predictions, global_batches
+from avlearn.engine.batches import MicroBatches, eval_shard, gather_predictions, global_batches, min_batch
 from avlearn.engine.ema import ema_copy, ema_update
 from avlearn.engine.env import Env, all_reduce_sum
 from avlearn.engine.log import MetricsLog, progress, summary_table
@@ -185,6 +185,20 @@ def _optimizer_step(t: Training) -> bool:
     return t.scaler.get_scale() >= scale  # the scale is halved exactly when inf/nan gradients skipped the step
 
 
+def _forward(model: nn.Module, batch: dict, cfg: TrainConfig, env: Env) -> dict[str, Any]:
+    """The training forward of one micro-batch; a one-sample micro-batch that a batch norm refuses is a ConfigError."""
+    try:
+        with autocast(cfg.precision, env.device):
+            return model(to_device(batch, env.device))
+    except ValueError as error:
+        if "Expected more than 1 value per channel" not in str(error):
+            raise
+        raise ConfigError(
+            f"a training micro-batch of {_rows(batch)} sample reached a batch norm in training mode, which needs >= 2;"
+            " set train.drop_last=true (or a train.batch_size that leaves no such last batch)"
+        ) from None
+
+
 def train_step(t: Training, micro: list[dict], global_size: int, cfg: TrainConfig, env: Env) -> dict[str, Any]:
     """One optimizer step over this rank's micro-batches of a global batch of ``global_size`` samples.
 
@@ -200,8 +214,7 @@ def train_step(t: Training, micro: list[dict], global_size: int, cfg: TrainConfi
     terms: dict[str, torch.Tensor] = {}  # the task's detached ``loss_*`` terms, summed over samples like the loss
     for i, (batch, weight) in enumerate(zip(micro, weights, strict=True)):
         with _grad_sync(t.model, sync=i == len(micro) - 1):
-            with autocast(cfg.precision, env.device):
-                out = t.model(to_device(batch, env.device))
+            out = _forward(t.model, batch, cfg, env)
             loss = out["loss"]
             scaled = loss * weight
             (t.scaler.scale(scaled) if t.scaler is not None else scaled).backward()
@@ -306,7 +319,8 @@ def _start(task: nn.Module, train_size: int, cfg: TrainConfig, env: Env, run: Ru
     _freeze_untrained(task, cfg, aux_params, env)
     model = wrap(task, cfg, env, aux_params)
     optimizer = build_optimizer(param_groups(task, cfg, exclude=aux_params), cfg)  # FSDP: its sharded parameters
-    per_epoch = len(global_batches(train_size, cfg.batch_size, run.seed, 0, min_size=env.world_size * cfg.grad_accum))
+    keep = min_batch(cfg.batch_size, env, cfg.grad_accum, cfg.drop_last)
+    per_epoch = len(global_batches(train_size, cfg.batch_size, run.seed, 0, min_size=keep))
     schedule = build_schedule(optimizer, cfg, per_epoch)
     aux = build_auxiliary(aux_spec, lambda: grad_scaler(cfg.precision, env.device))
     ema = ema_copy(task) if cfg.ema > 0 else None
@@ -395,7 +409,8 @@ def _train_epoch(t: Training, data: tuple[Dataset, Dataset], per_epoch: int, cfg
     (train, val), epoch = data, t.state.epoch
     if hasattr(train, "set_epoch"):  # a lazy split's training randomness is a function of (seed, epoch, index)
         train.set_epoch(epoch)
-    sampler = MicroBatches(len(train), cfg.batch_size, env, cfg.grad_accum, run.seed, epoch, start=t.state.batch)
+    sampler = MicroBatches(len(train), cfg.batch_size, env, cfg.grad_accum, run.seed, epoch, start=t.state.batch,
+                           drop_last=cfg.drop_last)  # fmt: skip
     # Its own generator: a DataLoader iterator draws its workers' base seed from it, not from the global RNG
     # that dropout uses (which would make a resumed epoch draw different dropout masks).
     generator = torch.Generator().manual_seed(run.seed * 100_003 + epoch * 1_009 + t.state.batch + env.rank)

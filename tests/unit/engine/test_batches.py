@@ -57,3 +57,10 @@ def test_gathered_predictions_are_in_dataset_order():
     idx = [3, 0, 2, 1]
     out = gather_predictions(idx, {"p": torch.tensor([30, 0, 20, 10]), "id": ["d", "a", "c", "b"]}, 4, Env())
     assert out["p"].tolist() == [0, 10, 20, 30] and out["id"] == ["a", "b", "c", "d"]
+
+
+def test_drop_last_drops_every_partial_last_global_batch():
+    kept = MicroBatches(21, 8, Env(), accum=1, seed=0, epoch=0)  # 8, 8, 5
+    dropped = MicroBatches(21, 8, Env(), accum=1, seed=0, epoch=0, drop_last=True)
+    assert kept.global_sizes() == [8, 8, 5] and dropped.global_sizes() == [8, 8]
+    assert list(dropped) == list(kept)[:2]

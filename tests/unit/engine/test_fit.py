@@ -13,6 +13,7 @@ from avlearn.engine.checkpoint import load_checkpoint
 from avlearn.engine.ema import ema_copy, ema_update
 from avlearn.engine.env import Env
 from avlearn.engine.loop import RunInfo, autocast, fit, frozen_weights_in_bf16
+from avlearn.errors import ConfigError
 
 TRAIN, VAL = ToyData(20, seed=1), ToyData(12, seed=2)
 
@@ -103,3 +104,32 @@ def test_compiled_training_matches_eager(tmp_path):
     compiled, _ = _fit(tmp_path, "compiled", compile=True)
     assert_close(parameters(compiled), parameters(eager), rtol=1e-4, atol=1e-5)  # same keys: no "_orig_mod."
     assert_close(list(step_losses(tmp_path / "compiled").values()), list(step_losses(tmp_path / "eager").values()))
+
+
+class _NormedToy(torch.nn.Module):
+    """The toy classifier behind a training-mode ``BatchNorm1d``, as a linear probe's head."""
+
+    primary_metric = "accuracy"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.toy = make_task()
+        self.norm = torch.nn.BatchNorm1d(8)
+
+    def forward(self, batch: dict) -> dict:
+        return self.toy({**batch, "x": self.norm(batch["x"])})
+
+    def predict(self, batch: dict) -> dict:
+        return self.toy.predict({**batch, "x": self.norm(batch["x"])})
+
+    def score(self, preds: dict, targets: dict) -> dict:
+        return self.toy.score(preds, targets)
+
+
+def test_a_one_sample_batch_for_a_batch_norm_is_a_config_error_and_drop_last_avoids_it(tmp_path):
+    cfg = toy_config(batch_size=19, epochs=1)  # 20 samples: a last global batch of 1
+    with pytest.raises(ConfigError, match=r"micro-batch of 1 sample .* set train.drop_last=true"):
+        fit(_NormedToy(), TRAIN, VAL, cfg, Env(), RunInfo(tmp_path / "one"))
+    state = fit(_NormedToy(), TRAIN, VAL, toy_config(batch_size=19, epochs=1, drop_last=True), Env(),
+                RunInfo(tmp_path / "dropped"))  # fmt: skip
+    assert state.step == 1
