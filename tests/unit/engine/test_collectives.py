@@ -15,16 +15,15 @@ import os
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from engine_toy import AuxToyTask, ToyData, parameters, toy_config
-from test_distributed import _free_port
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from avlearn.distributed import all_gather_with_grad, all_reduce_mean_
 from avlearn.engine.env import Env, setup, teardown
 from avlearn.engine.loop import RunInfo, fit, predict_all
+from two_processes import spawn_two
 
 ROWS = (5, 3)  # rank 0 holds rows 0-4 of the global batch, rank 1 rows 5-7
 QUERIES, KEYS = torch.randn(2, 8, 6, generator=torch.Generator().manual_seed(1))  # (query | key, N, 6)
@@ -92,7 +91,7 @@ def _worker(rank: int, port: int, out: str) -> None:
 
 
 def test_two_gloo_processes_gather_reduce_and_collect_like_one(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    spawn_two(_worker, str(tmp_path))
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
 
     encoder = _encoder()

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from engine_toy import ToyData, make_task, parameters, step_losses, toy_config
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.testing import assert_close
@@ -17,6 +15,7 @@ from avlearn.engine.checkpoint import load_checkpoint
 from avlearn.engine.env import Env, setup, teardown
 from avlearn.engine.loop import RunInfo, fit
 from avlearn.engine.resume import load_model
+from two_processes import spawn_two
 
 TRAIN, VAL = ToyData(20, seed=1), ToyData(12, seed=2)
 # Global batch 8: one process runs 8 samples per step; two processes with accumulation 2 run 2 x 2 micro-batches
@@ -45,16 +44,10 @@ def _worker(rank: int, port: int, out: str) -> None:
     teardown()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_gloo_processes_match_one_process(tmp_path):
     single = make_task()
     fit(single, TRAIN, VAL, toy_config(**CFG), Env(), RunInfo(tmp_path / "single"))
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    spawn_two(_worker, str(tmp_path))
     for strategy in ("ddp", "fsdp"):
         tensors, meta = load_checkpoint(tmp_path / strategy / "last")
         assert meta["world_size"] == 2 and meta["state"]["step"] == 6

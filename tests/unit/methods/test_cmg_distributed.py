@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from avlearn.backbones.features import FeatureTower
 from avlearn.distributed import all_reduce_mean_, world_size
 from avlearn.engine.auxiliary import auxiliary_steps, build_auxiliary
 from avlearn.methods.cmg import CMG, CMGConfig
+from two_processes import spawn_two
 
 B, T, GRID, C_V, C_A, STEPS = 8, 6, 3, 8, 5, 5
 
@@ -67,14 +66,8 @@ def _worker(rank: int, port: int, out: str) -> None:
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_gloo_processes_keep_the_codebook_and_parameters_of_one(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    spawn_two(_worker, str(tmp_path))
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     single = _train(slice(None))
     assert int(single["codebook.step"]) == STEPS

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from avlearn.data.schema import DatasetInfo
@@ -19,6 +17,7 @@ from avlearn.errors import ConfigError
 from avlearn.metrics.retrieval import retrieval_scores
 from avlearn.tasks.retrieve import RetrieveConfig, RetrieveTask
 from avlearn.viz.retrieval import caption_ceiling
+from two_processes import spawn_two
 
 TEXT = 32  # bert_tiny's width: the caption embeddings of these tests
 ROWS = (3, 2)  # rows of the global batch held by rank 0 and rank 1
@@ -101,12 +100,6 @@ def test_caption_ceiling_counts_distinct_queries():
     assert caption_ceiling(rows) == pytest.approx(200 / 3)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _grads(task: RetrieveTask) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in task.named_parameters() if p.grad is not None}
 
@@ -139,7 +132,7 @@ def test_two_gloo_processes_give_the_gradients_of_one_process_on_the_global_batc
     one(batch)["loss"].backward()
     # fp32 through two CNNs: summation order moves a gradient by a few 1e-5 (seen: 1.3e-5 absolute); local negatives
     # only would move them by far more.
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path), batch), nprocs=2, join=True)
+    spawn_two(_worker, str(tmp_path), batch)
     for rank in range(2):
         grads = torch.load(tmp_path / f"rank{rank}.pt")
         assert grads.keys() == _grads(one).keys()
