@@ -6,7 +6,8 @@ end to end on a frozen tri-modal encoder, and its ``--dry-run``.
 2. The target clips (``data``, read by the zero-shot pipeline: ``task.classes``, all splits) embedded once:
    per clip the visual and audio embeddings in the text space (mean over its event segments); per class its prompt.
 3. The protocol (``avlearn.methods.cma.protocol``): for each shots x seed the whole grid trained at once, selection
-   on the few-shot validation samples, test accuracy; mean +- std over seeds.
+   on the few-shot validation samples, test accuracy; mean +- std over seeds. The encoder runs on ``train.device``;
+   the embeddings are kept, and the grids trained, on the CPU (a few hundred clips: not worth a transfer).
 4. The run folder (``out/<name>/<timestamp>/``): ``config.yaml``, ``results.json`` (zero-shot accuracy, per shots
    the summary and per seed the selected configuration with its accuracies) and ``table.md``, also printed.
 

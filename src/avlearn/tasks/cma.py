@@ -80,6 +80,8 @@ def protocol_settings(cfg: CMAConfig) -> tuple[ProtocolConfig, HeadConfig, Sched
     return protocol, head, sched, grid
 
 
+# The pipeline reads the target clips (AVE layout, ``task.classes``); the report names the chance levels of clip
+# classification, for ``avlearn train --help`` and the registry: the run writes its own table instead.
 @TASKS.register("cma", pipeline=zeroshot_splits, report=AVE_CLS)
 class CMATask(nn.Module):
     """Cross-Modal Adaptation's few-shot protocol on a frozen encoder's clip embeddings (not trained by the engine)."""
