@@ -7,9 +7,9 @@ accuracy of the few-shot validation samples, its test accuracy the zero-shot tes
 few-shot with the class prompts as extra samples (cross-modal, zero-shot init) beats image-only (uni-modal, random
 init) at 1 shot by a clear margin, and the gap narrows by 16 shots.
 
-Measured (docs/methods/cma.md): 1 shot 75.0 vs 51.0 (gap 24.0), 16 shots 79.7 vs 79.0 (gap 0.7); thresholds: a gap
-of at least 10 points at 1 shot, at least 10 points smaller at 16 shots. Slow (about 10 minutes on a loaded 2-core
-machine, pre-training included): ``pytest -m slow tests/integration/test_cma_learning.py -s``.
+Measured (docs/methods/cma.md): 1 shot 75.0 vs 51.0 (gap 24.0), 16 shots 79.7 vs 79.0 (gap 0.7); this test's own run:
+gaps +24.3 and -1.3. Thresholds: a gap of at least 10 points at 1 shot, at least 10 points smaller at 16 shots. Slow
+(688 s on a loaded 2-core machine, pre-training included): ``pytest -m slow tests/integration/test_cma_learning.py -s``.
 """
 
 from __future__ import annotations
