@@ -56,7 +56,6 @@ def run_configs(overrides: Sequence[str], multirun: bool, preset: Sequence[str] 
     import io
 
     from avlearn.engine.env import process_rank, teardown
-    from avlearn.engine.run import run_supervised
 
     runs = compose_runs(overrides, multirun, preset)
     results = []
@@ -66,7 +65,7 @@ def run_configs(overrides: Sequence[str], multirun: bool, preset: Sequence[str] 
             for i, (combo, cfg) in enumerate(runs, start=1):
                 if len(runs) > 1:
                     print(f"\n=== run {i}/{len(runs)}: {' '.join(combo)}", flush=True)
-                results.append({"overrides": combo, **run_supervised(cfg)})
+                results.append({"overrides": combo, **_run_one(cfg)})
         except BaseException:
             teardown(wait=False)
             raise
@@ -74,6 +73,18 @@ def run_configs(overrides: Sequence[str], multirun: bool, preset: Sequence[str] 
         if len(results) > 1:
             _print_sweep(results)
     return results
+
+
+def _run_one(cfg: DictConfig) -> dict:
+    """One configuration: the engine's supervised run, or Cross-Modal Adaptation's protocol (``task=cma``: few-shot
+    heads on a frozen encoder's embeddings, ``avlearn.cli.cma``)."""
+    if cfg.task.name == "cma":
+        from avlearn.cli.cma import run_cma
+
+        return run_cma(cfg)
+    from avlearn.engine.run import run_supervised
+
+    return run_supervised(cfg)
 
 
 def _print_sweep(results: list[dict]) -> None:

@@ -74,13 +74,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.dry_run:
+        from avlearn.cli.cma import dry_run_cma
         from avlearn.cli.dry_run import dry_run
 
         runs = compose_runs(args.overrides, args.multirun)
         for i, (combo, cfg) in enumerate(runs, start=1):
             if len(runs) > 1:
                 print(f"\n=== run {i}/{len(runs)}: {' '.join(combo)}")
-            print(dry_run(cfg), flush=True)
+            print(dry_run_cma(cfg) if cfg.task.name == "cma" else dry_run(cfg), flush=True)
         return 0
     run_configs(args.overrides, args.multirun)
     return 0
