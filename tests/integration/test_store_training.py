@@ -4,6 +4,7 @@ the metrics of the in-memory path, and a store-backed run killed mid-epoch resum
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -23,18 +24,22 @@ class Killed(Exception):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """AVSynth in a fresh cache, its videos extracted into a store (frames at the segment centres: --fps 2), and an
-    uninterrupted run of each path."""
+    """AVSynth in a fresh cache, its videos extracted into a store (frames at the segment centres: --fps 2, and the
+    log-mel the run's audio input is), and an uninterrupted run of each path."""
     tmp = tmp_path_factory.mktemp("store_training")
     mp = pytest.MonkeyPatch()
     mp.setenv("AVLEARN_CACHE", str(tmp / "cache"))
     assert main(["train", *SMALL, f"out={tmp}", "name=memory"]) == 0  # generates AVSynth, decodes into memory
     videos = next((tmp / "cache").iterdir()) / "videos"
     store = tmp / "store"
-    extract = ["extract", str(videos), "--out", str(store), "--fps", "2", "--size", "32", "--duration", "10"]
+    extract = ["extract", str(videos), "--out", str(store), "--fps", "2", "--size", "32", "--duration", "10",
+               "--log-mel", "64,20"]  # fmt: skip  # the log-mel of data.n_mels=64, data.hop_ms=20: read, not computed
     assert main([*extract, "--workers", "1", "--no-progress"]) == 0
     lazy = [*SMALL, f"data.store={store}", "data.preload=false", "train.loader_workers=1", "train.save_every=1"]
-    assert main(["train", *lazy, f"out={tmp}", "name=lazy"]) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["train", *lazy, f"out={tmp}", "name=lazy"]) == 0
+    assert not [w for w in caught if "log-mel" in str(w.message)]  # the stored log-mel is the run's: read
     yield {"tmp": tmp, "lazy": lazy}
     mp.undo()
 

@@ -220,7 +220,8 @@ def _stored_log_mel(store, audio: AudioPreprocess, segments: int) -> bool:  # no
     if diff:
         warnings.warn(
             f"data.store={store.root}: its log-mel was made with other settings than this task's audio input "
-            f"(store vs task: {diff}); computing the log-mel from the waveform instead",
+            f"(store vs task: {diff}); computing the log-mel from the waveform instead (this task's is stored by "
+            f"--log-mel {audio.num_mel_bins},{audio.hop_length * 1000 // audio.sample_rate} --segments {segments})",
             stacklevel=3,
         )
     return not diff
