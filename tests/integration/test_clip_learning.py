@@ -28,6 +28,7 @@ CASES = {
     "vggsound": (10, 85.0),  # measured: 96.7 (val 95.8), chance 10
     "esc50": (10, 60.0),
     "imagenet_esc": (10, 60.0),
+    "imagenet_esc_image": (15, 60.0),  # the CoOp images as ImageNet-ESC's image side: 10 of its 27 classes present
     "ucf101": (10, 50.0),
     "coop": (15, 60.0),
     "vggsound_avel40k": (10, 70.0),
