@@ -63,6 +63,23 @@ def test_store_run_gives_the_metrics_of_the_in_memory_run(setup: dict) -> None:
     )
 
 
+@pytest.mark.parametrize("task", ["avvp", "fewshot_llp_cls", "fewshot"])
+def test_the_other_segment_pipelines_train_from_the_store_with_the_in_memory_metrics(setup: dict, task: str) -> None:
+    """AVVP and the few-shot pipelines (LLP and AVE readers) over the same event clips: store run == in-memory run."""
+    tmp = setup["tmp"]
+    common = [f"task={task}" if arg == "task=ave" else arg for arg in SMALL] + ["shots=2"] * task.startswith("few")
+    assert main(["train", *common, f"out={tmp}", f"name={task}_memory"]) == 0
+    lazy = [f"data.store={tmp / 'store'}", "data.preload=false", "train.loader_workers=1"]
+    assert main(["train", *common, *lazy, f"out={tmp}", f"name={task}_store"]) == 0
+    memory, store = _run(tmp, f"{task}_memory"), _run(tmp, f"{task}_store")
+    assert main(["train", *common, f"data.store={tmp / 'cache'}", f"out={tmp}", f"name={task}_no_store"]) != 0
+    assert _steps(store) == _steps(memory) and len(_steps(store)) >= 1
+    assert (
+        json.loads((store / "metrics.json").read_text())["test"]
+        == json.loads((memory / "metrics.json").read_text())["test"]
+    )
+
+
 def test_killed_store_run_resumes_exactly(setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     tmp, lazy = setup["tmp"], setup["lazy"]
     monkeypatch.setenv("AVLEARN_CACHE", str(tmp / "cache"))

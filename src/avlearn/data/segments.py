@@ -267,3 +267,30 @@ def segment_split(
     if wants_preload(data, len(lazy), lazy.sample_bytes()):
         return lazy.to_memory(data.workers, desc)
     return lazy
+
+
+def store_or_lazy_split(
+    items: Sequence[tuple[str, Path | None, np.ndarray]],
+    data: Any,
+    audio: AudioPreprocess,
+    segments: int = 10,
+    desc: str = "reading",
+) -> SegmentTensors | LazySegments | None:
+    """``segment_split`` where ``data`` asks for a clip store (``data.store``) or for lazy samples (``data.preload``);
+    None where the split is to be decoded into memory from the reader's media, as a pipeline that reads any media
+    (frame folders included) does it itself.
+
+    Raises:
+        ConfigError: lazy samples without a store from media that are not video files (``items`` without a path).
+    """
+    from avlearn.data.lazy import wants_preload
+    from avlearn.errors import ConfigError
+
+    store = data.get("store") or None
+    if store is None:
+        if wants_preload(data, len(items), LazySegments(items, data.frame_size, audio, segments).sample_bytes()):
+            return None
+        if any(path is None for _, path, _ in items):
+            raise ConfigError(f"data.preload={data.get('preload')}: lazy samples decode video files and this "
+                              "reader's media are not (frame folders?); extract a store, set data.store")  # fmt: skip
+    return segment_split(items, data, audio, segments, desc)

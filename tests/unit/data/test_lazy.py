@@ -158,6 +158,23 @@ def test_a_log_mel_is_stored_only_for_whole_segments_at_the_clips_rate(clips: li
     assert torch.equal(lazy[0]["frames"], torch.from_numpy(store.read("c0", ("frames",))["frames"]))
 
 
+def test_store_or_lazy_split_leaves_in_memory_decoding_to_the_pipeline(clips: list, tmp_path: Path) -> None:
+    from avlearn.data.extract import ClipSpec, extract
+    from avlearn.data.segments import SegmentTensors, store_or_lazy_split
+
+    data = OmegaConf.create({"frame_size": 16, "workers": 1, "store": None, "preload": "auto", "preload_gb": 1.0})
+    assert store_or_lazy_split(clips, data, PRE, segments=2) is None  # fits in memory: the pipeline decodes it
+    data.preload = False
+    assert isinstance(store_or_lazy_split(clips, data, PRE, segments=2), LazySegments)
+    frame_folders = [(vid, None, labels) for vid, _, labels in clips]  # media that are not video files
+    with pytest.raises(ConfigError, match="data.preload=False: lazy samples decode video files"):
+        store_or_lazy_split(frame_folders, data, PRE, segments=2)
+    extract({c[0]: c[1] for c in clips}, tmp_path / "store", ClipSpec(fps=2, size=16, sample_rate=8000))
+    data.store, data.preload = str(tmp_path / "store"), "auto"  # a store: read, in memory when it fits
+    read = store_or_lazy_split(frame_folders, data, PRE, segments=2)
+    assert isinstance(read, SegmentTensors) and torch.equal(read.audio, decode_segments(clips, 16, PRE, 2).audio)
+
+
 def test_a_store_the_task_does_not_read_is_refused_before_its_pipeline_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     import avlearn.build as build
     from avlearn.registry import TaskSpec
@@ -193,7 +210,9 @@ def test_store_capabilities_are_registered_per_task_and_checked() -> None:
     from avlearn.registry import TASKS
 
     register_all()
-    assert TASKS.reading("clips") == ["ave", "ave_cls", "pretrain_captions", "retrieve", "zeroshot", "zeroshot_cls"]
+    assert TASKS.reading("clips") == ["ave", "ave_cls", "avvp", "fewshot", "fewshot_ave_cls", "fewshot_llp_cls",
+                                      "pretrain_captions", "pretrain_segments", "retrieve", "zeroshot", "zeroshot_ave",
+                                      "zeroshot_ave_cls", "zeroshot_cls", "zeroshot_llp_cls"]  # fmt: skip
     assert TASKS.reading("features") == ["ave", "ave_cls"]
     with pytest.raises(ValueError, match="unknown stores"):
         TASKS.register("bad_store_task", stores=("tapes",))
