@@ -80,6 +80,25 @@ def test_the_other_segment_pipelines_train_from_the_store_with_the_in_memory_met
     )
 
 
+def test_avqa_reads_its_videos_from_the_store_with_the_in_memory_metrics(setup: dict) -> None:
+    """MUSIC-AVQA's videos (AVSynth's avqa part) read from a store into memory: the metrics of decoding them."""
+    tmp = setup["tmp"]
+    swap = {"task=ave": "task=avqa", "data.clips=40": "data.clips=12"}
+    common = [swap.get(arg, arg) for arg in SMALL]
+    assert main(["train", *common, f"out={tmp}", "name=avqa_memory"]) == 0
+    videos = next(p for p in (tmp / "cache").iterdir() if (p / "MUSIC-AVQA").is_dir()) / "videos"
+    store = tmp / "store_avqa"  # frames at the centres of the ten segments of a 10 s video: --fps 2
+    assert main(["extract", str(videos), "--out", str(store), "--fps", "2", "--size", "32", "--no-progress"]) == 0
+    assert main(["train", *common, f"data.store={store}", f"out={tmp}", "name=avqa_store"]) == 0
+    memory, stored = _run(tmp, "avqa_memory"), _run(tmp, "avqa_store")
+    assert main(["train", *common, f"data.store={tmp / 'store'}", f"out={tmp}", "name=avqa_other_store"]) != 0
+    assert _steps(stored) == _steps(memory) and len(_steps(stored)) >= 1
+    assert (
+        json.loads((stored / "metrics.json").read_text())["test"]
+        == json.loads((memory / "metrics.json").read_text())["test"]
+    )
+
+
 def test_killed_store_run_resumes_exactly(setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     tmp, lazy = setup["tmp"], setup["lazy"]
     monkeypatch.setenv("AVLEARN_CACHE", str(tmp / "cache"))
