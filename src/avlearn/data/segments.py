@@ -254,31 +254,14 @@ def segment_split(
     audio: AudioPreprocess,
     segments: int = 10,
     desc: str = "decoding",
-) -> SegmentTensors | LazySegments:
+    own_decoding: bool = False,
+) -> SegmentTensors | LazySegments | None:
     """One split of the segment pipeline as the ``data`` config asks: in memory or lazy, from videos or a store.
 
     ``data.store`` (a clip store from ``avlearn extract``) replaces decoding the videos; ``data.preload`` (auto, on,
     off) and ``data.preload_gb`` decide whether the split is held in memory (``avlearn.data.lazy.wants_preload``);
-    ``data.workers`` processes decode an in-memory split.
-    """
-    from avlearn.data.lazy import wants_preload
-
-    lazy = LazySegments(items, data.frame_size, audio, segments, data.get("store") or None)
-    if wants_preload(data, len(lazy), lazy.sample_bytes()):
-        return lazy.to_memory(data.workers, desc)
-    return lazy
-
-
-def store_or_lazy_split(
-    items: Sequence[tuple[str, Path | None, np.ndarray]],
-    data: Any,
-    audio: AudioPreprocess,
-    segments: int = 10,
-    desc: str = "reading",
-) -> SegmentTensors | LazySegments | None:
-    """``segment_split`` where ``data`` asks for a clip store (``data.store``) or for lazy samples (``data.preload``);
-    None where the split is to be decoded into memory from the reader's media, as a pipeline that reads any media
-    (frame folders included) does it itself.
+    ``data.workers`` processes decode an in-memory split. ``own_decoding``: the pipeline decodes an in-memory split
+    without a store itself (any media, frame folders included): None then.
 
     Raises:
         ConfigError: lazy samples without a store from media that are not video files (``items`` without a path).
@@ -286,11 +269,11 @@ def store_or_lazy_split(
     from avlearn.data.lazy import wants_preload
     from avlearn.errors import ConfigError
 
-    store = data.get("store") or None
-    if store is None:
-        if wants_preload(data, len(items), LazySegments(items, data.frame_size, audio, segments).sample_bytes()):
-            return None
-        if any(path is None for _, path, _ in items):
-            raise ConfigError(f"data.preload={data.get('preload')}: lazy samples decode video files and this "
-                              "reader's media are not (frame folders?); extract a store, set data.store")  # fmt: skip
-    return segment_split(items, data, audio, segments, desc)
+    lazy = LazySegments(items, data.frame_size, audio, segments, data.get("store") or None)
+    preload = wants_preload(data, len(lazy), lazy.sample_bytes())
+    if own_decoding and lazy.store is None and preload:
+        return None
+    if not preload and lazy.store is None and any(path is None for _, path, _ in items):
+        raise ConfigError(f"data.preload={data.get('preload')}: lazy samples decode video files and this "
+                          "reader's media are not (frame folders?); extract a store, set data.store")  # fmt: skip
+    return lazy.to_memory(data.workers, desc) if preload else lazy

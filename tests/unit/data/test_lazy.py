@@ -158,20 +158,20 @@ def test_a_log_mel_is_stored_only_for_whole_segments_at_the_clips_rate(clips: li
     assert torch.equal(lazy[0]["frames"], torch.from_numpy(store.read("c0", ("frames",))["frames"]))
 
 
-def test_store_or_lazy_split_leaves_in_memory_decoding_to_the_pipeline(clips: list, tmp_path: Path) -> None:
+def test_segment_split_can_leave_in_memory_decoding_to_the_pipeline(clips: list, tmp_path: Path) -> None:
     from avlearn.data.extract import ClipSpec, extract
-    from avlearn.data.segments import SegmentTensors, store_or_lazy_split
+    from avlearn.data.segments import SegmentTensors
 
     data = OmegaConf.create({"frame_size": 16, "workers": 1, "store": None, "preload": "auto", "preload_gb": 1.0})
-    assert store_or_lazy_split(clips, data, PRE, segments=2) is None  # fits in memory: the pipeline decodes it
+    assert segment_split(clips, data, PRE, 2, own_decoding=True) is None  # fits in memory: the pipeline decodes it
     data.preload = False
-    assert isinstance(store_or_lazy_split(clips, data, PRE, segments=2), LazySegments)
+    assert isinstance(segment_split(clips, data, PRE, 2, own_decoding=True), LazySegments)
     frame_folders = [(vid, None, labels) for vid, _, labels in clips]  # media that are not video files
     with pytest.raises(ConfigError, match="data.preload=False: lazy samples decode video files"):
-        store_or_lazy_split(frame_folders, data, PRE, segments=2)
+        segment_split(frame_folders, data, PRE, 2, own_decoding=True)
     extract({c[0]: c[1] for c in clips}, tmp_path / "store", ClipSpec(fps=2, size=16, sample_rate=8000))
     data.store, data.preload = str(tmp_path / "store"), "auto"  # a store: read, in memory when it fits
-    read = store_or_lazy_split(frame_folders, data, PRE, segments=2)
+    read = segment_split(frame_folders, data, PRE, 2, own_decoding=True)
     assert isinstance(read, SegmentTensors) and torch.equal(read.audio, decode_segments(clips, 16, PRE, 2).audio)
 
 

@@ -126,7 +126,7 @@ def load_media(
 
 
 def segment_items(dataset: Any, records: Sequence[Record], target: str, dtype: Any = None) -> list[tuple]:
-    """``(id, video path, labels)`` per record, the items of ``avlearn.data.segments`` (``store_or_lazy_split``):
+    """``(id, video path, labels)`` per record, the items of ``avlearn.data.segments.segment_split``:
     the path is None unless the reader's media are video files; ``labels`` is the record's ``target`` as an array."""
     import numpy as np
 

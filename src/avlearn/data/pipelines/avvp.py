@@ -27,7 +27,7 @@ from avlearn.backbones.preprocess import AudioPreprocess
 from avlearn.data.datasets.media import Decode
 from avlearn.data.pipelines import Splits, dataset_root, load_media, segment_items
 from avlearn.data.schema import DatasetInfo
-from avlearn.data.segments import LazySegments, segment_log_mel, store_or_lazy_split
+from avlearn.data.segments import LazySegments, segment_log_mel, segment_split
 from avlearn.registry import DATASETS
 
 SEGMENTS = 10  # LLP: ten one-second segments per video
@@ -106,10 +106,10 @@ def decode_avvp(dataset, audio: AudioPreprocess, workers: int = 1) -> AVVPTensor
 
 
 def avvp_split(dataset, audio: AudioPreprocess, data: DictConfig) -> AVVPTensors | LazyAVVP:  # noqa: ANN001
-    """One LLP split: read from ``data.store`` or lazily where the data config asks (``store_or_lazy_split``), else
+    """One LLP split: read from ``data.store`` or lazily where the data config asks (``segment_split``), else
     decoded into memory from the reader's media (``decode_avvp``)."""
     items = segment_items(dataset, dataset.records, "labels", np.float32)
-    clips = store_or_lazy_split(items, data, audio, SEGMENTS, f"reading {dataset.split}")
+    clips = segment_split(items, data, audio, SEGMENTS, f"reading {dataset.split}", own_decoding=True)
     if clips is None:
         return decode_avvp(dataset, audio, data.workers)
     gt = _segment_labels(dataset, "audio"), _segment_labels(dataset, "visual")

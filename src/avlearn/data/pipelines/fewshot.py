@@ -32,7 +32,7 @@ from avlearn.backbones.preprocess import AudioPreprocess
 from avlearn.data.datasets.media import Decode
 from avlearn.data.pipelines import Splits, dataset_root, load_media, segment_items
 from avlearn.data.schema import Record
-from avlearn.data.segments import SegmentTensors, segment_log_mel, store_or_lazy_split
+from avlearn.data.segments import SegmentTensors, segment_log_mel, segment_split
 from avlearn.errors import ConfigError
 from avlearn.registry import DATASETS
 
@@ -66,10 +66,10 @@ def _decode(dataset: Any, records: list[Record], audio: AudioPreprocess, workers
 
 
 def _split(dataset: Any, records: list[Record], audio: AudioPreprocess, data: DictConfig) -> Any:
-    """One split: read from ``data.store`` or lazily where the data config asks (``store_or_lazy_split``), else
+    """One split: read from ``data.store`` or lazily where the data config asks (``segment_split``), else
     decoded into memory from the reader's media."""
     items = segment_items(dataset, records, TARGETS[dataset.name])
-    clips = store_or_lazy_split(items, data, audio, SEGMENTS, f"reading {dataset.split}")
+    clips = segment_split(items, data, audio, SEGMENTS, f"reading {dataset.split}", own_decoding=True)
     return _decode(dataset, records, audio, data.workers) if clips is None else clips
 
 
