@@ -10,8 +10,9 @@ Layout of a store folder::
 The shards are plain tars in WebDataset's naming (``key.ext``, all members of a sample adjacent), so the same store
 streams to many nodes with ``webdataset.WebDataset(store.shard_paths())``. ``ClipStore`` reads single samples
 through the byte offsets in the ``.idx.json`` files (``os.pread``, so forked DataLoader workers can share it).
-A clip store holds ``frames`` and ``wave`` per sample; a feature store (``avlearn.data.features``) ``visual`` and/or
-``audio`` arrays.
+A clip store holds ``frames`` and ``wave`` per sample (and ``log_mel``, made by ``avlearn extract --log-mel``); a
+feature store (``avlearn.data.features``) ``visual`` and/or ``audio`` arrays. ``ClipStore.read(key, names)`` reads
+only the named arrays, each straight into a buffer of its own.
 
 Atomicity: a shard is written as ``.shard-NNNNNN.tar.tmp`` and renamed when complete, then its index, then
 ``index.json``; a crash leaves at most a ``.tmp`` file, which the next writer deletes. A missing ``.idx.json`` is
