@@ -166,6 +166,31 @@ def test_coop_items_and_few_shot_files(splits_of) -> None:
     assert few.train.ids == [split["train"][i][0] for i in shots["train"]["indices"]]
 
 
+def test_imagenet_esc_images_are_the_coop_images_of_the_paired_classes(splits_of) -> None:
+    from avlearn.data.datasets.imagenet_esc import PAIRS, paired_classes
+
+    splits, _ = splits_of("imagenet_esc_image")
+    _check_layout(splits, 1, True, False)
+    assert splits.info.num_classes == 27 and splits.info.class_names[0] == PAIRS[paired_classes(27)[0]][0]
+    coop_root = splits.root.parent / "CoOp"
+    coop = json.loads((coop_root / "split_zhou_AVSynth.json").read_text())  # [relpath, label, classname] per image
+    truth = {Path(rel).stem: (label, split, rel) for split, rows in coop.items() for rel, label, _ in rows}
+    wnids = [line.split()[0] for line in (splits.root / "imagenet" / "classnames.txt").read_text().splitlines()]
+    items = _all_items(splits)
+    assert len(wnids) == 1000 and sorted(Path(i).stem for i in items) == sorted(truth)  # 4 classes < 27: every image
+    test_ids = set(splits.test.ids)
+    for item_id, item in items.items():
+        wnid, name = item_id.split("/")
+        label, split, rel = truth[Path(name).stem]
+        assert int(item["label"]) == label and wnids.index(wnid) == paired_classes(27)[label]  # class k as its sounds
+        assert (item_id in test_ids) == (split == "test")  # AVSynth's test images are ImageNet's val (the test split)
+        on_disk = splits.root / "imagenet" / "images" / ("val" if split == "test" else "train") / item_id
+        assert on_disk.samefile(coop_root / "images" / rel)  # the same image, hard-linked
+    coop_items = _all_items(splits_of("coop")[0])
+    first = next(iter(items))
+    assert torch.equal(items[first]["frames"], coop_items[truth[Path(first).stem][2]]["frames"])
+
+
 def _caption_mapper(folder: Path, name: str) -> dict[str, list[str]]:
     mapper = json.loads((folder / name).read_text())
     return {vid: [caps] if isinstance(caps, str) else caps for vid, caps in mapper.items()}

@@ -4,6 +4,7 @@ the metrics of the in-memory path, and a store-backed run killed mid-epoch resum
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -23,18 +24,22 @@ class Killed(Exception):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """AVSynth in a fresh cache, its videos extracted into a store (frames at the segment centres: --fps 2), and an
-    uninterrupted run of each path."""
+    """AVSynth in a fresh cache, its videos extracted into a store (frames at the segment centres: --fps 2, and the
+    log-mel the run's audio input is), and an uninterrupted run of each path."""
     tmp = tmp_path_factory.mktemp("store_training")
     mp = pytest.MonkeyPatch()
     mp.setenv("AVLEARN_CACHE", str(tmp / "cache"))
     assert main(["train", *SMALL, f"out={tmp}", "name=memory"]) == 0  # generates AVSynth, decodes into memory
     videos = next((tmp / "cache").iterdir()) / "videos"
     store = tmp / "store"
-    extract = ["extract", str(videos), "--out", str(store), "--fps", "2", "--size", "32", "--duration", "10"]
+    extract = ["extract", str(videos), "--out", str(store), "--fps", "2", "--size", "32", "--duration", "10",
+               "--log-mel", "64,20"]  # fmt: skip  # the log-mel of data.n_mels=64, data.hop_ms=20: read, not computed
     assert main([*extract, "--workers", "1", "--no-progress"]) == 0
     lazy = [*SMALL, f"data.store={store}", "data.preload=false", "train.loader_workers=1", "train.save_every=1"]
-    assert main(["train", *lazy, f"out={tmp}", "name=lazy"]) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["train", *lazy, f"out={tmp}", "name=lazy"]) == 0
+    assert not [w for w in caught if "log-mel" in str(w.message)]  # the stored log-mel is the run's: read
     yield {"tmp": tmp, "lazy": lazy}
     mp.undo()
 
@@ -54,6 +59,42 @@ def test_store_run_gives_the_metrics_of_the_in_memory_run(setup: dict) -> None:
     assert _steps(lazy) == _steps(memory) and len(_steps(lazy)) == 4
     assert (
         json.loads((lazy / "metrics.json").read_text())["test"]
+        == json.loads((memory / "metrics.json").read_text())["test"]
+    )
+
+
+@pytest.mark.parametrize("task", ["avvp", "fewshot_llp_cls", "fewshot"])
+def test_the_other_segment_pipelines_train_from_the_store_with_the_in_memory_metrics(setup: dict, task: str) -> None:
+    """AVVP and the few-shot pipelines (LLP and AVE readers) over the same event clips: store run == in-memory run."""
+    tmp = setup["tmp"]
+    common = [f"task={task}" if arg == "task=ave" else arg for arg in SMALL] + ["shots=2"] * task.startswith("few")
+    assert main(["train", *common, f"out={tmp}", f"name={task}_memory"]) == 0
+    lazy = [f"data.store={tmp / 'store'}", "data.preload=false", "train.loader_workers=1"]
+    assert main(["train", *common, *lazy, f"out={tmp}", f"name={task}_store"]) == 0
+    memory, store = _run(tmp, f"{task}_memory"), _run(tmp, f"{task}_store")
+    assert main(["train", *common, f"data.store={tmp / 'cache'}", f"out={tmp}", f"name={task}_no_store"]) != 0
+    assert _steps(store) == _steps(memory) and len(_steps(store)) >= 1
+    assert (
+        json.loads((store / "metrics.json").read_text())["test"]
+        == json.loads((memory / "metrics.json").read_text())["test"]
+    )
+
+
+def test_avqa_reads_its_videos_from_the_store_with_the_in_memory_metrics(setup: dict) -> None:
+    """MUSIC-AVQA's videos (AVSynth's avqa part) read from a store into memory: the metrics of decoding them."""
+    tmp = setup["tmp"]
+    swap = {"task=ave": "task=avqa", "data.clips=40": "data.clips=12"}
+    common = [swap.get(arg, arg) for arg in SMALL]
+    assert main(["train", *common, f"out={tmp}", "name=avqa_memory"]) == 0
+    videos = next(p for p in (tmp / "cache").iterdir() if (p / "MUSIC-AVQA").is_dir()) / "videos"
+    store = tmp / "store_avqa"  # frames at the centres of the ten segments of a 10 s video: --fps 2
+    assert main(["extract", str(videos), "--out", str(store), "--fps", "2", "--size", "32", "--no-progress"]) == 0
+    assert main(["train", *common, f"data.store={store}", f"out={tmp}", "name=avqa_store"]) == 0
+    memory, stored = _run(tmp, "avqa_memory"), _run(tmp, "avqa_store")
+    assert main(["train", *common, f"data.store={tmp / 'store'}", f"out={tmp}", "name=avqa_other_store"]) != 0
+    assert _steps(stored) == _steps(memory) and len(_steps(stored)) >= 1
+    assert (
+        json.loads((stored / "metrics.json").read_text())["test"]
         == json.loads((memory / "metrics.json").read_text())["test"]
     )
 

@@ -10,6 +10,9 @@ HELP = "decode videos into a store of tar shards: clips (frames + audio) or back
 DESCRIPTION = """\
 Decode videos into a store: WebDataset tar shards with an index for random access (avlearn.data.store.ClipStore)
 and streaming. A clip store holds <key>.frames.npy (T,H,W,3) uint8, <key>.wave.npy (N,) float32 and <key>.json.
+With --log-mel N_MELS,HOP_MS it also holds <key>.log_mel.npy (S,F,T) float32: the log-mel of the first --segments
+seconds exactly as training computes it for data.n_mels=N_MELS data.hop_ms=HOP_MS (needs --duration >= --segments);
+`avlearn train data.store=...` then reads it instead of computing it in every epoch (2-3x more clips per worker).
 
 With --features, the store holds backbone features instead: each clip is cut into --segments one-second segments;
 the visual backbone sees the frame at each segment's centre (a video backbone: its frames spread over the
@@ -32,13 +35,14 @@ printed at the end and the exit status is 1 if there are any.
 
 examples:
   avlearn extract data/videos --out stores/ave_1fps --fps 1 --size 224
+  avlearn extract data/videos --out stores/ave_mel --fps 1 --size 224 --duration 10 --log-mel 64,20
   avlearn extract 'clips/**/*.mp4' list.txt --out store --fps 8 --size 112,160 --duration 10 --short pad
   avlearn extract data/videos --out stores/ave_clip --features visual=clip_vit_b16,audio=ast_base \\
       --pretrained visual=openai/clip-vit-base-patch16,audio=MIT/ast-finetuned-audioset-10-10-0.4593 \\
       --segments 10 --device cuda --batch-size 16 --dtype float16
 """
 # Options of one store kind only: dest -> flag.
-_CLIP_ONLY = {"fps": "--fps", "sample_rate": "--sample-rate", "duration": "--duration"}
+_CLIP_ONLY = {"fps": "--fps", "sample_rate": "--sample-rate", "duration": "--duration", "log_mel": "--log-mel"}
 _FEATURE_ONLY = {
     "pretrained": "--pretrained",
     "segments": "--segments",
@@ -73,6 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--sample-rate", type=int, help="clips: audio rate in Hz (default 16000)")
     parser.add_argument("--duration", type=float, help="clips: seconds per clip (default: each file's)")
+    parser.add_argument(
+        "--log-mel",
+        metavar="N_MELS,HOP_MS",
+        help="clips: also store the log-mel of --segments seconds as training computes it for data.n_mels, "
+        "data.hop_ms (e.g. 64,20), so that training reads it instead",
+    )
     add_media_arguments(parser)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes")
     parser.add_argument("--shard-size", type=int, default=256, help="clips per tar shard (default 256)")
@@ -103,6 +113,19 @@ def _size(text: str) -> int | tuple[int, int] | None:
     return parts[0] if len(parts) == 1 else (parts[0], parts[1])
 
 
+def _log_mel(text: str | None, sample_rate: int) -> Any:
+    """``--log-mel N_MELS,HOP_MS`` -> the one-second log-mel input of a task with those data settings (or None)."""
+    from avlearn.backbones.cnn import log_mel_input
+    from avlearn.errors import ConfigError
+
+    if text is None:
+        return None
+    parts = text.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(f"--log-mel {text!r}: expected N_MELS,HOP_MS (data.n_mels, data.hop_ms), e.g. 64,20")
+    return log_mel_input(sample_rate, int(parts[0]), int(parts[1]))
+
+
 def _pairs(text: str | None, option: str) -> dict[str, str]:
     """``"visual=A,audio=B"`` -> ``{"visual": "A", "audio": "B"}`` (None -> ``{}``)."""
     from avlearn.errors import ConfigError
@@ -121,6 +144,8 @@ def _check_options(args: argparse.Namespace) -> None:
 
     wrong = _CLIP_ONLY if args.features else _FEATURE_ONLY
     given = [flag for dest, flag in wrong.items() if getattr(args, dest) is not None]
+    if args.log_mel is not None and "--segments" in given:
+        given.remove("--segments")  # the seconds of the stored log-mel
     if given:
         where = "clip stores, not with --features" if args.features else "--features"
         raise ConfigError(f"{', '.join(given)}: only for {where}")
@@ -176,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         if args.features:
             report = extract_features(*common, _or(args.device, "cpu"), _or(args.batch_size, 8))
         else:
-            report = extract(*common)
+            report = extract(*common, _log_mel(args.log_mel, spec.sample_rate), _or(args.segments, 10))
     finally:
         bar.close()
     rate = report.written / report.seconds if report.seconds else 0.0

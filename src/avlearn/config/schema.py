@@ -57,8 +57,8 @@ class BackboneConfig:
 
 # The readers a generic (clip-level) task can read, named by ``data.benchmark``; the table behind it is
 # ``avlearn.data.pipelines.clips.BENCHMARKS`` (a test checks that the two agree).
-BENCHMARKS = ("vggsound", "audioset", "esc50", "ucf101", "coop", "imagenet_esc", "valor32k", "msrvtt",
-              "vggsound_avel40k", "valor_qa")  # fmt: skip
+BENCHMARKS = ("vggsound", "audioset", "esc50", "ucf101", "coop", "imagenet_esc", "imagenet_esc_image",
+              "valor32k", "msrvtt", "vggsound_avel40k", "valor_qa")  # fmt: skip
 
 
 @dataclass

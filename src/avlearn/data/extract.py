@@ -18,6 +18,7 @@ never leave a gap filled by another clip.
 
 from __future__ import annotations
 
+import functools
 import glob
 import itertools
 import os
@@ -37,6 +38,7 @@ from avlearn.errors import ConfigError, DataError
 if TYPE_CHECKING:
     import numpy as np
 
+    from avlearn.backbones.preprocess import AudioPreprocess
     from avlearn.data.features import FeatureSpec
     from avlearn.io import Clip
 
@@ -126,6 +128,8 @@ def extract(
     workers: int = 1,
     shard_size: int = 256,
     progress: Callable[[int, int, int], None] | None = None,
+    log_mel: AudioPreprocess | None = None,
+    segments: int = 10,
 ) -> ExtractReport:
     """Decode every input video with ``spec`` into the clip store ``out``; skip keys already there.
 
@@ -137,12 +141,35 @@ def extract(
         shard_size: clips per tar shard.
         progress: called as ``progress(done, to_do, failed)`` (counts in this run) before the first clip and after
             each one is stored or has failed.
+        log_mel: also store each clip's log-mel ``(S, F, T)`` as a task whose audio input is ``log_mel`` computes
+            it (``avlearn.data.segments.segment_log_mel`` of the first ``segments`` seconds), so that training
+            reads it instead of computing it in every epoch; None: frames and waveform only.
+        segments: the one-second segments of that log-mel.
 
     Returns:
         The report; its failures are also written to ``out/failures.jsonl``.
     """
-    plan = _Plan("clips", asdict(spec), asdict(spec), _clip_arrays, batch_size=1)
+    settings, encode = asdict(spec), _clip_arrays
+    if log_mel is not None:
+        from avlearn.data.segments import log_mel_settings
+
+        _check_log_mel(spec, log_mel, segments)
+        settings["log_mel"] = log_mel_settings(log_mel, segments)
+        encode = functools.partial(_clip_arrays_with_log_mel, log_mel, segments)
+    plan = _Plan("clips", settings, asdict(spec), encode, batch_size=1)
     return _extract(inputs, out, plan, workers, shard_size, progress)
+
+
+def _check_log_mel(spec: ClipSpec, log_mel: AudioPreprocess, segments: int) -> None:
+    """A stored log-mel needs log-mel settings at the store's audio rate and ``segments`` whole seconds per clip."""
+    if log_mel.features != "log_mel":
+        raise ConfigError(f"log_mel.features={log_mel.features!r}: only a log_mel input is stored")
+    if log_mel.sample_rate != spec.sample_rate:
+        raise ConfigError(f"log_mel.sample_rate={log_mel.sample_rate}: expected the clips' --sample-rate "
+                          f"{spec.sample_rate}")  # fmt: skip
+    if segments < 1 or spec.duration is None or spec.duration < segments:
+        raise ConfigError(f"--log-mel with --segments {segments}: expected --duration >= {max(segments, 1)} "
+                          f"(got {spec.duration}), so that every clip holds the segments' audio")  # fmt: skip
 
 
 def extract_features(
@@ -237,6 +264,21 @@ def _extract(
 
 def _clip_arrays(clips: list[Clip]) -> list[dict[str, np.ndarray]]:
     return [{"frames": clip.frames, "wave": clip.wave} for clip in clips]
+
+
+def _clip_arrays_with_log_mel(
+    log_mel: AudioPreprocess, segments: int, clips: list[Clip]
+) -> list[dict[str, np.ndarray]]:
+    """Frames, waveform and the log-mel ``(S, F, T)`` of the first ``segments`` seconds, as the reader computes it."""
+    import torch
+
+    from avlearn.data.segments import segment_log_mel
+
+    out = _clip_arrays(clips)
+    for arrays, clip in zip(out, clips, strict=True):
+        wave = torch.from_numpy(clip.wave[: segments * log_mel.sample_rate])  # (S * rate,)
+        arrays["log_mel"] = segment_log_mel(wave[None], segments, log_mel)[0].numpy()  # (1, S, F, T) -> (S, F, T)
+    return out
 
 
 def _clip_meta(clip: Clip) -> dict[str, Any]:

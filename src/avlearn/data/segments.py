@@ -10,8 +10,9 @@ store written by ``avlearn extract``. ``segment_split`` picks one from the ``dat
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from torch.utils.data import Dataset
 
 from avlearn.backbones.preprocess import AudioPreprocess
 from avlearn.data.parallel import parallel_map
+from avlearn.data.store import settings_diff
 from avlearn.errors import DataError
 
 
@@ -129,6 +131,7 @@ class LazySegments(Dataset):
         self.items, self.frame_size, self.audio, self.segments = list(items), frame_size, audio, segments
         self.store = _open_store(store, frame_size, audio.sample_rate) if store else None
         self.keys = _store_keys(self.store, self.items) if self.store else None
+        self.stored_mel = self.store is not None and _stored_log_mel(self.store, audio, segments)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -152,18 +155,30 @@ class LazySegments(Dataset):
         """Item ``i``'s frames ``(S, H, W, 3)`` uint8 and waveform ``(S * rate,)`` float32."""
         if self.store is None:
             return _decode((str(self.items[i][1]), self.segments, self.frame_size, self.audio.sample_rate))
-        return _from_store(self.store, self.keys[i], self.segments, self.audio.sample_rate)
+        return _from_store(self.store, self.keys[i], self.segments, self.audio.sample_rate, "wave")
+
+    def inputs(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item ``i``'s frames ``(S, H, W, 3)`` uint8 and features ``(S, F, T)``: read when the store holds them
+        (``avlearn extract --log-mel``), else computed from the waveform."""
+        if self.stored_mel:
+            frames, mel = _from_store(self.store, self.keys[i], self.segments, self.audio.sample_rate, "log_mel")
+            return torch.from_numpy(frames), torch.from_numpy(mel)
+        frames, wave = self.arrays(i)
+        mel = segment_log_mel(torch.from_numpy(wave)[None], self.segments, self.audio)[0]  # (1, S, F, T) -> (S, F, T)
+        return torch.from_numpy(frames), mel
 
     def __getitem__(self, i: int) -> dict:
         vid, _, labels = self.items[i]
-        frames, wave = self.arrays(i)
-        mel = segment_log_mel(torch.from_numpy(wave)[None], self.segments, self.audio)[0]  # (1, S, F, T) -> (S, F, T)
-        return {"frames": torch.from_numpy(frames), "audio": mel, "labels": torch.from_numpy(labels), "id": vid}
+        frames, mel = self.inputs(i)
+        return {"frames": frames, "audio": mel, "labels": torch.from_numpy(labels), "id": vid}
 
     def to_memory(self, workers: int = 1, desc: str = "reading") -> SegmentTensors:
         """Every item decoded (from the videos with ``workers`` processes, or read from the store) into memory."""
         if self.store is None:
             return decode_segments(self.items, self.frame_size, self.audio, self.segments, workers, desc)
+        if self.stored_mel:
+            frames, mels = zip(*(self.inputs(i) for i in range(len(self))), strict=True)
+            return SegmentTensors(self.ids, torch.stack(frames), torch.stack(mels), self.labels)  # (N, S, ...)
         return _tensors(self.items, [self.arrays(i) for i in range(len(self))], self.audio, self.segments)
 
 
@@ -190,17 +205,47 @@ def _store_keys(store, items: Sequence[tuple[str, Path | None, np.ndarray]]) -> 
     return keys
 
 
-def _from_store(store, key: str, segments: int, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
-    clip = store.clip(key)
-    centres = np.arange(segments) + 0.5  # (S,)
-    nearest = np.abs(clip.frame_times[None, :] - centres[:, None]).argmin(axis=1)  # (S, T) -> (S,)
-    length = segments * sample_rate
-    if len(clip.wave) < length:
-        raise DataError(
-            f"data.store={store.root}: clip {key!r} holds {len(clip.wave) / sample_rate:.2f} s of audio, the task "
-            f"reads {segments} s; extract with --duration {segments} --short pad"
+def log_mel_settings(audio: AudioPreprocess, segments: int) -> dict[str, Any]:
+    """What a clip store records of the log-mel it holds (``avlearn extract --log-mel``): the features of the first
+    ``segments`` seconds of each clip as ``segment_log_mel(wave, segments, audio)`` computes them."""
+    return {"segments": segments, **asdict(audio)}
+
+
+def _stored_log_mel(store, audio: AudioPreprocess, segments: int) -> bool:  # noqa: ANN001
+    """Whether ``store`` holds this task's log-mel per clip; warns when it holds one made with other settings."""
+    stored = store.settings.get("log_mel")
+    if stored is None:
+        return False
+    diff = settings_diff(stored, log_mel_settings(audio, segments))
+    if diff:
+        warnings.warn(
+            f"data.store={store.root}: its log-mel was made with other settings than this task's audio input "
+            f"(store vs task: {diff}); computing the log-mel from the waveform instead (this task's is stored by "
+            f"--log-mel {audio.num_mel_bins},{audio.hop_length * 1000 // audio.sample_rate} --segments {segments})",
+            stacklevel=3,
         )
-    return clip.frames[nearest], np.array(clip.wave[:length])  # copies: the store's buffers are read-only
+    return not diff
+
+
+def _from_store(store, key: str, segments: int, sample_rate: int, audio: str) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+    """The frames nearest the segment centres ``(S, H, W, 3)`` and the stored ``audio`` array: the first ``S``
+    seconds of the ``"wave"`` or the ``"log_mel"`` ``(S, F, T)``."""
+    sample = store.read(key, ("frames", audio))
+    times = np.asarray(sample["meta"]["frame_times"], dtype=np.float64)  # (T,)
+    centres = np.arange(segments) + 0.5  # (S,)
+    nearest = np.abs(times[None, :] - centres[:, None]).argmin(axis=1)  # (S, T) -> (S,)
+    frames = sample["frames"]
+    # consecutive frames (a store at 1 fps): a view of the buffer read, not a copy
+    frames = frames[nearest[0] : nearest[0] + segments] if (np.diff(nearest) == 1).all() else frames[nearest]
+    if audio == "log_mel":
+        return frames, sample["log_mel"]
+    length = segments * sample_rate
+    if len(sample["wave"]) < length:
+        raise DataError(
+            f"data.store={store.root}: clip {key!r} holds {len(sample['wave']) / sample_rate:.2f} s of audio, the "
+            f"task reads {segments} s; extract with --duration {segments} --short pad"
+        )
+    return frames, sample["wave"][:length]
 
 
 def segment_split(
@@ -209,16 +254,26 @@ def segment_split(
     audio: AudioPreprocess,
     segments: int = 10,
     desc: str = "decoding",
-) -> SegmentTensors | LazySegments:
+    own_decoding: bool = False,
+) -> SegmentTensors | LazySegments | None:
     """One split of the segment pipeline as the ``data`` config asks: in memory or lazy, from videos or a store.
 
     ``data.store`` (a clip store from ``avlearn extract``) replaces decoding the videos; ``data.preload`` (auto, on,
     off) and ``data.preload_gb`` decide whether the split is held in memory (``avlearn.data.lazy.wants_preload``);
-    ``data.workers`` processes decode an in-memory split.
+    ``data.workers`` processes decode an in-memory split. ``own_decoding``: the pipeline decodes an in-memory split
+    without a store itself (any media, frame folders included): None then.
+
+    Raises:
+        ConfigError: lazy samples without a store from media that are not video files (``items`` without a path).
     """
     from avlearn.data.lazy import wants_preload
+    from avlearn.errors import ConfigError
 
     lazy = LazySegments(items, data.frame_size, audio, segments, data.get("store") or None)
-    if wants_preload(data, len(lazy), lazy.sample_bytes()):
-        return lazy.to_memory(data.workers, desc)
-    return lazy
+    preload = wants_preload(data, len(lazy), lazy.sample_bytes())
+    if own_decoding and lazy.store is None and preload:
+        return None
+    if not preload and lazy.store is None and any(path is None for _, path, _ in items):
+        raise ConfigError(f"data.preload={data.get('preload')}: lazy samples decode video files and this "
+                          "reader's media are not (frame folders?); extract a store, set data.store")  # fmt: skip
+    return lazy.to_memory(data.workers, desc) if preload else lazy

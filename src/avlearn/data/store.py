@@ -10,8 +10,9 @@ Layout of a store folder::
 The shards are plain tars in WebDataset's naming (``key.ext``, all members of a sample adjacent), so the same store
 streams to many nodes with ``webdataset.WebDataset(store.shard_paths())``. ``ClipStore`` reads single samples
 through the byte offsets in the ``.idx.json`` files (``os.pread``, so forked DataLoader workers can share it).
-A clip store holds ``frames`` and ``wave`` per sample; a feature store (``avlearn.data.features``) ``visual`` and/or
-``audio`` arrays.
+A clip store holds ``frames`` and ``wave`` per sample (and ``log_mel``, made by ``avlearn extract --log-mel``); a
+feature store (``avlearn.data.features``) ``visual`` and/or ``audio`` arrays. ``ClipStore.read(key, names)`` reads
+only the named arrays, each straight into a buffer of its own.
 
 Atomicity: a shard is written as ``.shard-NNNNNN.tar.tmp`` and renamed when complete, then its index, then
 ``index.json``; a crash leaves at most a ``.tmp`` file, which the next writer deletes. A missing ``.idx.json`` is
@@ -22,12 +23,13 @@ that holds no shard yet is reused with the new settings), and a reader that name
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
 import tarfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -246,14 +248,27 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _npy_array(data: bytes) -> np.ndarray:
-    """Parse .npy bytes without copying the payload (read-only view of ``data``)."""
-    stream = io.BytesIO(data)
+def _npy_array(data: bytes | np.ndarray) -> np.ndarray:
+    """Parse .npy bytes without copying the payload: a view of ``data`` (writable when ``data`` is a uint8 array)."""
+    major = data[6]  # format version: the header length is 2 bytes long in v1, 4 in v2 and v3
+    start = 10 if major == 1 else 12
+    end = start + int.from_bytes(bytes(data[8:start]), "little")
+    shape, fortran, dtype = _npy_header(bytes(data[:end]))
+    count = int(np.prod(shape))
+    if isinstance(data, np.ndarray):
+        array = data[end : end + count * dtype.itemsize].view(dtype)
+    else:
+        array = np.frombuffer(data, dtype=dtype, offset=end, count=count)
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+@functools.lru_cache(maxsize=256)
+def _npy_header(head: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran order, dtype) of a .npy header; cached, as parsing it (``ast``) costs more than the read."""
+    stream = io.BytesIO(head)
     version = np.lib.format.read_magic(stream)
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran, dtype = read_header(stream)
-    array = np.frombuffer(data, dtype=dtype, offset=stream.tell(), count=int(np.prod(shape)))
-    return array.reshape(shape, order="F" if fortran else "C")
+    return read_header(stream)
 
 
 class ClipStore:
@@ -332,16 +347,28 @@ class ClipStore:
         return read_failures(self.root)
 
     def __getitem__(self, key: str) -> dict[str, Any]:
+        return self.read(key)
+
+    def read(self, key: str, names: Sequence[str] | None = None) -> dict[str, Any]:
+        """Sample ``key``'s arrays called ``names`` (default: all), each in its own writable buffer, and ``"meta"``.
+
+        Raises:
+            DataError: no sample ``key``, or it has no array called one of ``names``.
+        """
         if key not in self._where:
             raise DataError(self._missing(key))
         shard, members = self._where[key]
-        sample: dict[str, Any] = {}
-        for suffix, (offset, size) in members.items():
-            data = self._read(shard, offset, size)
-            if suffix == "json":
-                sample["meta"] = json.loads(data)
-            else:
-                sample[suffix.removesuffix(".npy")] = _npy_array(data)
+        offset, size = members["json"]
+        sample: dict[str, Any] = {"meta": json.loads(self._read(shard, offset, size))}
+        wanted = [suffix.removesuffix(".npy") for suffix in members if suffix != "json"] if names is None else names
+        for name in wanted:
+            if f"{name}.npy" not in members:
+                raise DataError(f"{self.root}: sample {key!r} has no array {name!r} (it has {sorted(members)})")
+            offset, size = members[f"{name}.npy"]
+            buffer = np.empty(size, np.uint8)  # (bytes,): read straight into it, no intermediate copy
+            if os.preadv(self._fd(shard), [buffer], offset) != size:
+                raise DataError(f"{self.root / shard}: truncated at sample {key!r} ({name}); extract it again")
+            sample[name] = _npy_array(buffer)
         return sample
 
     def __iter__(self) -> Iterator[str]:
@@ -370,12 +397,15 @@ class ClipStore:
         why = f"; its extraction failed: {reasons[0]}" if reasons else ""
         return f"{self.root}: no sample {key!r} in the store ({len(self)} samples){why}"
 
-    def _read(self, shard: str, offset: int, size: int) -> bytes:
+    def _fd(self, shard: str) -> int:
         if self._pid != os.getpid():
             self._fds, self._pid = {}, os.getpid()  # a forked worker opens its own descriptors
         if shard not in self._fds:
             self._fds[shard] = os.open(self.root / shard, os.O_RDONLY)
-        return os.pread(self._fds[shard], size, offset)
+        return self._fds[shard]
+
+    def _read(self, shard: str, offset: int, size: int) -> bytes:
+        return os.pread(self._fd(shard), size, offset)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_fds": {}}

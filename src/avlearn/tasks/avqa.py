@@ -413,7 +413,7 @@ def split_batch(batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor]
     return media, videos, Questions(row, ids, mask, answer)
 
 
-@TASKS.register("avqa", pipeline=avqa_pipeline, synth_part="avqa", report=AVQA)
+@TASKS.register("avqa", pipeline=avqa_pipeline, synth_part="avqa", report=AVQA, stores=("clips",))
 class AVQATask(nn.Module):
     """MUSIC-AVQA with the AVST head: batch ``frames``, ``audio``, ``input_ids``, ``attention_mask``, ``answer``,
     ``video`` (ids telling videos apart, for the negatives and for encoding each video once) and, for scoring,

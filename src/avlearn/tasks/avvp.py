@@ -415,7 +415,7 @@ def _pool(scores: torch.Tensor) -> torch.Tensor:
     return (scores.softmax(dim=-1) * scores).sum(dim=-1)
 
 
-@TASKS.register("avvp", pipeline=avvp_pipeline, report=AVVP)
+@TASKS.register("avvp", pipeline=avvp_pipeline, report=AVVP, stores=("clips",))
 class AVVPTask(nn.Module):
     """Weakly supervised AVVP: batch ``frames``, ``audio``, ``labels (B, K)`` multi-hot video labels; for scoring
     also ``gt_audio``/``gt_visual (B, K, S)`` bool per-modality segment labels."""

@@ -148,7 +148,7 @@ class _PromptClassifier(nn.Module):
         return {"clip_labels": probs.argmax(dim=-1), "probs": probs}
 
 
-@TASKS.register("fewshot", pipeline=fewshot_splits, report=AVE)
+@TASKS.register("fewshot", pipeline=fewshot_splits, report=AVE, stores=("clips",))
 class PromptClassifierTask(_PromptClassifier):
     """Prompt-based AVE segment classification: batch ``frames``, ``audio``, ``labels (B, S)`` (K = background)."""
 
@@ -172,7 +172,7 @@ class PromptClassifierTask(_PromptClassifier):
         return {"segment_accuracy": float(ave_segment_accuracy(preds["segment_labels"], targets["labels"]))}
 
 
-@TASKS.register("fewshot_ave_cls", pipeline=fewshot_splits, report=AVE_CLS)
+@TASKS.register("fewshot_ave_cls", pipeline=fewshot_splits, report=AVE_CLS, stores=("clips",))
 class PromptAVEClassTask(_PromptClassifier):
     """Prompt-based AVE classification: batch ``labels (B, S)`` as for AVE; the clip's class is its first event's."""
 
@@ -194,7 +194,7 @@ class PromptAVEClassTask(_PromptClassifier):
         return {"accuracy": float(ave_video_accuracy(preds["clip_labels"][keep], target[keep]))}
 
 
-@TASKS.register("fewshot_llp_cls", pipeline=fewshot_splits, report=LLP_CLS)
+@TASKS.register("fewshot_llp_cls", pipeline=fewshot_splits, report=LLP_CLS, stores=("clips",))
 class PromptLLPClassTask(_PromptClassifier):
     """Prompt-based LLP video classification: batch ``labels (B, K)``, the multi-hot weak labels."""
 
@@ -244,7 +244,7 @@ class PretrainSegmentsConfig(FewShotConfig):
     name: str = "pretrain_segments"
 
 
-@TASKS.register("pretrain_segments", pipeline=fewshot_splits, report=AVE)
+@TASKS.register("pretrain_segments", pipeline=fewshot_splits, report=AVE, stores=("clips",))
 class SegmentPretrainTask(PromptClassifierTask):
     """DG-SCT's pre-training: segment cross-entropy over K class prompts + background, batch ``labels (B, S)``.
 
@@ -263,17 +263,17 @@ class _FreshPrompts(EvaluationOnly):
     persistent_prompts = False
 
 
-@TASKS.register("zeroshot_ave", pipeline=fewshot_splits, report=AVE)
+@TASKS.register("zeroshot_ave", pipeline=fewshot_splits, report=AVE, stores=("clips",))
 class PromptZeroShotTask(_FreshPrompts, PromptClassifierTask):
     """Zero-shot AVE segments over K class prompts + the background prompt; segment accuracy."""
 
 
-@TASKS.register("zeroshot_ave_cls", pipeline=fewshot_splits, report=AVE_CLS)
+@TASKS.register("zeroshot_ave_cls", pipeline=fewshot_splits, report=AVE_CLS, stores=("clips",))
 class PromptZeroShotAVEClassTask(_FreshPrompts, PromptAVEClassTask):
     """Zero-shot AVE classification: the argmax of the segment-mean logits vs the first event's class."""
 
 
-@TASKS.register("zeroshot_llp_cls", pipeline=fewshot_splits, report=LLP_CLS)
+@TASKS.register("zeroshot_llp_cls", pipeline=fewshot_splits, report=LLP_CLS, stores=("clips",))
 class PromptZeroShotLLPClassTask(_FreshPrompts, PromptLLPClassTask):
     """Zero-shot LLP video classification: the seed's accuracy, plus ``hit_accuracy`` and ``map`` (percent)."""
 

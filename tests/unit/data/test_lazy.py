@@ -109,6 +109,72 @@ def test_store_items_equal_decoded_ones_and_a_missing_clip_is_a_data_error(clips
         LazySegments(clips[:1], 32, PRE, segments=2, store=tmp_path / "store")
 
 
+def test_a_stored_log_mel_is_read_not_computed_and_equals_the_computed_one(
+    clips: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import avlearn.data.segments as segments
+    from avlearn.data.extract import ClipSpec, extract
+
+    spec = ClipSpec(fps=2, size=16, sample_rate=8000, duration=2)  # frames at the segment centres
+    extract({c[0]: c[1] for c in clips}, tmp_path / "store", spec, log_mel=PRE, segments=2)
+    direct = decode_segments(clips, 16, PRE, segments=2)  # the in-memory path, 64 clips per log-mel call
+    computing = segments.segment_log_mel
+    monkeypatch.setattr(segments, "segment_log_mel", None)  # reading a stored log-mel computes none
+    lazy = LazySegments(clips, 16, PRE, segments=2, store=tmp_path / "store")
+    assert lazy.stored_mel
+    preloaded = lazy.to_memory()
+    for i in range(len(clips)):
+        for key in ("frames", "audio"):
+            assert torch.equal(lazy[i][key], direct[i][key]) and torch.equal(preloaded[i][key], direct[i][key]), key
+    monkeypatch.setattr(segments, "segment_log_mel", computing)
+    other = AudioPreprocess(8000, "log_mel", 8, 50, 256, 160, 256)  # another task's audio input: 8 mel bins
+    with pytest.warns(UserWarning, match=r"audio input .*'num_mel_bins': \(16, 8\).* --log-mel 8,20 --segments 2\)$"):
+        lazy = LazySegments(clips, 16, other, segments=2, store=tmp_path / "store")
+    assert not lazy.stored_mel and torch.equal(lazy[1]["audio"], decode_segments(clips, 16, other, 2)[1]["audio"])
+
+
+def test_a_log_mel_is_stored_only_for_whole_segments_at_the_clips_rate(clips: list, tmp_path: Path) -> None:
+    from avlearn.cli.main import main
+    from avlearn.data.extract import ClipSpec, extract
+    from avlearn.data.segments import log_mel_settings
+    from avlearn.data.store import ClipStore
+
+    videos = {c[0]: c[1] for c in clips[:1]}
+    with pytest.raises(ConfigError, match=r"--segments 2: expected --duration >= 2 \(got 1.5\)"):
+        extract(videos, tmp_path / "a", ClipSpec(size=16, sample_rate=8000, duration=1.5), log_mel=PRE, segments=2)
+    with pytest.raises(ConfigError, match="log_mel.sample_rate=8000: expected the clips' --sample-rate 16000"):
+        extract(videos, tmp_path / "b", ClipSpec(size=16, duration=2), log_mel=PRE, segments=2)
+    args = ["extract", str(clips[0][1]), "--out", str(tmp_path / "c"), "--size", "16", "--sample-rate", "8000",
+            "--duration", "2", "--segments", "2", "--workers", "1", "--no-progress"]  # fmt: skip
+    assert main([*args, "--log-mel", "16"]) == 2  # N_MELS,HOP_MS expected
+    assert main([*args, "--log-mel", "16,20"]) == 0
+    from avlearn.backbones.cnn import log_mel_input
+
+    store = ClipStore(tmp_path / "c")
+    assert store.settings["log_mel"] == log_mel_settings(log_mel_input(8000, 16, 20), 2)
+    assert store.read("c0", ("log_mel",))["log_mel"].shape == (2, 16, 50)  # (S, F, T): 20 ms hops
+    lazy = LazySegments(clips[:1], 16, log_mel_input(8000, 16, 20), segments=2, store=tmp_path / "c")
+    assert lazy.stored_mel  # 1 fps: the frames at 0 and 1 s, read without a copy
+    assert torch.equal(lazy[0]["frames"], torch.from_numpy(store.read("c0", ("frames",))["frames"]))
+
+
+def test_segment_split_can_leave_in_memory_decoding_to_the_pipeline(clips: list, tmp_path: Path) -> None:
+    from avlearn.data.extract import ClipSpec, extract
+    from avlearn.data.segments import SegmentTensors
+
+    data = OmegaConf.create({"frame_size": 16, "workers": 1, "store": None, "preload": "auto", "preload_gb": 1.0})
+    assert segment_split(clips, data, PRE, 2, own_decoding=True) is None  # fits in memory: the pipeline decodes it
+    data.preload = False
+    assert isinstance(segment_split(clips, data, PRE, 2, own_decoding=True), LazySegments)
+    frame_folders = [(vid, None, labels) for vid, _, labels in clips]  # media that are not video files
+    with pytest.raises(ConfigError, match="data.preload=False: lazy samples decode video files"):
+        segment_split(frame_folders, data, PRE, 2, own_decoding=True)
+    extract({c[0]: c[1] for c in clips}, tmp_path / "store", ClipSpec(fps=2, size=16, sample_rate=8000))
+    data.store, data.preload = str(tmp_path / "store"), "auto"  # a store: read, in memory when it fits
+    read = segment_split(frame_folders, data, PRE, 2, own_decoding=True)
+    assert isinstance(read, SegmentTensors) and torch.equal(read.audio, decode_segments(clips, 16, PRE, 2).audio)
+
+
 def test_a_store_the_task_does_not_read_is_refused_before_its_pipeline_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     import avlearn.build as build
     from avlearn.registry import TaskSpec
@@ -144,7 +210,9 @@ def test_store_capabilities_are_registered_per_task_and_checked() -> None:
     from avlearn.registry import TASKS
 
     register_all()
-    assert TASKS.reading("clips") == ["ave", "ave_cls", "pretrain_captions", "retrieve", "zeroshot", "zeroshot_cls"]
+    assert TASKS.reading("clips") == ["ave", "ave_cls", "avqa", "avvp", "fewshot", "fewshot_ave_cls", "fewshot_llp_cls",
+                                      "pretrain_captions", "pretrain_segments", "retrieve", "zeroshot", "zeroshot_ave",
+                                      "zeroshot_ave_cls", "zeroshot_cls", "zeroshot_llp_cls"]  # fmt: skip
     assert TASKS.reading("features") == ["ave", "ave_cls"]
     with pytest.raises(ValueError, match="unknown stores"):
         TASKS.register("bad_store_task", stores=("tapes",))

@@ -97,6 +97,11 @@ def test_imagenet_esc_pairs(tmp_path: Path) -> None:
     images = ImageNetESCDataset(tmp_path, "val", variant=19, modality="image", decode=Decode(frames=1, size=8))
     assert len(images) == 19 and images[0]["frames"].shape == (1, 8, 8, 3)
     assert abs(int(images[0]["frames"][0, 0, 0, 0]) - 7) <= 2  # class 7 (rooster) first; JPEG is lossy
+    (tmp_path / "imagenet/images/val/n7/a.JPEG").unlink()  # an empty class folder: a class without images here
+    assert len(ImageNetESCDataset(tmp_path, "val", variant=19, modality="image")) == 18
+    (tmp_path / "imagenet/images/val/n7").rmdir()
+    with pytest.raises(DataError, match=r"images/val/n7: no folder for class 7 \(rooster\)"):
+        ImageNetESCDataset(tmp_path, "val", variant=19, modality="image")
 
 
 def test_ucf101_official_lists(tmp_path: Path) -> None:

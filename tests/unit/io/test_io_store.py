@@ -113,3 +113,15 @@ def test_reader_survives_pickling_for_dataloader_workers(tmp_path: Path) -> None
     store["dir/clip0"]  # opens a descriptor
     copy = pickle.loads(pickle.dumps(store))
     np.testing.assert_array_equal(copy["dir/clip1"]["frames"], _sample(1)[0]["frames"])
+
+
+def test_read_gives_only_the_named_arrays_in_writable_buffers(tmp_path: Path) -> None:
+    _fill(tmp_path, 2)
+    store = ClipStore(tmp_path)
+    sample = store.read("dir/clip1", ("wave",))
+    assert set(sample) == {"wave", "meta"} and sample["meta"] == _sample(1)[1]
+    np.testing.assert_array_equal(sample["wave"], _sample(1)[0]["wave"])
+    sample["wave"][0] = 5.0  # a buffer of its own: the next read is unchanged
+    assert sample["wave"].flags.writeable and store["dir/clip1"]["wave"][0] == -1.0
+    with pytest.raises(DataError, match=r"sample 'dir/clip0' has no array 'log_mel'"):
+        store.read("dir/clip0", ("frames", "log_mel"))

@@ -9,6 +9,8 @@ ImageNet index and named with the ImageNet (CLIP) class names, for both modaliti
   ESC-50 (``fold1`` ... ``fold5``, ``all``, ``train``/``test`` with ``fold``): 40 clips per class.
 - ``modality="image"``: ImageNet in the CoOp layout under ``root``: ``imagenet/classnames.txt`` (``<wnid> <name>``,
   1000 lines in index order) and ``imagenet/images/<train|val>/<wnid>/*.JPEG``; splits ``train`` and ``val``.
+  Every paired class needs its folder; an empty one is a class without images in that split (AVSynth's classes
+  above its ``num_classes``).
 """
 
 from __future__ import annotations
@@ -104,11 +106,13 @@ class ImageNetESCDataset(ClipDataset):
         images = names.parent / "images" / split
         records = []
         for label, index in enumerate(indices):
+            if not (images / wnids[index]).is_dir():
+                raise DataError(f"{images / wnids[index]}: no folder for class {index} ({PAIRS[index][0]})")
             files = sorted(p for p in (images / wnids[index]).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
-                raise DataError(f"{images / wnids[index]}: no images of class {index} ({PAIRS[index][0]})")
             for file in files:
-                rel = file.relative_to(images).as_posix()
+                rel = file.relative_to(images).as_posix()  # <wnid>/<name>
                 records.append(Record(rel, file.stem, split, {"label": label}, f"{names}:{index + 1}", (label,),
-                                      {"file": rel}))  # fmt: skip
-        return records, open_media(images, media, ("{file}",))
+                                      {"file": f"{split}/{rel}"}))  # fmt: skip
+        if not records:
+            raise DataError(f"{images}: no images of the {len(indices)} paired classes")
+        return records, open_media(images.parent, media, ("{file}",))  # both splits: a pipeline reads one media

@@ -123,3 +123,12 @@ def load_media(
 ) -> list[dict[str, Any]]:
     """``media.load(record, decode)`` for every record, in order, over ``workers`` processes, with a progress bar."""
     return parallel_map(_load, [(media, record, decode) for record in records], workers, desc=desc)
+
+
+def segment_items(dataset: Any, records: Sequence[Record], target: str, dtype: Any = None) -> list[tuple]:
+    """``(id, video path, labels)`` per record, the items of ``avlearn.data.segments.segment_split``:
+    the path is None unless the reader's media are video files; ``labels`` is the record's ``target`` as an array."""
+    import numpy as np
+
+    locate = getattr(dataset.media, "path", lambda _: None)
+    return [(r.id, locate(r), np.asarray(r.targets[target], dtype)) for r in records]

@@ -12,6 +12,8 @@ What we changed, and why:
 * Segment s's audio is the one-second window centred on frame s (the seed ships pre-cut 1-s waveforms whose cutting
   is undocumented), as a log-mel from ``avlearn.data.segments.segment_log_mel``; on a 10-second clip the windows are
   exactly the ten seconds.
+* With ``data.store`` (a clip store of the videos, ``avlearn extract --fps 2``: frames at the segment centres of a
+  10-second video) the videos are read from the store instead of decoded, into memory (no lazy samples yet).
 * Questions are tokenised with a fixed WordPiece vocabulary (all-MiniLM-L6-v2's, shipped offline) instead of a word
   list rebuilt from ``avqa-train.json``: the ids do not depend on the training split, so a trained model needs nothing
   but its weights to answer new questions.
@@ -170,11 +172,14 @@ def decode_avqa(dataset, audio: AudioPreprocess, workers: int = 1) -> AVQATensor
     )
 
 
-def avqa_splits(root: str | Path, frame_size: int, audio: AudioPreprocess, workers: int = 1) -> dict:
-    """The train/val/test ``AVQATensors`` of MUSIC-AVQA under ``root``, and ``"answers"``: the answer vocabulary."""
+def avqa_splits(
+    root: str | Path, frame_size: int, audio: AudioPreprocess, workers: int = 1, store: str | None = None
+) -> dict:
+    """The train/val/test ``AVQATensors`` of MUSIC-AVQA under ``root``, and ``"answers"``: the answer vocabulary.
+    ``store``: a clip store of the videos (``avlearn extract``) read instead of decoding them, into memory."""
     reader = DATASETS.get("music_avqa")
     decode = Decode(frames=SEGMENTS, seconds=None, size=frame_size, sample_rate=audio.sample_rate)
-    readers = {s: reader(root, s, decode=decode) for s in ("train", "val", "test")}
+    readers = {s: reader(root, s, decode=decode, media=store) for s in ("train", "val", "test")}
     return {**{s: decode_avqa(r, audio, workers) for s, r in readers.items()}, "answers": readers["train"].classes}
 
 
@@ -183,5 +188,5 @@ def avqa_pipeline(cfg: DictConfig, audio_pre: AudioPreprocess) -> Splits:
     whole videos with all their questions (``train.batch_size`` counts videos; each is encoded once per step);
     validation and test items are questions, in the annotation order."""
     root = dataset_root(cfg)
-    s = avqa_splits(root, cfg.data.frame_size, audio_pre, cfg.data.workers)
+    s = avqa_splits(root, cfg.data.frame_size, audio_pre, cfg.data.workers, cfg.data.get("store") or None)
     return Splits(s["train"].by_video(), s["val"], s["test"], DatasetInfo(tuple(s["answers"])), root)

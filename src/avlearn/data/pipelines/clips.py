@@ -95,6 +95,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "coop": Benchmark("coop", "images", "CoOp", lambda d: _official(), 1, audio=False),
     "imagenet_esc": Benchmark("imagenet_esc", "sounds", "ImageNet-ESC",
                               lambda d: _train_test("train", "test", fold=d.fold, modality="audio"), 5, video=False),
+    "imagenet_esc_image": Benchmark("imagenet_esc", "images", "ImageNet-ESC",
+                                    lambda d: _train_test("train", "val", modality="image"), 1, audio=False),
     "valor32k": Benchmark("valor32k", "events", ".", lambda d: _official(), 10),
     "msrvtt": Benchmark("msrvtt", "events", ".", lambda d: _train_test("train", "test"), 10),
     "vggsound_avel40k": Benchmark("vggsound_avel40k", "events", ".", lambda d: _official(), 10),

@@ -30,9 +30,9 @@ from omegaconf import DictConfig
 
 from avlearn.backbones.preprocess import AudioPreprocess
 from avlearn.data.datasets.media import Decode
-from avlearn.data.pipelines import Splits, dataset_root, load_media
+from avlearn.data.pipelines import Splits, dataset_root, load_media, segment_items
 from avlearn.data.schema import Record
-from avlearn.data.segments import SegmentTensors, segment_log_mel
+from avlearn.data.segments import SegmentTensors, segment_log_mel, segment_split
 from avlearn.errors import ConfigError
 from avlearn.registry import DATASETS
 
@@ -65,6 +65,14 @@ def _decode(dataset: Any, records: list[Record], audio: AudioPreprocess, workers
     return SegmentTensors([r.id for r in records], frames, mels, labels)
 
 
+def _split(dataset: Any, records: list[Record], audio: AudioPreprocess, data: DictConfig) -> Any:
+    """One split: read from ``data.store`` or lazily where the data config asks (``segment_split``), else
+    decoded into memory from the reader's media."""
+    items = segment_items(dataset, records, TARGETS[dataset.name])
+    clips = segment_split(items, data, audio, SEGMENTS, f"reading {dataset.split}", own_decoding=True)
+    return _decode(dataset, records, audio, data.workers) if clips is None else clips
+
+
 def fewshot_splits(cfg: DictConfig, audio_pre: AudioPreprocess) -> Splits:
     """The few-shot task's splits: ``cfg.shots`` training clips per class drawn for ``cfg.seed``, all of val/test.
 
@@ -85,5 +93,5 @@ def fewshot_splits(cfg: DictConfig, audio_pre: AudioPreprocess) -> Splits:
     single = cfg.task.name == "fewshot_llp_cls"  # the seed's few-shot LLP draws single-label videos only
     chosen = {s: list(d.records) for s, d in datasets.items()}
     chosen["train"] = few_shot_records(chosen["train"], cfg.shots, cfg.seed, single_label=single)
-    out = {s: _decode(datasets[s], chosen[s], audio, cfg.data.workers) for s in datasets}
+    out = {s: _split(datasets[s], chosen[s], audio, cfg.data) for s in datasets}
     return Splits(out["train"], out["val"], out["test"], datasets["train"].info, root)

@@ -3,8 +3,9 @@
 ``generate(out, SynthConfig(...))`` renders clips (H.264 + AAC mp4 files under ``videos/``) and writes the
 annotation files of AVE, LLP/AVVP, AVSBench S4/MS3, MUSIC-AVQA, VGGSound, VGGSound-AVEL40K and VALOR-style
 captions (see ``formats.py`` for the layouts), of AudioSet, UCF101, MSR-VTT and VALOR question-answer pairs from
-the same event clips, of ESC-50 and ImageNet-ESC (audio-only ``sounds``) and of a CoOp image set (``images``; see
-``benchmarks.py``), plus ``avsynth.json`` with the config, the class table and the counts.
+the same event clips, of ESC-50 and ImageNet-ESC's sounds (audio-only ``sounds``) and of a CoOp image set and
+ImageNet-ESC's images (``images``; see ``benchmarks.py``), plus ``avsynth.json`` with the config, the class table
+and the counts.
 
 The same config and seed give identical annotations and identical decoded frames: every clip draws from its own
 generator seeded by (seed, flavour, index), and the encoder is single-threaded. The folder is written under a
@@ -40,7 +41,8 @@ from avlearn.data.synth.render import render_audio, render_frame, render_mask
 from avlearn.data.synth.scene import FLAVOURS, Scene, sample_scene
 from avlearn.errors import DataError
 
-FORMAT_VERSION = 3  # 2: VGGSound-AVEL40K labels added; 3: AudioSet, UCF101, MSR-VTT, VALOR QA, ESC-50, CoOp
+FORMAT_VERSION = 4  # 2: VGGSound-AVEL40K labels; 3: AudioSet, UCF101, MSR-VTT, VALOR QA, ESC-50, CoOp;
+# 4: ImageNet-ESC's images
 AVS_FRAMES = 5  # AVSBench: one frame (and mask) per second over 5 s
 ESC_SECONDS = 5  # ESC-50 clips are 5 s long
 _PREFIX = {"events": "ev", "s4": "s4", "ms3": "ms", "avqa": "", "sounds": "sd", "images": "im"}

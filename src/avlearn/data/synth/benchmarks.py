@@ -22,7 +22,10 @@ From the ``sounds`` (audio only, 5 s) and ``images`` (one image) clips:
   ``audio/<fold>-<src>-A-<target>.wav``; classes balanced, each fold holding whole rounds of classes.
 - ``ImageNet-ESC/ESC-50-master/``: the same sounds (hard links) for the classes below 27, named by the ESC-50
   category that ImageNet-ESC pairs with the k-th ImageNet class (``avlearn.data.datasets.imagenet_esc.PAIRS``), so the
-  ImageNet-ESC reader reads AVSynth class k as its class k. (The ImageNet image side is not written.)
+  ImageNet-ESC reader reads AVSynth class k as its class k.
+- ``ImageNet-ESC/imagenet/``: ImageNet-ESC's image side from the images of the classes below 27 (hard links), in
+  the CoOp ImageNet layout the reader reads: ``classnames.txt`` and ``images/<train|val>/<wnid>/<id>.png``
+  (``write_imagenet_esc_images``); class k is the same ImageNet-ESC class as the sounds of class k.
 - ``CoOp/``: ``images/<class>/<id>.png``, ``split_zhou_AVSynth.json`` (``[relpath, label, classname]`` lists, 80/10/10
   by index) and ``split_fewshot/shot_K-seed_S.json`` for K in 1, 2, 4, 8, 16 and seeds 1-3 (CoOp's format, drawn
   by ``avlearn.data.samplers.few_shot_split``).
@@ -30,6 +33,7 @@ From the ``sounds`` (audio only, 5 s) and ``images`` (one image) clips:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -225,11 +229,38 @@ def write_coop(root: Path, items: Sequence[Split], classes: tuple[ClassSpec, ...
             write_fewshot_file(out / "split_fewshot" / f"shot_{shots}-seed_{seed}.json", lists, indices)
 
 
+def imagenet_wnid(index: int) -> str:
+    """AVSynth's WordNet-style id of ImageNet class ``index`` (``n00000007``): a folder name, as ImageNet's."""
+    return f"n{index:08d}"
+
+
+def write_imagenet_esc_images(root: Path, items: Sequence[Split], classes: tuple[ClassSpec, ...]) -> None:
+    """ImageNet-ESC's image side: the CoOp images of the classes below 27, as ImageNet in CoOp's layout.
+
+    ``ImageNet-ESC/imagenet/classnames.txt`` lists 1000 classes (``<wnid> <name>``; the paired ones named as in
+    ``PAIRS``) and ``imagenet/images/<train|val>/<wnid>/<id>.png`` are hard links to the images: AVSynth class k
+    under the wnid of the k-th paired ImageNet class, so the reader reads it as ImageNet-ESC class k (the same k as
+    its sounds; the paired classes above ``num_classes`` get empty folders). AVSynth's training and validation images
+    are ImageNet's ``train``, its test images ``val`` (the split CoOp tests ImageNet on).
+    """
+    out = root / "ImageNet-ESC" / "imagenet"
+    names = [PAIRS[i][0] if i in PAIRS else f"avsynth unused class {i}" for i in range(1000)]
+    _write_lines(out / "classnames.txt", [f"{imagenet_wnid(i)} {name}" for i, name in enumerate(names)])
+    paired = paired_classes(27)
+    for split, index in itertools.product(("train", "val"), paired):  # a class without images has an empty folder
+        (out / "images" / split / imagenet_wnid(index)).mkdir(parents=True, exist_ok=True)
+    for scene, split in items:
+        cls = scene.sources[0].cls
+        if cls < len(paired):
+            folder = out / "images" / ("val" if split == "test" else "train") / imagenet_wnid(paired[cls])
+            _link(root / coop_image(scene, classes), folder / f"{scene.clip_id}.png")
+
+
 def write_clip_benchmarks(root: Path, by_flavour: dict[str, list], classes: tuple[ClassSpec, ...]) -> None:
     """Every clip benchmark whose flavour has clips."""
     events, sounds, images = by_flavour["events"], by_flavour["sounds"], by_flavour["images"]
     writers = [(events, write_audioset), (events, write_ucf101), (events, write_msrvtt), (events, write_valor_qa),
-               (sounds, write_esc50), (images, write_coop)]  # fmt: skip
+               (sounds, write_esc50), (images, write_coop), (images, write_imagenet_esc_images)]  # fmt: skip
     for items, writer in writers:
         if items:
             writer(root, items, classes)
