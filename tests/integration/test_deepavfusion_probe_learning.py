@@ -1,10 +1,11 @@
 """DeepAVFusion's linear probe on AVSynth (the issue's must-show): masked pretraining of the tiny encoder
 (``recipe=deepavfusion_pretrain_tiny``), then LARS linear probes (``recipe=deepavfusion_linprobe_tiny``) on AVSynth's
 VGGSound csv, whose class is the object both seen and heard (one modality alone is ambiguous in a quarter of the
-clips). The probe on the pretrained fusion tokens clearly beats the same probe on a random encoder, and beats the
-probes on the pretrained image-only and audio-only tokens.
+clips). The probe on the pretrained fusion tokens clearly beats the same probe on a random encoder, and the probe on
+the pretrained image-only tokens. It is *not* asserted above the audio-only probe: measured, it is above it on this
+test split (62.5 vs 47.5) but below it on the validation split and on an 800-clip set (docs/methods/deepavfusion.md).
 
-Slow (about 15 minutes on two loaded cores: one pretraining run and four probes):
+Slow (about 12 minutes on two loaded cores: one pretraining run and three probes):
 ``pytest -m slow tests/integration/test_deepavfusion_probe_learning.py -s``. Measured: docs/methods/deepavfusion.md
 ("Linear probe on AVSynth").
 """
@@ -30,19 +31,18 @@ def _run(tmp_path: Path, recipe: str, name: str, *overrides: str) -> dict:
 
 
 @pytest.mark.slow
-def test_the_probe_on_the_pretrained_fusion_tokens_beats_a_random_encoder_and_each_modality(tmp_path):
+def test_the_probe_on_the_pretrained_fusion_tokens_beats_a_random_encoder_and_the_image_tokens(tmp_path):
     torch.set_num_threads(1)
     pretrained = _run(tmp_path, "deepavfusion_pretrain_tiny", "pretrain")["run_dir"]
     init = [f"train.init_from={pretrained}"]
     top1 = {
         "fused": _run(tmp_path, "deepavfusion_linprobe_tiny", "fused", *init)["test"]["top1"],
         "visual": _run(tmp_path, "deepavfusion_linprobe_tiny", "visual", *init, "task.features=visual")["test"]["top1"],
-        "audio": _run(tmp_path, "deepavfusion_linprobe_tiny", "audio", *init, "task.features=audio")["test"]["top1"],
         "random": _run(tmp_path, "deepavfusion_linprobe_tiny", "random")["test"]["top1"],  # no init_from
     }
     print("test top-1", top1)
     # Measured (seed 0, 40 test clips of 10 classes, chance 10; runs through avlearn train with these settings):
-    # fused 62.5, audio 47.5, visual 22.5, random encoder (fused) 17.5.
+    # fused 62.5, visual 22.5, random encoder (fused) 17.5.
     assert top1["fused"] >= 50.0
     assert top1["fused"] >= top1["random"] + 30.0
-    assert top1["fused"] >= top1["audio"] + 7.5 and top1["fused"] >= top1["visual"] + 25.0
+    assert top1["fused"] >= top1["visual"] + 25.0
