@@ -139,6 +139,9 @@ class TrainConfig:
     # layer-wise lr decay (1.0 = off; needs the model's layer_id/num_layers), no weight decay on biases, norms,
     # embeddings and learned tokens.
     lr_mult: dict[str, float] = field(default_factory=dict)
+    # {pattern: fraction}: those parameters' lr multiplier rises 0 -> 1 by a half cosine over that fraction of the
+    # run's steps (DeepAVFusion holds its pretrained towers back so); patterns as lr_mult; not every parameter.
+    lr_ramp: dict[str, float] = field(default_factory=dict)
     layer_decay: float = 1.0
     no_decay: bool = True
     # Schedule, per optimizer step: linear warmup over warmup_epochs, then cosine (to min_lr_ratio), step

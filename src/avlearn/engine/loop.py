@@ -351,8 +351,8 @@ def _save_last(t: Training, cfg: TrainConfig, env: Env, run: RunInfo) -> None:
 
 
 def _base_lr(t: Training) -> float:
-    """``train.lr`` times the schedule's current factor (the lr of a group with multiplier 1)."""
-    group = t.optimizer.param_groups[0]
+    """``train.lr`` times the schedule's current factor (the lr of a group with multiplier 1 and no ramp)."""
+    group = next(g for g in t.optimizer.param_groups if "lr_ramp" not in g)
     return group["lr"] / group["lr_scale"]
 
 

@@ -1,9 +1,10 @@
 """Optimizer, parameter groups and learning-rate schedule of a run (``train.optimizer``, ``train.schedule``, ...).
 
 ``param_groups`` sorts the trainable parameters into groups by learning-rate multiplier (``train.lr_mult``,
-``train.layer_decay``) and weight decay (``train.no_decay``); ``build_optimizer`` makes AdamW, Adam, SGD or LARS
-over them; ``build_schedule`` is a per-step ``LambdaLR`` whose factor (``schedule_factor``) multiplies every
-group's ``lr_scale * train.lr``. See docs/training.md, "The optimisation".
+``train.layer_decay``), weight decay (``train.no_decay``) and ramp (``train.lr_ramp``); ``build_optimizer`` makes
+AdamW, Adam, SGD or LARS over them; ``build_schedule`` is a per-step ``LambdaLR`` whose factor (``schedule_factor``)
+multiplies every group's ``lr_scale * train.lr``, times ``ramp_factor`` for a ramped group. See docs/training.md,
+"The optimisation".
 """
 
 from __future__ import annotations
@@ -47,14 +48,15 @@ def check_train_values(cfg: TrainConfig) -> None:
         raise ConfigError("train.val_every=-1 (never validate) needs train.select=last and train.patience=0")
 
 
-def _matches(name: str, pattern: str) -> bool:
-    """``name`` is the module ``pattern`` or inside it, matches it as a glob, or matches it as a full regex."""
+def _matches(name: str, pattern: str, key: str = "lr_mult") -> bool:
+    """``name`` is the module ``pattern`` or inside it, matches it as a glob, or matches it as a full regex (a
+    pattern that is none of these is an error naming ``train.<key>``)."""
     if name == pattern or name.startswith(pattern + ".") or fnmatch.fnmatchcase(name, pattern):
         return True
     try:
         return re.fullmatch(pattern, name) is not None
     except re.error as err:
-        raise ConfigError(f"train.lr_mult: {pattern!r} is neither a module name, a glob nor a regex ({err})") from None
+        raise ConfigError(f"train.{key}: {pattern!r} is neither a module name, a glob nor a regex ({err})") from None
 
 
 def lr_multiplier(name: str, lr_mult: dict[str, float]) -> float:
@@ -65,6 +67,30 @@ def lr_multiplier(name: str, lr_mult: dict[str, float]) -> float:
                 raise ConfigError(f"train.lr_mult[{pattern!r}]={mult}: expected a multiplier >= 0")
             return float(mult)
     return 1.0
+
+
+def ramp_fraction(name: str, lr_ramp: dict[str, float]) -> tuple[float, str | None]:
+    """The ramp fraction of the first ``train.lr_ramp`` pattern that matches ``name``, and that pattern ((0.0,
+    None) when none does)."""
+    for pattern, fraction in lr_ramp.items():
+        if _matches(name, pattern, "lr_ramp"):
+            if not 0 < fraction <= 1:
+                raise ConfigError(f"train.lr_ramp[{pattern!r}]={fraction}: expected a fraction of the run in (0, 1]")
+            return float(fraction), pattern
+    return 0.0, None
+
+
+def _check_ramped(groups: dict[tuple[float, bool, float], dict[str, Any]], matched: set[str], cfg: TrainConfig
+                  ) -> None:  # fmt: skip
+    """Every ``train.lr_ramp`` pattern must match a trained parameter, and some group must not ramp (the logged
+    learning rate is that of an unramped group; ramping everything is a warmup: ``train.warmup_epochs``)."""
+    unmatched = [pattern for pattern in cfg.lr_ramp if pattern not in matched]
+    if unmatched:
+        raise ConfigError(f"train.lr_ramp: {unmatched[0]!r} matches no trained parameter (a module name, glob or "
+                          "regex of parameter names, as train.lr_mult)")  # fmt: skip
+    if groups and all(key[2] > 0 for key in groups):
+        raise ConfigError("train.lr_ramp ramps every trained parameter; ramp a subset (for all of them use "
+                          "train.warmup_epochs)")  # fmt: skip
 
 
 def decays(name: str, param: nn.Parameter, module: nn.Module) -> bool:
@@ -95,13 +121,15 @@ def param_groups(model: nn.Module, cfg: TrainConfig, exclude: set[int] = frozens
 
     Each group: ``params``, ``name``, ``lr_scale`` (multiplier of ``train.lr``: ``train.lr_mult`` times the
     layer decay), ``lr`` (= ``lr_scale * train.lr``, what the schedule then multiplies) and ``weight_decay``
-    (``train.weight_decay``, or 0 for parameters ``decays`` rejects when ``train.no_decay``). Only parameters
-    with ``requires_grad``; those whose multiplier is 0 and those in ``exclude`` (ids: the auxiliary optimizer's)
-    are left out. Layer decay reads the model's ``layer_id(param_name) -> int`` and ``num_layers() -> int``.
+    (``train.weight_decay``, or 0 for parameters ``decays`` rejects when ``train.no_decay``); a group that
+    ``train.lr_ramp`` ramps also has ``lr_ramp`` (its fraction of the run). Only parameters with
+    ``requires_grad``; those whose multiplier is 0 and those in ``exclude`` (ids: the auxiliary optimizer's) are
+    left out. Layer decay reads the model's ``layer_id(param_name) -> int`` and ``num_layers() -> int``.
     """
     owners = {f"{m_name}.{p_name}".lstrip("."): m for m_name, m in model.named_modules()
               for p_name, _ in m.named_parameters(recurse=False)}  # fmt: skip
-    groups: dict[tuple[float, bool], dict[str, Any]] = {}
+    groups: dict[tuple[float, bool, float], dict[str, Any]] = {}
+    matched: set[str] = set()  # the train.lr_ramp patterns that matched a trained parameter
     for name, param in model.named_parameters():
         if not param.requires_grad or id(param) in exclude:
             continue
@@ -110,13 +138,25 @@ def param_groups(model: nn.Module, cfg: TrainConfig, exclude: set[int] = frozens
             continue
         scale *= _layer_scale(model, name, cfg)
         decay = not cfg.no_decay or decays(name, param, owners[name])
-        key = (scale, decay)
+        ramp, pattern = ramp_fraction(name, cfg.lr_ramp)
+        matched |= {pattern} if pattern is not None else set()
+        key = (scale, decay, ramp)
         if key not in groups:
-            label = ("decay" if decay else "no_decay") + (f" lr x{scale:.4g}" if scale != 1.0 else "")
-            groups[key] = {"params": [], "name": label, "lr_scale": scale, "lr": cfg.lr * scale,
-                           "weight_decay": cfg.weight_decay if decay else 0.0}  # fmt: skip
+            groups[key] = _new_group(scale, decay, ramp, cfg)
         groups[key]["params"].append(param)
+    _check_ramped(groups, matched, cfg)
     return list(groups.values())
+
+
+def _new_group(scale: float, decay: bool, ramp: float, cfg: TrainConfig) -> dict[str, Any]:
+    """An empty parameter group of lr multiplier ``scale``, weight decay or not, ramp fraction ``ramp`` (0: none)."""
+    label = ("decay" if decay else "no_decay") + (f" lr x{scale:.4g}" if scale != 1.0 else "")
+    group = {"params": [], "name": label, "lr_scale": scale, "lr": cfg.lr * scale,
+             "weight_decay": cfg.weight_decay if decay else 0.0}  # fmt: skip
+    if ramp > 0:
+        group["name"] += f" ramp {ramp:g}"
+        group["lr_ramp"] = ramp
+    return group
 
 
 def describe_param_groups(groups: list[dict[str, Any]]) -> str:
@@ -197,6 +237,13 @@ def schedule_factor(step: int, total: int, warmup: int, cfg: TrainConfig, per_ep
     return 1.0
 
 
+def ramp_factor(step: int, length: float) -> float:
+    """The ``train.lr_ramp`` multiplier of optimizer step ``step`` (0-based) for a ramp of ``length`` steps: a half
+    cosine ``0.5 - 0.5 * cos(pi * step / length)`` from 0 at step 0 to 1 at ``length``, then 1 (DeepAVFusion's
+    ramp of its pretrained towers, ``pt_lr_mult`` 0 -> 1 over ``pt_warmup_epochs``; 1 when ``length`` is 0)."""
+    return 0.5 - 0.5 * math.cos(math.pi * step / length) if step < length else 1.0
+
+
 def schedule_length(cfg: TrainConfig, per_epoch: int) -> tuple[int, int]:
     """``(total, warmup)`` in optimizer steps: ``train.steps`` if set, else ``train.epochs * per_epoch``; warmup
     ``train.warmup_epochs * per_epoch`` rounded, at least 1."""
@@ -208,6 +255,12 @@ def build_schedule(
     optimizer: torch.optim.Optimizer, cfg: TrainConfig, per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A ``LambdaLR`` stepped once per optimizer step: every group's lr is its ``lr_scale * train.lr`` times
-    ``schedule_factor``."""
+    ``schedule_factor``, and for a group with ``lr_ramp`` (a fraction of the run's steps) times ``ramp_factor``."""
     total, warmup = schedule_length(cfg, per_epoch)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule_factor(s, total, warmup, cfg, per_epoch))
+
+    def factor(ramp: float) -> Any:
+        if ramp == 0:
+            return lambda s: schedule_factor(s, total, warmup, cfg, per_epoch)
+        return lambda s: schedule_factor(s, total, warmup, cfg, per_epoch) * ramp_factor(s, ramp * total)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor(g.get("lr_ramp", 0.0)) for g in optimizer.param_groups])

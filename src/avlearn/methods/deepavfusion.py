@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -344,6 +345,14 @@ class DeepAVFusion(nn.Module):
             patch_dim = patch.patch_size[0] * patch.patch_size[1] * patch.num_channels
             out[slot] = Decoder(dim, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads, tower.grid, patch_dim)
         return out
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        """A masked-pretraining checkpoint loads into a downstream DeepAVFusion (``pretrain: false``, no decoders):
+        its decoders are left out, as the seed's downstream scripts load only the encoder (``encoder.*``)."""
+        if not self.decoders:
+            for key in [k for k in state_dict if k.startswith(f"{prefix}decoders.")]:
+                del state_dict[key]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ---- layer-wise learning-rate decay (train.layer_decay) --------------------------------------------------
     def _embedding_and_block_layer_ids(self) -> dict[str, int]:

@@ -142,5 +142,5 @@ def test_recipes_compose():
 
 
 def test_unknown_recipe_lists_the_recipes():
-    with pytest.raises(ConfigError, match=r"unknown recipe 'dgsct'; valid recipe options: (\w+, )*dgsct_ave_paper, "):
+    with pytest.raises(ConfigError, match=r"unknown recipe 'dgsct'; valid recipe options: .*\bdgsct_ave_paper\b"):
         compose_run(["recipe=dgsct"])

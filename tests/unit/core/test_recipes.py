@@ -159,10 +159,13 @@ def test_recipe_key_missing_from_the_chosen_option_is_one_line():
     assert "\n" not in str(err.value)
 
 
-# Recipes --dry-run cannot size: AVQA's answer vocabulary is read from the data; VGGSound-AVEL40K's classes from
-# its files (the recipe's dry run on data=avsynth works).
+# Recipes --dry-run cannot size: AVQA's answer vocabulary is read from the data; VGGSound-AVEL40K's, VGGSound's and
+# AudioSet's classes from their files (the recipes' dry runs on data=avsynth work: also
+# tests/unit/methods/test_deepavfusion_recipes.py).
 REFUSED = {"dgsct_avqa_paper": "answer vocabulary", "dgsct_avqa_tiny": "answer vocabulary",
-           "dgsct_pretrain_paper": "task=pretrain_segments"}  # fmt: skip
+           "dgsct_pretrain_paper": "task=pretrain_segments",
+           **{f"deepavfusion_{run}_{data}": f"task={'pretrain' if run == 'pretrain' else 'classify'}"
+              for run in ("pretrain", "linprobe", "finetune") for data in ("vggsound", "audioset")}}  # fmt: skip
 
 
 @pytest.mark.parametrize("recipe", sorted(REFUSED))

@@ -3,6 +3,7 @@ weight-decay classification, and one LARS step against a hand computation."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -152,3 +153,33 @@ def test_optimizers_take_their_settings(name, kind):
 def test_out_of_range_values_are_one_line_errors(key, value):
     with pytest.raises(ConfigError, match=rf"^train\.{key}=.* is not valid; expected "):
         check_train_values(toy_config(**{key: value}))
+
+
+def test_a_ramped_group_follows_the_half_cosine_ramp_on_top_of_the_schedule(tmp_path, monkeypatch):
+    # 4 epochs x 3 steps = 12 steps; net.0 ramps over half of them (6 steps), as DeepAVFusion's pretrained towers.
+    trace = _trace(tmp_path, monkeypatch, epochs=4, lr=0.1, warmup_epochs=1.0, lr_ramp={"net.0": 0.5})
+    ramp = [0.0, 0.0669872981, 0.25, 0.5, 0.75, 0.9330127019] + [1.0] * 6  # 0.5 - 0.5 cos(pi s / 6), by hand
+    assert len(trace) == 12
+    for step, lrs in enumerate(trace):
+        factor = 0.1 * _cosine(step, 12, 3)
+        expected = {"net.0.weight": factor * ramp[step], "net.0.bias": factor * ramp[step],
+                    "net.3.weight": factor, "net.3.bias": factor}  # fmt: skip
+        assert lrs == pytest.approx(expected, rel=1e-9, abs=1e-12), step
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in logged if r["kind"] == "step"]  # written after steps 0, 1, 2: the factor of the next
+    assert lrs[:3] == pytest.approx([0.1 * _cosine(s, 12, 3) for s in (1, 2, 3)])  # the unramped group's lr
+
+
+def test_ramp_groups_and_their_errors():
+    task = LayeredToy()
+    groups = param_groups(task, toy_config(lr_ramp={"net.0.*": 0.25}))
+    ramped = [g for g in groups if "lr_ramp" in g]
+    assert len(ramped) == 2 and all(g["lr_ramp"] == 0.25 and g["name"].endswith("ramp 0.25") for g in ramped)
+    assert sum(len(g["params"]) for g in ramped) == 2
+    assert all("lr_ramp" not in g for g in param_groups(task, toy_config()))  # no ramp: the groups as before
+    for ramp, message in (({"net.0": 0.0}, r"train.lr_ramp\['net.0'\]=0.0: expected a fraction of the run in \(0, 1\]"),
+                          ({"net.9": 0.5}, r"train.lr_ramp: 'net.9' matches no trained parameter"),
+                          ({"net": 0.5}, r"train.lr_ramp ramps every trained parameter"),
+                          ({"((": 0.5}, r"train.lr_ramp: '\(\(' is neither")):  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            param_groups(task, toy_config(lr_ramp=ramp))

@@ -291,3 +291,31 @@ def test_layer_decay_needs_the_methods_layer_ids():
     task = ClassifyTask(ClassifyConfig(features="fused"), method, DatasetInfo(("a", "b"), 3))
     with pytest.raises(ConfigError, match=r"train.layer_decay needs a method with layer_id\(name\)"):
         param_groups(task, TrainConfig(layer_decay=0.5))
+
+
+def test_a_pretraining_state_loads_into_a_downstream_method_without_its_decoders():
+    pretrained, downstream = _method(pretrain=True), _method(pretrain=False)
+    with torch.no_grad():
+        pretrained.fusion_tokens.add_(1.0)  # differs from the downstream method's own initialisation
+    state = pretrained.state_dict()
+    assert any(k.startswith("decoders.") for k in state)
+    downstream.load_state_dict(state, strict=True)  # raises on a missing or unexpected key
+    torch.testing.assert_close(downstream.fusion_tokens, pretrained.fusion_tokens)
+    assert any(k.startswith("decoders.") for k in state)  # the caller's dict is left as it was
+    with pytest.raises(RuntimeError, match="decoders"):  # a pretraining method still needs its decoders
+        _method(pretrain=True).load_state_dict(downstream.state_dict())
+
+
+def test_the_backbone_ramp_holds_both_towers_back_and_nothing_else():
+    from avlearn.config.schema import TrainConfig
+    from avlearn.data.schema import DatasetInfo
+    from avlearn.engine.optim import param_groups
+    from avlearn.tasks.pretrain import Pretrain, PretrainConfig
+
+    task = Pretrain(PretrainConfig(), _method(pretrain=True), DatasetInfo(("a", "b"), 3))
+    ramp = {"method.visual_backbone": 0.5, "method.audio_backbone": 0.5}  # the paper recipes' train.lr_ramp
+    groups = param_groups(task, TrainConfig(lr_ramp=ramp))
+    ramped = {id(p) for g in groups if g.get("lr_ramp") == 0.5 for p in g["params"]}
+    for name, param in task.named_parameters():
+        if param.requires_grad:
+            assert (id(param) in ramped) == name.startswith(("method.visual_backbone.", "method.audio_backbone.")), name
