@@ -78,8 +78,9 @@ def test_score_is_bss_eval_and_the_mixture_scores_zero_improvement(tiny_method):
     assert task.score({"estimates": silent}, targets)["skipped"] == 1
 
 
-def test_training_step_and_prediction_shapes(tiny_method, clip_batch):
-    task = _task(tiny_method, condition="audio_visual", fusion="concat")
+@pytest.mark.parametrize("fusion", ["concat", "output"])
+def test_training_step_and_prediction_shapes(tiny_method, clip_batch, fusion):
+    task = _task(tiny_method, condition="audio_visual", fusion=fusion)
     batch = clip_batch(torch.zeros(2), sources=_sources(2, seconds=0.5))
     batch["frames_other"] = batch["frames"].flip(0)
     out = task(batch)
