@@ -3,11 +3,13 @@ al., ECCV 2018) and DeepAVFusion's separation decoder (Mo and Morgado, CVPR 2024
 
 Encoder: per level two 3x3 convolutions with batch norm and ReLU, then 2x2 max pooling; decoder: a 2x2 transposed
 convolution up, concatenation with the encoder map of that level (skip), two 3x3 convolutions; a 1x1 convolution to
-one output map. A conditioning vector (e.g. the pooled visual features of the target source) enters at the
-bottleneck only, either by FiLM (Perez et al., AAAI 2018: a per-channel scale and shift predicted from the vector,
+one output map. A conditioning vector (e.g. the pooled visual features of the target source) enters once (``fusion``):
+at the bottleneck by FiLM (Perez et al., AAAI 2018: a per-channel scale and shift predicted from the vector,
 ``x * (1 + gamma) + beta``) or by concatenation (the vector projected, tiled over the bottleneck map, concatenated
-to its channels and mixed back by a 1x1 convolution). Inputs of any size are zero-padded to a multiple of
-``2 ** (levels - 1)`` and the output cropped back.
+to its channels and mixed back by a 1x1 convolution); or at the output, as Sound of Pixels' synthesizer: each output
+map is a weighted sum of the last decoder level's ``channels[0]`` maps plus a bias, weights and bias predicted from
+the vector by one linear layer (the U-Net itself then sees no condition). Inputs of any size are zero-padded to a
+multiple of ``2 ** (levels - 1)`` and the output cropped back.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-FUSIONS = ("film", "concat")
+FUSIONS = ("film", "concat", "output")
+BOTTLENECK = ("film", "concat")
 
 
 def _double_conv(c_in: int, c_out: int) -> nn.Sequential:
@@ -31,8 +34,8 @@ class BottleneckCondition(nn.Module):
 
     def __init__(self, channels: int, cond_dim: int, fusion: str) -> None:
         super().__init__()
-        if fusion not in FUSIONS:
-            raise ValueError(f"fusion={fusion!r}: expected one of {', '.join(FUSIONS)}")
+        if fusion not in BOTTLENECK:
+            raise ValueError(f"fusion={fusion!r}: expected one of {', '.join(BOTTLENECK)}")
         self.fusion = fusion
         if fusion == "film":
             self.film = nn.Linear(cond_dim, 2 * channels)
@@ -50,13 +53,29 @@ class BottleneckCondition(nn.Module):
         return self.mix(torch.cat([x, tiled], dim=1))  # (B, 2C, H, W) -> (B, C, H, W)
 
 
+class OutputCondition(nn.Module):
+    """Sound of Pixels' synthesizer: ``(B, K, H, W)`` maps -> ``(B, C_out, H, W)``, each output map the sum of the K
+    maps weighted per sample by ``(B, C_out, K)`` weights plus a ``(B, C_out)`` bias, both a linear map of the
+    vector ``(B, Cc)``."""
+
+    def __init__(self, channels: int, cond_dim: int, out_channels: int) -> None:
+        super().__init__()
+        self.out_channels, self.channels = out_channels, channels
+        self.proj = nn.Linear(cond_dim, out_channels * (channels + 1))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        weights = self.proj(cond).unflatten(1, (self.out_channels, self.channels + 1))  # (B, C_out, K + 1)
+        mixed = torch.einsum("bkhw,bok->bohw", x, weights[..., :-1])  # (B, C_out, H, W)
+        return mixed + weights[..., -1, None, None]
+
+
 class ConditionedUNet(nn.Module):
-    """U-Net ``(B, C_in, H, W) -> (B, C_out, H, W)`` conditioned at the bottleneck on ``(B, cond_dim)``.
+    """U-Net ``(B, C_in, H, W) -> (B, C_out, H, W)`` conditioned on ``(B, cond_dim)`` at its bottleneck or output.
 
     Args:
         channels: Widths of the levels, finest first; ``len(channels) - 1`` poolings.
         cond_dim: Width of the conditioning vector.
-        fusion: ``"film"`` or ``"concat"`` (see the module docstring).
+        fusion: ``"film"`` or ``"concat"`` at the bottleneck, or ``"output"`` (see the module docstring).
         in_channels: Input maps (1: a log-magnitude spectrogram).
         out_channels: Output maps (1: mask logits).
     """
@@ -66,13 +85,19 @@ class ConditionedUNet(nn.Module):
         super().__init__()
         if len(channels) < 2:
             raise ValueError(f"a U-Net needs at least 2 levels, got channels={channels}")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion={fusion!r}: expected one of {', '.join(FUSIONS)}")
         widths = (in_channels, *channels)
         self.down = nn.ModuleList(_double_conv(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
-        self.condition = BottleneckCondition(channels[-1], cond_dim, fusion)
+        self.at_output = fusion == "output"
+        if self.at_output:
+            self.condition: nn.Module = OutputCondition(channels[0], cond_dim, out_channels)
+        else:
+            self.condition = BottleneckCondition(channels[-1], cond_dim, fusion)
         pairs = list(zip(channels[:0:-1], channels[-2::-1], strict=True))  # (coarse, fine) widths, deepest first
         self.up = nn.ModuleList(nn.ConvTranspose2d(c, f, 2, stride=2) for c, f in pairs)
         self.merge = nn.ModuleList(_double_conv(2 * f, f) for _, f in pairs)
-        self.head = nn.Conv2d(channels[0], out_channels, 1)
+        self.head = None if self.at_output else nn.Conv2d(channels[0], out_channels, 1)
         self.multiple = 2 ** (len(channels) - 1)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -82,7 +107,10 @@ class ConditionedUNet(nn.Module):
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else F.max_pool2d(x, 2))  # (B, C_i, H' / 2^i, W' / 2^i)
             skips.append(x)
-        x = self.condition(skips.pop(), cond)  # the bottleneck (B, C_last, H' / 2^(L-1), W' / 2^(L-1))
+        x = skips.pop()  # the bottleneck (B, C_last, H' / 2^(L-1), W' / 2^(L-1))
+        if not self.at_output:
+            x = self.condition(x, cond)
         for up, merge in zip(self.up, self.merge, strict=True):
             x = merge(torch.cat([up(x), skips.pop()], dim=1))  # (B, 2 C_i, ...) -> (B, C_i, ...) one level finer
-        return self.head(x)[..., :h, :w]  # (B, C_out, H, W)
+        x = self.condition(x, cond) if self.at_output else self.head(x)  # (B, C_0, H', W') -> (B, C_out, H', W')
+        return x[..., :h, :w]  # (B, C_out, H, W)

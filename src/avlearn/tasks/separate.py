@@ -5,7 +5,8 @@ over the mixture (SDRi).
 
 Head. The mixture ``x = s_1 + s_2`` (the sources at ``task.sample_rate``) -> ``X = STFT(x)`` (``torch.stft``, periodic
 Hann window of ``n_fft`` samples, hop ``hop_length``) -> ``log(|X| + 1e-3)`` -> a U-Net (``avlearn.layers.unet``)
-conditioned at its bottleneck (``fusion``: FiLM or channel concatenation) on the pooled features of the target clip:
+conditioned (``fusion``: FiLM or channel concatenation at its bottleneck, or Sound of Pixels' per-sample weighting of
+its last feature maps, ``output``) on the pooled features of the target clip:
 ``condition=visual`` the mean over segments of ``visual_pooled``, ``audio_visual`` that concatenated with the mean of
 ``audio_pooled``. The method sees the target's frames and the **mixture's** audio (its segment log-mels, from the
 pipeline), never a source alone. The U-Net predicts mask logits per time-frequency bin for each source (one pass per
@@ -63,7 +64,7 @@ class SeparateConfig:
     hop_length: int = 128
     mask: str = "ratio"  # ratio | binary
     condition: str = "visual"  # visual | audio_visual
-    fusion: str = "film"  # film | concat, at the U-Net bottleneck
+    fusion: str = "film"  # film | concat (at the U-Net bottleneck) | output (Sound of Pixels' synthesizer)
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     weighted_loss: bool = True
 

@@ -78,8 +78,9 @@ def test_score_is_bss_eval_and_the_mixture_scores_zero_improvement(tiny_method):
     assert task.score({"estimates": silent}, targets)["skipped"] == 1
 
 
-def test_training_step_and_prediction_shapes(tiny_method, clip_batch):
-    task = _task(tiny_method, condition="audio_visual", fusion="concat")
+@pytest.mark.parametrize("fusion", ["concat", "output"])
+def test_training_step_and_prediction_shapes(tiny_method, clip_batch, fusion):
+    task = _task(tiny_method, condition="audio_visual", fusion=fusion)
     batch = clip_batch(torch.zeros(2), sources=_sources(2, seconds=0.5))
     batch["frames_other"] = batch["frames"].flip(0)
     out = task(batch)
@@ -101,7 +102,7 @@ def test_bad_config_values_are_one_line_errors(tiny_method, key, value, says):
     assert says in str(err.value) and "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("fusion", ["film", "concat"])
+@pytest.mark.parametrize("fusion", ["film", "concat", "output"])
 def test_unet_keeps_any_size_and_uses_its_condition(fusion):
     torch.manual_seed(0)
     net = ConditionedUNet((4, 8, 16), cond_dim=3, fusion=fusion).eval()
@@ -111,6 +112,20 @@ def test_unet_keeps_any_size_and_uses_its_condition(fusion):
     out = net(x, torch.randn(2, 3))
     assert out.shape == (2, 1, 37, 50)
     assert not torch.allclose(out, net(x, torch.randn(2, 3)))
+
+
+def test_output_fusion_weights_the_last_decoder_maps_by_the_condition():
+    torch.manual_seed(0)
+    net = ConditionedUNet((4, 8), cond_dim=3, fusion="output", out_channels=2).eval()
+    maps = {}
+    net.merge[-1].register_forward_hook(lambda _m, _i, out: maps.update(last=out))  # (B, 4, H', W')
+    x, cond = torch.randn(2, 1, 9, 12), torch.randn(2, 3)
+    out = net(x, cond)  # (2, 2, 9, 12)
+    weights = (cond @ net.condition.proj.weight.T + net.condition.proj.bias).view(2, 2, 5)  # (B, C_out, K + 1)
+    for b in range(2):
+        for o in range(2):
+            want = sum(weights[b, o, k] * maps["last"][b, k] for k in range(4)) + weights[b, o, 4]  # (H', W')
+            torch.testing.assert_close(out[b, o], want[:9, :12])
 
 
 def test_mixture_lists_and_pipeline_items(tmp_path):
