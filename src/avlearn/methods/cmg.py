@@ -12,8 +12,9 @@ decoders need to reconstruct the input from the code. Training objectives (all w
 * Cross-CPC: each modality's LSTM context at a random step t predicts every modality's z at t + 1 (info-NCE over the
   batch; self pairs weighted 0.1);
 * CLUB: an upper bound of the mutual information between the (straight-through) code and the specific features,
-  minimised; its variational network q(y|x) is trained by its own optimizer, ``club_steps`` Adam steps per batch on
-  detached features, through the engine's auxiliary-optimizer hook (``CMG.auxiliary``).
+  minimised, its sampled estimate floored at 0 (``club_clamp``; the seed's unfloored estimate can run away); its
+  variational network q(y|x) is trained by its own optimizer, ``club_steps`` Adam steps per batch on detached
+  features, through the engine's auxiliary-optimizer hook (``CMG.auxiliary``).
 
 The codebook has no gradient: an EMA of the vectors assigned to each code, where each modality's update averages its
 own vector (weight 1/2) with the time-aligned vectors of the other modalities (the rest), one modality after the
