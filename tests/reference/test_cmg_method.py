@@ -1,5 +1,6 @@
 """CMG parity with the seed's AVT model (haihuangcode/CMG ``main_model_2``, ``CPC``, ``CLUB``; float64, random weights
-moved by ``convert_cmg_state_dict``, dropout off, the seed's bugs kept: ``faithful=True``).
+moved by ``convert_cmg_state_dict``, dropout off, the seed's bugs kept: ``faithful=True``, and its unclamped CLUB
+estimate: ``club_clamp=False``).
 
 * the forward: each modality's code vectors and every loss term (reconstruction, commitment, CLUB MI, Cross-CPC,
   CMCM) equal the seed's, with the seed's random draws (CLUB permutations, the CPC step) replayed;
@@ -77,7 +78,8 @@ def _checkpoint(seed: SimpleNamespace) -> dict[str, dict[str, torch.Tensor]]:
 def _ours(seed: SimpleNamespace, inputs: dict[str, torch.Tensor]) -> CMG:
     """avlearn's CMG with the seed's weights (float64), reading ``inputs`` instead of towers."""
     cfg = CMGConfig(modalities="avt", codes=CODES, dropout=0.0, video_hidden=C_V, audio_hidden=HIDDEN,
-                    text_hidden=HIDDEN, text_lstm=LSTM, club_hidden=CLUB_HIDDEN, faithful=True)  # fmt: skip
+                    text_hidden=HIDDEN, text_lstm=LSTM, club_hidden=CLUB_HIDDEN, club_clamp=False,
+                    faithful=True)  # fmt: skip
     model = CMG(cfg, FeatureTower("visual", C_V, True), FeatureTower("audio", C_A, False), _TextTokens())
     conversion = convert_cmg_state_dict(_checkpoint(seed))
     model.double()  # before loading: float64 weights kept exactly

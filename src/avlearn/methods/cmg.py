@@ -12,8 +12,9 @@ decoders need to reconstruct the input from the code. Training objectives (all w
 * Cross-CPC: each modality's LSTM context at a random step t predicts every modality's z at t + 1 (info-NCE over the
   batch; self pairs weighted 0.1);
 * CLUB: an upper bound of the mutual information between the (straight-through) code and the specific features,
-  minimised; its variational network q(y|x) is trained by its own optimizer, ``club_steps`` Adam steps per batch on
-  detached features, through the engine's auxiliary-optimizer hook (``CMG.auxiliary``).
+  minimised, its sampled estimate floored at 0 (``club_clamp``; the seed's unfloored estimate can run away); its
+  variational network q(y|x) is trained by its own optimizer, ``club_steps`` Adam steps per batch on detached
+  features, through the engine's auxiliary-optimizer hook (``CMG.auxiliary``).
 
 The codebook has no gradient: an EMA of the vectors assigned to each code, where each modality's update averages its
 own vector (weight 1/2) with the time-aligned vectors of the other modalities (the rest), one modality after the
@@ -80,6 +81,9 @@ class CMGConfig:
     club_hidden: int = 256
     club_steps: int = 5  # inner Adam steps of the CLUB estimators per training step
     club_lr: float = 1e-3
+    # The CLUB estimate clamped at >= 0 (an upper bound of a mutual information is never negative). Off: the seed's
+    # unclamped estimate, which the encoders can drive to -1e3 and below (docs/methods/cmg.md, "The CLUB divergence").
+    club_clamp: bool = True
     cpc: bool = True  # false: the Cross-CPC ablation
     cpc_self_weight: float = 0.1
     objectives: bool = True  # compute the pretraining losses (false: a downstream head on frozen codes)
@@ -342,6 +346,13 @@ class MultimodalCodebook(nn.Module):
         return 0.5 * total
 
 
+def _clamped(estimate: torch.Tensor) -> torch.Tensor:
+    """This rank's share of max(global estimate, 0): zero (no gradient) where the mean of the processes' estimates
+    is negative, so N processes clamp what one process on the global batch clamps."""
+    keep = all_reduce_mean_(estimate.detach().clone()) > 0
+    return estimate * keep
+
+
 def _own_rows(x: torch.Tensor) -> torch.Tensor:
     """(B,) the indices of this rank's rows of ``x`` in the gathered global batch."""
     owner = all_gather_with_grad(torch.full((x.shape[0],), float(rank()), device=x.device))  # (N,)
@@ -550,7 +561,8 @@ class CMG(nn.Module):
         for m in self.names:
             y_all = all_gather_with_grad(enc.specific[m])  # (N, T, C_s)
             perm = self.club_permutation(y_all.shape[0], m).to(y_all.device)[_own_rows(enc.specific[m])]
-            losses[f"mi_{m}"] = self.club[m].mi_upper_bound(enc.q[m], enc.specific[m], y_all, perm)
+            mi = self.club[m].mi_upper_bound(enc.q[m], enc.specific[m], y_all, perm)
+            losses[f"mi_{m}"] = _clamped(mi) if self.cfg.club_clamp else mi
         if self.cpc is not None:
             losses["cpc"] = self.cpc(enc.z, self.cpc_step(next(iter(enc.z.values())).shape[1]))
         losses["cmcm"] = self.codebook.cmcm(enc.z)

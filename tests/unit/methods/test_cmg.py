@@ -255,6 +255,22 @@ def test_the_mi_bound_trains_the_encoders_not_its_estimator():
     assert all(p.grad is None for p in club.parameters())
 
 
+@pytest.mark.parametrize("clamp", [True, False])
+def test_the_club_term_is_the_estimate_floored_at_zero_unless_unclamped(clamp):
+    model = _model("av", club_clamp=clamp).train()
+    sign = {"audio": 1.0, "visual": -1.0}  # a positive and a negative estimate, both depending on the codes
+    for m, s in sign.items():
+        model.club[m].mi_upper_bound = lambda x, y, y_all, perm, _s=s: _s * (x**2).mean()
+    enc = model.encode(model.inputs(_batch()))
+    losses = model.objectives(enc)
+    for m, s in sign.items():
+        estimate = s * (enc.q[m] ** 2).mean()
+        torch.testing.assert_close(losses[f"mi_{m}"], estimate.clamp_min(0) if clamp else estimate)
+    losses["mi_visual"].backward()  # below zero: no gradient reaches the encoders when clamped
+    grads = [p.grad for p in model.semantic["visual"].parameters()]
+    assert all(g is None or not g.any() for g in grads) == clamp
+
+
 def test_a_bf16_autocast_step_keeps_an_fp32_codebook():
     model = _model("avt").train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
