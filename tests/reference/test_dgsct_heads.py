@@ -2,7 +2,9 @@
 (``DG-SCT/AVE/nets/net_trans.py``; 1536-wide visual and 768-wide audio segment embeddings, 28 events) against
 ``task.head=cmbs_seed``, random weights moved by ``avlearn.convert.convert_dgsct_ave_state_dict``; fp32, eval mode,
 10 segments. Compared: the per-segment event score, the clip class logits, the top-k class scores and the gate.
-And the AVVP ``MGN_Net`` head (``DG-SCT/AVVP/nets/mgn.py``, ``grouping.py``) against ``task.head=mgn_seed``."""
+And the AVVP ``MGN_Net`` head (``DG-SCT/AVVP/nets/mgn.py``, ``grouping.py``) against ``task.head=mgn_seed``; the AVQA
+``AVQA_Fusion_Net`` head against ``task.head=avst_seed`` and the AVS S4 ``Pred_endecoder`` decoder against
+``task.head=tpavi_seed``, both by running the seed's own ``forward`` on stub backbones that pass features through."""
 
 from __future__ import annotations
 

@@ -14,6 +14,11 @@ DG-SCT uses it (haoyi-duan/DG-SCT ``AVQA/net_grd_avst/net_avst.py``):
 
 Scored by ``avlearn.metrics.avqa_accuracy``: accuracy per question type, per modality group and overall (percent).
 
+``task.head=avst_seed`` (``AVSTSeedHead``) is the seed's head exactly, without the changes below (which are those of
+the default ``task.head=avst``); it keeps only the data plumbing: negatives from another video of the batch (their
+tokens without gradient, as the seed's ``no_grad`` negatives), WordPiece questions run packed, one encoding per
+video.
+
 What we changed, and why:
 
 * Negatives come from another video of the batch, never from the same one (the seed's rejection test divides by 60

@@ -12,6 +12,9 @@ divergence from softmax(audio feature) to softmax(visual stage map averaged unde
 L2-normalised first, summed over frames and channels, averaged over stages. Predictions are per-pixel probabilities,
 scored per frame by ``avlearn.metrics.avs_scores`` (foreground mIoU and F-score, percent).
 
+``task.head=tpavi_seed`` (``SeedAVSDecoder``) is DG-SCT's AVS decoder exactly, with its stage-wise temporal gates and
+without the changes below (which are those of the default ``task.head=avsbench``), except TPAVI's factorised form.
+
 What we changed, and why:
 
 * TPAVI is computed in factorised form. Its "dot" affinity between pixel i and position j is
