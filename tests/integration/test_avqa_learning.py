@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -33,8 +34,9 @@ def majority_chance(train, test) -> dict[str, float]:
     return {"overall": 100.0 * sum(hits) / len(hits)}
 
 
-@pytest.mark.slow
-def test_avqa_learns_on_avsynth(tmp_path):
+def run_avqa(tmp_path: Path, head: str = "avst") -> dict:
+    """The recipe below with ``task.head=head`` (``avst`` or ``avst_seed``); the test scores, the majority-answer
+    chance and the grounding figure's path."""
     from avlearn.config.schema import TrainConfig
     from avlearn.data.pipelines.avqa import avqa_splits
     from avlearn.data.synth import SynthConfig, generate
@@ -54,7 +56,7 @@ def test_avqa_learns_on_avsynth(tmp_path):
     env = setup("cpu", 0, 0)
     seed_everything(0)
     method = Baseline(BaselineConfig(dim=64), BACKBONES.build("cnn_visual_tiny", size=SIZE), audio)
-    task = AVQATask(AVQAConfig(dim=96), method, DatasetInfo(tuple(splits["answers"])))
+    task = AVQATask(AVQAConfig(head=head, dim=96), method, DatasetInfo(tuple(splits["answers"])))
     run = tmp_path / "avqa"
     train = TrainConfig(
         epochs=EPOCHS, batch_size=VIDEOS_PER_BATCH, lr=LR, warmup_epochs=WARMUP, log_every=20, no_decay=False
@@ -71,5 +73,11 @@ def test_avqa_learns_on_avsynth(tmp_path):
                                   answers)  # fmt: skip
     (run / "metrics.json").write_text(json.dumps({"test": scores, "chance_majority_per_type": chance}, indent=1))
     print(f"\navqa: test {json.dumps(scores, indent=1)}\nchance (majority answer per type): {chance}\nrun {run}")
-    assert png.is_file()
-    assert scores["overall"] >= REQUIRED > chance["overall"]
+    return {"scores": scores, "chance": chance, "png": png}
+
+
+@pytest.mark.slow
+def test_avqa_learns_on_avsynth(tmp_path):
+    result = run_avqa(tmp_path)
+    assert result["png"].is_file()
+    assert result["scores"]["overall"] >= REQUIRED > result["chance"]["overall"]

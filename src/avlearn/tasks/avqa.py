@@ -14,6 +14,11 @@ DG-SCT uses it (haoyi-duan/DG-SCT ``AVQA/net_grd_avst/net_avst.py``):
 
 Scored by ``avlearn.metrics.avqa_accuracy``: accuracy per question type, per modality group and overall (percent).
 
+``task.head=avst_seed`` (``AVSTSeedHead``) is the seed's head exactly, without the changes below (which are those of
+the default ``task.head=avst``); it keeps only the data plumbing: negatives from another video of the batch (their
+tokens without gradient, as the seed's ``no_grad`` negatives), WordPiece questions run packed, one encoding per
+video.
+
 What we changed, and why:
 
 * Negatives come from another video of the batch, never from the same one (the seed's rejection test divides by 60
@@ -84,6 +89,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from avlearn.data.pipelines.avqa import avqa_pipeline, question_tokenizer
+from avlearn.errors import ConfigError
 from avlearn.losses.contrastive import info_nce
 from avlearn.registry import TASKS
 from avlearn.tasks.base import DatasetInfo, add_method_losses, paired_segments
@@ -98,7 +104,8 @@ class AVQAConfig:
     """Schema of ``task/avqa.yaml``."""
 
     name: str = "avqa"
-    dim: int = 128  # width of every feature after its projection (AVST: 512)
+    head: str = "avst"  # avst (avlearn's, with the readouts below) | avst_seed (the seed's AVST head exactly)
+    dim: int = 128  # width of every feature after its projection (AVST: 512); avst_seed: the visual width
     heads: int = 4  # temporal attention heads
     vocab_size: int = 30522  # question token vocabulary (the tokenizer's)
     word_dim: int = 16  # width of the word embedding table, lifted to ``dim`` (the table dominates the step)
@@ -118,12 +125,15 @@ class AVQAConfig:
 
 
 class QuestionEncoder(nn.Module):
-    """``input_ids`` and ``attention_mask`` (B, L) -> (B, dim): embedding (``word_dim`` wide, lifted to ``dim``),
-    tanh, LSTM, ``tanh([h; c])``, linear."""
+    """``input_ids`` and ``attention_mask`` (B, L) -> (B, dim): embedding (``word_dim`` wide, lifted to ``dim``;
+    ``dim`` wide with no lift when ``word_dim`` is None, as the seed), tanh, LSTM, ``tanh([h; c])``, linear."""
 
-    def __init__(self, vocab_size: int, dim: int, word_dim: int) -> None:
+    def __init__(self, vocab_size: int, dim: int, word_dim: int | None) -> None:
         super().__init__()
-        self.embed = nn.Sequential(nn.Embedding(vocab_size, word_dim, padding_idx=0), nn.Linear(word_dim, dim))
+        if word_dim is None:
+            self.embed = nn.Embedding(vocab_size, dim, padding_idx=0)
+        else:
+            self.embed = nn.Sequential(nn.Embedding(vocab_size, word_dim, padding_idx=0), nn.Linear(word_dim, dim))
         self.lstm = nn.LSTM(dim, dim, batch_first=True)
         self.out = nn.Linear(2 * dim, dim)
 
@@ -361,10 +371,12 @@ def _mlp(dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
 
 
-def match_head(dim: int) -> nn.Sequential:
-    """AVST's match MLP: [audio; grounded visual] (2d) -> 2 logits (negative, positive)."""
-    return nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(), nn.Linear(dim, dim // 2), nn.ReLU(),
-                         nn.Linear(dim // 2, dim // 4), nn.ReLU(), nn.Linear(dim // 4, 2))  # fmt: skip
+def match_head(dim: int, widths: tuple[int, int, int] | None = None) -> nn.Sequential:
+    """AVST's match MLP: [audio; grounded visual] (2d) -> 2 logits (negative, positive); hidden ``widths``
+    (default d, d/2, d/4; the seed's are 512, 256, 128 whatever d)."""
+    w1, w2, w3 = widths or (dim, dim // 2, dim // 4)
+    return nn.Sequential(nn.Linear(2 * dim, w1), nn.ReLU(), nn.Linear(w1, w2), nn.ReLU(),
+                         nn.Linear(w2, w3), nn.ReLU(), nn.Linear(w3, 2))  # fmt: skip
 
 
 def grid_positions(grid: tuple[int, int], device: torch.device) -> torch.Tensor:
@@ -380,6 +392,56 @@ def other_video(video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     different = video[candidates] != video[:, None]  # (B, B-1)
     first = different.int().argmax(dim=1)  # (B,) the first candidate from another video
     return candidates[torch.arange(b, device=video.device), first], different.any(dim=1)
+
+
+HEADS = ("avst", "avst_seed")
+SEED_MATCH_WIDTHS = (512, 256, 128)  # the seed's match MLP (fc1..fc3), fixed whatever the feature width
+
+
+class AVSTSeedHead(nn.Module):
+    """The seed's AVST head (``task.head=avst_seed``; DG-SCT ``AVQA/net_grd_avst/net_avst.py``
+    ``AVQA_Fusion_Net`` after the backbones), every feature ``dim`` (= the visual width) wide.
+
+    Audio ``fc_a2(relu(fc_a1(a)))``; grounding of each segment: the softmax of the cosine between its audio and its
+    L2-normalised visual tokens weights those NORMALISED tokens, ``fc_gl(tanh([token mean; attended]))``; the
+    match MLP (2d -> 512 -> 256 -> 128 -> 2); the question (embedding ``dim`` wide, tanh, LSTM, ``tanh([h; c])``,
+    linear) attends over the S grounded visual and, separately, the S audio features (multi-head attention, FFN,
+    LayerNorm); answer ``fc_ans(tanh(fc_fusion(tanh([audio_att + mean_S audio; visual_att + mean_S visual])) *
+    question))``.
+    """
+
+    def __init__(self, audio_dim: int, dim: int, vocab_size: int, num_answers: int, heads: int, dropout: float):
+        super().__init__()
+        self.audio = nn.Sequential(nn.Linear(audio_dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self.fc_gl = nn.Linear(2 * dim, dim)
+        self.match = match_head(dim, SEED_MATCH_WIDTHS)
+        self.question = QuestionEncoder(vocab_size, dim, word_dim=None)
+        self.attend_visual = _QuestionAttention(dim, heads, dropout)
+        self.attend_audio = _QuestionAttention(dim, heads, dropout)
+        self.fusion = nn.Linear(2 * dim, dim)
+        self.answer = nn.Linear(dim, num_answers)
+
+    def ground(self, tokens: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """Visual tokens (B', N, d) grounded by each row's audio (B', d) -> (B', d)."""
+        unit = F.normalize(tokens, dim=-1)  # (B', N, d)
+        weights = torch.einsum("bnd,bd->bn", unit, F.normalize(audio, dim=-1)).softmax(dim=-1)  # (B', N)
+        attended = torch.einsum("bn,bnd->bd", weights, unit)  # (B', d)
+        return self.fc_gl(torch.tanh(torch.cat([tokens.mean(dim=1), attended], dim=-1)))
+
+    def encode(self, audio_pooled: torch.Tensor, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled audio (V, S, Ca) and visual tokens (V, S, N, d) -> audio (V, S, d) and grounded visual (V, S, d)."""
+        audio = self.audio(audio_pooled)  # (V, S, d)
+        grounded = self.ground(visual.flatten(0, 1), audio.flatten(0, 1))  # (V*S, N, d), (V*S, d) -> (V*S, d)
+        return audio, grounded.unflatten(0, audio.shape[:2])  # (V, S, d)
+
+    def forward(self, question: torch.Tensor, audio: torch.Tensor, visual: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Question features (Q, d), its video's audio and grounded visual segments (Q, S, d) -> answer ``logits``
+        (Q, K) and the temporal attention weights (Q, S) of each modality."""
+        v_att, v_weights = self.attend_visual(question, visual)  # (Q, d), (Q, S)
+        a_att, a_weights = self.attend_audio(question, audio)
+        fused = torch.tanh(torch.cat([a_att + audio.mean(dim=1), v_att + visual.mean(dim=1)], dim=-1))  # (Q, 2d)
+        logits = self.answer(torch.tanh(self.fusion(fused) * question))  # (Q, K)
+        return {"logits": logits, "visual_weights": v_weights, "audio_weights": a_weights}
 
 
 @dataclass
@@ -426,11 +488,26 @@ class AVQATask(nn.Module):
     def __init__(self, cfg: AVQAConfig, method: nn.Module, info: DatasetInfo) -> None:
         super().__init__()
         self.cfg, self.info, self.method = cfg, info, method
-        d = cfg.dim
         audio_dim, visual_dim = method.dims["audio_pooled"], method.dims["visual"]
+        if cfg.head not in HEADS:
+            raise ConfigError(f"unknown task.head '{cfg.head}' for task 'avqa'; expected one of {', '.join(HEADS)}")
+        if cfg.head == "avst_seed":
+            if visual_dim % cfg.heads:
+                raise ConfigError(f"task.head=avst_seed works at the visual width {visual_dim}, which "
+                                  f"task.heads={cfg.heads} does not divide")  # fmt: skip
+            self.seed_head = AVSTSeedHead(audio_dim, visual_dim, cfg.vocab_size, info.num_classes, cfg.heads,
+                                          cfg.dropout)  # fmt: skip
+        else:
+            self.seed_head = None
+            self._build_avst(cfg, audio_dim, visual_dim, method.dims["audio"], info)
+
+    def _build_avst(self, cfg: AVQAConfig, audio_dim: int, visual_dim: int, audio_token_dim: int,
+                    info: DatasetInfo) -> None:  # fmt: skip
+        """avlearn's AVST head (``task.head=avst``) and its readouts."""
+        d = cfg.dim
         self.question = QuestionEncoder(cfg.vocab_size, d, cfg.word_dim)
         self.audio_proj = nn.Sequential(nn.Linear(audio_dim, d), nn.ReLU(), nn.Linear(d, d))
-        self.audio_token_proj = nn.Linear(method.dims["audio"], d)
+        self.audio_token_proj = nn.Linear(audio_token_dim, d)
         self.audio_token_pos = nn.Embedding(cfg.max_audio_tokens, d)
         self.audio_token_mlp = _mlp(d)
         self.onset = nn.Linear(d, d)
@@ -504,8 +581,21 @@ class AVQATask(nn.Module):
         return {"audio": audio, "tokens": tokens, "visual": visual, "audio_seg": audio_seg, "visual_seg": visual_seg,
                 "grid": grid, "method_losses": feats.losses}  # fmt: skip
 
+    def _seed_outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``outputs`` of ``task.head=avst_seed``: each video encoded and grounded once, each question answered."""
+        media, videos, q = split_batch(batch)
+        feats = paired_segments(self.method(media), self.cfg.name)
+        audio, visual = self.seed_head.encode(feats.audio_pooled, feats.visual)  # (V, S, d) each
+        question = self.seed_head.question(q.input_ids, q.attention_mask)  # (Q, d)
+        out = self.seed_head(question, audio[q.row], visual[q.row])
+        return {**out, "answer": q.answer, "videos": videos, "audio": audio, "visual": visual.flatten(0, 1),
+                "tokens": feats.visual.flatten(0, 1), "method_losses": feats.losses}  # fmt: skip
+
     def outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Answer logits (Q, K), temporal weights (Q, S) of each modality, and the grounding inputs."""
+        """Answer logits (Q, K), temporal weights (Q, S) of each modality, and the grounding inputs: ``audio``
+        (V, S, d), the method's or projected visual ``tokens`` (V*S, N, d) and the grounded ``visual`` (V*S, d)."""
+        if self.seed_head is not None:
+            return self._seed_outputs(batch)
         media, videos, q = split_batch(batch)
         enc = self.encode(media)
         v, s = enc["audio"].shape[:2]
@@ -539,10 +629,10 @@ class AVQATask(nn.Module):
         keep = found.repeat_interleave(s)  # (B*S,)
         audio = out["audio"].flatten(0, 1)[keep]  # (B'*S, d)
         tokens = out["tokens"].unflatten(0, (b, s))[negative].flatten(0, 1)[keep]  # other videos' segments
-        visual_neg, _ = self.grounding(tokens, audio)
         positives = torch.cat([audio, out["visual"][keep]], dim=-1)  # (B'*S, 2d)
-        negatives = torch.cat([audio, visual_neg], dim=-1)
-        logits = self.match(torch.cat([positives, negatives]))  # (2*B'*S, 2)
+        negatives = torch.cat([audio, self._ground_negative(tokens, audio)], dim=-1)
+        match = self.match if self.seed_head is None else self.seed_head.match
+        logits = match(torch.cat([positives, negatives]))  # (2*B'*S, 2)
         labels = torch.cat([torch.ones(len(audio)), torch.zeros(len(audio))]).long().to(logits.device)
         return F.cross_entropy(logits, labels)
 
@@ -555,14 +645,23 @@ class AVQATask(nn.Module):
         visual = F.normalize(self.contrast["visual"](out["tokens"].unflatten(0, (v, s)).mean(dim=(1, 2))), dim=-1)
         return info_nce(audio, visual, self.contrast_log_scale.exp())
 
+    def _ground_negative(self, tokens: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """Another video's tokens (B', N, d) grounded by this audio (B', d) -> (B', d). ``avst_seed``: the tokens
+        carry no gradient (the seed encodes its negative frames under ``no_grad``)."""
+        if self.seed_head is not None:
+            return self.seed_head.ground(tokens.detach(), audio)
+        return self.grounding(tokens, audio)[0]
+
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = self.outputs(batch)
         loss_answer = F.cross_entropy(out["logits"], out["answer"])
         loss_grounding = self.grounding_loss(out)
-        loss_contrast = self.contrastive_loss(out)
-        loss = loss_answer + self.cfg.grounding_weight * loss_grounding + self.cfg.contrast_weight * loss_contrast
-        terms = {"loss": loss, "loss_answer": loss_answer.detach(), "loss_grounding": loss_grounding.detach(),
-                 "loss_contrast": loss_contrast.detach()}  # fmt: skip
+        terms = {"loss": loss_answer + self.cfg.grounding_weight * loss_grounding,
+                 "loss_answer": loss_answer.detach(), "loss_grounding": loss_grounding.detach()}  # fmt: skip
+        if self.seed_head is None:  # the seed has no contrastive term
+            loss_contrast = self.contrastive_loss(out)
+            terms["loss"] = terms["loss"] + self.cfg.contrast_weight * loss_contrast
+            terms["loss_contrast"] = loss_contrast.detach()
         return add_method_losses(terms, out["method_losses"])
 
     @torch.no_grad()

@@ -12,6 +12,9 @@ divergence from softmax(audio feature) to softmax(visual stage map averaged unde
 L2-normalised first, summed over frames and channels, averaged over stages. Predictions are per-pixel probabilities,
 scored per frame by ``avlearn.metrics.avs_scores`` (foreground mIoU and F-score, percent).
 
+``task.head=tpavi_seed`` (``SeedAVSDecoder``) is DG-SCT's AVS decoder exactly, with its stage-wise temporal gates and
+without the changes below (which are those of the default ``task.head=avsbench``), except TPAVI's factorised form.
+
 What we changed, and why:
 
 * TPAVI is computed in factorised form. Its "dot" affinity between pixel i and position j is
@@ -43,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avlearn.data.pipelines.avs import avs_pipeline
+from avlearn.errors import ConfigError, DataError
 from avlearn.registry import TASKS
 from avlearn.tasks.base import DatasetInfo, add_method_losses, paired_segments
 from avlearn.viz.reports import AVS
@@ -53,10 +57,17 @@ class AVSConfig:
     """Schema of ``task/avs_s4.yaml`` and ``task/avs_ms3.yaml``."""
 
     name: str = "avs_s4"
+    head: str = "avsbench"  # avsbench (avlearn's decoder) | tpavi_seed (DG-SCT's AVS decoder exactly)
     dim: int = 64  # decoder width (AVSBench: 256)
-    tpavi: bool = True  # TPAVI on every stage (DG-SCT: stages 0-3)
+    tpavi: bool = True  # TPAVI on every stage (DG-SCT: stages 0-3); avsbench only (tpavi_seed always has it)
     kl_weight: float = 0.0  # audio–masked-visual KL term (MS3: 0.5)
-    audio_film: bool = False  # per-frame audio FiLM of every stage after TPAVI (not in the seed)
+    audio_film: bool = False  # per-frame audio FiLM of every stage after TPAVI (not in the seed); avsbench only
+    seed_audio_dim: int = 128  # tpavi_seed: width of the projected audio (the seed's ``audio_linear``)
+    seed_ffn: int = 1024  # tpavi_seed: feed-forward width of the stage gates' encoders
+    temporal_gamma: float = 0.05  # tpavi_seed: strength of the stage gates (seed: S4 0.05, MS3 train 0.1)
+
+
+HEADS = ("avsbench", "tpavi_seed")
 
 
 class TPAVI(nn.Module):
@@ -106,30 +117,42 @@ class FrameFiLM(nn.Module):
 
 
 class _ResidualConv(nn.Module):
-    """``x + conv(relu(conv(relu(x))))`` with 3x3 convolutions (AVSBench's ResidualConvUnit)."""
+    """``x + conv(relu(conv(relu(x))))`` with 3x3 convolutions (AVSBench's ResidualConvUnit). ``relu_residual``:
+    ``relu(x) + ...``, what the seed's unit computes (its in-place ReLU overwrites the ``x`` it adds back)."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, relu_residual: bool = False) -> None:
         super().__init__()
         self.body = nn.Sequential(
             nn.ReLU(), nn.Conv2d(dim, dim, 3, padding=1), nn.ReLU(), nn.Conv2d(dim, dim, 3, padding=1)
         )
+        self.relu_residual = relu_residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
+        return (F.relu(x) if self.relu_residual else x) + self.body(x)
 
 
 class _Fusion(nn.Module):
     """FPN step: add the refined skip map (if any), refine, upsample to ``size``."""
 
-    def __init__(self, dim: int, with_skip: bool) -> None:
+    def __init__(self, dim: int, with_skip: bool, relu_residual: bool = False) -> None:
         super().__init__()
-        self.skip = _ResidualConv(dim) if with_skip else None
-        self.out = _ResidualConv(dim)
+        self.skip = _ResidualConv(dim, relu_residual) if with_skip else None
+        self.out = _ResidualConv(dim, relu_residual)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
         if self.skip is not None:
             x = x + self.skip(skip)
         return F.interpolate(self.out(x), size=size, mode="bilinear", align_corners=True)
+
+
+def fpn(fusion: nn.ModuleList, maps: list[torch.Tensor]) -> torch.Tensor:
+    """The FPN from the coarsest stage map to the finest, each step upsampled to the next finer map's size (the
+    last to twice the finest): stage maps (K, C, H_i, W_i), finest first -> (K, C, 2 H_0, 2 W_0)."""
+    x = None
+    for i in reversed(range(len(maps))):  # coarsest first
+        target = maps[i - 1].shape[-2:] if i > 0 else tuple(2 * s for s in maps[0].shape[-2:])
+        x = fusion[i](maps[i] if x is None else x, None if x is None else maps[i], target)
+    return x
 
 
 class AVSDecoder(nn.Module):
@@ -171,27 +194,115 @@ class AVSDecoder(nn.Module):
         if self.film is not None:
             frame_audio = audio.flatten(0, 1)[keep]  # (B, T, Ca) -> (K, Ca)
             mixed = [film(level, frame_audio) for film, level in zip(self.film, mixed, strict=True)]
-        x = None
-        for i in reversed(range(len(mixed))):  # coarsest first
-            target = mixed[i - 1].shape[-2:] if i > 0 else tuple(2 * s for s in mixed[0].shape[-2:])
-            x = self.fusion[i](mixed[i] if x is None else x, None if x is None else mixed[i], target)
-        logits = self.head(x)  # (K, 1, h, w), twice the finest stage's resolution
+        logits = self.head(fpn(self.fusion, mixed))  # (K, 1, h, w), twice the finest stage's resolution
         logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)  # (K, 1, H, W)
         return logits[:, 0], [level[keep] for level in maps], audio_feats
 
 
-def masked_av_kl(logits: torch.Tensor, maps: list[torch.Tensor], audio_feats: list[torch.Tensor]) -> torch.Tensor:
+class SeedStageGate(nn.Module):
+    """One stage of the seed AVS model's ``TemporalAttention``: audio (B, T, Ca) and the stage map's spatial mean
+    (B, T, C) -> the audio gate and the visual gate (B, T, 1) each.
+
+    Visual: linear, ReLU, dropout 0.2, a BiLSTM (C per direction), a linear map 2C -> C and a two-layer post-norm
+    encoder (4 heads, ``ffn``), a sigmoid of a linear map; audio: a BiLSTM (C/2 per direction), a linear map C -> C,
+    the same encoder and gate. The seed also builds cross-modal decoders whose outputs it never uses: not built.
+    """
+
+    def __init__(self, audio_dim: int, dim: int, ffn: int) -> None:
+        super().__init__()
+        self.visual_in = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(0.2))
+        self.audio_rnn = nn.LSTM(audio_dim, dim // 2, batch_first=True, bidirectional=True)
+        self.visual_rnn = nn.LSTM(dim, dim, batch_first=True, bidirectional=True)
+        self.audio_key = nn.Sequential(nn.Linear(dim, dim), _seed_encoder(dim, ffn))
+        self.visual_key = nn.Sequential(nn.Linear(2 * dim, dim), _seed_encoder(dim, ffn))
+        self.audio_gate, self.visual_gate = nn.Linear(dim, 1), nn.Linear(dim, 1)
+
+    def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        audio_kv = self.audio_key(self.audio_rnn(audio)[0])  # (B, T, C)
+        visual_kv = self.visual_key(self.visual_rnn(self.visual_in(visual))[0])  # (B, T, 2C) -> (B, T, C)
+        return self.audio_gate(audio_kv).sigmoid(), self.visual_gate(visual_kv).sigmoid()
+
+
+def _seed_encoder(dim: int, ffn: int) -> nn.TransformerEncoder:
+    layer = nn.TransformerEncoderLayer(dim, 4, ffn, 0.1, batch_first=True)  # post-norm, ReLU (CMRAN's layer)
+    return nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+
+
+class SeedAVSDecoder(nn.Module):
+    """DG-SCT's AVS decoder (``task.head=tpavi_seed``; ``AVS/avs_scripts/avs_{s4,ms3}/model/PVT_AVSModel.py``
+    ``Pred_endecoder`` after the backbones): the same interface as ``AVSDecoder``.
+
+    Each stage map is projected to ``dim`` channels by a linear map and resized bicubically to 1/4, 1/8, 1/16 and
+    1/32 of the frame size (the seed's 56/28/14/7 at 224 px); the audio by a linear map to ``seed_audio_dim``.
+    Stage-wise gates (``SeedStageGate``) scale each stage map by ``1 + gamma g_a`` and the audio by ``1 + gamma
+    mean_i g_v,i``; TPAVI at every stage (the kept maps, as the seed returns them, are ReLU'd: its FPN's in-place
+    ReLUs overwrite them); the FPN with the seed's residual units, upsampling by 2; the output convolutions (3x3
+    to dim/2, x2 bilinear, 3x3 to dim/8, ReLU, 1x1 to one logit) give the frame size again.
+    """
+
+    def __init__(self, stage_channels: tuple[int, ...], audio_dim: int, cfg: AVSConfig) -> None:
+        super().__init__()
+        dim, n = cfg.dim, len(stage_channels)
+        self.project = nn.ModuleList(nn.Linear(c, dim) for c in stage_channels)
+        self.audio_in = nn.Linear(audio_dim, cfg.seed_audio_dim)
+        self.gates = nn.ModuleList(SeedStageGate(cfg.seed_audio_dim, dim, cfg.seed_ffn) for _ in stage_channels)
+        self.tpavi = nn.ModuleList(TPAVI(dim, cfg.seed_audio_dim) for _ in stage_channels)
+        self.fusion = nn.ModuleList(_Fusion(dim, with_skip=i < n - 1, relu_residual=True) for i in range(n))
+        self.head = nn.Sequential(
+            nn.Conv2d(dim, dim // 2, 3, padding=1), nn.Upsample(scale_factor=2, mode="bilinear"),
+            nn.Conv2d(dim // 2, dim // 8, 3, padding=1), nn.ReLU(), nn.Conv2d(dim // 8, 1, 1),
+        )  # fmt: skip
+        self.gamma = cfg.temporal_gamma
+
+    def _stage_maps(self, pyramid: list[torch.Tensor], size: tuple[int, int]) -> list[torch.Tensor]:
+        """(B*T, C_i, H_i, W_i) -> (B*T, dim, H/2^(i+2), W/2^(i+2)): linear over channels, bicubic resize."""
+        h, w = size
+        if h % 2 ** (len(pyramid) + 1) or w % 2 ** (len(pyramid) + 1):
+            raise DataError(f"task.head=tpavi_seed decodes from 1/{2 ** (len(pyramid) + 1)} of the frame size; "
+                            f"{h}x{w} frames are not divisible by it")  # fmt: skip
+        return [
+            F.interpolate(proj(level.movedim(1, -1)).movedim(-1, 1), size=(h >> (i + 2), w >> (i + 2)), mode="bicubic")
+            for i, (proj, level) in enumerate(zip(self.project, pyramid, strict=True))
+        ]
+
+    def forward(
+        self, pyramid: list[torch.Tensor], audio: torch.Tensor, size: tuple[int, int], keep: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """As ``AVSDecoder.forward``; the returned stage maps are the ReLU'd TPAVI outputs (the seed's KL input)."""
+        b, t = audio.shape[:2]
+        maps, audio = self._stage_maps(pyramid, size), self.audio_in(audio)  # (B*T, dim, h_i, w_i), (B, T, Ca')
+        visual_gates = []
+        for i, gate in enumerate(self.gates):
+            gate_a, gate_v = gate(audio, maps[i].mean(dim=(-2, -1)).unflatten(0, (b, t)))  # (B, T, 1) each
+            maps[i] = maps[i] * (1 + self.gamma * gate_a.flatten(0, 1)[..., None, None])  # (B*T, dim, h_i, w_i)
+            visual_gates.append(gate_v)
+        audio = audio * (1 + self.gamma * torch.stack(visual_gates).mean(dim=0))  # (B, T, Ca')
+        mixed, audio_feats = [], []
+        for block, level in zip(self.tpavi, maps, strict=True):
+            z, aligned = block(level.unflatten(0, (b, t)).transpose(1, 2), audio)  # (B, dim, T, h_i, w_i)
+            mixed.append(F.relu(z.transpose(1, 2).flatten(0, 1)[keep]))  # (K, dim, h_i, w_i)
+            audio_feats.append(aligned.flatten(0, 1)[keep])  # (B, T, dim) -> (K, dim)
+        return self.head(fpn(self.fusion, mixed))[:, 0], mixed, audio_feats  # (K, H, W)
+
+
+def masked_av_kl(
+    logits: torch.Tensor, maps: list[torch.Tensor], audio_feats: list[torch.Tensor], pool_logits: bool = False
+) -> torch.Tensor:
     """AVSBench's audio–masked-visual KL term (MS3), averaged over stages.
 
     Args:
         logits: (K, H, W) mask logits of K frames.
         maps: per stage (K, C, H_i, W_i) visual maps of those frames.
         audio_feats: per stage (K, C) audio features of those frames.
+        pool_logits: the mask at each stage is the sigmoid of the average-pooled logits (the seed's loss), not the
+            average-pooled probabilities.
     """
-    prob = logits.sigmoid()[:, None]  # (K, 1, H, W)
     total = logits.new_zeros(())
     for v_map, audio in zip(maps, audio_feats, strict=True):
-        mask = F.adaptive_avg_pool2d(prob, v_map.shape[-2:])  # (K, 1, H_i, W_i)
+        if pool_logits:
+            mask = F.adaptive_avg_pool2d(logits[:, None], v_map.shape[-2:]).sigmoid()  # (K, 1, H_i, W_i)
+        else:
+            mask = F.adaptive_avg_pool2d(logits.sigmoid()[:, None], v_map.shape[-2:])
         visual = F.normalize((v_map * mask).mean(dim=(-2, -1)), dim=-1)  # (K, C)
         audio = F.normalize(audio, dim=-1)  # (K, C)
         total = total + F.kl_div(visual.log_softmax(dim=-1), audio.softmax(dim=-1), reduction="sum")
@@ -210,7 +321,12 @@ class AVSTask(nn.Module):
     def __init__(self, cfg: AVSConfig, method: nn.Module, info: DatasetInfo) -> None:
         super().__init__()
         self.cfg, self.info, self.method = cfg, info, method
-        self.decoder = AVSDecoder(method.dims["visual_pyramid"], method.dims["audio_pooled"], cfg)
+        if cfg.head not in HEADS:
+            raise ConfigError(
+                f"unknown task.head '{cfg.head}' for task '{cfg.name}'; expected one of {', '.join(HEADS)}"
+            )
+        decoder = SeedAVSDecoder if cfg.head == "tpavi_seed" else AVSDecoder
+        self.decoder = decoder(method.dims["visual_pyramid"], method.dims["audio_pooled"], cfg)
 
     def outputs(self, batch: dict[str, torch.Tensor], keep: torch.Tensor | None = None) -> tuple:
         """Mask logits (K, H, W) of the frames ``keep`` selects from (B, T) (default: all, K = B*T), the stage
@@ -229,7 +345,7 @@ class AVSTask(nn.Module):
         out = {"loss_bce": loss_bce.detach()}
         loss = loss_bce
         if self.cfg.kl_weight > 0 and audio:
-            loss_kl = masked_av_kl(logits, maps, audio)
+            loss_kl = masked_av_kl(logits, maps, audio, pool_logits=self.cfg.head == "tpavi_seed")
             loss, out["loss_kl"] = loss + self.cfg.kl_weight * loss_kl, loss_kl.detach()
         return add_method_losses({"loss": loss, **out}, method_losses)
 

@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from avlearn.errors import ConfigError
 from avlearn.methods.baseline import Baseline, BaselineConfig
 from avlearn.registry import BACKBONES
 from avlearn.tasks.avqa import (
     AnswerNames,
     AVQAConfig,
     AVQATask,
+    AVSTSeedHead,
     OnsetOrder,
     Onsets,
     RelativePlace,
@@ -25,12 +27,12 @@ from avlearn.tasks.base import DatasetInfo
 ANSWERS = DatasetInfo(("yes", "no", "left", "right"))
 
 
-def _task() -> AVQATask:
+def _task(head: str = "avst") -> AVQATask:
     torch.manual_seed(0)
     method = Baseline(
         BaselineConfig(dim=16), BACKBONES.build("cnn_visual_tiny", size=32), BACKBONES.build("cnn_audio_tiny")
     )
-    return AVQATask(AVQAConfig(dim=16, heads=2, vocab_size=50), method, ANSWERS)
+    return AVQATask(AVQAConfig(head=head, dim=16, heads=2, vocab_size=50), method, ANSWERS)
 
 
 def _batch(videos: list[int]) -> dict:
@@ -298,3 +300,67 @@ def test_answer_names_score_the_attended_audio_and_the_named_sound():
     assert logits.shape == (3, 3) and heard.shape == (3, 1) and heard[1] == 0
     (logits.sum() + heard.sum()).backward()
     assert names.names.grad.abs().sum() > 0 and audio.grad.abs().sum() > 0
+
+
+def test_avst_seed_trains_the_seed_head_and_the_method_without_a_contrastive_term():
+    task = _task("avst_seed")
+    assert not hasattr(task, "names") and not hasattr(task, "grounding")  # nothing of avlearn's head is built
+    out = task(_batch([0, 0, 1, 2]))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and out["loss_grounding"] > 0 and "loss_contrast" not in out
+    assert torch.allclose(out["loss"], out["loss_answer"] + 0.5 * out["loss_grounding"])
+    head = task.seed_head
+    assert head.match[0].weight.grad is not None and head.question.embed.weight.grad is not None
+    assert task.method.audio_backbone.model["stem"][0].weight.grad is not None
+
+
+@pytest.mark.parametrize(("head", "reaches"), [("avst_seed", False), ("avst", True)])
+def test_avst_seed_negatives_carry_no_gradient(head: str, reaches: bool):
+    """The seed grounds its negative frames under ``no_grad`` (avlearn's head trains through them): with the
+    positives' path cut, the grounding loss reaches the visual tokens only through the negatives."""
+    task = _task(head)
+    out = task.outputs(_batch([0, 1]))
+    out["tokens"].retain_grad()
+    out["visual"] = out["visual"].detach()  # the positive grounded features, cut from the tokens
+    task.grounding_loss(out).backward()
+    grad = out["tokens"].grad
+    assert (grad is not None and grad.abs().sum() > 0) == reaches
+
+
+def test_avst_seed_grounding_attends_the_normalised_tokens():
+    """``ground`` by hand for one row: softmax of the cosine between audio and tokens, weighting the unit tokens."""
+    torch.manual_seed(1)
+    head = AVSTSeedHead(8, 6, 20, 3, heads=2, dropout=0.0)
+    tokens, audio = torch.randn(2, 5, 6), torch.randn(2, 6)
+    for row in range(2):
+        unit = [t / t.norm() for t in tokens[row]]
+        cosine = torch.stack([u @ audio[row] / audio[row].norm() for u in unit])  # (5,)
+        weights = cosine.exp() / cosine.exp().sum()
+        attended = sum(w * u for w, u in zip(weights, unit, strict=True))
+        expected = head.fc_gl(torch.tanh(torch.cat([tokens[row].mean(dim=0), attended])))
+        assert torch.allclose(head.ground(tokens, audio)[row], expected, atol=1e-6)
+
+
+def test_avst_seed_answers_a_video_per_row_like_a_question_per_row():
+    task = _task("avst_seed").eval()
+    batch = _batch([0, 1, 0, 1])
+    batch["frames"][2:], batch["audio"][2:] = batch["frames"][:2], batch["audio"][:2]
+    by_question = task.outputs(batch)["logits"]  # (4, K)
+    ids = batch["input_ids"].view(2, 2, -1).transpose(0, 1)  # (B=2 videos, Q=2, L): rows 0, 2 and 1, 3
+    mask = batch["attention_mask"].view(2, 2, -1).transpose(0, 1)
+    by_video = task.outputs({"frames": batch["frames"][:2], "audio": batch["audio"][:2], "input_ids": ids,
+                             "attention_mask": mask, "answer": torch.tensor([[0, 2], [1, 3]]),
+                             "video": torch.tensor([0, 1])})  # fmt: skip
+    assert torch.allclose(by_video["logits"], by_question[[0, 2, 1, 3]], atol=1e-5)
+    pred = task.predict(batch)
+    assert pred["probs"].shape == (4, 4) and torch.allclose(pred["visual_weights"].sum(dim=1), torch.ones(4))
+
+
+def test_avqa_head_errors_name_the_key():
+    method = Baseline(
+        BaselineConfig(dim=16), BACKBONES.build("cnn_visual_tiny", size=32), BACKBONES.build("cnn_audio_tiny")
+    )
+    with pytest.raises(ConfigError, match="task.head 'avst_sead'.*avst, avst_seed"):
+        AVQATask(AVQAConfig(head="avst_sead"), method, ANSWERS)
+    with pytest.raises(ConfigError, match="visual width 16.*task.heads=3"):
+        AVQATask(AVQAConfig(head="avst_seed", heads=3), method, ANSWERS)

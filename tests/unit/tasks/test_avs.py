@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from avlearn.errors import ConfigError, DataError
 from avlearn.methods.baseline import Baseline, BaselineConfig
 from avlearn.registry import BACKBONES, TASKS
-from avlearn.tasks.avs import TPAVI, AVSConfig, AVSTask, FrameFiLM, masked_av_kl
+from avlearn.tasks.avs import TPAVI, AVSConfig, AVSTask, FrameFiLM, SeedAVSDecoder, masked_av_kl
 from avlearn.tasks.base import DatasetInfo
 
 SIZE = 32
@@ -161,3 +162,77 @@ def test_configs_compose(option, kl_weight, film):
 
     cfg = compose_run([f"task={option}"])
     assert cfg.task.name == option and cfg.task.kl_weight == kl_weight and cfg.task.audio_film == film
+    assert cfg.task.head == "avsbench"
+    assert compose_run([f"task={option}", "task.head=tpavi_seed"]).task.head == "tpavi_seed"
+
+
+def _seed_decoder(gamma: float = 0.05) -> SeedAVSDecoder:
+    torch.manual_seed(0)
+    cfg = AVSConfig(head="tpavi_seed", dim=16, seed_audio_dim=8, seed_ffn=32, temporal_gamma=gamma)
+    return SeedAVSDecoder((4, 6, 8, 10), 12, cfg).eval()
+
+
+def _seed_inputs(b: int = 2, t: int = 5, size: int = 64) -> tuple[list[torch.Tensor], torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    pyramid = [torch.randn(b * t, c, n, n, generator=g) for c, n in ((4, 12), (6, 6), (8, 3), (10, 2))]
+    return pyramid, torch.randn(b, t, 12, generator=g)
+
+
+def test_tpavi_seed_trains_and_predicts_at_the_frame_size():
+    task = _task(head="tpavi_seed", kl_weight=0.5, seed_audio_dim=8, seed_ffn=32)
+    assert isinstance(task.decoder, SeedAVSDecoder)
+    out = task(_batch())
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and {"loss_bce", "loss_kl"} <= set(out)
+    assert task.decoder.gates[0].visual_rnn.weight_ih_l0.grad.abs().sum() > 0
+    assert task.method.visual_backbone.model["stem"][0].weight.grad is not None
+    task.eval()
+    assert task.predict(_batch())["probs"].shape == (2, 5, SIZE, SIZE)
+
+
+def test_tpavi_seed_decodes_from_quarter_size_maps_whatever_the_pyramid():
+    """Stage i is resized to 1/2^(i+2) of the frame (the seed's 56..7 at 224 px), the logits come back at the frame
+    size; frames not divisible by 1/32 of it are refused."""
+    decoder = _seed_decoder()
+    pyramid, audio = _seed_inputs()
+    logits, maps, audio_feats = decoder(pyramid, audio, (64, 96), torch.tensor([0, 7]))
+    assert logits.shape == (2, 64, 96) and [m.shape[-2:] for m in maps] == [(16, 24), (8, 12), (4, 6), (2, 3)]
+    assert all(m.min() >= 0 for m in maps) and audio_feats[0].shape == (2, 16)  # the seed's ReLU'd stage maps
+    with pytest.raises(DataError, match="tpavi_seed.*48x64"):
+        decoder(pyramid, audio, (48, 64), torch.tensor([0]))
+
+
+def test_tpavi_seed_gates_act_only_through_gamma():
+    """With gamma 0 the stage gates change nothing; with gamma > 0 they do."""
+    pyramid, audio = _seed_inputs()
+    keep = torch.arange(10)
+    for gamma, changes in ((0.0, False), (0.5, True)):
+        decoder = _seed_decoder(gamma)
+        before = decoder(pyramid, audio, (64, 64), keep)[0]
+        with torch.no_grad():
+            for gate in decoder.gates:
+                gate.audio_gate.bias += 3.0
+                gate.visual_gate.bias -= 3.0
+        after = decoder(pyramid, audio, (64, 64), keep)[0]
+        assert torch.allclose(before, after) != changes
+
+
+def test_seed_kl_pools_the_logits_then_takes_the_sigmoid():
+    """``pool_logits``: per stage the mask is sigmoid(average-pooled logits), by hand here for one 2x2 stage."""
+    g = torch.Generator().manual_seed(4)
+    logits, v_map, audio = (
+        4 * torch.randn(3, 4, 4, generator=g),
+        torch.randn(3, 5, 2, 2, generator=g),
+        torch.randn(3, 5),
+    )
+    mask = logits.unflatten(1, (2, 2)).unflatten(3, (2, 2)).mean(dim=(2, 4)).sigmoid()  # (3, 4, 4) -> (3, 2, 2)
+    visual = torch.nn.functional.normalize((v_map * mask[:, None]).mean(dim=(-2, -1)), dim=-1)  # (3, 5)
+    target = torch.nn.functional.normalize(audio, dim=-1).softmax(dim=-1)
+    expected = (target * (target.log() - visual.log_softmax(dim=-1))).sum()
+    assert masked_av_kl(logits, [v_map], [audio], pool_logits=True).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert masked_av_kl(logits, [v_map], [audio]).item() != pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_avs_head_must_be_known():
+    with pytest.raises(ConfigError, match="task.head 'tpavi'.*avsbench, tpavi_seed"):
+        _task(head="tpavi")
