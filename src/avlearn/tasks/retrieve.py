@@ -10,6 +10,12 @@ VALOR (Chen et al., 2023; ``compute_metric_ret``, dual softmax):
   method's own text tower (``backbone.text``): every method can then be put on this task (it reads only
   ``audio_pooled`` / ``visual_pooled``), and a step costs only the clip side; a trainable text tower (VALOR) is a
   method's business and would arrive as ``text_pooled``.
+* Token level (options, off by default): ``task.text_layers=N`` holds the text tower in the task and trains its top
+  N layers on the captions' WordPiece ids (the caption pipeline carries them; the tower's lr by ``train.lr_mult``);
+  ``task.text_pool=attention`` pools its token features by one learned query (``AttentionPool``) instead of its
+  sentence vector; ``task.clip_pool=attention`` pools each segment's tokens of the method the same way, with a
+  fixed encoding of the token index, instead of the method's pooled feature, so the side of the frame can reach the
+  clip embedding.
 * Clip: ``task.features`` = ``audio``, ``visual`` or ``av`` (audio and visual pooled segment features
   concatenated); each segment is projected, given a learned position embedding, mixed over the segments by one
   transformer encoder layer, averaged and projected (CLIP4Clip's ``seqTransf``): captions say *when* things happen.
@@ -39,7 +45,7 @@ from torch import nn
 from avlearn.data.pipelines import Splits
 from avlearn.data.pipelines.captions import captions_splits
 from avlearn.distributed import all_gather_with_grad
-from avlearn.errors import ConfigError
+from avlearn.errors import ConfigError, DataError
 from avlearn.layers.prompts import embed_prompts
 from avlearn.losses.contrastive import symmetric_nce
 from avlearn.methods.base import AVFeatures
@@ -50,6 +56,7 @@ from avlearn.viz.retrieval import RETRIEVE
 FEATURES = ("audio", "visual", "av")
 TEXT_POOLS = ("sentence", "attention")
 CLIP_POOLS = ("mean", "attention")
+TEMPORAL_POOLS = ("mean", "flatten")
 
 
 @dataclass
@@ -70,6 +77,7 @@ class RetrieveConfig:
     text_layers: int = 0  # top layers of the text tower trained in the task (0: frozen)
     text_pool: str = "sentence"  # sentence (the tower's pooled embedding) | attention (over its token features)
     clip_pool: str = "mean"  # mean (the method's pooled segment features) | attention (over the method's tokens)
+    temporal_pool: str = "mean"  # mean over the segments (CLIP4Clip) | flatten (each second its own weights)
 
 
 def mlp(width_in: int, width_out: int) -> nn.Sequential:
@@ -108,18 +116,25 @@ class AttentionPool(nn.Module):
 
 class ClipEncoder(nn.Module):
     """(B, S, C) segment features -> (B, D) L2-normalised clip embedding: projection, position embedding, one
-    transformer encoder layer over the segments, mean, projection."""
+    transformer encoder layer over the segments, then ``temporal``: ``mean`` over the segments and a projection
+    (CLIP4Clip), or ``flatten``: the S normalised segment outputs concatenated and projected, so each second has
+    its own weights and *when* something happens maps linearly into the embedding (needs exactly S segments)."""
 
-    def __init__(self, width: int, dim: int, segments: int, heads: int, dropout: float) -> None:
+    def __init__(self, width: int, dim: int, segments: int, heads: int, dropout: float, temporal: str = "mean") -> None:
         super().__init__()
         self.proj = nn.Linear(width, dim)
         self.position = nn.Parameter(torch.zeros(segments, dim))
         self.mix = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout, batch_first=True, norm_first=True)
-        self.out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
+        self.segments, self.flatten = segments, temporal == "flatten"
+        tail = [nn.Flatten(1), nn.Linear(segments * dim, dim)] if self.flatten else [nn.Linear(dim, dim)]
+        self.out = nn.Sequential(nn.LayerNorm(dim), *tail)
 
     def forward(self, segments: torch.Tensor) -> torch.Tensor:
-        h = self.proj(segments) + self.position[: segments.shape[1]]  # (B, S, D)
-        return F.normalize(self.out(self.mix(h).mean(dim=1)), dim=-1)  # (B, S, D) -> (B, D)
+        if self.flatten and segments.shape[1] != self.segments:
+            raise DataError(f"task.temporal_pool=flatten needs {self.segments} segments per clip, the batch has "
+                            f"{segments.shape[1]}")  # fmt: skip
+        h = self.mix(self.proj(segments) + self.position[: segments.shape[1]])  # (B, S, D)
+        return F.normalize(self.out(h if self.flatten else h.mean(dim=1)), dim=-1)  # (B, S, D) -> (B, D)
 
 
 def reads_words(cfg: RetrieveConfig) -> bool:
@@ -135,7 +150,8 @@ def retrieve_splits(cfg: Any, audio_pre: Any) -> Splits:
 def _check(cfg: RetrieveConfig, method: nn.Module) -> None:
     """One-line ConfigErrors for the values the schema's types cannot check."""
     for key, value, allowed in (("features", cfg.features, FEATURES), ("text_pool", cfg.text_pool, TEXT_POOLS),
-                                ("clip_pool", cfg.clip_pool, CLIP_POOLS)):  # fmt: skip
+                                ("clip_pool", cfg.clip_pool, CLIP_POOLS),
+                                ("temporal_pool", cfg.temporal_pool, TEMPORAL_POOLS)):  # fmt: skip
         if value not in allowed:
             raise ConfigError(f"task.{key}={value!r}: expected one of {', '.join(allowed)}")
     if not 1.0 <= cfg.init_scale <= cfg.max_scale:
@@ -188,7 +204,7 @@ class RetrieveTask(nn.Module):
             width = cfg.dim * len(self.modalities)
         else:
             width = sum(dict(zip(("audio", "visual"), pooled_widths(method), strict=True))[m] for m in self.modalities)
-        self.clip = ClipEncoder(width, cfg.dim, info.segments, cfg.heads, cfg.dropout)
+        self.clip = ClipEncoder(width, cfg.dim, info.segments, cfg.heads, cfg.dropout, cfg.temporal_pool)
         self.text_tower = text_tower(cfg) if reads_words(cfg) else None
         width = text_width(cfg) if self.text_tower is None else self.text_tower.num_features
         if cfg.text_pool == "attention":

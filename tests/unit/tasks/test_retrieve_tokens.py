@@ -15,7 +15,7 @@ from torch import nn
 from avlearn.data.pipelines.captions import CaptionSegments, _tokenize_captions
 from avlearn.data.schema import DatasetInfo
 from avlearn.data.segments import SegmentTensors
-from avlearn.errors import ConfigError
+from avlearn.errors import ConfigError, DataError
 from avlearn.tasks.retrieve import AttentionPool, RetrieveConfig, RetrieveTask, index_encoding
 
 TEXT = 32  # bert_tiny's width
@@ -144,6 +144,7 @@ class _PooledOnly(nn.Module):
         (None, {"text_pool": "cls"}, "task.text_pool"),
         (None, {"clip_pool": "max"}, "task.clip_pool"),
         (None, {"text_layers": 3}, "task.text_layers"),
+        (None, {"temporal_pool": "max"}, "task.temporal_pool"),
         (_PooledOnly, {"clip_pool": "attention"}, "task.clip_pool=attention"),
     ],
 )
@@ -151,3 +152,17 @@ def test_invalid_token_options_are_one_line_errors(tiny_method, make, cfg, match
     with pytest.raises(ConfigError, match=match) as err:
         _task(make() if make else tiny_method(), **cfg)
     assert "\n" not in str(err.value)
+
+
+def test_temporal_flatten_projects_each_normalised_segment_output_with_its_own_weights():
+    from avlearn.tasks.retrieve import ClipEncoder
+
+    torch.manual_seed(0)
+    enc = ClipEncoder(6, 8, segments=4, heads=2, dropout=0.0, temporal="flatten").eval()
+    x = torch.randn(3, 4, 6)
+    h = enc.mix(enc.proj(x) + enc.position)  # (B, S, D)
+    norm, linear = enc.out[0], enc.out[2]
+    by_hand = F.normalize(torch.cat([norm(h[:, s]) for s in range(4)], dim=1) @ linear.weight.T + linear.bias, dim=-1)
+    torch.testing.assert_close(enc(x), by_hand)
+    with pytest.raises(DataError, match="4 segments"):
+        enc(x[:, :3])
