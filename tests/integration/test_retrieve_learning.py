@@ -1,11 +1,12 @@
 """Text <-> clip retrieval on AVSynth's captioned event clips, from random initialisation, through the engine
 (``avlearn.engine.run.run_supervised``, as ``avlearn train``): text -> clip R@1 on the 40 held-out test clips with
-audio-visual features is far above chance and at least that of audio-only and of visual-only features; the
-duplicate-caption ceiling of the queries is above 90 %. 400 clips of
-10 classes, 32 px frames, baseline small CNNs, the real all-MiniLM-L6-v2 (frozen) for the captions, one thread.
+audio-visual features reaches the issue's 50 % and is above that of audio-only and of visual-only features; the
+duplicate-caption ceiling of the queries is above 90 %. 400 clips of 10 classes, 32 px frames, baseline small CNNs,
+the real all-MiniLM-L6-v2 (frozen) for the captions, the segment outputs flattened (``task.temporal_pool=flatten``:
+a query names the seconds of its event, see docs/tasks/retrieve.md), 40 epochs, one thread.
 
-Slow (three runs of about 10 minutes on two loaded cores): ``pytest -m slow tests/integration/test_retrieve_learning.py
--s``. Measured numbers and why R@1 stays below 50 %: docs/tasks/retrieve.md.
+Slow (three runs of 8-17 minutes each on two loaded cores): ``pytest -m slow
+tests/integration/test_retrieve_learning.py -s``. Measured numbers and the analysis: docs/tasks/retrieve.md.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import pytest
 import torch
 
 COMMON = ["task=retrieve", "method=baseline", "backbone=small_cnn", "data.size=32", "data.frame_size=32", "data.fps=2",
-          "data.workers=1", "train.threads=1", "data.clips=400", "train.epochs=15", "train.batch_size=32",
-          "train.lr=2e-3"]  # fmt: skip
+          "data.workers=1", "train.threads=1", "data.clips=400", "train.epochs=40", "train.batch_size=32",
+          "train.lr=2e-3", "task.temporal_pool=flatten"]  # fmt: skip
+REQUIRED = 50.0  # the issue's text -> clip R@1
 
 
 def _r1(tmp_path, features: str) -> tuple[float, dict]:
@@ -30,13 +32,12 @@ def _r1(tmp_path, features: str) -> tuple[float, dict]:
 
 
 @pytest.mark.slow
-def test_audio_visual_retrieval_beats_each_modality_and_chance(tmp_path):
+def test_audio_visual_retrieval_reaches_half_and_beats_each_modality(tmp_path):
     torch.set_num_threads(1)
     av, chance = _r1(tmp_path, "av")
     audio, _ = _r1(tmp_path, "audio")
     visual, _ = _r1(tmp_path, "visual")
     assert chance["ceiling"] >= 90.0  # first captions as queries: nearly all distinct
-    # Measured: av 32.5, audio 32.5, visual 27.5 (uniform 2.5, ceiling 92.5); the issue's 50 % is not reached, see
-    # docs/tasks/retrieve.md for why.
-    assert av >= 10 * chance["uniform"]
-    assert av >= max(audio, visual)
+    # Measured (docs/tasks/retrieve.md): av @@AV@@, audio @@AUDIO@@, visual @@VISUAL@@ (uniform 2.5, ceiling 92.5).
+    assert av >= REQUIRED
+    assert av > max(audio, visual)

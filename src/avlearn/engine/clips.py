@@ -54,14 +54,11 @@ def clip_files(folder: str | Path) -> list[Path]:
 def rank_clips(task: nn.Module, cfg: DictConfig, folder: str | Path, queries: list[str], k: int = 5) -> dict[str, Any]:
     """``{"queries": [{"query", "clips": [{"file", "score"}, ...]}], "frames": {file: (S, H, W, 3) uint8}}``: each
     query's ``k`` best clips of ``folder`` by cosine similarity (all of them when there are fewer)."""
-    from avlearn.layers.prompts import embed_prompts
-
     if not hasattr(task, "clip_embedding"):
         raise ConfigError(f"predict --query ranks clips by text; task '{cfg.task.name}' is not a retrieval task")
     batches = {f.name: video_batch(f, cfg, task.info.segments) for f in clip_files(folder)}
     clips = torch.cat([task.clip_embedding(_device_batch(task, b))[0] for b in batches.values()])  # (V, D)
-    text = embed_prompts(task.cfg.text, queries, task.cfg.text_pretrained or None)  # (Q, Ct)
-    scores = task.text_embedding(text.to(clips.device)) @ clips.T  # (Q, V)
+    scores = task.query_embedding(queries) @ clips.T  # (Q, V)
     values, index = scores.topk(min(k, scores.shape[1]), dim=1)  # (Q, k)
     names = list(batches)
     ranked = [{"query": q, "clips": [{"file": names[i], "score": float(s)} for s, i in zip(v, ix, strict=True)]}

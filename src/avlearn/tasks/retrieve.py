@@ -10,6 +10,12 @@ VALOR (Chen et al., 2023; ``compute_metric_ret``, dual softmax):
   method's own text tower (``backbone.text``): every method can then be put on this task (it reads only
   ``audio_pooled`` / ``visual_pooled``), and a step costs only the clip side; a trainable text tower (VALOR) is a
   method's business and would arrive as ``text_pooled``.
+* Token level (options, off by default): ``task.text_layers=N`` holds the text tower in the task and trains its top
+  N layers on the captions' WordPiece ids (the caption pipeline carries them; the tower's lr by ``train.lr_mult``);
+  ``task.text_pool=attention`` pools its token features by one learned query (``AttentionPool``) instead of its
+  sentence vector; ``task.clip_pool=attention`` pools each segment's tokens of the method the same way, with a
+  fixed encoding of the token index, instead of the method's pooled feature, so the side of the frame can reach the
+  clip embedding.
 * Clip: ``task.features`` = ``audio``, ``visual`` or ``av`` (audio and visual pooled segment features
   concatenated); each segment is projected, given a learned position embedding, mixed over the segments by one
   transformer encoder layer, averaged and projected (CLIP4Clip's ``seqTransf``): captions say *when* things happen.
@@ -30,20 +36,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avlearn.data.pipelines import Splits
 from avlearn.data.pipelines.captions import captions_splits
 from avlearn.distributed import all_gather_with_grad
-from avlearn.errors import ConfigError
+from avlearn.errors import ConfigError, DataError
+from avlearn.layers.prompts import embed_prompts
 from avlearn.losses.contrastive import symmetric_nce
+from avlearn.methods.base import AVFeatures
 from avlearn.registry import TASKS
 from avlearn.tasks.base import DatasetInfo, add_method_losses, paired_segments, pooled_widths
 from avlearn.viz.retrieval import RETRIEVE
 
 FEATURES = ("audio", "visual", "av")
+TEXT_POOLS = ("sentence", "attention")
+CLIP_POOLS = ("mean", "attention")
+TEMPORAL_POOLS = ("mean", "flatten")
 
 
 @dataclass
@@ -61,6 +74,10 @@ class RetrieveConfig:
     init_scale: float = 1 / 0.07  # initial logit scale (CLIP's)
     max_scale: float = 100.0
     dual_softmax: float = 0.0  # > 0: also score with dual softmax at this temperature
+    text_layers: int = 0  # top layers of the text tower trained in the task (0: frozen)
+    text_pool: str = "sentence"  # sentence (the tower's pooled embedding) | attention (over its token features)
+    clip_pool: str = "mean"  # mean (the method's pooled segment features) | attention (over the method's tokens)
+    temporal_pool: str = "mean"  # mean over the segments (CLIP4Clip) | flatten (each second its own weights)
 
 
 def mlp(width_in: int, width_out: int) -> nn.Sequential:
@@ -68,25 +85,109 @@ def mlp(width_in: int, width_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(width_in, width_out), nn.GELU(), nn.Linear(width_out, width_out))
 
 
+def index_encoding(length: int, width: int) -> torch.Tensor:
+    """(length, width) fixed sinusoidal encoding of the token index (Vaswani et al., 2017)."""
+    position = torch.arange(length, dtype=torch.float32)[:, None]  # (L, 1)
+    rate = torch.exp(torch.arange(0, width, 2, dtype=torch.float32) * (-math.log(10000.0) / width))  # (C/2,)
+    out = torch.zeros(length, width)
+    out[:, 0::2], out[:, 1::2] = torch.sin(position * rate), torch.cos(position * rate[: width // 2])
+    return out
+
+
+class AttentionPool(nn.Module):
+    """(B, L, C) tokens (and a (B, L) mask of the real ones) -> (B, D): the tokens are projected to D (plus a fixed
+    encoding of their index where ``indexed``: where a token lies reaches the pooled vector), and one learned query
+    attends over them with ``heads`` heads (the attention pooling of CLIP's ResNet and of Set Transformer's PMA)."""
+
+    def __init__(self, width: int, dim: int, heads: int, indexed: bool) -> None:
+        super().__init__()
+        self.proj, self.indexed = nn.Linear(width, dim), indexed
+        self.query = nn.Parameter(torch.randn(1, 1, dim) * dim**-0.5)
+        self.attend = nn.MultiheadAttention(dim, heads, batch_first=True)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.proj(tokens)  # (B, L, D)
+        if self.indexed:
+            h = h + index_encoding(h.shape[1], h.shape[2]).to(h)
+        padding = None if mask is None else mask == 0  # (B, L), True where padded
+        pooled, _ = self.attend(self.query.expand(len(h), -1, -1), h, h, key_padding_mask=padding)  # (B, 1, D)
+        return pooled[:, 0]
+
+
 class ClipEncoder(nn.Module):
     """(B, S, C) segment features -> (B, D) L2-normalised clip embedding: projection, position embedding, one
-    transformer encoder layer over the segments, mean, projection."""
+    transformer encoder layer over the segments, then ``temporal``: ``mean`` over the segments and a projection
+    (CLIP4Clip), or ``flatten``: the S normalised segment outputs concatenated and projected, so each second has
+    its own weights and *when* something happens maps linearly into the embedding (needs exactly S segments)."""
 
-    def __init__(self, width: int, dim: int, segments: int, heads: int, dropout: float) -> None:
+    def __init__(self, width: int, dim: int, segments: int, heads: int, dropout: float, temporal: str = "mean") -> None:
         super().__init__()
         self.proj = nn.Linear(width, dim)
         self.position = nn.Parameter(torch.zeros(segments, dim))
         self.mix = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout, batch_first=True, norm_first=True)
-        self.out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
+        self.segments, self.flatten = segments, temporal == "flatten"
+        tail = [nn.Flatten(1), nn.Linear(segments * dim, dim)] if self.flatten else [nn.Linear(dim, dim)]
+        self.out = nn.Sequential(nn.LayerNorm(dim), *tail)
 
     def forward(self, segments: torch.Tensor) -> torch.Tensor:
-        h = self.proj(segments) + self.position[: segments.shape[1]]  # (B, S, D)
-        return F.normalize(self.out(self.mix(h).mean(dim=1)), dim=-1)  # (B, S, D) -> (B, D)
+        if self.flatten and segments.shape[1] != self.segments:
+            raise DataError(f"task.temporal_pool=flatten needs {self.segments} segments per clip, the batch has "
+                            f"{segments.shape[1]}")  # fmt: skip
+        h = self.mix(self.proj(segments) + self.position[: segments.shape[1]])  # (B, S, D)
+        return F.normalize(self.out(h if self.flatten else h.mean(dim=1)), dim=-1)  # (B, S, D) -> (B, D)
 
 
-@TASKS.register("retrieve", pipeline=captions_splits, synth_part="events", report=RETRIEVE, stores=("clips",))
+def reads_words(cfg: RetrieveConfig) -> bool:
+    """Whether the task runs the text tower itself on the captions' token ids (a trained or token-level text side)."""
+    return cfg.text_layers > 0 or cfg.text_pool == "attention"
+
+
+def retrieve_splits(cfg: Any, audio_pre: Any) -> Splits:
+    """The caption pipeline, with the captions' token ids when the task runs the text tower (``reads_words``)."""
+    return captions_splits(cfg, audio_pre, words=reads_words(cfg.task))
+
+
+def _check(cfg: RetrieveConfig, method: nn.Module) -> None:
+    """One-line ConfigErrors for the values the schema's types cannot check."""
+    for key, value, allowed in (("features", cfg.features, FEATURES), ("text_pool", cfg.text_pool, TEXT_POOLS),
+                                ("clip_pool", cfg.clip_pool, CLIP_POOLS),
+                                ("temporal_pool", cfg.temporal_pool, TEMPORAL_POOLS)):  # fmt: skip
+        if value not in allowed:
+            raise ConfigError(f"task.{key}={value!r}: expected one of {', '.join(allowed)}")
+    if not 1.0 <= cfg.init_scale <= cfg.max_scale:
+        raise ConfigError(f"task.init_scale={cfg.init_scale}: expected 1 <= init_scale <= task.max_scale "
+                          f"({cfg.max_scale})")  # fmt: skip
+    modalities = ("audio", "visual") if cfg.features == "av" else (cfg.features,)
+    missing = [m for m in modalities if cfg.clip_pool == "attention" and m not in method.produces]
+    if missing:
+        raise ConfigError(f"task.clip_pool=attention pools the method's {missing[0]} tokens, which it does not "
+                          f"produce (it produces: {', '.join(method.produces)}); use task.clip_pool=mean")  # fmt: skip
+
+
+def text_tower(cfg: RetrieveConfig) -> nn.Module:
+    """The text tower run in the task: frozen but for its top ``task.text_layers`` layers."""
+    from avlearn.registry import BACKBONES
+
+    tower = BACKBONES.build(cfg.text, pretrained=cfg.text_pretrained or None)
+    if not 0 <= cfg.text_layers <= tower.num_stages:
+        raise ConfigError(f"task.text_layers={cfg.text_layers}: expected 0 to {tower.num_stages} (the layers of "
+                          f"task.text={cfg.text})")  # fmt: skip
+    tower.freeze("all")
+    for stage in range(tower.num_stages - cfg.text_layers, tower.num_stages):
+        for block in tower.stage_blocks(stage):
+            block.requires_grad_(True)
+    return tower
+
+
+def similarity(text: torch.Tensor, clip: torch.Tensor) -> torch.Tensor:
+    """(T, D) and (V, D) L2-normalised embeddings -> (T, V) cosine similarities (in float64, for scoring)."""
+    return text.double() @ clip.double().T
+
+
+@TASKS.register("retrieve", pipeline=retrieve_splits, synth_part="events", report=RETRIEVE, stores=("clips",))
 class RetrieveTask(nn.Module):
-    """Text <-> clip retrieval: batch ``frames``, ``audio`` and ``text (B, Ct)``, the caption's frozen embedding."""
+    """Text <-> clip retrieval: batch ``frames``, ``audio`` and ``text (B, Ct)``, the caption's frozen embedding
+    (plus ``input_ids`` / ``attention_mask (B, L)``, its token ids, when the task runs the text tower)."""
 
     Config = RetrieveConfig
     needs = ("audio_pooled", "visual_pooled")
@@ -94,43 +195,70 @@ class RetrieveTask(nn.Module):
 
     def __init__(self, cfg: RetrieveConfig, method: nn.Module, info: DatasetInfo) -> None:
         super().__init__()
-        if cfg.features not in FEATURES:
-            raise ConfigError(f"task.features={cfg.features!r}: expected one of {', '.join(FEATURES)}")
-        if not 1.0 <= cfg.init_scale <= cfg.max_scale:
-            raise ConfigError(f"task.init_scale={cfg.init_scale}: expected 1 <= init_scale <= task.max_scale "
-                              f"({cfg.max_scale})")  # fmt: skip
+        _check(cfg, method)
         self.cfg, self.info, self.method = cfg, info, method
-        audio_dim, visual_dim = pooled_widths(method)
-        width = {"audio": audio_dim, "visual": visual_dim, "av": audio_dim + visual_dim}[cfg.features]
-        self.clip = ClipEncoder(width, cfg.dim, info.segments, cfg.heads, cfg.dropout)
-        width = text_width(cfg)
-        # Standardised per dimension first: captions that differ in a word (a side, a second) are within a few
-        # hundredths of cosine of each other in a sentence embedding; standardising makes those directions count.
-        self.text = nn.Sequential(nn.BatchNorm1d(width), mlp(width, cfg.dim))
+        self.modalities = ("audio", "visual") if cfg.features == "av" else (cfg.features,)
+        if cfg.clip_pool == "attention":  # each segment's tokens -> (D,), where each token lies kept
+            self.clip_pools = nn.ModuleDict({m: AttentionPool(method.dims[m], cfg.dim, cfg.heads, indexed=True)
+                                             for m in self.modalities})  # fmt: skip
+            width = cfg.dim * len(self.modalities)
+        else:
+            width = sum(dict(zip(("audio", "visual"), pooled_widths(method), strict=True))[m] for m in self.modalities)
+        self.clip = ClipEncoder(width, cfg.dim, info.segments, cfg.heads, cfg.dropout, cfg.temporal_pool)
+        self.text_tower = text_tower(cfg) if reads_words(cfg) else None
+        width = text_width(cfg) if self.text_tower is None else self.text_tower.num_features
+        if cfg.text_pool == "attention":
+            self.text_pool = AttentionPool(width, cfg.dim, cfg.heads, indexed=False)  # BERT tokens carry positions
+            self.text = mlp(cfg.dim, cfg.dim)
+        else:
+            # Standardised per dimension first: captions that differ in a word (a side, a second) are within a few
+            # hundredths of cosine of each other in a sentence embedding; standardising makes those directions count.
+            self.text = nn.Sequential(nn.BatchNorm1d(width), mlp(width, cfg.dim))
         self.log_scale = nn.Parameter(torch.tensor(math.log(cfg.init_scale)))
 
     def scale(self) -> torch.Tensor:
         """The logit scale, ``exp`` of the log-scale clamped to ``[0, log(max_scale)]``."""
         return self.log_scale.clamp(0.0, math.log(self.cfg.max_scale)).exp()
 
+    def _segments(self, feats: AVFeatures, modality: str) -> torch.Tensor:
+        """(B, S, C) per-segment features of one modality: the method's pooled ones, or its tokens attention-pooled."""
+        if self.cfg.clip_pool == "mean":
+            return getattr(feats, f"{modality}_pooled")  # (B, S, C)
+        tokens = getattr(feats, modality)  # (B, S, N, C)
+        return self.clip_pools[modality](tokens.flatten(0, 1)).unflatten(0, tokens.shape[:2])  # (B*S, D) -> (B, S, D)
+
     def clip_embedding(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(B, D) L2-normalised clip embeddings of ``task.features`` and the method's own loss terms."""
         feats = self.method(batch)
         if self.cfg.features == "av":
             feats = paired_segments(feats, self.cfg.name)
-            segments = torch.cat([feats.audio_pooled, feats.visual_pooled], dim=-1)  # (B, S, Ca + Cv)
-        else:
-            segments = getattr(feats, f"{self.cfg.features}_pooled")  # (B, S, C)
+        segments = torch.cat([self._segments(feats, m) for m in self.modalities], dim=-1)  # (B, S, Ca + Cv)
         return self.clip(segments), feats.losses
 
-    def text_embedding(self, text: torch.Tensor) -> torch.Tensor:
-        """(B, Ct) frozen caption embeddings -> (B, D) L2-normalised."""
-        return F.normalize(self.text(text.to(self.log_scale.dtype)), dim=-1)
+    def text_embedding(self, batch: dict) -> torch.Tensor:
+        """(B, D) L2-normalised caption embeddings: from the frozen caption embedding ``text (B, Ct)``, or from the
+        token ids ``input_ids`` / ``attention_mask (B, L)`` through the task's text tower."""
+        if self.text_tower is None:
+            return F.normalize(self.text(batch["text"].to(self.log_scale.dtype)), dim=-1)
+        mask = batch["attention_mask"]
+        tokens = self.text_tower.forward_features(batch["input_ids"], mask)  # (B, L, Ct)
+        if self.cfg.text_pool == "attention":
+            pooled = self.text_pool(tokens, mask)  # (B, D)
+        else:  # the tower's sentence embedding, L2-normalised as the cached one
+            pooled = F.normalize(self.text_tower.pool(tokens, attention_mask=mask), dim=-1)  # (B, Ct)
+        return F.normalize(self.text(pooled), dim=-1)
+
+    def query_embedding(self, queries: list[str]) -> torch.Tensor:
+        """(Q, D) L2-normalised embeddings of text queries, as captions are embedded."""
+        if self.text_tower is not None:
+            return self.text_embedding(self.text_tower.tokenize(queries))
+        text = embed_prompts(self.cfg.text, queries, self.cfg.text_pretrained or None)  # (Q, Ct)
+        return self.text_embedding({"text": text.to(self.log_scale.device)})
 
     def embed(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """(B, D) clip and (B, D) text embeddings (L2-normalised) and the method's own loss terms."""
         clip, losses = self.clip_embedding(batch)
-        return clip, self.text_embedding(batch["text"]), losses
+        return clip, self.text_embedding(batch), losses
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         clip, text, losses = self.embed(batch)
@@ -150,9 +278,9 @@ class RetrieveTask(nn.Module):
         """Retrieval R@1/5/10, ravg, median and mean rank, text -> clip and clip -> text (percent; ranks 1-based)."""
         from avlearn.metrics.retrieval import retrieval_scores
 
-        similarity = preds["text"].double() @ preds["clip"].double().T  # (T, V), text t is clip t's query
-        truth = torch.arange(len(similarity))
-        return retrieval_scores(similarity, truth, dual_softmax_temperature=self.cfg.dual_softmax or None)
+        scores = similarity(preds["text"], preds["clip"])  # (T, V), text t is clip t's query
+        truth = torch.arange(len(scores))
+        return retrieval_scores(scores, truth, dual_softmax_temperature=self.cfg.dual_softmax or None)
 
 
 def text_width(cfg: RetrieveConfig) -> int:
