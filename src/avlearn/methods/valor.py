@@ -66,12 +66,15 @@ class VALORConfig:
     audio_clips: int = 0  # audio clips per clip, cut from the concatenated segments; 0: one per segment
     max_frames: int = 32  # rows of the frame and audio-clip embedding tables (the seed's 32)
     faithful: bool = False  # the seed's padded-position scoring and unclamped temperature
+    retrieval_group: str = "tva"  # the group whose MGA score ranks clips in task=retrieve task.similarity=method
 
 
 def _check_config(cfg: VALORConfig) -> None:
     """One-line ConfigErrors for invalid values."""
     if not cfg.groups or any(g not in GROUPS for g in cfg.groups) or len(set(cfg.groups)) < len(cfg.groups):
         raise ConfigError(f"method.groups={list(cfg.groups)}: expected distinct groups among {', '.join(GROUPS)}")
+    if cfg.retrieval_group not in GROUPS:
+        raise ConfigError(f"method.retrieval_group={cfg.retrieval_group!r}: expected one of {', '.join(GROUPS)}")
     if not 0.0 < cfg.mask_prob <= 1.0:
         raise ConfigError(f"method.mask_prob={cfg.mask_prob}: expected 0 < mask_prob <= 1")
     if not 0.0 < cfg.min_temperature <= cfg.temperature <= cfg.max_temperature:
@@ -563,3 +566,29 @@ class VALOR(nn.Module):
         ``settings.beam_size`` and ``settings.max_length`` (the seed's beam 3, 30 tokens): WordPiece ids per clip."""
         memory = self.memory(feats.visual, feats.audio)[self.cfg.groups[0]]  # (B, M, Cd)
         return self.generate(memory, settings.max_length, settings.beam_size)
+
+    # ---- the retrieve task's method-similarity hooks (task=retrieve task.similarity=method; docs/architecture.md)
+
+    def retrieval_features(self, feats: AVFeatures, ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """MGA's inputs per clip and its caption ``ids`` / ``mask (B, L)``: ``text (B, L, D)``, ``text_weight`` /
+        ``text_mask (B, L)``, and the ``method.retrieval_group`` group's ``clip (B, G, D)`` / ``clip_weight (B, G)``."""
+        text, _ = self.encode_text(ids, mask)
+        contrast = self.contrast_features(feats.visual, feats.audio, text, mask)
+        clip, clip_weight = contrast.group(self.cfg.retrieval_group)
+        return {"text": contrast.text, "text_weight": contrast.text_weight, "text_mask": contrast.text_mask,
+                "clip": clip, "clip_weight": clip_weight}  # fmt: skip
+
+    def retrieval_similarity(self, features: dict[str, torch.Tensor], chunk: int = 256) -> torch.Tensor:
+        """``(T, V)`` MGA scores of every text against every clip of ``features`` (``retrieval_features`` rows),
+        ``chunk`` texts at a time (the token similarities are (chunk, V, L, G))."""
+        clip, clip_weight = features["clip"], features["clip_weight"]
+        rows = [mga_score(t, w, m, clip, clip_weight, self.cfg.faithful)
+                for t, w, m in zip(*(features[k].split(chunk) for k in ("text", "text_weight", "text_mask")),
+                                   strict=True)]  # fmt: skip
+        return torch.cat(rows)
+
+    def retrieval_loss(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Retrieval fine-tuning (the seed's ``ret%...``: contrastive only): the InfoNCE of the retrieval group's MGA
+        scores over the global batch, at the learned temperature."""
+        gathered = {key: all_gather_with_grad(value) for key, value in features.items()}
+        return contrastive_loss(self.retrieval_similarity(gathered), self.temperature_value())

@@ -22,6 +22,11 @@ VALOR (Chen et al., 2023; ``compute_metric_ret``, dual softmax):
 * Evaluation: the (texts, clips) cosine-similarity matrix of the whole split, scored by
   ``avlearn.metrics.retrieval.retrieval_scores`` (``t2v_*``, ``v2t_*``); ``task.dual_softmax`` > 0 adds the
   dual-softmax scores at that temperature (``*_dsl``). ``t2v_r1`` selects.
+* ``task.similarity=method``: the method's own text side and similarity replace the task's (VALOR's MGA score):
+  the captions' token ids (the caption pipeline carries them, by ``task.text``'s tokenizer) go to the method's
+  optional ``retrieval_features(feats, ids, mask)`` / ``retrieval_similarity(features)`` /
+  ``retrieval_loss(features)`` hooks (docs/architecture.md, "Contract"); the task's clip encoder, text MLP and
+  scale are not built, and ``task.dual_softmax`` still applies to the similarity.
 * Identical query captions cap what any model can reach: of g clips whose queries are the same text, one ranking
   puts one first (``avlearn.viz.retrieval.caption_ceiling``, the report's ``ceiling``).
 """
@@ -30,11 +35,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avlearn.data.pipelines import Splits
 from avlearn.data.pipelines.captions import captions_splits
 from avlearn.distributed import all_gather_with_grad
 from avlearn.errors import ConfigError
@@ -44,6 +51,7 @@ from avlearn.tasks.base import DatasetInfo, add_method_losses, paired_segments, 
 from avlearn.viz.retrieval import RETRIEVE
 
 FEATURES = ("audio", "visual", "av")
+METHOD_SIMILARITY = ("retrieval_features", "retrieval_similarity", "retrieval_loss")  # task.similarity=method hooks
 
 
 @dataclass
@@ -61,6 +69,7 @@ class RetrieveConfig:
     init_scale: float = 1 / 0.07  # initial logit scale (CLIP's)
     max_scale: float = 100.0
     dual_softmax: float = 0.0  # > 0: also score with dual softmax at this temperature
+    similarity: str = "task"  # task: its own text and clip embeddings; method: the method's hooks (METHOD_SIMILARITY)
 
 
 def mlp(width_in: int, width_out: int) -> nn.Sequential:
@@ -84,7 +93,23 @@ class ClipEncoder(nn.Module):
         return F.normalize(self.out(self.mix(h).mean(dim=1)), dim=-1)  # (B, S, D) -> (B, D)
 
 
-@TASKS.register("retrieve", pipeline=captions_splits, synth_part="events", report=RETRIEVE, stores=("clips",))
+def retrieve_splits(cfg: Any, audio_pre: Any) -> Splits:
+    """The caption pipeline, with the captions' token ids when the method scores them (``task.similarity=method``)."""
+    return captions_splits(cfg, audio_pre, words=cfg.task.similarity == "method")
+
+
+def _check_method_similarity(cfg: RetrieveConfig, method: nn.Module) -> None:
+    """``task.similarity``: 'task' or 'method'; with 'method' the method must have the hooks. One-line ConfigErrors."""
+    if cfg.similarity != "method":
+        raise ConfigError(f"task.similarity={cfg.similarity!r}: expected 'task' (its own embeddings) or 'method'")
+    missing = [hook for hook in METHOD_SIMILARITY if not callable(getattr(method, hook, None))]
+    if missing:
+        name = getattr(getattr(method, "cfg", None), "name", type(method).__name__)
+        raise ConfigError(f"task.similarity=method: method '{name}' has no {' / '.join(missing)} (its own retrieval "
+                          "score); use task.similarity=task")  # fmt: skip
+
+
+@TASKS.register("retrieve", pipeline=retrieve_splits, synth_part="events", report=RETRIEVE, stores=("clips",))
 class RetrieveTask(nn.Module):
     """Text <-> clip retrieval: batch ``frames``, ``audio`` and ``text (B, Ct)``, the caption's frozen embedding."""
 
@@ -100,6 +125,9 @@ class RetrieveTask(nn.Module):
             raise ConfigError(f"task.init_scale={cfg.init_scale}: expected 1 <= init_scale <= task.max_scale "
                               f"({cfg.max_scale})")  # fmt: skip
         self.cfg, self.info, self.method = cfg, info, method
+        if cfg.similarity != "task":
+            _check_method_similarity(cfg, method)
+            return
         audio_dim, visual_dim = pooled_widths(method)
         width = {"audio": audio_dim, "visual": visual_dim, "av": audio_dim + visual_dim}[cfg.features]
         self.clip = ClipEncoder(width, cfg.dim, info.segments, cfg.heads, cfg.dropout)
@@ -132,7 +160,16 @@ class RetrieveTask(nn.Module):
         clip, losses = self.clip_embedding(batch)
         return clip, self.text_embedding(batch["text"]), losses
 
+    def method_features(self, batch: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """``task.similarity=method``: the method's retrieval features of the clips and their captions (per row) and
+        its own loss terms."""
+        feats = self.method(batch)
+        return self.method.retrieval_features(feats, batch["input_ids"], batch["attention_mask"]), feats.losses
+
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        if self.cfg.similarity == "method":
+            features, losses = self.method_features(batch)
+            return add_method_losses({"loss": self.method.retrieval_loss(features)}, losses)
         clip, text, losses = self.embed(batch)
         clip, text = all_gather_with_grad(clip), all_gather_with_grad(text)  # (N, D): the global batch
         captions = all_gather_with_grad(F.normalize(batch["text"].float(), dim=-1))  # (N, Ct)
@@ -142,7 +179,10 @@ class RetrieveTask(nn.Module):
 
     @torch.no_grad()
     def predict(self, batch: dict) -> dict[str, torch.Tensor]:
-        """``clip (B, D)`` and ``text (B, D)``: the embeddings of each clip and of its query caption."""
+        """``clip (B, D)`` and ``text (B, D)``: the embeddings of each clip and of its query caption (with
+        ``task.similarity=method``: the method's retrieval features)."""
+        if self.cfg.similarity == "method":
+            return self.method_features(batch)[0]
         clip, text, _ = self.embed(batch)
         return {"clip": clip, "text": text}
 
@@ -150,7 +190,10 @@ class RetrieveTask(nn.Module):
         """Retrieval R@1/5/10, ravg, median and mean rank, text -> clip and clip -> text (percent; ranks 1-based)."""
         from avlearn.metrics.retrieval import retrieval_scores
 
-        similarity = preds["text"].double() @ preds["clip"].double().T  # (T, V), text t is clip t's query
+        if self.cfg.similarity == "method":
+            similarity = self.method.retrieval_similarity(preds).double()  # (T, V), text t is clip t's query
+        else:
+            similarity = preds["text"].double() @ preds["clip"].double().T  # (T, V), text t is clip t's query
         truth = torch.arange(len(similarity))
         return retrieval_scores(similarity, truth, dual_softmax_temperature=self.cfg.dual_softmax or None)
 

@@ -51,12 +51,15 @@ class CaptionSegments:
         texts: (N, M, Ct) L2-normalised caption embeddings, padded with zeros to the most captions M of a clip.
         counts: (N,) captions per clip (>= 1).
         draw: Pick a random caption of the clip at every read (training); otherwise its first caption.
+        tokens: (N, M, L) ``input_ids`` and ``attention_mask`` of the captions by the text tower's tokenizer, for a
+            task that runs the tower itself (None: the embeddings only).
     """
 
     clips: SegmentTensors | LazySegments
     texts: torch.Tensor
     counts: torch.Tensor
     draw: bool = False
+    tokens: dict[str, torch.Tensor] | None = None
 
     @property
     def labels(self) -> torch.Tensor:
@@ -68,7 +71,8 @@ class CaptionSegments:
 
     def __getitem__(self, i: int) -> dict:
         pick = int(torch.randint(int(self.counts[i]), ())) if self.draw else 0  # torch's global generator
-        return {**self.clips[i], "text": self.texts[i, pick]}
+        words = {key: value[i, pick] for key, value in (self.tokens or {}).items()}  # (L,) each
+        return {**self.clips[i], "text": self.texts[i, pick], **words}
 
 
 def class_descriptions(root: Path, class_names: Sequence[str]) -> tuple[str, ...]:
@@ -120,6 +124,23 @@ def _embed_captions(
     return texts, counts
 
 
+def _tokenize_captions(
+    text_tower: str, pretrained: str | None, captions: Sequence[list[str]]
+) -> dict[str, torch.Tensor]:
+    """(N, M, L) ``input_ids`` and ``attention_mask`` of each clip's captions by the tower's tokenizer (rows past a
+    clip's count are all padding)."""
+    from avlearn.registry import BACKBONES
+
+    tower = BACKBONES.build(text_tower, pretrained=pretrained or None)
+    flat = tower.tokenize([c for caps in captions for c in caps])  # (sum of counts, L) each
+    counts = [len(caps) for caps in captions]
+    out = {key: value.new_zeros(len(captions), max(counts), value.shape[1]) for key, value in flat.items()}
+    for key, value in flat.items():
+        for row, part in enumerate(value.split(counts)):
+            out[key][row, : len(part)] = part  # (N, M, L): row = clip, then its captions
+    return out
+
+
 def _decode(cfg: Any, audio_pre: Any, items: list, split: str) -> SegmentTensors | LazySegments:
     from avlearn.data.segments import segment_split
 
@@ -128,8 +149,9 @@ def _decode(cfg: Any, audio_pre: Any, items: list, split: str) -> SegmentTensors
     return segment_split(items, cfg.data, audio_pre, desc=f"decoding {split}")
 
 
-def captions_splits(cfg: Any, audio_pre: Any) -> Splits:
-    """Caption pre-training data: the clips of every class but ``task.holdout``, with their caption embeddings."""
+def captions_splits(cfg: Any, audio_pre: Any, words: bool = False) -> Splits:
+    """Caption pre-training data: the clips of every class but ``task.holdout``, with their caption embeddings (and,
+    with ``words``, their token ids by the text tower's tokenizer)."""
     root = dataset_root(cfg)
     readers, class_names = _read(root)
     descriptions = class_descriptions(root, class_names)
@@ -142,10 +164,13 @@ def captions_splits(cfg: Any, audio_pre: Any) -> Splits:
             for split, reader in readers.items()}  # fmt: skip
     clips = {split: _decode(cfg, audio_pre, [item for item, _ in kept[split]], split) for split in SPLITS}
     pretrained = cfg.task.get("text_pretrained") or None
-    texts, counts = _embed_captions(cfg.task.text, pretrained, [caps for split in SPLITS for _, caps in kept[split]])
+    per_clip = [caps for split in SPLITS for _, caps in kept[split]]
+    texts, counts = _embed_captions(cfg.task.text, pretrained, per_clip)
     sizes = [len(clips[split]) for split in SPLITS]
-    out = {split: CaptionSegments(clips[split], t, c, draw=split == "train")
-           for split, t, c in zip(SPLITS, texts.split(sizes), counts.split(sizes), strict=True)}  # fmt: skip
+    flat = _tokenize_captions(cfg.task.text, pretrained, per_clip) if words else {}
+    tokens = [{key: value.split(sizes)[k] for key, value in flat.items()} or None for k in range(len(SPLITS))]
+    out = {split: CaptionSegments(clips[split], t, c, draw=split == "train", tokens=w)
+           for split, t, c, w in zip(SPLITS, texts.split(sizes), counts.split(sizes), tokens, strict=True)}  # fmt: skip
     info = DescribedInfo(class_names, readers["train"].segments, descriptions)
     return Splits(out["train"], out["val"], out["test"], info, root)
 
