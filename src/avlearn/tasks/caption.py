@@ -61,19 +61,21 @@ CAPTION = Report(_caption_chance)
 METHOD_DECODER = ("caption_loss", "caption_generate")  # the method hooks that task.decoder=method calls
 
 
-def _check_method_decoder(cfg: CaptionConfig, method: nn.Module) -> None:
-    """``task.decoder``: 'task' or 'method'; with 'method', the method must have the hooks, and the decoding keys
-    it does not read (not in its ``caption_settings``) must keep their defaults. One-line ConfigErrors."""
+def check_method_decoder(
+    cfg: Any, method: nn.Module, hooks: tuple[str, ...] = METHOD_DECODER, settings: str = "caption_settings"
+) -> None:
+    """``task.decoder``: 'task' or 'method'; with 'method', the method must have the ``hooks``, and the decoding
+    keys it does not read (not in its ``settings`` attribute) must keep their defaults. One-line ConfigErrors."""
     name = getattr(getattr(method, "cfg", None), "name", type(method).__name__)
     if cfg.decoder != "method":
         raise ConfigError(f"task.decoder={cfg.decoder!r}: expected 'task' (the shared TextDecoder) or 'method'")
-    missing = [hook for hook in METHOD_DECODER if not callable(getattr(method, hook, None))]
+    missing = [hook for hook in hooks if not callable(getattr(method, hook, None))]
     if missing:
-        raise ConfigError(f"task.decoder=method: method '{name}' has no {' / '.join(missing)} (its own caption "
+        raise ConfigError(f"task.decoder=method: method '{name}' has no {' / '.join(missing)} (its own "
                           "decoder); use task.decoder=task")  # fmt: skip
-    read = getattr(method, "caption_settings", ())
+    read = getattr(method, settings, ())
     for key in (f.name for f in fields(Decoding)):
-        default = getattr(CaptionConfig, key)
+        default = getattr(type(cfg), key)
         if key not in read and getattr(cfg, key) != default:
             raise ConfigError(f"task.{key}={getattr(cfg, key)}: method '{name}'s own decoder (task.decoder=method) "
                               f"reads only {', '.join(read) or 'no settings'}; leave it at {default}")  # fmt: skip
@@ -92,7 +94,7 @@ class Caption(TextHead):
         if cfg.decoder == "task":
             super().__init__(cfg, method, info)
             return
-        _check_method_decoder(cfg, method)
+        check_method_decoder(cfg, method)
         nn.Module.__init__(self)
         self.cfg, self.info, self.method = cfg, info, method
         self.settings, self.memory, self.decoder = decoding(cfg), None, None
