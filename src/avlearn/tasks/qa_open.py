@@ -36,6 +36,7 @@ from avlearn.data.pipelines.caption_text import TextInfo, text_vocab
 from avlearn.layers.text_decoder import (
     TextDecoderConfig,
     TextHead,
+    check_method_decoder,
     decoding,
     detokenize,
     left_pad,
@@ -44,7 +45,6 @@ from avlearn.layers.text_decoder import (
 from avlearn.metrics.answers import exact_match_by_type, majority_by_type
 from avlearn.registry import TASKS
 from avlearn.tasks.base import DatasetInfo, add_method_losses
-from avlearn.tasks.caption import check_method_decoder
 from avlearn.viz.reports import Report
 
 ANSWER_WORDS = 8  # WordPiece tokens of an answer, its [SEP] included
