@@ -71,3 +71,11 @@ def test_a_training_step_reaches_the_text_tower_and_the_weight_mlps(batch):
     assert method.weight_text[0].weight.grad is not None and method.contra_audio.weight.grad is not None
     assert method.text_backbone.model.embeddings.word_embeddings.weight.grad is not None
     assert method.lm_bias.grad is None  # no MGC: retrieval fine-tuning is contrastive only
+
+
+def test_the_ranking_figure_is_left_out_for_token_features(batch, tmp_path):
+    from avlearn.viz.retrieval import _retrieve_plot
+
+    preds = _task(_valor()).eval().predict(batch)
+    path = _retrieve_plot(None, {"preds": preds}, tmp_path / "retrieval.png")
+    assert path == tmp_path / "retrieval.png" and not path.exists()
