@@ -4,6 +4,8 @@ dual softmax still the task's (one-line refusals: test_method_hook_refusals.py).
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -77,5 +79,5 @@ def test_the_ranking_figure_is_left_out_for_token_features(batch, tmp_path):
     from avlearn.viz.retrieval import _retrieve_plot
 
     preds = _task(_valor()).eval().predict(batch)
-    path = _retrieve_plot(None, {"preds": preds}, tmp_path / "retrieval.png")
+    path = _retrieve_plot(SimpleNamespace(test=None), {"preds": preds}, tmp_path / "retrieval.png")
     assert path == tmp_path / "retrieval.png" and not path.exists()
