@@ -21,6 +21,7 @@ rule), or at ``max_length`` generated tokens, where running beams count as finis
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -110,6 +111,25 @@ def decoding(cfg: TextDecoderConfig) -> Decoding:
             least = 1 if key in ("beam_size", "max_length") else 0
             raise ConfigError(f"task.{key}={getattr(cfg, key)}: expected a number >= {least}")
     return Decoding(cfg.beam_size, cfg.max_length, cfg.length_penalty, cfg.no_repeat_ngram)
+
+
+def check_method_decoder(cfg: Any, method: nn.Module, hooks: tuple[str, ...], settings: str) -> None:
+    """``task.decoder`` of a text-generating task (caption, qa_open): 'task' or 'method'; with 'method', the method
+    must have the ``hooks`` (its own decoder), and the decoding keys it does not read (not in its ``settings``
+    attribute) must keep their defaults. One-line ConfigErrors."""
+    name = getattr(getattr(method, "cfg", None), "name", type(method).__name__)
+    if cfg.decoder != "method":
+        raise ConfigError(f"task.decoder={cfg.decoder!r}: expected 'task' (the shared TextDecoder) or 'method'")
+    missing = [hook for hook in hooks if not callable(getattr(method, hook, None))]
+    if missing:
+        raise ConfigError(f"task.decoder=method: method '{name}' has no {' / '.join(missing)} (its own "
+                          "decoder); use task.decoder=task")  # fmt: skip
+    read = getattr(method, settings, ())
+    for key in (f.name for f in dataclasses.fields(Decoding)):
+        default = getattr(type(cfg), key)
+        if key not in read and getattr(cfg, key) != default:
+            raise ConfigError(f"task.{key}={getattr(cfg, key)}: method '{name}'s own decoder (task.decoder=method) "
+                              f"reads only {', '.join(read) or 'no settings'}; leave it at {default}")  # fmt: skip
 
 
 def build_text_decoder(

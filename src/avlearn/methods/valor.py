@@ -58,6 +58,7 @@ class VALORConfig:
     contra_dim: int = 512  # width of the MGA space
     groups: list[str] = field(default_factory=lambda: ["tva", "tv", "ta"])  # modality groups of MGA and MGC
     mask_prob: float = 0.6  # share of caption tokens predicted by MGC
+    answer_mask_prob: float = 0.99  # share of answer tokens predicted in open-ended QA (the seed's 0.99)
     contra_weight: float = 1.5  # MGA loss weight (the seed's contra_loss_ratio)
     temperature: float = 0.07  # initial MGA temperature
     min_temperature: float = 0.01
@@ -66,14 +67,18 @@ class VALORConfig:
     audio_clips: int = 0  # audio clips per clip, cut from the concatenated segments; 0: one per segment
     max_frames: int = 32  # rows of the frame and audio-clip embedding tables (the seed's 32)
     faithful: bool = False  # the seed's padded-position scoring and unclamped temperature
+    retrieval_group: str = "tva"  # the group whose MGA score ranks clips in task=retrieve task.similarity=method
 
 
 def _check_config(cfg: VALORConfig) -> None:
     """One-line ConfigErrors for invalid values."""
     if not cfg.groups or any(g not in GROUPS for g in cfg.groups) or len(set(cfg.groups)) < len(cfg.groups):
         raise ConfigError(f"method.groups={list(cfg.groups)}: expected distinct groups among {', '.join(GROUPS)}")
-    if not 0.0 < cfg.mask_prob <= 1.0:
-        raise ConfigError(f"method.mask_prob={cfg.mask_prob}: expected 0 < mask_prob <= 1")
+    if cfg.retrieval_group not in GROUPS:
+        raise ConfigError(f"method.retrieval_group={cfg.retrieval_group!r}: expected one of {', '.join(GROUPS)}")
+    for key in ("mask_prob", "answer_mask_prob"):
+        if not 0.0 < getattr(cfg, key) <= 1.0:
+            raise ConfigError(f"method.{key}={getattr(cfg, key)}: expected 0 < {key} <= 1")
     if not 0.0 < cfg.min_temperature <= cfg.temperature <= cfg.max_temperature:
         raise ConfigError(f"method.temperature={cfg.temperature}: expected 0 < min_temperature "
                           f"({cfg.min_temperature}) <= temperature <= max_temperature "
@@ -236,10 +241,18 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
 @dataclass
 class DecoderCache:
     """Key/value cache of a decoding: per BERT layer, the self-attention keys and values of the tokens so far
-    ``(B, H, P, C/H)`` (empty at first) and the cross-attention keys and values of the memory (computed once)."""
+    ``(B, H, P, C/H)`` (empty at first) and the cross-attention keys and values of the memory (computed once); with a
+    prompt (QA's question), its keys and values per layer ``(B, H, Q, C/H)`` and its ``prompt_mask (B, Q)``, which
+    every text token attends to."""
 
     memory_kv: list[tuple[torch.Tensor, torch.Tensor]]
     self_kv: list[tuple[torch.Tensor, torch.Tensor] | None]
+    prompt_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    prompt_mask: torch.Tensor | None = None
+
+    def fresh(self) -> DecoderCache:
+        """The same memory and prompt, no text tokens yet (decoding without the cache reruns the prefix)."""
+        return DecoderCache(self.memory_kv, [None] * len(self.self_kv), self.prompt_kv, self.prompt_mask)
 
     @property
     def length(self) -> int:
@@ -268,6 +281,7 @@ class VALOR(nn.Module):
     produces = ("audio", "audio_pooled", "visual", "visual_pooled", "text", "text_pooled")
     loss_terms = ("mga", "mgc")  # in AVFeatures.losses when the batch carries text (task=pretrain trains on them)
     caption_settings = ("beam_size", "max_length")  # the task.* decoding keys caption_generate reads
+    answer_settings = ("beam_size", "max_length")  # the task.* decoding keys answer_generate reads
 
     def __init__(self, cfg: VALORConfig, visual: nn.Module, audio: nn.Module, text: nn.Module | None = None) -> None:
         super().__init__()
@@ -398,9 +412,29 @@ class VALOR(nn.Module):
         a = (a + self.audio_clip_embedding[: a.shape[1], None]).flatten(1, 2) + self.audio_type_embedding
         return {"tv": v, "ta": a, "tva": torch.cat([v, a], dim=1)}  # (B, n*(1+N), Cd), (B, n_a*(1+Na), Cd), both
 
-    def start_cache(self, memory: torch.Tensor) -> DecoderCache:
-        """An empty decoding cache over ``memory (B, M, Cd)`` (its cross-attention keys and values computed)."""
-        return DecoderCache([block.memory_kv(memory) for block in self.cross], [None] * len(self.cross))
+    def start_cache(
+        self, memory: torch.Tensor, prompt: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> DecoderCache:
+        """An empty decoding cache over ``memory (B, M, Cd)`` (its cross-attention keys and values computed); with a
+        ``prompt`` (ids, mask ``(B, Q)``, padding anywhere), its keys and values too (``encode_prompt``)."""
+        cache = DecoderCache([block.memory_kv(memory) for block in self.cross], [None] * len(self.cross))
+        if prompt is not None:
+            cache.prompt_kv, cache.prompt_mask = self.encode_prompt(*prompt, cache), prompt[1].bool()
+        return cache
+
+    def encode_prompt(
+        self, ids: torch.Tensor, mask: torch.Tensor, cache: DecoderCache
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The seed's prompt segment (QA's question): ``ids (B, Q)`` at positions counting its real tokens from 0,
+        BERT's second token type, bidirectional among themselves and cross-attending to the memory, never seeing
+        the text; the text attends to them. Returns each layer's prompt keys and values ``(B, H, Q, C/H)``."""
+        bert = self.text_backbone.model
+        positions = (mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, Q): left padding allowed
+        hidden = bert.embeddings(input_ids=ids, position_ids=positions, token_type_ids=torch.ones_like(ids))
+        allowed = mask.bool()[:, None, None].expand(-1, 1, ids.shape[1], -1)  # (B, 1, Q, Q)
+        own = DecoderCache(cache.memory_kv, [None] * len(self.cross))
+        self._layers(hidden, allowed, own, ids.shape[1])
+        return own.self_kv
 
     def decode(
         self, ids: torch.Tensor, mask: torch.Tensor | None, cache: DecoderCache, keep: int | None = None
@@ -418,8 +452,14 @@ class VALOR(nn.Module):
         if mask is not None:
             keys = torch.cat([mask.new_ones(b, past), mask], dim=1).bool()  # (B, P + T)
             allowed = allowed & keys[:, None, None]
-        keep = t if keep is None else keep
-        for i, layer in enumerate(bert.encoder.layer):
+        if cache.prompt_mask is not None:  # every text token sees the prompt's real tokens
+            prompt = cache.prompt_mask[:, None, None].expand(-1, 1, t, -1)  # (B, 1, T, Q)
+            allowed = torch.cat([allowed, prompt], dim=-1)  # (B, 1, T, P + T + Q)
+        return self._layers(hidden, allowed, cache, t if keep is None else keep)
+
+    def _layers(self, hidden: torch.Tensor, allowed: torch.Tensor, cache: DecoderCache, keep: int) -> torch.Tensor:
+        """The BERT layers with cross-attention over ``hidden (B, T, Cd)``, ``allowed (B, 1, T, keys)``."""
+        for i, layer in enumerate(self.text_backbone.model.encoder.layer):
             hidden = self._self_attention(layer, hidden, allowed, cache, i, keep)
             hidden = self.cross[i](hidden, cache.memory_kv[i])
             hidden = layer.output(layer.intermediate(hidden), hidden)
@@ -438,6 +478,8 @@ class VALOR(nn.Module):
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # (B, H, P + T, d)
         past_len = 0 if past is None else past[0].shape[2]
         cache.self_kv[i] = (k[:, :, : past_len + keep], v[:, :, : past_len + keep])
+        if cache.prompt_kv is not None:
+            k, v = torch.cat([k, cache.prompt_kv[i][0]], dim=2), torch.cat([v, cache.prompt_kv[i][1]], dim=2)
         drop = attention.dropout.p if self.training else 0.0
         context = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=drop)  # (B, H, T, d)
         return layer.attention.output(_merge(context), hidden)
@@ -449,11 +491,16 @@ class VALOR(nn.Module):
         return F.linear(self.lm_transform(hidden), weight, self.lm_bias)
 
     def mgc_loss(
-        self, inputs: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, memory: torch.Tensor
+        self,
+        inputs: torch.Tensor,
+        mask: torch.Tensor,
+        labels: torch.Tensor,
+        memory: torch.Tensor,
+        prompt: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Cross-entropy of the chosen tokens (``labels (B, L)``, -100 elsewhere) from one causal decoder pass of the
-        masked ``inputs (B, L)`` over ``memory (B, M, Cd)``."""
-        hidden = self.decode(inputs, mask, self.start_cache(memory))  # (B, L, Cd)
+        masked ``inputs (B, L)`` over ``memory (B, M, Cd)`` (and a ``prompt``: ``start_cache``)."""
+        hidden = self.decode(inputs, mask, self.start_cache(memory, prompt))  # (B, L, Cd)
         chosen = labels != -100
         return F.cross_entropy(self.token_logits(hidden[chosen]).float(), labels[chosen])
 
@@ -469,37 +516,52 @@ class VALOR(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, memory: torch.Tensor, max_length: int = 30, beam_size: int = 1, use_cache: bool = True
+        self,
+        memory: torch.Tensor,
+        max_length: int = 30,
+        beam_size: int = 1,
+        use_cache: bool = True,
+        prompt: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> list[list[int]]:
-        """Mask-append decoding over ``memory (B, M, Cd)`` (a group of ``memory``): per row the generated ids up to
-        [SEP], at most ``max_length``. ``beam_size`` 1: greedy (as in the seed, a finished row keeps feeding
-        [SEP]); more: beam search (``_beam``)."""
+        """Mask-append decoding over ``memory (B, M, Cd)`` (a group of ``memory``; ``prompt``: QA's question ids
+        and mask ``(B, Q)``): per row the generated ids up to [SEP], at most ``max_length``. ``beam_size`` 1: greedy
+        (as in the seed, a finished row keeps feeding [SEP]); more: beam search (``_beam``)."""
         if beam_size > 1:
-            return self._beam(memory, max_length, beam_size, use_cache)
+            return self._beam(memory, max_length, beam_size, use_cache, prompt)
         prefix = torch.full((memory.shape[0], 1), CLS, dtype=torch.long, device=memory.device)  # (B, 1)
-        cache = self.start_cache(memory) if use_cache else None
+        cache = self.start_cache(memory, prompt)
         done = torch.zeros(memory.shape[0], dtype=torch.bool, device=memory.device)
         for _ in range(max_length):
-            token = self.next_token_logits(prefix, memory, cache).argmax(dim=-1).masked_fill(done, SEP)  # (B,)
+            step = cache if use_cache else cache.fresh()
+            token = self.next_token_logits(prefix, memory, step).argmax(dim=-1).masked_fill(done, SEP)  # (B,)
             prefix, done = torch.cat([prefix, token[:, None]], dim=1), done | (token == SEP)
             if bool(done.all()):
                 break
         return _until_sep(prefix[:, 1:])
 
-    def _beam(self, memory: torch.Tensor, max_length: int, k: int, use_cache: bool) -> list[list[int]]:
+    def _beam(
+        self,
+        memory: torch.Tensor,
+        max_length: int,
+        k: int,
+        use_cache: bool,
+        prompt: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> list[list[int]]:
         """Beam search of ``k`` beams a row, scored by the summed log-probability, no length penalty (the seed's):
         a finished beam keeps its score and continues by [SEP] only (the seed lets it take every token at an
         unchanged score, so one finished hypothesis may fill several beams); stops when every beam has finished or
         after ``max_length`` tokens; the best beam wins."""
         b = memory.shape[0]
         memory = memory.repeat_interleave(k, dim=0)  # (B*K, M, Cd), beam-major within a row
+        prompt = None if prompt is None else tuple(x.repeat_interleave(k, dim=0) for x in prompt)  # (B*K, Q) each
         prefix = torch.full((b * k, 1), CLS, dtype=torch.long, device=memory.device)  # (B*K, 1)
         scores = torch.full((b, k), float("-inf"), device=memory.device)
         scores[:, 0] = 0.0  # one live beam at first: the K copies of [CLS] are the same hypothesis
         done = torch.zeros(b, k, dtype=torch.bool, device=memory.device)
-        cache = self.start_cache(memory) if use_cache else None
+        cache = self.start_cache(memory, prompt)  # the prompt is the same for the K beams of a row: never reordered
         for _ in range(max_length):
-            log_probs = self.next_token_logits(prefix, memory, cache).float().log_softmax(dim=-1)  # (B*K, V)
+            step = cache if use_cache else cache.fresh()
+            log_probs = self.next_token_logits(prefix, memory, step).float().log_softmax(dim=-1)  # (B*K, V)
             vocab = log_probs.shape[-1]
             only_sep = torch.full_like(log_probs[0], float("-inf")).index_fill(
                 0, torch.tensor([SEP], device=memory.device), 0.0
@@ -509,8 +571,7 @@ class VALOR(nn.Module):
             beam, token = index // vocab, index % vocab  # (B, K)
             rows = (torch.arange(b, device=memory.device)[:, None] * k + beam).flatten()  # (B*K,)
             prefix = torch.cat([prefix[rows], token.flatten()[:, None]], dim=1)
-            if cache is not None:
-                cache.reorder(rows)
+            cache.reorder(rows)
             done = done.gather(1, beam) | (token == SEP)
             if bool(done.all()):
                 break
@@ -550,6 +611,33 @@ class VALOR(nn.Module):
         memory = self.memory(visual, audio)
         return torch.stack([self.mgc_loss(inputs, mask, labels, memory[g]) for g in self.cfg.groups]).mean()
 
+    # ---- the open-ended QA task's method-decoder hooks (task=qa_open task.decoder=method; docs/architecture.md)
+
+    def answer_loss(
+        self,
+        feats: AVFeatures,
+        row: torch.Tensor,
+        question: tuple[torch.Tensor, torch.Tensor],
+        answer: tuple[torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
+        """Open-ended QA fine-tuning (the seed's ``qa%...``): ``answer`` ids / mask ``(N, La)`` ([CLS] answer [SEP])
+        masked at ``answer_mask_prob`` and predicted under the causal mask, with ``question`` ids / mask ``(N, Q)``
+        as the bidirectional prompt, over the memory of video ``row (N,)``; the configured groups' mean."""
+        vocab = self.text_backbone.model.config.vocab_size
+        inputs, labels = mask_tokens(*answer, self.cfg.answer_mask_prob, vocab)
+        memory = self.memory(feats.visual, feats.audio)
+        losses = [self.mgc_loss(inputs, answer[1], labels, memory[g][row], question) for g in self.cfg.groups]
+        return torch.stack(losses).mean()
+
+    @torch.no_grad()
+    def answer_generate(
+        self, feats: AVFeatures, row: torch.Tensor, question: tuple[torch.Tensor, torch.Tensor], settings: Decoding
+    ) -> list[list[int]]:
+        """Mask-append decoding of each question's answer (``question`` ids / mask ``(N, Q)`` as the prompt, video
+        ``row (N,)``) over the first configured group's memory: WordPiece ids per question."""
+        memory = self.memory(feats.visual, feats.audio)[self.cfg.groups[0]][row]  # (N, M, Cd)
+        return self.generate(memory, settings.max_length, settings.beam_size, prompt=question)
+
     # ---- the caption task's method-decoder hook (task=caption task.decoder=method; docs/architecture.md)
 
     def caption_loss(self, feats: AVFeatures, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -563,3 +651,29 @@ class VALOR(nn.Module):
         ``settings.beam_size`` and ``settings.max_length`` (the seed's beam 3, 30 tokens): WordPiece ids per clip."""
         memory = self.memory(feats.visual, feats.audio)[self.cfg.groups[0]]  # (B, M, Cd)
         return self.generate(memory, settings.max_length, settings.beam_size)
+
+    # ---- the retrieve task's method-similarity hooks (task=retrieve task.similarity=method; docs/architecture.md)
+
+    def retrieval_features(self, feats: AVFeatures, ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """MGA's inputs per clip and its caption ``ids`` / ``mask (B, L)``: ``text (B, L, D)``, ``text_weight`` /
+        ``text_mask (B, L)``, and the ``method.retrieval_group`` group's ``clip (B, G, D)`` / ``clip_weight (B, G)``."""
+        text, _ = self.encode_text(ids, mask)
+        contrast = self.contrast_features(feats.visual, feats.audio, text, mask)
+        clip, clip_weight = contrast.group(self.cfg.retrieval_group)
+        return {"text": contrast.text, "text_weight": contrast.text_weight, "text_mask": contrast.text_mask,
+                "clip": clip, "clip_weight": clip_weight}  # fmt: skip
+
+    def retrieval_similarity(self, features: dict[str, torch.Tensor], chunk: int = 256) -> torch.Tensor:
+        """``(T, V)`` MGA scores of every text against every clip of ``features`` (``retrieval_features`` rows),
+        ``chunk`` texts at a time (the token similarities are (chunk, V, L, G))."""
+        clip, clip_weight = features["clip"], features["clip_weight"]
+        rows = [mga_score(t, w, m, clip, clip_weight, self.cfg.faithful)
+                for t, w, m in zip(*(features[k].split(chunk) for k in ("text", "text_weight", "text_mask")),
+                                   strict=True)]  # fmt: skip
+        return torch.cat(rows)
+
+    def retrieval_loss(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Retrieval fine-tuning (the seed's ``ret%...``: contrastive only): the InfoNCE of the retrieval group's MGA
+        scores over the global batch, at the learned temperature."""
+        gathered = {key: all_gather_with_grad(value) for key, value in features.items()}
+        return contrastive_loss(self.retrieval_similarity(gathered), self.temperature_value())

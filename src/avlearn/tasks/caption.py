@@ -24,15 +24,14 @@ mask-append beam search): the method's optional ``caption_loss(feats, ids, mask)
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from avlearn.data.pipelines.caption_text import caption_splits
-from avlearn.errors import ConfigError
-from avlearn.layers.text_decoder import Decoding, TextDecoderConfig, TextHead, decoding, detokenize
+from avlearn.layers.text_decoder import TextDecoderConfig, TextHead, check_method_decoder, decoding, detokenize
 from avlearn.metrics.captioning import caption_scores
 from avlearn.registry import TASKS
 from avlearn.tasks.base import add_method_losses
@@ -61,24 +60,6 @@ CAPTION = Report(_caption_chance)
 METHOD_DECODER = ("caption_loss", "caption_generate")  # the method hooks that task.decoder=method calls
 
 
-def _check_method_decoder(cfg: CaptionConfig, method: nn.Module) -> None:
-    """``task.decoder``: 'task' or 'method'; with 'method', the method must have the hooks, and the decoding keys
-    it does not read (not in its ``caption_settings``) must keep their defaults. One-line ConfigErrors."""
-    name = getattr(getattr(method, "cfg", None), "name", type(method).__name__)
-    if cfg.decoder != "method":
-        raise ConfigError(f"task.decoder={cfg.decoder!r}: expected 'task' (the shared TextDecoder) or 'method'")
-    missing = [hook for hook in METHOD_DECODER if not callable(getattr(method, hook, None))]
-    if missing:
-        raise ConfigError(f"task.decoder=method: method '{name}' has no {' / '.join(missing)} (its own caption "
-                          "decoder); use task.decoder=task")  # fmt: skip
-    read = getattr(method, "caption_settings", ())
-    for key in (f.name for f in fields(Decoding)):
-        default = getattr(CaptionConfig, key)
-        if key not in read and getattr(cfg, key) != default:
-            raise ConfigError(f"task.{key}={getattr(cfg, key)}: method '{name}'s own decoder (task.decoder=method) "
-                              f"reads only {', '.join(read) or 'no settings'}; leave it at {default}")  # fmt: skip
-
-
 @TASKS.register("caption", pipeline=caption_splits, synth_part="events", report=CAPTION)
 class Caption(TextHead):
     """Captioning: a BERT decoder over the method's tokens, teacher-forced; beam search; COCO caption metrics. With
@@ -92,7 +73,7 @@ class Caption(TextHead):
         if cfg.decoder == "task":
             super().__init__(cfg, method, info)
             return
-        _check_method_decoder(cfg, method)
+        check_method_decoder(cfg, method, METHOD_DECODER, "caption_settings")
         nn.Module.__init__(self)
         self.cfg, self.info, self.method = cfg, info, method
         self.settings, self.memory, self.decoder = decoding(cfg), None, None

@@ -12,6 +12,11 @@ the question's words attend to each other and to the clip through the same self-
 encoder is needed. Questions are left-padded, so every row's answer starts at the same place (positions count the
 real tokens).
 
+``task.decoder=method`` trains and decodes with the method's own decoder instead (VALOR: the question as its
+decoder's bidirectional prompt, the answer ``[CLS] answer [SEP]`` masked and predicted, mask-append decoding): the
+method's optional ``answer_loss(feats, row, question, answer)`` and ``answer_generate(feats, row, question,
+settings)`` hooks (docs/architecture.md, "Contract"); the ``TextDecoder`` is not built.
+
 Data: the MUSIC-AVQA layout (``avlearn.data.pipelines.avqa``; AVSynth writes one), whose closed answer vocabulary is
 read here only as each answer's text: the head has no answer classifier and can generate any string.
 """
@@ -31,6 +36,8 @@ from avlearn.data.pipelines.caption_text import TextInfo, text_vocab
 from avlearn.layers.text_decoder import (
     TextDecoderConfig,
     TextHead,
+    check_method_decoder,
+    decoding,
     detokenize,
     left_pad,
     tokenize,
@@ -41,6 +48,7 @@ from avlearn.tasks.base import DatasetInfo, add_method_losses
 from avlearn.viz.reports import Report
 
 ANSWER_WORDS = 8  # WordPiece tokens of an answer, its [SEP] included
+METHOD_ANSWER = ("answer_loss", "answer_generate")  # the method hooks that task.decoder=method calls
 
 
 @dataclass
@@ -48,6 +56,7 @@ class QAOpenConfig(TextDecoderConfig):
     """Schema of ``task/qa_open.yaml`` (the decoder keys: ``avlearn.layers.text_decoder.TextDecoderConfig``)."""
 
     name: str = "qa_open"
+    decoder: str = "task"  # task: the shared TextDecoder; method: the method's own (METHOD_ANSWER hooks)
 
 
 def qa_open_splits(cfg: Any, audio_pre: Any) -> Splits:
@@ -80,10 +89,17 @@ class QAOpen(TextHead):
     primary_metric = "overall"
 
     def __init__(self, cfg: QAOpenConfig, method: nn.Module, info: DatasetInfo) -> None:
-        super().__init__(cfg, method, info)
+        if cfg.decoder == "task":
+            super().__init__(cfg, method, info)
+        else:
+            check_method_decoder(cfg, method, METHOD_ANSWER, "answer_settings")
+            nn.Module.__init__(self)
+            self.cfg, self.info, self.method = cfg, info, method
+            self.settings, self.memory, self.decoder = decoding(cfg), None, None
         answers = tokenize(list(info.class_names), ANSWER_WORDS + 1)  # [CLS] answer [SEP]
-        self.register_buffer("answer_ids", answers["input_ids"][:, 1:], persistent=False)  # (A, La)
-        self.register_buffer("answer_mask", answers["attention_mask"][:, 1:], persistent=False)
+        start = 1 if self.decoder is not None else 0  # the method's decoder starts the answer with [CLS]
+        self.register_buffer("answer_ids", answers["input_ids"][:, start:], persistent=False)  # (A, La)
+        self.register_buffer("answer_mask", answers["attention_mask"][:, start:], persistent=False)
 
     @staticmethod
     def _questions(batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
@@ -102,6 +118,9 @@ class QAOpen(TextHead):
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         feats = self.method(batch)
         row, ids, mask, answer = self._questions(batch)
+        if self.decoder is None:
+            loss = self.method.answer_loss(feats, row, (ids, mask), (self.answer_ids[answer], self.answer_mask[answer]))
+            return add_method_losses({"loss": loss}, feats.losses)
         seq = torch.cat([ids, self.answer_ids[answer]], dim=1)  # (N, L + La): question, answer, [SEP], padding
         seq_mask = torch.cat([mask, self.answer_mask[answer]], dim=1)
         targets = torch.cat([torch.zeros_like(mask), self.answer_mask[answer]], dim=1)  # loss on the answer only
@@ -112,6 +131,9 @@ class QAOpen(TextHead):
     def predict(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         """``answer_text``: the generated answer of each question."""
         row, ids, mask, _ = self._questions(batch)
+        if self.decoder is None:
+            tokens = self.method.answer_generate(self.method(batch), row, (ids, mask), self.settings)
+            return {"answer_text": detokenize(tokens)}
         memory = self.memory(self.method(batch))[row]  # (N, M, C): each question's video
         tokens = self.decoder.generate(memory, self.settings, prefix=(ids, mask))
         return {"answer_text": detokenize(tokens)}

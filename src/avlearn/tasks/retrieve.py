@@ -28,6 +28,11 @@ VALOR (Chen et al., 2023; ``compute_metric_ret``, dual softmax):
 * Evaluation: the (texts, clips) cosine-similarity matrix of the whole split, scored by
   ``avlearn.metrics.retrieval.retrieval_scores`` (``t2v_*``, ``v2t_*``); ``task.dual_softmax`` > 0 adds the
   dual-softmax scores at that temperature (``*_dsl``). ``t2v_r1`` selects.
+* ``task.similarity=method``: the method's own text side and similarity replace the task's (VALOR's MGA score):
+  the captions' token ids (the caption pipeline carries them, by ``task.text``'s tokenizer) go to the method's
+  optional ``retrieval_features(feats, ids, mask)`` / ``retrieval_similarity(features)`` /
+  ``retrieval_loss(features)`` hooks (docs/architecture.md, "Contract"); the task's clip encoder, text MLP and
+  scale are not built, and ``task.dual_softmax`` still applies to the similarity.
 * Identical query captions cap what any model can reach: of g clips whose queries are the same text, one ranking
   puts one first (``avlearn.viz.retrieval.caption_ceiling``, the report's ``ceiling``).
 """
@@ -57,6 +62,8 @@ FEATURES = ("audio", "visual", "av")
 TEXT_POOLS = ("sentence", "attention")
 CLIP_POOLS = ("mean", "attention")
 TEMPORAL_POOLS = ("mean", "flatten")
+SIMILARITIES = ("task", "method")
+METHOD_SIMILARITY = ("retrieval_features", "retrieval_similarity", "retrieval_loss")  # task.similarity=method hooks
 
 
 @dataclass
@@ -78,6 +85,7 @@ class RetrieveConfig:
     text_pool: str = "sentence"  # sentence (the tower's pooled embedding) | attention (over its token features)
     clip_pool: str = "mean"  # mean (the method's pooled segment features) | attention (over the method's tokens)
     temporal_pool: str = "mean"  # mean over the segments (CLIP4Clip) | flatten (each second its own weights)
+    similarity: str = "task"  # task: its own text and clip embeddings; method: the method's hooks (METHOD_SIMILARITY)
 
 
 def mlp(width_in: int, width_out: int) -> nn.Sequential:
@@ -138,8 +146,9 @@ class ClipEncoder(nn.Module):
 
 
 def reads_words(cfg: RetrieveConfig) -> bool:
-    """Whether the task runs the text tower itself on the captions' token ids (a trained or token-level text side)."""
-    return cfg.text_layers > 0 or cfg.text_pool == "attention"
+    """Whether the captions' token ids are read: by the task's own text tower (a trained or token-level text side) or
+    by the method's (``task.similarity=method``)."""
+    return cfg.text_layers > 0 or cfg.text_pool == "attention" or cfg.similarity == "method"
 
 
 def retrieve_splits(cfg: Any, audio_pre: Any) -> Splits:
@@ -151,7 +160,8 @@ def _check(cfg: RetrieveConfig, method: nn.Module) -> None:
     """One-line ConfigErrors for the values the schema's types cannot check."""
     for key, value, allowed in (("features", cfg.features, FEATURES), ("text_pool", cfg.text_pool, TEXT_POOLS),
                                 ("clip_pool", cfg.clip_pool, CLIP_POOLS),
-                                ("temporal_pool", cfg.temporal_pool, TEMPORAL_POOLS)):  # fmt: skip
+                                ("temporal_pool", cfg.temporal_pool, TEMPORAL_POOLS),
+                                ("similarity", cfg.similarity, SIMILARITIES)):  # fmt: skip
         if value not in allowed:
             raise ConfigError(f"task.{key}={value!r}: expected one of {', '.join(allowed)}")
     if not 1.0 <= cfg.init_scale <= cfg.max_scale:
@@ -162,6 +172,17 @@ def _check(cfg: RetrieveConfig, method: nn.Module) -> None:
     if missing:
         raise ConfigError(f"task.clip_pool=attention pools the method's {missing[0]} tokens, which it does not "
                           f"produce (it produces: {', '.join(method.produces)}); use task.clip_pool=mean")  # fmt: skip
+    if cfg.similarity == "method":
+        _check_method_hooks(method)
+
+
+def _check_method_hooks(method: nn.Module) -> None:
+    """``task.similarity=method``: the method must have the retrieval hooks (``METHOD_SIMILARITY``)."""
+    missing = [hook for hook in METHOD_SIMILARITY if not callable(getattr(method, hook, None))]
+    if missing:
+        name = getattr(getattr(method, "cfg", None), "name", type(method).__name__)
+        raise ConfigError(f"task.similarity=method: method '{name}' has no {' / '.join(missing)} (its own retrieval "
+                          "score); use task.similarity=task")  # fmt: skip
 
 
 def text_tower(cfg: RetrieveConfig) -> nn.Module:
@@ -197,6 +218,8 @@ class RetrieveTask(nn.Module):
         super().__init__()
         _check(cfg, method)
         self.cfg, self.info, self.method = cfg, info, method
+        if cfg.similarity == "method":  # the method's hooks score; no clip encoder, text side or scale of the task
+            return
         self.modalities = ("audio", "visual") if cfg.features == "av" else (cfg.features,)
         if cfg.clip_pool == "attention":  # each segment's tokens -> (D,), where each token lies kept
             self.clip_pools = nn.ModuleDict({m: AttentionPool(method.dims[m], cfg.dim, cfg.heads, indexed=True)
@@ -250,6 +273,9 @@ class RetrieveTask(nn.Module):
 
     def query_embedding(self, queries: list[str]) -> torch.Tensor:
         """(Q, D) L2-normalised embeddings of text queries, as captions are embedded."""
+        if self.cfg.similarity == "method":
+            raise ConfigError("predict --query embeds queries with the task's text side; task.similarity=method has "
+                              "none (the method scores pairs): use task.similarity=task")  # fmt: skip
         if self.text_tower is not None:
             return self.text_embedding(self.text_tower.tokenize(queries))
         text = embed_prompts(self.cfg.text, queries, self.cfg.text_pretrained or None)  # (Q, Ct)
@@ -260,7 +286,16 @@ class RetrieveTask(nn.Module):
         clip, losses = self.clip_embedding(batch)
         return clip, self.text_embedding(batch), losses
 
+    def method_features(self, batch: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """``task.similarity=method``: the method's retrieval features of the clips and their captions (per row) and
+        its own loss terms."""
+        feats = self.method(batch)
+        return self.method.retrieval_features(feats, batch["input_ids"], batch["attention_mask"]), feats.losses
+
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        if self.cfg.similarity == "method":
+            features, losses = self.method_features(batch)
+            return add_method_losses({"loss": self.method.retrieval_loss(features)}, losses)
         clip, text, losses = self.embed(batch)
         clip, text = all_gather_with_grad(clip), all_gather_with_grad(text)  # (N, D): the global batch
         captions = all_gather_with_grad(F.normalize(batch["text"].float(), dim=-1))  # (N, Ct)
@@ -270,7 +305,10 @@ class RetrieveTask(nn.Module):
 
     @torch.no_grad()
     def predict(self, batch: dict) -> dict[str, torch.Tensor]:
-        """``clip (B, D)`` and ``text (B, D)``: the embeddings of each clip and of its query caption."""
+        """``clip (B, D)`` and ``text (B, D)``: the embeddings of each clip and of its query caption (with
+        ``task.similarity=method``: the method's retrieval features)."""
+        if self.cfg.similarity == "method":
+            return self.method_features(batch)[0]
         clip, text, _ = self.embed(batch)
         return {"clip": clip, "text": text}
 
@@ -278,7 +316,10 @@ class RetrieveTask(nn.Module):
         """Retrieval R@1/5/10, ravg, median and mean rank, text -> clip and clip -> text (percent; ranks 1-based)."""
         from avlearn.metrics.retrieval import retrieval_scores
 
-        scores = similarity(preds["text"], preds["clip"])  # (T, V), text t is clip t's query
+        if self.cfg.similarity == "method":
+            scores = self.method.retrieval_similarity(preds).double()  # (T, V), text t is clip t's query
+        else:
+            scores = similarity(preds["text"], preds["clip"])  # (T, V), text t is clip t's query
         truth = torch.arange(len(scores))
         return retrieval_scores(scores, truth, dual_softmax_temperature=self.cfg.dual_softmax or None)
 

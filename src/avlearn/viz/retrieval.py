@@ -83,6 +83,8 @@ def plot_ranking(path: str | Path, queries: Sequence[str], ranked: Sequence[Sequ
 
 def _retrieve_plot(splits: Any, out: dict, path: Path) -> Path:
     test, preds = splits.test, out["preds"]
+    if preds["text"].dim() != 2:  # task.similarity=method: token features only the method can score; no figure
+        return path
     n = min(SHOWN, len(test))
     similarity = preds["text"][:n] @ preds["clip"].T  # (n, V)
     order = similarity.argsort(dim=1, descending=True)[:, :TOP]  # (n, TOP)
