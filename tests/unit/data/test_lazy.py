@@ -210,9 +210,10 @@ def test_store_capabilities_are_registered_per_task_and_checked() -> None:
     from avlearn.registry import TASKS
 
     register_all()
-    assert TASKS.reading("clips") == ["ave", "ave_cls", "avqa", "avvp", "fewshot", "fewshot_ave_cls", "fewshot_llp_cls",
-                                      "pretrain_captions", "pretrain_segments", "retrieve", "zeroshot", "zeroshot_ave",
-                                      "zeroshot_ave_cls", "zeroshot_cls", "zeroshot_llp_cls"]  # fmt: skip
+    assert TASKS.reading("clips") == ["ave", "ave_cls", "avqa", "avs_ms3", "avs_s4", "avvp", "fewshot",
+                                      "fewshot_ave_cls", "fewshot_llp_cls", "pretrain_captions", "pretrain_segments",
+                                      "retrieve", "zeroshot", "zeroshot_ave", "zeroshot_ave_cls", "zeroshot_cls",
+                                      "zeroshot_llp_cls"]  # fmt: skip
     assert TASKS.reading("features") == ["ave", "ave_cls"]
     with pytest.raises(ValueError, match="unknown stores"):
         TASKS.register("bad_store_task", stores=("tapes",))
