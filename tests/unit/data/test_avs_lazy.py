@@ -80,14 +80,18 @@ def test_store_items_equal_the_store_read_into_memory_with_the_readers_masks(sma
         assert (read[split].audio - memory[split].audio).abs().mean() < 0.1 * memory[split].audio.abs().mean()  # ~4%
 
 
-def _fit(splits: dict, run: Path, workers: int) -> tuple[dict, dict]:
-    """One epoch of the baseline AVS model on ``splits`` (seed 0): step losses and test scores."""
+def _fit(splits: dict, run: Path, workers: int) -> tuple[dict, dict, bytes]:
+    """Two epochs of the baseline AVS model on ``splits`` (seed 0): step losses, test scores and the report's
+    figure of test masks (``masks.png``, drawn from the test split's items)."""
+    from types import SimpleNamespace
+
     from avlearn.config.schema import TrainConfig
     from avlearn.engine.env import seed_everything, setup
     from avlearn.engine.loop import RunInfo, evaluate, fit
     from avlearn.methods.baseline import Baseline, BaselineConfig
     from avlearn.tasks.avs import AVSConfig, AVSTask
     from avlearn.tasks.base import DatasetInfo
+    from avlearn.viz.reports import AVS
 
     env = setup("cpu", 0, 0)
     seed_everything(0)
@@ -98,13 +102,17 @@ def _fit(splits: dict, run: Path, workers: int) -> tuple[dict, dict]:
     fit(task, splits["train"], splits["val"], cfg, env, RunInfo(run, 0))
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     steps = {r["step"]: r["loss"] for r in lines if r["kind"] == "step"}
-    return steps, evaluate(task, splits["test"], 2, env, workers=workers)[0]
+    scores, out = evaluate(task, splits["test"], 2, env, workers=workers)
+    figure = AVS.plot(SimpleNamespace(test=splits["test"]), out, run / "masks.png")
+    return steps, scores, figure.read_bytes()
 
 
 def test_training_from_the_store_or_lazily_gives_the_in_memory_metrics(
     small_synth: Path, avs_store: Path, tmp_path: Path
 ) -> None:
-    """MS3 with flips: lazy samples in a worker process == in memory; store read lazily == store read into memory."""
+    """MS3 with flips: lazy samples == in memory; store read lazily == store read into memory. Flips are drawn by
+    the process that reads an item (here one loader worker in every run), so equal ``train.loader_workers`` give
+    equal runs."""
     memory = _fit(avs_splits(small_synth, "ms3", SIZE, _pre(), flip=True), tmp_path / "memory", 1)
     lazy_splits = avs_splits(small_synth, "ms3", SIZE, _pre(), flip=True, data=_data(preload="off"))
     assert _fit(lazy_splits, tmp_path / "lazy", 1) == memory and len(memory[0]) == 4  # 2 clips, 2 epochs

@@ -217,3 +217,21 @@ def test_store_capabilities_are_registered_per_task_and_checked() -> None:
     assert TASKS.reading("features") == ["ave", "ave_cls"]
     with pytest.raises(ValueError, match="unknown stores"):
         TASKS.register("bad_store_task", stores=("tapes",))
+
+
+def test_the_retrieval_figure_reads_the_frames_of_a_lazy_split(clips: list, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from avlearn.viz.retrieval import _retrieve_plot
+
+    lazy = LazySegments(clips, 16, PRE, segments=2)  # read lazily: no frames tensor
+
+    class CaptionSplit(list):  # what the figure reads of a caption split: its length and its clips
+        pass
+
+    split = CaptionSplit(range(3))
+    split.clips = lazy
+    preds = {"text": torch.eye(3), "clip": torch.eye(3)}  # (3, C) each: query i ranks clip i first
+    splits = SimpleNamespace(test=split, root=tmp_path)
+    path = _retrieve_plot(splits, {"preds": preds}, tmp_path / "retrieval.png")
+    assert path.stat().st_size > 0
