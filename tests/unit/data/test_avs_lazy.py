@@ -80,7 +80,7 @@ def test_store_items_equal_the_store_read_into_memory_with_the_readers_masks(sma
         assert (read[split].audio - memory[split].audio).abs().mean() < 0.1 * memory[split].audio.abs().mean()  # ~4%
 
 
-def _fit(splits: dict, run: Path, workers: int) -> tuple[dict, dict, bytes]:
+def _fit(splits: dict, run: Path, workers: int, resume: bool = False) -> tuple[dict, dict, bytes]:
     """Two epochs of the baseline AVS model on ``splits`` (seed 0): step losses, test scores and the report's
     figure of test masks (``masks.png``, drawn from the test split's items)."""
     from types import SimpleNamespace
@@ -98,8 +98,9 @@ def _fit(splits: dict, run: Path, workers: int) -> tuple[dict, dict, bytes]:
     method = Baseline(BaselineConfig(dim=16), BACKBONES.build("cnn_visual_tiny", size=SIZE),
                       BACKBONES.build("cnn_audio_tiny"))  # fmt: skip
     task = AVSTask(AVSConfig(name="avs_ms3", dim=16), method, DatasetInfo(()))
-    cfg = TrainConfig(epochs=2, batch_size=1, lr=1e-3, log_every=1, loader_workers=workers, select="last")
-    fit(task, splits["train"], splits["val"], cfg, env, RunInfo(run, 0))
+    cfg = TrainConfig(epochs=2, batch_size=1, lr=1e-3, log_every=1, loader_workers=workers, select="last",
+                      save_every=1)  # fmt: skip
+    fit(task, splits["train"], splits["val"], cfg, env, RunInfo(run, 0, resume=resume))
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     steps = {r["step"]: r["loss"] for r in lines if r["kind"] == "step"}
     scores, out = evaluate(task, splits["test"], 2, env, workers=workers)
@@ -120,3 +121,30 @@ def test_training_from_the_store_or_lazily_gives_the_in_memory_metrics(
     read = _fit(avs_splits(small_synth, "ms3", SIZE, _pre(), flip=True, data=stored["on"]), tmp_path / "read", 1)
     streamed = avs_splits(small_synth, "ms3", SIZE, _pre(), flip=True, data=stored["off"])
     assert _fit(streamed, tmp_path / "store", 1) == read and read[0] != memory[0]  # the videos' frames differ
+
+
+@pytest.mark.xfail(raises=RuntimeError, strict=True, reason="engine: an AVS checkpoint lacks optimizer state for the "
+                   "parameters without gradient under AVS (the baseline's visual_time, its backbone's last norm) "
+                   "and resuming refuses it; in memory too")  # fmt: skip
+def test_a_killed_store_run_resumes_to_the_metrics_of_the_whole_run(
+    small_synth: Path, avs_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MS3 from the store, lazily, with flips (drawn in the training process: ``train.loader_workers=0``): killed
+    before step 3 (the first of epoch 2), resumed from the step-2 checkpoint: the uninterrupted run's numbers."""
+    import avlearn.engine.loop as loop
+
+    data = _data(store=str(avs_store), preload="off")
+    whole = _fit(avs_splits(small_synth, "ms3", SIZE, _pre(), flip=True, data=data), tmp_path / "whole", 0)
+    real_step = loop.train_step
+
+    def dying_step(t, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if t.state.step + 1 == 3:
+            raise KeyboardInterrupt  # stands for SIGKILL: nothing after it runs
+        return real_step(t, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(avs_splits(small_synth, "ms3", SIZE, _pre(), flip=True, data=data), tmp_path / "killed", 0)
+    monkeypatch.setattr(loop, "train_step", real_step)
+    resumed = _fit(avs_splits(small_synth, "ms3", SIZE, _pre(), flip=True, data=data), tmp_path / "killed", 0, True)
+    assert resumed[:2] == whole[:2] and len(whole[0]) == 4
