@@ -248,7 +248,7 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _npy_array(data: bytes | np.ndarray) -> np.ndarray:
+def npy_array(data: bytes | np.ndarray) -> np.ndarray:
     """Parse .npy bytes without copying the payload: a view of ``data`` (writable when ``data`` is a uint8 array)."""
     major = data[6]  # format version: the header length is 2 bytes long in v1, 4 in v2 and v3
     start = 10 if major == 1 else 12
@@ -368,7 +368,7 @@ class ClipStore:
             buffer = np.empty(size, np.uint8)  # (bytes,): read straight into it, no intermediate copy
             if os.preadv(self._fd(shard), [buffer], offset) != size:
                 raise DataError(f"{self.root / shard}: truncated at sample {key!r} ({name}); extract it again")
-            sample[name] = _npy_array(buffer)
+            sample[name] = npy_array(buffer)
         return sample
 
     def __iter__(self) -> Iterator[str]:

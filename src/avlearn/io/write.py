@@ -1,8 +1,12 @@
 """Writing media with PyAV: an H.264 mp4 with an AAC audio track, from numpy frames and a waveform; and mono
 16-bit wav files (the standard library's ``wave``).
 
-Used by AVSynth and by tests that need real media files. The encoder runs single-threaded so that the same
-frames always give the same bytes (x264 frame-threading can change decisions between runs).
+Used by AVSynth and by tests that need real media files. The same frames always give the same bytes: the encoder
+runs single-threaded (x264 frame-threading can change decisions between runs), and each RGB frame is converted to
+yuv420p here, by a swscale context of its own (``VideoFrame.reformat``). (Handing x264 the RGB
+frames, for PyAV's encoder to convert with the context it keeps across frames, gave different bytes for the same
+frames depending on what the process had done before: 2-3 variants per clip over 15 encodes, decoded pixels off
+by up to 10; AVSynth of one seed then differed between ``workers=1`` and ``workers=2``.)
 """
 
 from __future__ import annotations
@@ -39,10 +43,17 @@ def write_video(
         video.codec_context.thread_count = 1
         audio = _add_audio_stream(container, wave, sample_rate) if wave is not None else None
         for image in frames:
-            container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            container.mux(video.encode(_yuv420p(image)))
         container.mux(video.encode(None))
         if audio is not None:
             _encode_audio(container, audio, wave, sample_rate)
+
+
+def _yuv420p(image: np.ndarray):  # noqa: ANN202 (av.VideoFrame)
+    """(H, W, 3) uint8 RGB -> a new yuv420p ``av.VideoFrame``, converted by a swscale context of its own."""
+    import av
+
+    return av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
 
 
 def _add_audio_stream(container, wave: np.ndarray, sample_rate: int):  # noqa: ANN001, ANN202 (PyAV types)

@@ -309,8 +309,8 @@ def masked_av_kl(
     return total / max(1, len(maps))
 
 
-@TASKS.register("avs_s4", pipeline=avs_pipeline, synth_part="avs", report=AVS)
-@TASKS.register("avs_ms3", pipeline=avs_pipeline, synth_part="avs", report=AVS)
+@TASKS.register("avs_s4", pipeline=avs_pipeline, synth_part="avs", report=AVS, stores=("clips",))
+@TASKS.register("avs_ms3", pipeline=avs_pipeline, synth_part="avs", report=AVS, stores=("clips",))
 class AVSTask(nn.Module):
     """AVSBench S4 / MS3: batch ``frames (B, T, H, W, 3)``, ``audio``, ``masks (B, T, H*W)``, ``mask_valid (B, T)``."""
 

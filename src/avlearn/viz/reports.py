@@ -134,7 +134,8 @@ def _avs_plot(splits: Any, out: dict, path: Path) -> Path:
     test, n = splits.test, min(SHOWN // 2, len(splits.test))
     probs = out["preds"]["probs"][:n, :2].flatten(0, 1)  # (n, 2, H, W) -> (2n, H, W): two frames of n clips
     truth = out["targets"]["masks"][:n, :2].flatten(0, 1).unflatten(-1, probs.shape[-2:])  # (2n, H*W) -> (2n, H, W)
-    frames = test.frames[:n, :2].flatten(0, 1).numpy()  # (n, 2, H, W, 3) -> (2n, H, W, 3)
+    frames = torch.stack([test[i]["frames"][:2] for i in range(n)])  # (n, 2, H, W, 3): in memory or lazy splits
+    frames = frames.flatten(0, 1).numpy()  # (n, 2, H, W, 3) -> (2n, H, W, 3)
     titles = [f"{clip} frame {t + 1}" for clip in test.ids[:n] for t in range(2)]
     return plot_masks(path, frames, truth.numpy(), probs.numpy(), titles, frame_iou(probs.numpy(), truth.numpy()))
 

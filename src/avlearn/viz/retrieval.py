@@ -90,7 +90,7 @@ def _retrieve_plot(splits: Any, out: dict, path: Path) -> Path:
     order = similarity.argsort(dim=1, descending=True)[:, :TOP]  # (n, TOP)
     ids, captions = test.clips.ids, _captions(splits.root)
     queries = [(captions.get(ids[i]) or [ids[i]])[0] for i in range(n)]
-    ranked = [[(ids[j], _middle(test.clips.frames[j]), j == i) for j in order[i].tolist()] for i in range(n)]
+    ranked = [[(ids[j], _middle(test.clips[j]["frames"]), j == i) for j in order[i].tolist()] for i in range(n)]
     return plot_ranking(path, queries, ranked)
 
 

@@ -210,9 +210,28 @@ def test_store_capabilities_are_registered_per_task_and_checked() -> None:
     from avlearn.registry import TASKS
 
     register_all()
-    assert TASKS.reading("clips") == ["ave", "ave_cls", "avqa", "avvp", "fewshot", "fewshot_ave_cls", "fewshot_llp_cls",
-                                      "pretrain_captions", "pretrain_segments", "retrieve", "zeroshot", "zeroshot_ave",
-                                      "zeroshot_ave_cls", "zeroshot_cls", "zeroshot_llp_cls"]  # fmt: skip
+    assert TASKS.reading("clips") == ["ave", "ave_cls", "avqa", "avs_ms3", "avs_s4", "avvp", "fewshot",
+                                      "fewshot_ave_cls", "fewshot_llp_cls", "pretrain_captions", "pretrain_segments",
+                                      "retrieve", "zeroshot", "zeroshot_ave", "zeroshot_ave_cls", "zeroshot_cls",
+                                      "zeroshot_llp_cls"]  # fmt: skip
     assert TASKS.reading("features") == ["ave", "ave_cls"]
     with pytest.raises(ValueError, match="unknown stores"):
         TASKS.register("bad_store_task", stores=("tapes",))
+
+
+def test_the_retrieval_figure_reads_the_frames_of_a_lazy_split(clips: list, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from avlearn.viz.retrieval import _retrieve_plot
+
+    lazy = LazySegments(clips, 16, PRE, segments=2)  # read lazily: no frames tensor
+
+    class CaptionSplit(list):  # what the figure reads of a caption split: its length and its clips
+        pass
+
+    split = CaptionSplit(range(3))
+    split.clips = lazy
+    preds = {"text": torch.eye(3), "clip": torch.eye(3)}  # (3, C) each: query i ranks clip i first
+    splits = SimpleNamespace(test=split, root=tmp_path)
+    path = _retrieve_plot(splits, {"preds": preds}, tmp_path / "retrieval.png")
+    assert path.stat().st_size > 0

@@ -110,15 +110,19 @@ class AVSBenchMedia:
     def describe(self) -> str:
         return f"{self.base / self.layout['frame']} (and masks, wav)"
 
+    def masks(self, record: Record, size: int | None, shape: tuple[int, int]) -> np.ndarray:
+        """(T, H, W) bool ground-truth masks of ``record`` at ``size`` (as its frames); frames without one (see
+        ``mask_valid``) get an empty mask of ``shape`` (H, W)."""
+        masks = np.zeros((FRAMES, *shape), dtype=bool)  # (T, H, W)
+        for i in np.flatnonzero(record.targets["mask_valid"]):
+            masks[i] = load_mask(self._path("mask", record, i + 1), size)
+        return masks
+
     def load(self, record: Record, decode: Decode) -> dict[str, Any]:
         from avlearn.io import read_audio
 
         frames = np.stack([load_image(self._path("frame", record, i + 1), decode.size) for i in range(FRAMES)])
-        shape = frames.shape[1:3]
-        masks = np.zeros((FRAMES, *shape), dtype=bool)  # (T, H, W); frames without ground truth stay empty
-        for i in np.flatnonzero(record.targets["mask_valid"]):
-            masks[i] = load_mask(self._path("mask", record, i + 1), decode.size)
-        out = {"frames": frames, "masks": masks}
+        out = {"frames": frames, "masks": self.masks(record, decode.size, frames.shape[1:3])}
         if decode.audio:
             wav = read_audio(self._path("wav", record), sample_rate=decode.sample_rate, duration=decode.seconds,
                              short="pad")  # fmt: skip

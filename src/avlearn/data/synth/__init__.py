@@ -8,7 +8,8 @@ ImageNet-ESC's images (``images``; see ``benchmarks.py``), plus ``avsynth.json``
 and the counts.
 
 The same config and seed give identical annotations and identical decoded frames: every clip draws from its own
-generator seeded by (seed, flavour, index), and the encoder is single-threaded. The folder is written under a
+generator seeded by (seed, flavour, index), and the encoder is single-threaded and given frames it converts
+the same way whatever the process did before (``avlearn.io.write``). The folder is written under a
 temporary name and renamed when complete, so an interrupted run never leaves a folder that looks finished.
 """
 
