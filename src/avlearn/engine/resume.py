@@ -20,11 +20,11 @@ from avlearn.engine.env import Env, all_gather_objects, barrier, broadcast_objec
 from avlearn.engine.state import TrainState, rng_state, set_rng_state
 
 
-def _options(env: Env, loading: bool):  # noqa: ANN202 (StateDictOptions, imported lazily)
+def _options(env: Env, loading: bool, strict: bool = True):  # noqa: ANN202 (StateDictOptions, imported lazily)
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
     if loading:
-        return StateDictOptions(full_state_dict=True, broadcast_from_rank0=env.distributed)
+        return StateDictOptions(full_state_dict=True, broadcast_from_rank0=env.distributed, strict=strict)
     return StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
@@ -89,7 +89,10 @@ def load_last(
     set_model_state_dict(task, tensors["model"], options=_options(env, loading=True))
     for name, optimizer in optimizers.items():
         optim_state = _unflatten_optimizer(tensors[name], meta[name])
-        set_optimizer_state_dict(task, optimizer, optim_state, options=_options(env, loading=True))
+        # Not strict: a trainable parameter that never had a gradient (a branch the task does not use) has no
+        # optimizer state, before the kill as after; the model itself was loaded strictly above.
+        options = _options(env, loading=True, strict=False)
+        set_optimizer_state_dict(task, optimizer, optim_state, options=options)
     for name, scaler in scalers.items():
         scaler.load_state_dict(meta["scalers"][name])
     schedule.load_state_dict(meta["schedule"])

@@ -123,9 +123,6 @@ def test_training_from_the_store_or_lazily_gives_the_in_memory_metrics(
     assert _fit(streamed, tmp_path / "store", 1) == read and read[0] != memory[0]  # the videos' frames differ
 
 
-@pytest.mark.xfail(raises=RuntimeError, strict=True, reason="engine: an AVS checkpoint lacks optimizer state for the "
-                   "parameters without gradient under AVS (the baseline's visual_time, its backbone's last norm) "
-                   "and resuming refuses it; in memory too")  # fmt: skip
 def test_a_killed_store_run_resumes_to_the_metrics_of_the_whole_run(
     small_synth: Path, avs_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
