@@ -16,7 +16,7 @@ interpolates the trained head with the zero-shot one.
 Not a registered ``Method``: the heads train on cached features of the frozen encoders (``docs/methods/cma.md``).
 """
 
-from avlearn.methods.cma.grid import GRIDS, GridConfig, GridResult, seed_summary, train_grid
+from avlearn.methods.cma.grid import GRIDS, GridConfig, GridResult, seed_summary, train_grid, train_grids
 from avlearn.methods.cma.heads import (
     CMAHead,
     HeadConfig,
@@ -27,5 +27,5 @@ from avlearn.methods.cma.heads import (
 from avlearn.methods.cma.training import FewShotFeatures, RunResult, ScheduleConfig, train_run
 
 __all__ = ["GRIDS", "CMAHead", "FewShotFeatures", "GridConfig", "GridResult", "HeadConfig", "RunResult",
-           "ScheduleConfig", "initial_state", "seed_summary", "train_grid", "train_run",
+           "ScheduleConfig", "initial_state", "seed_summary", "train_grid", "train_grids", "train_run",
            "wiseft", "zero_shot_weights"]  # fmt: skip
