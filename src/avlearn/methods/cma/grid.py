@@ -11,6 +11,12 @@ best state (strictly better only) and stops, under ``patience``, on its own: a s
 longer changes, and the loop ends when every configuration has stopped. The result equals running
 ``avlearn.methods.cma.training.train_run`` for each configuration (``tests/unit/methods/test_cma.py``).
 
+``train_grids`` stacks the grids of several splits (a protocol's shots x seeds) the same way: their training pools
+are one pool, each (split, batch size) is a block of configurations reading its own rows of it, the blocks of one
+batch size take one batched matrix product, and each split's validation set is padded to the longest (the padding
+never counts). Splits keep their own seeds, starting heads and valid batch sizes; each split's result equals its
+grid trained alone.
+
 Selection: the configuration with the highest best validation accuracy, the first in the seed's order (learning
 rate, then weight decay, then batch size) on ties; WiSE-FT test accuracy is reported for the configuration selected
 by the plain head's validation accuracy, as in the seed.
@@ -108,11 +114,13 @@ class _StackedAdamW:
     ``torch.optim.AdamW`` (decoupled decay first, bias-corrected moments), from (steps, G) tables of the decay
     factor ``1 - lr * wd`` and the step size ``lr / (1 - beta1^t)``. The second moment's correction c2 =
     sqrt(1 - beta2^t) is folded into the step: ``m / (sqrt(v) / c2 + eps) = c2 m / (sqrt(v) + c2 eps)`` (two
-    passes over the weights fewer; equal up to rounding)."""
+    passes over the weights fewer; equal up to rounding). Two scratch tensors per parameter are kept: a fresh
+    allocation of this size each step costs more than the arithmetic on a CPU (new pages every time)."""
 
     def __init__(self, params: dict[str, torch.Tensor], rates: torch.Tensor, wds: torch.Tensor) -> None:
         self.params = params
         self.moments = {k: (torch.zeros_like(p), torch.zeros_like(p)) for k, p in params.items()}
+        self.scratch = {k: (torch.empty_like(p), torch.empty_like(p)) for k, p in params.items()}
         like = next(iter(params.values()))
         steps = torch.arange(1, len(rates) + 1, dtype=torch.float64).unsqueeze(1)  # (steps, 1)
         self.correction2 = torch.sqrt(1 - BETAS[1] ** steps)  # (steps, 1)
@@ -130,7 +138,9 @@ class _StackedAdamW:
             p.mul_(self.decay[t].view(shape))
             m.lerp_(g, 1 - BETAS[0])
             v.mul_(BETAS[1]).addcmul_(g, g, value=1 - BETAS[1])
-            p.addcdiv_(m * self.step_size[t].view(shape), v.sqrt().add_(eps))
+            step, denom = self.scratch[name]
+            torch.mul(m, self.step_size[t].view(shape), out=step)
+            p.addcdiv_(step, torch.sqrt(v, out=denom).add_(eps))
 
 
 class _Layout:
