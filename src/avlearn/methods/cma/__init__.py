@@ -10,8 +10,9 @@ interpolates the trained head with the zero-shot one.
 * :mod:`.heads`: the head configuration, the initial weights (zero-shot or random), the single head module and WiSE-FT.
 * :mod:`.training`: the features of one few-shot split, the learning-rate schedule and evaluation points (the seed's
   or the fixed ones, ``faithful``), the shuffled cyclic batch streams and one training run (the seed's loop).
-* :mod:`.grid`: every (learning rate, weight decay, batch size) configuration of a split trained at once as one
-  batched computation, with per-configuration validation, best-state tracking, early stopping and selection.
+* :mod:`.grid`: every (learning rate, weight decay, batch size) configuration of a split (``train_grid``), or of
+  many splits such as a protocol's shots x seeds (``train_grids``), trained at once as one batched computation, with
+  per-configuration validation, best-state tracking, early stopping and selection.
 
 Not a registered ``Method``: the heads train on cached features of the frozen encoders (``docs/methods/cma.md``).
 """
