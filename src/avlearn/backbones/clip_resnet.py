@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avlearn.backbones.renames import rename_tower
 from avlearn.errors import DataError
 
 EXPANSION = 4  # a bottleneck block's output is 4x its width
@@ -184,21 +185,7 @@ def convert_clip_resnet_state_dict(state: dict[str, torch.Tensor], prefix: str =
     """A CLIP ResNet checkpoint's image tower (OpenAI's layout: the keys under ``prefix``; the text tower and
     anything else are left out) in ``CLIPResNet``'s names. A key under ``prefix`` that is not part of the tower is a
     one-line ``DataError``."""
-    out = {}
-    for key, tensor in state.items():
-        if not key.startswith(prefix):
-            continue
-        name = key[len(prefix) :]
-        for pattern, rename in _RENAMES:
-            match = pattern.match(name)
-            if match:
-                out[rename(match)] = tensor
-                break
-        else:
-            raise DataError(f"clip resnet checkpoint: key {key!r} is not part of CLIP's modified ResNet")
-    if not out:
-        raise DataError(f"clip resnet checkpoint: no key starts with {prefix!r}")
-    return out
+    return rename_tower(state, prefix, _RENAMES, "CLIP's modified ResNet")
 
 
 def config_from_state_dict(state: dict[str, torch.Tensor], prefix: str = "visual.") -> ResNetConfig:

@@ -112,7 +112,9 @@ def test_converter_maps_every_openai_tensor_and_loads_strictly() -> None:
 
 
 def test_converter_errors_are_one_line() -> None:
-    with pytest.raises(DataError, match="key 'visual.layer1.0.attn.weight' is not part of CLIP's modified ResNet"):
+    with pytest.raises(
+        DataError, match="CLIP's modified ResNet checkpoint: key 'visual.layer1.0.attn.weight' is not part of the tower"
+    ):
         convert_clip_resnet_state_dict({"visual.layer1.0.attn.weight": torch.zeros(1)})
     with pytest.raises(DataError, match="no key starts with 'visual.'"):
         convert_clip_resnet_state_dict({"transformer.weight": torch.zeros(1)})
