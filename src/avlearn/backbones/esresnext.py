@@ -28,7 +28,6 @@ import math
 import re
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,13 +39,15 @@ EXPANSION = 4  # a bottleneck block's output is 4x its planes
 BANDS = 3  # the spectrogram's frequency bands, the ResNeXt's input channels
 LOG_FLOOR = 1e-18  # power read as this where it is not positive, before the log
 EPS = 1e-8  # the FBSP layer's guard against division by zero and sinc at 0
+# Periodic generalised cosine windows, w[n] = sum_k (-1)^k a_k cos(2 pi k n / N), by scipy.signal.get_window's names
+# (the seed's default and AudioCLIP's): their coefficients a_k
+WINDOWS = {"boxcar": (1.0,), "hann": (0.5, 0.5), "blackmanharris": (0.35875, 0.48829, 0.14128, 0.01168)}
 
 
 @dataclass(frozen=True)
 class ESResNeXtConfig:
-    """Front end (``n_fft``, ``hop_length``, ``win_length``, the window name as ``scipy.signal.get_window`` knows it,
-    ``normalized``), ResNeXt geometry (blocks per stage, groups, width per group; stage i has 64 * 2^i planes) and
-    the output width."""
+    """Front end (``n_fft``, ``hop_length``, ``win_length``, the window: one of ``WINDOWS``, ``normalized``), ResNeXt
+    geometry (blocks per stage, groups, width per group; stage i has 64 * 2^i planes) and the output width."""
 
     n_fft: int = 2048
     hop_length: int = 561
@@ -62,6 +63,15 @@ class ESResNeXtConfig:
     def audioclip(cls) -> ESResNeXtConfig:
         """AudioCLIP's audio tower (44.1 kHz input)."""
         return cls()
+
+
+def periodic_window(name: str, length: int) -> torch.Tensor:
+    """The periodic window ``name`` (``WINDOWS``) of ``length`` samples, float64 (scipy's ``get_window(name,
+    length, fftbins=True)``)."""
+    if name not in WINDOWS:
+        raise DataError(f"esresnext: window={name!r}; expected one of {', '.join(WINDOWS)}")
+    n = torch.arange(length, dtype=torch.float64)
+    return sum((-1) ** k * a * torch.cos(2 * math.pi * k * n / length) for k, a in enumerate(WINDOWS[name]))
 
 
 class LinearFBSP(nn.Module):
@@ -148,13 +158,10 @@ class ESResNeXt(nn.Module):
 
     def __init__(self, cfg: ESResNeXtConfig) -> None:
         super().__init__()
-        from scipy.signal import get_window
-
         self.cfg = cfg
         if cfg.win_length > cfg.n_fft:
             raise DataError(f"esresnext: win_length={cfg.win_length} is longer than n_fft={cfg.n_fft}")
-        window = get_window(cfg.window, cfg.win_length, fftbins=True)
-        self.register_buffer("window", torch.from_numpy(np.asarray(window)).to(torch.get_default_dtype()))
+        self.register_buffer("window", periodic_window(cfg.window, cfg.win_length).to(torch.get_default_dtype()))
         self.fbsp = LinearFBSP(cfg.n_fft // 2 + 1, cfg.normalized)
         self.stem = nn.Conv2d(BANDS, 64, 7, stride=2, padding=3, bias=False)
         self.stem_norm = nn.BatchNorm2d(64)

@@ -18,6 +18,7 @@ from avlearn.backbones.esresnext import (
     ESResNeXtConfig,
     LinearFBSP,
     convert_esresnext_state_dict,
+    periodic_window,
 )
 from avlearn.errors import DataError
 
@@ -46,6 +47,14 @@ def test_fbsp_starts_as_the_fourier_basis_and_follows_complex_arithmetic() -> No
     frames = torch.randn(3, n, dtype=torch.float64)
     out = layer(frames)  # (3, F, 2)
     torch.testing.assert_close(torch.complex(out[..., 0], out[..., 1]), frames.to(torch.complex128) @ expected.T)
+
+
+@pytest.mark.parametrize("name", ["boxcar", "hann", "blackmanharris"])
+def test_windows_are_scipys_periodic_windows(name: str) -> None:
+    from scipy.signal import get_window
+
+    expected = torch.from_numpy(get_window(name, 1654, fftbins=True))
+    torch.testing.assert_close(periodic_window(name, 1654), expected, rtol=0, atol=1e-12)
 
 
 def test_frames_cover_the_signal_with_centred_padding_and_the_window() -> None:
@@ -123,5 +132,7 @@ def test_converter_and_config_errors_are_one_line() -> None:
         convert_esresnext_state_dict({"audio.fbsp.bias": torch.zeros(4)})  # a bias that would be used
     with pytest.raises(DataError, match="no key starts with 'audio.'"):
         convert_esresnext_state_dict({"visual.conv1.weight": torch.zeros(1)})
+    with pytest.raises(DataError, match="window='hamming'; expected one of boxcar, hann, blackmanharris"):
+        ESResNeXt(ESResNeXtConfig(window="hamming"))
     with pytest.raises(DataError, match="win_length=80 is longer than n_fft=64"):
         ESResNeXt(ESResNeXtConfig(n_fft=64, win_length=80, hop_length=16))
