@@ -29,6 +29,7 @@ def cache(tmp_path, monkeypatch):
     ("cma_coop", "shots [1, 2, 4, 8, 16] x seeds [1, 2, 3]: 15 grids"),
     ("cma_imagenet_esc", "target audio, extra ['visual'], shots [1, 2, 4] x seeds [1, 2, 3, 4, 5]: 15 grids"),
     ("cma_avsynth_tiny", "1000 steps, validation every 50"),
+    ("cma_avsynth_esc_tiny", "target audio, extra ['visual'], shots [1, 2, 4] x seeds [1, 2, 3, 4, 5]: 15 grids"),
 ])  # fmt: skip
 def test_dry_run_prints_the_plan_and_touches_nothing(recipe, plan, tmp_path, cache, capsys):
     assert main(["train", f"recipe={recipe}", f"out={tmp_path / 'runs'}", "--dry-run"]) == 0
@@ -108,3 +109,51 @@ def test_an_encoder_of_another_task_or_other_inputs_is_refused(tmp_path, cache, 
     _random_encoder(other)
     assert main(["train", "task=cma", f"task.encoder={other}", *SMALL, "data.n_mels=32", f"out={tmp_path}/r"]) == 2
     assert "data.n_mels=32: the encoder was trained with 64" in capsys.readouterr().err
+
+
+ESC = ["data.benchmark=imagenet_esc", "data.sound_clips=120", "task.target=audio", "task.extra=[visual]"]
+
+
+def test_the_imagenet_esc_part_pairs_the_sounds_audio_with_the_images_visual(tmp_path, cache, capsys):
+    """AVSynth's ImageNet-ESC part: the target is the sounds' audio (test fold 1), the extra pool the images' visual
+    embeddings; the run's table equals the protocol recomputed from ``protocol_features``."""
+    from avlearn.cli.cma import protocol_features
+    from avlearn.config import compose_run
+    from avlearn.data.datasets.imagenet_esc import PAIRS
+    from avlearn.methods.cma.protocol import run_protocol
+    from avlearn.tasks.cma import CMAConfig, protocol_settings
+
+    encoder = tmp_path / "encoder"
+    _random_encoder(encoder)
+    overrides = ["task=cma", f"task.encoder={encoder}", *SMALL, *PROTOCOL, *ESC]
+    assert main(["train", *overrides, f"out={tmp_path / 'runs'}", "name=esc"]) == 0
+    (run_dir,) = (tmp_path / "runs" / "esc").iterdir()
+    results = json.loads((run_dir / "results.json").read_text())
+
+    cfg = compose_run(overrides)
+    feats = protocol_features(cfg, torch.device("cpu"))
+    assert feats.class_names == tuple(PAIRS[k][0] for k in sorted(PAIRS)[:4]) and feats.text.shape == (4, 384)
+    audio, visual = feats.modalities["audio"], feats.modalities["visual"]
+    # 120 sounds of 4 classes in rounds; fold 1 (rounds 0, 5, 10, ...) is the test split: 6 rounds of 4
+    assert len(audio.test) == 24 and len(audio.train) + len(audio.val) == 96
+    assert len(visual.train) + len(visual.val) + len(visual.test) == 60  # data.clips images: another set of clips
+    for split in (audio, visual):
+        assert set(split.train_labels.tolist()) == {0, 1, 2, 3}
+    protocol, head, sched, grid = protocol_settings(CMAConfig(**OmegaConf.to_container(cfg.task, resolve=True)))
+    rows = run_protocol(feats, protocol, head, sched, grid)
+    for row in rows:
+        saved = results["shots"][str(row.shots)]
+        assert [s["test_acc"] for s in saved["seeds"]] == [float(r.test_acc[r.selected]) for r in row.results]
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["data.benchmark=imagenet_esc_image"], "data.benchmark=imagenet_esc_image, task.classes=[]: AVSynth's"),
+    (["data.benchmark=imagenet_esc", "task.classes=[rooster]"], "with all its classes (task.classes=[])"),
+])  # fmt: skip
+def test_the_imagenet_esc_part_is_read_whole(overrides, message, tmp_path, cache, capsys):
+    encoder = tmp_path / "encoder"
+    _random_encoder(encoder)
+    capsys.readouterr()  # the text tower's loading messages
+    assert main(["train", "task=cma", f"task.encoder={encoder}", *SMALL, *overrides, f"out={tmp_path / 'r'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err

@@ -5,6 +5,8 @@ end to end on a frozen tri-modal encoder, and its ``--dry-run``.
    best checkpoint (its class prompts are not saved, so they are the target classes' prompts).
 2. The target clips (``data``, read by the zero-shot pipeline: ``task.classes``, all splits) embedded once:
    per clip the visual and audio embeddings in the text space (mean over its event segments); per class its prompt.
+   With ``data.benchmark=imagenet_esc`` (AVSynth only) the ImageNet-ESC part instead: the sounds' audio and the
+   images' visual embeddings (two sets of clips, class k of both the same class), the ImageNet-ESC names' prompts.
 3. The protocol (``avlearn.methods.cma.protocol``): for each shots x seed the whole grid trained at once, selection
    on the few-shot validation samples, test accuracy; mean +- std over seeds. The encoder runs on ``train.device``;
    the embeddings are kept, and the grids trained, on the CPU (a few hundred clips: not worth a transfer).
@@ -23,12 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from avlearn.errors import ConfigError
 
 REAL_PROTOCOLS = ("coop", "imagenet_esc")  # data.benchmark values of the paper's real protocols (not built)
+# AVSynth's ImageNet-ESC part (data.benchmark=imagenet_esc): the benchmark read for each modality
+ESC_PARTS = {"audio": "imagenet_esc", "visual": "imagenet_esc_image"}
 INPUT_KEYS = ("frame_size", "n_mels", "hop_ms", "sample_rate")  # data keys that shape the encoder's inputs
 
 
@@ -44,6 +49,10 @@ def check_source(cfg: DictConfig) -> Path:
         raise ConfigError(f"data.benchmark={cfg.data.benchmark}: task=cma on real {cfg.data.benchmark} data needs the "
                           "seed's encoders (CLIP RN50, AudioCLIP) and feature caching, not built yet; use data=avsynth "
                           "with a pretrain_captions encoder (docs/methods/cma.md)")  # fmt: skip
+    if cfg.data.benchmark in ESC_PARTS.values() and (cfg.data.benchmark != "imagenet_esc" or cfg.task.classes):
+        raise ConfigError(f"data.benchmark={cfg.data.benchmark}, task.classes={list(cfg.task.classes)}: AVSynth's "
+                          "ImageNet-ESC part is read as data.benchmark=imagenet_esc (sounds and images together) "
+                          "with all its classes (task.classes=[])")  # fmt: skip
     if not cfg.task.encoder:
         raise ConfigError("task.encoder is empty: expected a pretrain_captions run folder (e.g. one made by "
                           "`avlearn train recipe=cma_encoder_tiny`)")  # fmt: skip
@@ -108,12 +117,15 @@ def embed_split(encoder: nn.Module, data: Any, device: torch.device, batch_size:
 
 
 def protocol_features(cfg: DictConfig, device: torch.device) -> Any:
-    """The target clips' embeddings (both modalities, three splits) and the class prompts' by the encoder."""
+    """The target clips' embeddings (both modalities, three splits) and the class prompts' by the encoder: the event
+    clips of ``data``, or with ``data.benchmark=imagenet_esc`` AVSynth's ImageNet-ESC part (``esc_features``)."""
     from avlearn.build import audio_preprocess
     from avlearn.data.pipelines.captions import zeroshot_splits
     from avlearn.methods.cma.protocol import ProtocolFeatures, SplitFeatures
 
     run = check_source(cfg)
+    if cfg.data.benchmark in ESC_PARTS.values():
+        return esc_features(cfg, run, device)
     target = _target_config(cfg, OmegaConf.load(run / "config.yaml"))
     splits = zeroshot_splits(target, audio_preprocess(target))
     encoder = load_encoder(run, splits.info, device)
@@ -122,8 +134,52 @@ def protocol_features(cfg: DictConfig, device: torch.device) -> Any:
     modalities = {m: SplitFeatures(*(t for name in names for t in (emb[name][m], emb[name]["labels"])))
                   for m in ("visual", "audio")}  # fmt: skip
     k = splits.info.num_classes
-    text = torch.nn.functional.normalize(encoder.prompts[:k].float(), dim=-1).cpu()  # (K, Ct): one prompt per class
+    text = F.normalize(encoder.prompts[:k].float(), dim=-1).cpu()  # (K, Ct): one prompt per class
     return ProtocolFeatures(modalities, text, torch.arange(k), tuple(splits.info.class_names))
+
+
+@torch.no_grad()
+def embed_clips(
+    encoder: nn.Module, clips: Any, modality: str, device: torch.device, batch_size: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``modality``'s embedding of every clip of a ``ClipSet`` (the L2-normalised mean over its segments) (N, Ct) and
+    its class (N,), on the CPU."""
+    from torch.utils.data import DataLoader
+
+    embeddings, labels = [], []
+    for batch in DataLoader(clips, batch_size=batch_size):
+        visual, audio, _ = encoder.embed({k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()})
+        segments = visual if modality == "visual" else audio  # (B, S, Ct)
+        embeddings.append(F.normalize(segments.mean(dim=1), dim=-1).cpu())
+        labels.append(batch["label"])
+    return torch.cat(embeddings), torch.cat(labels)
+
+
+def esc_features(cfg: DictConfig, run: Path, device: torch.device) -> Any:
+    """AVSynth's ImageNet-ESC part (docs/avsynth.md): the audio embeddings of its sounds (``imagenet_esc``, test
+    fold ``data.fold``) and the visual embeddings of its images (``imagenet_esc_image``), class k of both being
+    ImageNet-ESC class k and AVSynth class k; the classes with clips (the first ``data.num_classes``), prompted by
+    their ImageNet-ESC names in the encoder's template."""
+    from avlearn.build import audio_preprocess
+    from avlearn.data.pipelines.clips import SPLITS, clip_splits
+    from avlearn.data.schema import DatasetInfo
+    from avlearn.methods.cma.protocol import ProtocolFeatures, SplitFeatures
+
+    encoder_cfg = OmegaConf.load(run / "config.yaml")
+    parts = {}
+    for modality, bench in ESC_PARTS.items():
+        part = _target_config(cfg, encoder_cfg)
+        part.data.benchmark, part.shots = bench, 0
+        parts[modality] = clip_splits(part, audio_preprocess(part))
+    num = 1 + max(int(getattr(p, s).targets["label"].max()) for p in parts.values() for s in SPLITS)
+    names = tuple(parts["audio"].info.class_names[:num])
+    encoder = load_encoder(run, DatasetInfo(names), device)
+    modalities = {}
+    for modality, splits in parts.items():
+        pairs = [embed_clips(encoder, getattr(splits, s), modality, device) for s in SPLITS]
+        modalities[modality] = SplitFeatures(*(t for pair in pairs for t in pair))
+    text = F.normalize(encoder.prompts[:num].float(), dim=-1).cpu()  # (K, Ct): one prompt per class
+    return ProtocolFeatures(modalities, text, torch.arange(num), names)
 
 
 def _results_json(rows: list, zero_shot: float, seconds: float) -> dict:

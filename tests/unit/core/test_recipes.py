@@ -182,7 +182,7 @@ def test_dry_run_of_the_pretrain_paper_recipe_on_avsynth(capsys):
 
 
 # task=cma builds no model: its dry run prints the protocol's plan instead (tests/integration/test_cma_cli.py).
-PROTOCOL_RECIPES = ("cma_avsynth_tiny", "cma_coop", "cma_imagenet_esc")
+PROTOCOL_RECIPES = ("cma_avsynth_tiny", "cma_avsynth_esc_tiny", "cma_coop", "cma_imagenet_esc")
 
 
 @pytest.mark.parametrize("recipe", [r for r in RECIPES if r not in REFUSED and r not in PROTOCOL_RECIPES])

@@ -18,11 +18,13 @@ from avlearn.methods.cma import (
     CMAHead,
     FewShotFeatures,
     GridConfig,
+    GridResult,
     HeadConfig,
     ScheduleConfig,
     initial_state,
     seed_summary,
     train_grid,
+    train_grids,
     train_run,
     wiseft,
     zero_shot_weights,
@@ -40,8 +42,11 @@ from avlearn.methods.cma.training import (
 C, D = 5, 16  # classes, feature width
 
 
-def _features(seed: int = 0, templates: int = 2, dtype: torch.dtype = torch.float64) -> FewShotFeatures:
-    """A noisy few-shot split around C random class prototypes: 40 images, C x ``templates`` texts, 20 val, 60 test."""
+def _features(
+    seed: int = 0, templates: int = 2, dtype: torch.dtype = torch.float64, images: int = 40, val: int = 20
+) -> FewShotFeatures:
+    """A noisy few-shot split around C random class prototypes: ``images`` images, C x ``templates`` texts, ``val``
+    val, 60 test."""
     g = torch.Generator().manual_seed(seed)
     proto = torch.randn(C, D, generator=g, dtype=dtype)
 
@@ -49,7 +54,7 @@ def _features(seed: int = 0, templates: int = 2, dtype: torch.dtype = torch.floa
         y = torch.arange(n) % C  # (n,)
         return proto[y] + noise * torch.randn(n, D, generator=g, dtype=dtype), y
 
-    return FewShotFeatures(*split(40, 3.0), *split(C * templates, 1.5), *split(20, 3.0), C, *split(60, 3.0))
+    return FewShotFeatures(*split(images, 3.0), *split(C * templates, 1.5), *split(val, 3.0), C, *split(60, 3.0))
 
 
 # ---- heads
@@ -208,8 +213,16 @@ def test_batched_grid_equals_the_configurations_run_one_by_one(
     grid = GridConfig(lrs=(3e-2, 1e-3), wds=(0.0, 1e-1), batch_sizes=(4, 8))
     result = train_grid(data, head_cfg, sched, grid, seed=3)
     assert len(result.configs) == 8 and result.val_acc.shape[0] == 8
+    _assert_equals_runs(result, data, head_cfg, sched, seed=3)
+
+
+def _assert_equals_runs(
+    result: GridResult, data: FewShotFeatures, head_cfg: HeadConfig, sched: ScheduleConfig, seed: int
+) -> None:
+    """Each configuration of ``result`` against ``train_run`` alone: curve, best accuracy, step and state, test and
+    WiSE-FT accuracy; the selection is the first maximum."""
     for k, (lr, wd, bs) in enumerate(result.configs):
-        run = train_run(data, head_cfg, sched, lr, wd, bs, seed=3)
+        run = train_run(data, head_cfg, sched, lr, wd, bs, seed=seed)
         curve = result.val_acc[k][~result.val_acc[k].isnan()]
         assert curve.tolist() == pytest.approx(run.val_acc, abs=1e-5), (lr, wd, bs)
         assert abs(result.best_acc[k].item() - run.best_acc) <= 1e-5 and result.best_step[k] == run.best_step
@@ -217,8 +230,38 @@ def test_batched_grid_equals_the_configurations_run_one_by_one(
             torch.testing.assert_close(result.state[name][k], tensor, rtol=1e-6, atol=1e-7)
         assert abs(result.test_acc[k].item() - score_test(run.state, head_cfg, data)) <= 1e-5
         assert abs(result.wise_acc[k].item() - score_test(run.state, head_cfg, data, wise=True)) <= 1e-5
-    first_best = max(range(8), key=lambda k: (result.best_acc[k].item(), -k))
+    first_best = max(range(len(result.configs)), key=lambda k: (result.best_acc[k].item(), -k))
     assert result.selected == first_best
+    assert result.steps == eval_points(sched)[: result.val_acc.shape[1]]
+
+
+@pytest.mark.parametrize(
+    ("head", "init", "modality", "faithful", "patience"),
+    [("linear", "zeroshot", "cross_modal", False, 2), ("linear", "random", "uni_modal", True, None),
+     ("adapter", "random", "uni_modal", False, 3)],
+)  # fmt: skip
+def test_grids_of_several_splits_at_once_equal_the_configurations_run_one_by_one(
+    head: str, init: str, modality: str, faithful: bool, patience: int | None
+) -> None:
+    """Several splits (as shots x seeds) in one stack: different pools, validation sets, seeds and valid batch sizes
+    (6 images leave batch size 12 out), each configuration equal to its run alone."""
+    splits = [(_features(seed=0), 3), (_features(seed=1, images=6, val=10), 5), (_features(seed=2, images=15), 3)]
+    head_cfg = HeadConfig(head=head, init=init, modality=modality)
+    sched = ScheduleConfig(iters=120, warmup=10, eval_every=20, patience=patience, faithful=faithful)
+    grid = GridConfig(lrs=(3e-2, 1e-3), wds=(0.0, 1e-1), batch_sizes=(4, 12))
+    results = train_grids(splits, head_cfg, sched, grid)
+    assert [len(r.configs) for r in results] == [8, 4, 8]
+    assert {bs for _, _, bs in results[1].configs} == {4}
+    for result, (data, seed) in zip(results, splits, strict=True):
+        _assert_equals_runs(result, data, head_cfg, sched, seed)
+
+
+def test_splits_that_cannot_share_a_stack_are_a_data_error() -> None:
+    grid, sched = GridConfig(), ScheduleConfig(iters=10, warmup=2)
+    with pytest.raises(DataError, match="split 1 has 5 classes, 16-d torch.float32"):
+        train_grids([(_features(), 1), (_features(dtype=torch.float32), 1)], HeadConfig(), sched, grid)
+    with pytest.raises(DataError, match="no split to train"):
+        train_grids([], HeadConfig(), sched, grid)
 
 
 def test_grid_configurations_differ() -> None:

@@ -11,6 +11,12 @@ best state (strictly better only) and stops, under ``patience``, on its own: a s
 longer changes, and the loop ends when every configuration has stopped. The result equals running
 ``avlearn.methods.cma.training.train_run`` for each configuration (``tests/unit/methods/test_cma.py``).
 
+``train_grids`` stacks the grids of several splits (a protocol's shots x seeds) the same way: their training pools
+are one pool, each (split, batch size) is a block of configurations reading its own rows of it, the blocks of one
+batch size take one batched matrix product, and each split's validation set is padded to the longest (the padding
+never counts). Splits keep their own seeds, starting heads and valid batch sizes; each split's result equals its
+grid trained alone.
+
 Selection: the configuration with the highest best validation accuracy, the first in the seed's order (learning
 rate, then weight decay, then batch size) on ties; WiSE-FT test accuracy is reported for the configuration selected
 by the plain head's validation accuracy, as in the seed.
@@ -86,19 +92,21 @@ class GridResult:
 
 
 def stacked_logits(params: dict[str, torch.Tensor], z: torch.Tensor, cfg: HeadConfig) -> torch.Tensor:
-    """Logits (G, B, C) of G stacked heads on normalised features z (B, d) or (G, B, d)."""
+    """Logits (..., B, C) of stacked heads (``weight`` (..., C, d)) on normalised features z (..., B, d), the leading
+    dimensions broadcast: e.g. heads (G, C, d) on z (B, d), or heads (S, P, C, d) on z (S, 1, B, d)."""
     if cfg.head == "adapter":
-        hidden = F.relu(z @ params["down"].transpose(1, 2))  # (G, B, d/r)
-        z = cfg.residual * F.relu(hidden @ params["up"].transpose(1, 2)) + (1 - cfg.residual) * z  # (G, B, d)
-    return (z @ params["weight"].transpose(1, 2)) * cfg.scale  # (G, B, C)
+        hidden = F.relu(z @ params["down"].transpose(-1, -2))  # (..., B, d/r)
+        z = cfg.residual * F.relu(hidden @ params["up"].transpose(-1, -2)) + (1 - cfg.residual) * z  # (..., B, d)
+    return (z @ params["weight"].transpose(-1, -2)) * cfg.scale  # (..., B, C)
 
 
 def correct_counts(
     params: dict[str, torch.Tensor], x: torch.Tensor, labels: torch.Tensor, cfg: HeadConfig
 ) -> torch.Tensor:
-    """(G,) numbers of correctly classified rows of x (n, d) for each stacked head."""
+    """Numbers of correctly classified rows of x (..., n, d) (labels (..., n)) for each stacked head: (G,) for heads
+    (G, ...) on x (n, d); (S, P) for heads (S, P, ...) on x (S, 1, n, d)."""
     with torch.no_grad():
-        return (stacked_logits(params, F.normalize(x, dim=-1), cfg).argmax(dim=-1) == labels).sum(dim=1)
+        return (stacked_logits(params, F.normalize(x, dim=-1), cfg).argmax(dim=-1) == labels).sum(dim=-1)
 
 
 class _StackedAdamW:
@@ -106,11 +114,13 @@ class _StackedAdamW:
     ``torch.optim.AdamW`` (decoupled decay first, bias-corrected moments), from (steps, G) tables of the decay
     factor ``1 - lr * wd`` and the step size ``lr / (1 - beta1^t)``. The second moment's correction c2 =
     sqrt(1 - beta2^t) is folded into the step: ``m / (sqrt(v) / c2 + eps) = c2 m / (sqrt(v) + c2 eps)`` (two
-    passes over the weights fewer; equal up to rounding)."""
+    passes over the weights fewer; equal up to rounding). Two scratch tensors per parameter are kept: a fresh
+    allocation of this size each step costs more than the arithmetic on a CPU (new pages every time)."""
 
     def __init__(self, params: dict[str, torch.Tensor], rates: torch.Tensor, wds: torch.Tensor) -> None:
         self.params = params
         self.moments = {k: (torch.zeros_like(p), torch.zeros_like(p)) for k, p in params.items()}
+        self.scratch = {k: (torch.empty_like(p), torch.empty_like(p)) for k, p in params.items()}
         like = next(iter(params.values()))
         steps = torch.arange(1, len(rates) + 1, dtype=torch.float64).unsqueeze(1)  # (steps, 1)
         self.correction2 = torch.sqrt(1 - BETAS[1] ** steps)  # (steps, 1)
@@ -128,18 +138,102 @@ class _StackedAdamW:
             p.mul_(self.decay[t].view(shape))
             m.lerp_(g, 1 - BETAS[0])
             v.mul_(BETAS[1]).addcmul_(g, g, value=1 - BETAS[1])
-            p.addcdiv_(m * self.step_size[t].view(shape), v.sqrt().add_(eps))
+            step, denom = self.scratch[name]
+            torch.mul(m, self.step_size[t].view(shape), out=step)
+            p.addcdiv_(step, torch.sqrt(v, out=denom).add_(eps))
 
 
-def _order(data: FewShotFeatures, cfg: HeadConfig, sizes: tuple[int, ...], steps: int, seed: int) -> list[torch.Tensor]:
-    """Per batch size: the rows of ``cat(image, text)`` each step reads, (steps, bs)."""
-    orders = []
-    for bs in sizes:
-        streams = batch_streams(cfg.modality, bs, data, seed)
-        offsets = (0, len(data.image))
-        order = torch.cat([s.take(steps) + o for s, o in zip(streams, offsets, strict=True) if s], dim=1)
-        orders.append(order.to(data.image.device))
-    return orders
+class _Layout:
+    """Where every configuration of every split sits in the stack. A block holds the P = ``len(lrs) * len(wds)``
+    configurations of one (split, valid batch size), in (lr, wd) order; the blocks are ordered by batch size (the
+    grid's order) then split, so each batch size's blocks are one slice of the stack, and configuration ``b * P + i``
+    is block b's i-th. ``configs[s]`` / ``positions[s]``: split s's configurations in the seed's order (lr, then wd,
+    then batch size) and their places in the stack."""
+
+    def __init__(self, splits: Sequence[tuple[FewShotFeatures, int]], cfg: HeadConfig, grid: GridConfig) -> None:
+        sizes = [valid_batch_sizes(grid.batch_sizes, cfg.modality, len(d.image), len(d.text)) for d, _ in splits]
+        self.per_block = len(grid.lrs) * len(grid.wds)
+        self.blocks = [(s, bs) for bs in dict.fromkeys(grid.batch_sizes) for s in range(len(splits)) if bs in sizes[s]]
+        self.work = [(lr, wd) for _ in self.blocks for lr in grid.lrs for wd in grid.wds]  # (G,) in the stack
+        place = {block: b for b, block in enumerate(self.blocks)}
+        self.configs = [[(lr, wd, bs) for lr in grid.lrs for wd in grid.wds for bs in s_sizes] for s_sizes in sizes]
+        self.positions = [
+            [place[s, bs] * self.per_block + i * len(grid.wds) + j
+             for i in range(len(grid.lrs)) for j in range(len(grid.wds)) for bs in s_sizes]
+            for s, s_sizes in enumerate(sizes)
+        ]  # fmt: skip
+        self.slices = {}  # batch size -> its blocks' slice of ``blocks``
+        for bs in dict.fromkeys(bs for _, bs in self.blocks):
+            ids = [b for b, (_, size) in enumerate(self.blocks) if size == bs]
+            self.slices[bs] = slice(ids[0], ids[-1] + 1)
+
+    def blocked(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The stacked parameters (G, ...) viewed per block (blocks, P, ...)."""
+        return {k: p.view(-1, self.per_block, *p.shape[1:]) for k, p in params.items()}
+
+
+def _check_splits(splits: Sequence[tuple[FewShotFeatures, int]]) -> None:
+    """One-line errors for splits that cannot share a stack."""
+    if not splits:
+        raise DataError("cma grid: no split to train")
+    first = splits[0][0]
+    for k, (data, _) in enumerate(splits):
+        if (data.num_classes, data.image.shape[1], data.image.dtype, data.image.device) != (
+            first.num_classes, first.image.shape[1], first.image.dtype, first.image.device
+        ):  # fmt: skip
+            raise DataError(f"cma grid: split {k} has {data.num_classes} classes, {data.image.shape[1]}-d "
+                            f"{data.image.dtype} features on {data.image.device}; split 0 has {first.num_classes}, "
+                            f"{first.image.shape[1]}-d {first.image.dtype} on {first.image.device}")  # fmt: skip
+
+
+def _initial_params(
+    splits: Sequence[tuple[FewShotFeatures, int]], layout: _Layout, cfg: HeadConfig, zero_shots: list[torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The stacked starting parameters (G, ...): every configuration of a split starts from its ``initial_state``."""
+    starts = [initial_state(cfg, zero_shot, seed) for zero_shot, (_, seed) in zip(zero_shots, splits, strict=True)]
+    return {
+        k: torch.stack([starts[s][k] for s, _ in layout.blocks]).repeat_interleave(layout.per_block, dim=0)
+        for k in starts[0]
+    }  # (G, ...)
+
+
+def _pool(splits: Sequence[tuple[FewShotFeatures, int]]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Every split's normalised ``cat(image, text)`` in one pool (N, d), its labels (N,) and each split's offset."""
+    parts = [torch.cat([data.image, data.text]) for data, _ in splits]
+    offsets = torch.tensor([0] + [len(p) for p in parts[:-1]]).cumsum(0).tolist()
+    labels = torch.cat([torch.cat([data.image_labels, data.text_labels]) for data, _ in splits])
+    return F.normalize(torch.cat(parts), dim=-1), labels, offsets
+
+
+def _rows(
+    splits: Sequence[tuple[FewShotFeatures, int]], layout: _Layout, cfg: HeadConfig, steps: int, offsets: list[int]
+) -> list[tuple[slice, torch.Tensor]]:
+    """Per batch size: its blocks' slice and the pool rows each of them reads at every step, (steps, blocks, bs)."""
+    parts = []
+    for bs, blocks in layout.slices.items():
+        per_block = []
+        for s, _ in layout.blocks[blocks]:
+            data, seed = splits[s]
+            streams = batch_streams(cfg.modality, bs, data, seed)
+            starts = (offsets[s], offsets[s] + len(data.image))  # the split's image and text rows in the pool
+            per_block.append(torch.cat([st.take(steps) + o for st, o in zip(streams, starts, strict=True) if st], 1))
+        parts.append((blocks, torch.stack(per_block, dim=1).to(splits[0][0].image.device)))  # (steps, blocks, bs)
+    return parts
+
+
+def _validation(
+    splits: Sequence[tuple[FewShotFeatures, int]], layout: _Layout
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each block's split's validation features, padded to the longest: (blocks, 1, V, d), labels (blocks, 1, V)
+    (padding -1: never correct) and the true counts (blocks, 1)."""
+    vals = [splits[s][0] for s, _ in layout.blocks]
+    longest, like = max(len(d.val) for d in vals), vals[0].val
+    x = like.new_zeros(len(vals), longest, like.shape[1])  # (blocks, V, d)
+    labels = torch.full((len(vals), longest), -1, dtype=torch.long, device=like.device)  # (blocks, V)
+    for b, data in enumerate(vals):
+        x[b, : len(data.val)], labels[b, : len(data.val)] = data.val, data.val_labels
+    counts = torch.tensor([[len(d.val)] for d in vals], dtype=torch.float64, device=like.device)  # (blocks, 1)
+    return x.unsqueeze(1), labels.unsqueeze(1), counts
 
 
 class _Tracker:
@@ -170,87 +264,76 @@ class _Tracker:
         return bool(self.active.any())
 
 
-def _groups(sizes: list[int]) -> list[slice]:
-    """The slices of equal consecutive batch sizes in ``sizes``."""
-    bounds = [0] + [i for i in range(1, len(sizes)) if sizes[i] != sizes[i - 1]] + [len(sizes)]
-    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-
-
 def _grid_loss(
-    params: dict[str, torch.Tensor], groups: list[slice], rows: list[torch.Tensor], pool: torch.Tensor,
+    params: dict[str, torch.Tensor], rows: list[tuple[slice, torch.Tensor]], step: int, pool: torch.Tensor,
     labels: torch.Tensor, cfg: HeadConfig,
 ) -> torch.Tensor:  # fmt: skip
-    """The sum over configurations of each one's mean cross-entropy on its batch; each slice of configurations reads
-    the batch ``rows`` (B,) of the normalised ``pool``."""
+    """The sum over configurations of each one's mean cross-entropy on its batch at ``step``; ``params``: per block
+    (blocks, P, ...); each batch size's blocks read their rows of the normalised ``pool``."""
     total = pool.new_zeros(())
-    for configs, batch in zip(groups, rows, strict=True):
-        logits = stacked_logits({k: p[configs] for k, p in params.items()}, pool[batch], cfg)  # (G_k, B, C)
-        target = labels[batch].repeat(configs.stop - configs.start)  # (G_k * B,)
-        total = total + F.cross_entropy(logits.flatten(0, 1), target, reduction="sum") / len(batch)
+    for blocks, steps_rows in rows:
+        batch = steps_rows[step]  # (blocks_k, B)
+        logits = stacked_logits({k: p[blocks] for k, p in params.items()}, pool[batch].unsqueeze(1), cfg)
+        target = labels[batch].unsqueeze(1).expand(logits.shape[:-1])  # (blocks_k, P, B), as logits (.., B, C)
+        total = total + F.cross_entropy(logits.flatten(0, 2), target.flatten(), reduction="sum") / batch.shape[1]
     return total
 
 
 class _LinearGrads:
     """``weight.grad`` (G, C, d) of ``_grid_loss`` for linear heads, in closed form (no autograd graph, which is most
-    of a step's time on a CPU): d mean-CE / dW = (softmax - onehot)^T (scale z) / B per configuration.
+    of a step's time on a CPU): d mean-CE / dW = (softmax - onehot)^T (scale z) / B per configuration. Per batch
+    size, one batched product each way over its blocks: the block's batch (B, d) against its P heads (P * C, d). The
+    pool is kept multiplied by the logit scale, so the first product gives the logits."""
 
-    Every step's batches of all batch sizes are one matrix (B_1 + B_2 + ..., d) and all heads another (G * C, d): one
-    product each way, the rows of a batch size weighted ``1 / B_k`` for its configurations and 0 for the others
-    (``weights`` (sum B_k, G, 1); the wasted cross terms cost less than a product per batch size). The pool is kept
-    multiplied by the logit scale, so the first product gives the logits."""
-
-    def __init__(self, groups: list[slice], rows: list[torch.Tensor], pool: torch.Tensor, labels: torch.Tensor,
-                 num_classes: int, cfg: HeadConfig) -> None:  # fmt: skip
-        self.rows = torch.cat(rows, dim=1)  # (steps, sum B_k)
-        self.scaled = pool * cfg.scale  # (N + M, d)
-        self.onehot = F.one_hot(labels, num_classes).to(pool.dtype).unsqueeze(1)  # (N + M, 1, C)
-        self.weights = pool.new_zeros(self.rows.shape[1], groups[-1].stop, 1)  # (sum B_k, G, 1)
-        start = 0
-        for configs, batch in zip(groups, rows, strict=True):
-            self.weights[start : start + batch.shape[1], configs] = 1 / batch.shape[1]
-            start += batch.shape[1]
+    def __init__(self, rows: list[tuple[slice, torch.Tensor]], pool: torch.Tensor, labels: torch.Tensor,
+                 num_classes: int, per_block: int, cfg: HeadConfig) -> None:  # fmt: skip
+        self.rows, self.num_classes, self.per_block = rows, num_classes, per_block
+        self.scaled = pool * cfg.scale  # (N, d)
+        self.onehot = F.one_hot(labels, num_classes).to(pool.dtype).unsqueeze(1)  # (N, 1, C)
 
     def __call__(self, weight: torch.Tensor, step: int) -> None:
-        """Write the gradient of ``step``'s batches into ``weight.grad``."""
+        """Write the gradient of ``step``'s batches into ``weight.grad`` (G, C, d)."""
         if weight.grad is None:
             weight.grad = torch.empty_like(weight)
-        batch = self.rows[step]
-        z, heads = self.scaled[batch], weight.view(-1, weight.shape[-1])  # (B, d), (G * C, d)
-        logits = (z @ heads.T).view(len(batch), *weight.shape[:2])  # (B, G * C) -> (B, G, C)
-        # softmax written out: torch.softmax over a last dim of C ~ 10 took 4x as long on this CPU
-        delta = (logits - logits.amax(dim=-1, keepdim=True)).exp_()  # (B, G, C)
-        delta.div_(delta.sum(dim=-1, keepdim=True)).sub_(self.onehot[batch]).mul_(self.weights)
-        torch.matmul(delta.view(len(batch), -1).T, z, out=weight.grad.view(heads.shape))  # (G * C, d)
+        heads = weight.view(-1, self.per_block * self.num_classes, weight.shape[-1])  # (blocks, P * C, d)
+        grads = weight.grad.view(heads.shape)  # (blocks, P * C, d)
+        for blocks, steps_rows in self.rows:
+            batch = steps_rows[step]  # (blocks_k, B)
+            z = self.scaled[batch]  # (blocks_k, B, d)
+            logits = torch.bmm(z, heads[blocks].transpose(1, 2)).view(*batch.shape, -1, self.num_classes)
+            # (blocks_k, B, P * C) -> (blocks_k, B, P, C); softmax written out: torch.softmax over a last dim of
+            # C ~ 10 took 4x as long on this CPU
+            delta = (logits - logits.amax(dim=-1, keepdim=True)).exp_()  # (blocks_k, B, P, C)
+            delta.div_(delta.sum(dim=-1, keepdim=True)).sub_(self.onehot[batch]).div_(batch.shape[1])
+            torch.bmm(delta.flatten(2).transpose(1, 2), z, out=grads[blocks])  # (blocks_k, P * C, d)
 
 
-def train_grid(
-    data: FewShotFeatures, head_cfg: HeadConfig, sched: ScheduleConfig, grid: GridConfig, seed: int
-) -> GridResult:
-    """Train every configuration of ``grid`` at once (module docstring); the features' dtype is the compute dtype."""
-    sizes = valid_batch_sizes(grid.batch_sizes, head_cfg.modality, len(data.image), len(data.text))
-    configs = [(lr, wd, bs) for lr in grid.lrs for wd in grid.wds for bs in sizes]
-    # Work in batch-size order, so that each batch size's configurations are one slice of the stack.
-    order = sorted(range(len(configs)), key=lambda i: sizes.index(configs[i][2]))
-    work = [configs[i] for i in order]
-    groups = _groups([bs for _, _, bs in work])
-    zero_shot = data.zero_shot()
-    start = initial_state(head_cfg, zero_shot, seed)
-    params = {k: t.expand(len(work), *t.shape).clone() for k, t in start.items()}  # (G, ...)
+def train_grids(
+    splits: Sequence[tuple[FewShotFeatures, int]], head_cfg: HeadConfig, sched: ScheduleConfig, grid: GridConfig
+) -> list[GridResult]:
+    """Train every configuration of ``grid`` on every (split, seed) of ``splits`` at once, e.g. all shots x seeds of
+    a protocol (module docstring): one ``GridResult`` per split, each equal to ``train_grid`` of that split alone.
+    The splits must share their classes, width, dtype (the compute dtype) and device."""
+    _check_splits(splits)
+    layout = _Layout(splits, head_cfg, grid)
+    zero_shots = [data.zero_shot() for data, _ in splits]
+    params = _initial_params(splits, layout, head_cfg, zero_shots)  # (G, ...)
     autograd = head_cfg.head != "linear"  # linear heads take their gradient in closed form (``_LinearGrads``)
     for p in params.values():
         p.requires_grad_(autograd)
-    rates = learning_rates(sched, [lr for lr, _, _ in work])  # (steps, G)
-    optimizer = _StackedAdamW(params, rates, torch.tensor([wd for _, wd, _ in work], dtype=torch.float64))
-    pool = F.normalize(torch.cat([data.image, data.text]), dim=-1)  # (N + M, d)
-    pool_labels = torch.cat([data.image_labels, data.text_labels])
-    rows = _order(data, head_cfg, sizes, sched.iters, seed)  # per batch size (steps, bs)
-    linear_grads = None if autograd else _LinearGrads(groups, rows, pool, pool_labels, data.num_classes, head_cfg)
+    rates = learning_rates(sched, [lr for lr, _ in layout.work])  # (steps, G)
+    optimizer = _StackedAdamW(params, rates, torch.tensor([wd for _, wd in layout.work], dtype=torch.float64))
+    pool, pool_labels, offsets = _pool(splits)
+    rows = _rows(splits, layout, head_cfg, sched.iters, offsets)
+    num_classes = splits[0][0].num_classes
+    linear_grads = None if autograd else _LinearGrads(rows, pool, pool_labels, num_classes, layout.per_block, head_cfg)
+    val, val_labels, val_counts = _validation(splits, layout)
     tracker = _Tracker(params, sched)
-    points = set(tracker.steps)
+    points, blocked = set(tracker.steps), layout.blocked(params)  # views (blocks, P, ...) of the stack
     for done in range(sched.iters + 1):
         if done in points:
-            acc = correct_counts(params, data.val, data.val_labels, head_cfg).double() / len(data.val_labels)
-            if not tracker.update(done, acc):
+            acc = correct_counts(blocked, val, val_labels, head_cfg).double() / val_counts  # (blocks, P)
+            if not tracker.update(done, acc.flatten()):
                 break
         if done == sched.iters:
             break
@@ -259,21 +342,32 @@ def train_grid(
         else:
             for p in params.values():
                 p.grad = None
-            _grid_loss(params, groups, [r[done] for r in rows], pool, pool_labels, head_cfg).backward()
+            # views taken in the step, so that they are part of its autograd graph
+            _grid_loss(layout.blocked(params), rows, done, pool, pool_labels, head_cfg).backward()
         optimizer.step(done)
-    return _result(tracker, configs, order, data, head_cfg, zero_shot)
+    return [_result(tracker, layout, s, data, head_cfg, zero_shots[s]) for s, (data, _) in enumerate(splits)]
+
+
+def train_grid(
+    data: FewShotFeatures, head_cfg: HeadConfig, sched: ScheduleConfig, grid: GridConfig, seed: int
+) -> GridResult:
+    """Train every configuration of ``grid`` on one split at once (module docstring); the features' dtype is the
+    compute dtype."""
+    return train_grids([(data, seed)], head_cfg, sched, grid)[0]
 
 
 def _result(
-    tracker: _Tracker, configs: list[tuple[float, float, int]], order: list[int], data: FewShotFeatures,
-    cfg: HeadConfig, zero_shot: torch.Tensor,
+    tracker: _Tracker, layout: _Layout, split: int, data: FewShotFeatures, cfg: HeadConfig, zero_shot: torch.Tensor
 ) -> GridResult:  # fmt: skip
-    """The tracker's outcome back in the seed's configuration order, with test accuracies and the selection."""
-    back = torch.argsort(torch.tensor(order, device=tracker.best_acc.device))  # work position of each configuration
-    state = {k: t[back] for k, t in tracker.state.items()}
-    best_acc = tracker.best_acc[back]
-    result = GridResult(configs, tracker.steps[: len(tracker.curve)], torch.stack(tracker.curve, dim=1)[back],
-                        best_acc, tracker.best_step[back], state, int(torch.argmax(best_acc)))  # fmt: skip
+    """Split ``split``'s configurations from the tracker, in the seed's order, with test accuracies and the
+    selection; its curve ends where its last configuration stopped."""
+    index = torch.tensor(layout.positions[split], device=tracker.best_acc.device)  # stack place of each configuration
+    state = {k: t[index] for k, t in tracker.state.items()}
+    curve = torch.stack(tracker.curve, dim=1)[index]  # (G_s, E)
+    evaluated = int((~curve.isnan()).any(dim=0).sum())
+    best_acc = tracker.best_acc[index]
+    result = GridResult(layout.configs[split], tracker.steps[:evaluated], curve[:, :evaluated], best_acc,
+                        tracker.best_step[index], state, int(torch.argmax(best_acc)))  # fmt: skip
     if data.test is not None:
         wise = {**state, "weight": wiseft(state["weight"], zero_shot, cfg.wiseft)}
         result.test_acc = correct_counts(state, data.test, data.test_labels, cfg).double() / len(data.test_labels)

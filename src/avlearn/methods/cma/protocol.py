@@ -2,9 +2,10 @@
 
 For each number of shots K and each seed: K training samples per class drawn from the train split and min(K, 4) per
 class from the validation split (CoOp's few-shot split, ``avlearn.data.samplers.few_shot_split``), the whole
-(learning rate, weight decay, batch size) grid trained at once (``avlearn.methods.cma.grid.train_grid``), the
-configuration selected on the few-shot validation samples, its test accuracy; then the mean and population standard
-deviation over seeds (the seed's ``eval.py``), one row per K, as the paper's tables.
+(learning rate, weight decay, batch size) grid trained (every shots x seed split's grid in one stack:
+``avlearn.methods.cma.grid.train_grids``), the configuration selected on the few-shot validation samples, its test
+accuracy; then the mean and population standard deviation over seeds (the seed's ``eval.py``), one row per K, as the
+paper's tables.
 
 The classified modality (``target``: ``visual`` or ``audio``) is independent of the extra training samples
 (``extra``: any of ``text``, ``visual``, ``audio`` but the target), so the paper's settings are all one switch:
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 
 from avlearn.data.samplers import few_shot_indices, few_shot_split
 from avlearn.errors import ConfigError, DataError
-from avlearn.methods.cma.grid import GridConfig, GridResult, seed_summary, train_grid
+from avlearn.methods.cma.grid import GridConfig, GridResult, seed_summary, train_grids
 from avlearn.methods.cma.heads import HeadConfig, zero_shot_weights
 from avlearn.methods.cma.training import FewShotFeatures, ScheduleConfig
 
@@ -143,18 +144,21 @@ class ShotResult:
 def run_protocol(
     feats: ProtocolFeatures, cfg: ProtocolConfig, head: HeadConfig, sched: ScheduleConfig, grid: GridConfig
 ) -> list[ShotResult]:
-    """Every (shots, seed): a few-shot split, the whole grid trained at once, the per-seed selection; summarised
-    per shots over seeds."""
+    """Every (shots, seed): a few-shot split; the whole grid of every split trained at once (``train_grids``), the
+    per-seed selection; summarised per shots over seeds."""
     if cfg.target not in feats.modalities or any(e != "text" and e not in feats.modalities for e in cfg.extra):
         raise DataError(f"cma: the features hold {', '.join(feats.modalities)}; task.target={cfg.target!r} and "
                         f"task.extra={list(cfg.extra)} need more")  # fmt: skip
     if head.modality == "cross_modal" and not cfg.extra:
         raise ConfigError("task.extra=[]: a cross_modal head needs extra samples; expected e.g. [text], or "
                           "task.modality=uni_modal")  # fmt: skip
+    runs = [(k, seed) for k in cfg.shots for seed in cfg.seeds]
+    results = train_grids([(few_shot_features(feats, cfg, k, seed), seed) for k, seed in runs], head, sched, grid)
+    per_shots = len(cfg.seeds)
     rows = []
-    for k in cfg.shots:
-        results = [train_grid(few_shot_features(feats, cfg, k, seed), head, sched, grid, seed) for seed in cfg.seeds]
-        rows.append(ShotResult(k, results, seed_summary(results)))
+    for i, k in enumerate(cfg.shots):
+        row = results[i * per_shots : (i + 1) * per_shots]  # this K's seeds
+        rows.append(ShotResult(k, row, seed_summary(row)))
     return rows
 
 
