@@ -42,11 +42,11 @@ def _run(tmp_path: Path, name: str, overrides: list[str]) -> dict:
     return run_supervised(_cfg(tmp_path, name, overrides))
 
 
-def _transfer(tmp_path: Path, pretrained: str | None, direction: str) -> float:
+def _transfer(tmp_path: Path, pretrained: str | None, direction: str, extra: list[str]) -> float:
     """Test accuracy (%) of a head trained on the source modality's frozen codes and tested on the target's."""
     init = [f"train.init_from={pretrained}", "train.init_only=method"] if pretrained else []
-    name = f"{'pre' if pretrained else 'untrained'}_{direction}"
-    return 100 * _run(tmp_path, name, [*TRANSFER, f"method.transfer={direction}", *init])["test"]["accuracy"]
+    name = f"{Path(pretrained).parent.name if pretrained else 'untrained'}_{direction}"
+    return _run(tmp_path, name, [*TRANSFER, *extra, f"method.transfer={direction}", *init])["test"]["accuracy"]
 
 
 def code_statistics(cfg, pretrained: str | None) -> dict[str, float]:  # noqa: ANN001 (DictConfig)
@@ -77,11 +77,12 @@ def code_statistics(cfg, pretrained: str | None) -> dict[str, float]:  # noqa: A
 @pytest.mark.slow
 def test_pretrained_codes_transfer_across_modalities_far_above_untrained_ones(tmp_path):
     torch.set_num_threads(1)
-    runs = {"full": _run(tmp_path, "pretrain", PRETRAIN)["run_dir"],
-            "no_cpc": _run(tmp_path, "pretrain_no_cpc", [*PRETRAIN, "method.cpc=false"])["run_dir"]}  # fmt: skip
-    accuracy = {(k, d): _transfer(tmp_path, v, d) for k, v in {**runs, "untrained": None}.items() for d in DIRECTIONS}
-    cfg = _cfg(tmp_path, "stats", TRANSFER)
-    stats = {k: code_statistics(cfg, v) for k, v in {**runs, "untrained": None}.items()}
+    ablation = ["method.cpc=false"]
+    runs = {"full": (_run(tmp_path, "pretrain", PRETRAIN)["run_dir"], []),
+            "no_cpc": (_run(tmp_path, "pretrain_no_cpc", [*PRETRAIN, *ablation])["run_dir"], ablation),
+            "untrained": (None, [])}  # fmt: skip
+    accuracy = {(k, d): _transfer(tmp_path, run, d, extra) for k, (run, extra) in runs.items() for d in DIRECTIONS}
+    stats = {k: code_statistics(_cfg(tmp_path, "stats", [*TRANSFER, *extra]), run) for k, (run, extra) in runs.items()}
     print("accuracy", accuracy, "codes", stats)
     # Measured (docs/methods/cmg.md): see the thresholds' comments; chance is 10 %.
     for direction in DIRECTIONS:
