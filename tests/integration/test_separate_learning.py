@@ -8,8 +8,8 @@ output conditioning (``task.fusion=output``) on a conditioning vector standardis
 (``task.condition_norm=batch``); the default bottleneck FiLM stayed on the symmetric 0.5-mask solution (0 dB) in
 the 60-100 steps measured. Measured with these overrides and this schedule (``avlearn train``, seed 0;
 docs/tasks/separate.md, "On AVSynth"): test SDRi 3.23 dB, and -3.44 dB with the frames swapped (6.7 dB lower), so
-the second condition holds with margin and the first (4 dB, the issue's value) is not reached: validation SDRi was
-still rising when the cosine schedule ended (-0.15, 0.88, 1.96, 1.51, 2.02 dB at steps 150 .. 750). The run folder
+the second condition holds with margin and the first (4 dB, the issue's value) is not reached: validation SDRi had
+not levelled off when the cosine schedule ended (-0.15, 0.88, 1.96, 1.51, 2.02 dB at steps 150 .. 750). The run folder
 (``metrics.jsonl``, ``checkpoint/`` selected on validation SDRi, ``metrics.json``, ``separation.png``: spectrograms
 of test mixtures, sources and estimates) is under pytest's temporary directory; its path and the scores are printed.
 """
