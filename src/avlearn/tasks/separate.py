@@ -48,6 +48,7 @@ from avlearn.viz.reports import Report
 
 MASKS = ("ratio", "binary")
 CONDITIONS = ("visual", "audio_visual")
+CONDITION_NORMS = ("none", "batch")
 EPS = 1e-8
 SILENT = 1e-5  # an estimate with less energy (sum of squares) is not scored
 SHOWN = 4  # test mixtures drawn in the report's plot
@@ -65,15 +66,16 @@ class SeparateConfig:
     mask: str = "ratio"  # ratio | binary
     condition: str = "visual"  # visual | audio_visual
     fusion: str = "film"  # film | concat (at the U-Net bottleneck) | output (Sound of Pixels' synthesizer)
+    condition_norm: str = "none"  # none | batch: the conditioning vector standardised over the batch (no affine)
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     weighted_loss: bool = True
 
 
 def _check(cfg: SeparateConfig) -> None:
     """One-line ConfigErrors for invalid keys."""
-    for key, value, valid in (("mask", cfg.mask, MASKS), ("condition", cfg.condition, CONDITIONS),
-                              ("fusion", cfg.fusion, FUSIONS)):  # fmt: skip
-        if value not in valid:
+    choices = {"mask": MASKS, "condition": CONDITIONS, "fusion": FUSIONS, "condition_norm": CONDITION_NORMS}
+    for key, valid in choices.items():
+        if (value := getattr(cfg, key)) not in valid:
             raise ConfigError(f"task.{key}={value!r}: expected one of {', '.join(valid)}")
     if not 0 < cfg.hop_length <= cfg.n_fft // 2:
         raise ConfigError(f"task.hop_length={cfg.hop_length}: expected 1 to n_fft / 2 = {cfg.n_fft // 2} (the "
@@ -135,6 +137,7 @@ class SeparateTask(nn.Module):
                 raise ConfigError(f"task.condition=audio_visual needs AVFeatures.audio_pooled, which method "
                                   f"'{type(method).__name__}' does not produce; use task.condition=visual")  # fmt: skip
             width += method.dims["audio_pooled"]
+        self.norm = nn.BatchNorm1d(width, affine=False) if cfg.condition_norm == "batch" else nn.Identity()
         self.unet = ConditionedUNet(tuple(cfg.channels), width, cfg.fusion)
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
 
@@ -156,14 +159,14 @@ class SeparateTask(nn.Module):
         cond = feats.visual_pooled.mean(dim=1)  # (2B, S_v, Cv) -> (2B, Cv)
         if self.cfg.condition == "audio_visual":
             cond = torch.cat([cond, feats.audio_pooled.mean(dim=1)], dim=-1)  # (2B, Cv + Ca)
-        return cond, feats.losses
+        return self.norm(cond.float()), feats.losses
 
     def mask_logits(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Mask logits ``(B, 2, F, T)`` of both sources, the mixture's STFT ``(B, F, T)`` and the method's losses."""
         cond, losses = self._conditions(batch)
         spec = self.stft(batch["sources"].float().sum(dim=1))  # (B, 2, N) -> (B, N) -> (B, F, T)
         logmag = torch.log(spec.abs() + 1e-3)[:, None]  # (B, 1, F, T)
-        logits = self.unet(logmag.repeat(2, 1, 1, 1), cond.float())  # (2B, 1, F, T): source 1 rows, then source 2
+        logits = self.unet(logmag.repeat(2, 1, 1, 1), cond)  # (2B, 1, F, T): source 1 rows, then source 2
         return logits[:, 0].unflatten(0, (2, -1)).transpose(0, 1), spec, losses  # (B, 2, F, T)
 
     def target_masks(self, sources: torch.Tensor) -> torch.Tensor:

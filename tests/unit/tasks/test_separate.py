@@ -91,10 +91,28 @@ def test_training_step_and_prediction_shapes(tiny_method, clip_batch, fusion):
     assert est.shape == batch["sources"].shape
 
 
+def test_batch_condition_norm_standardises_the_vectors_the_unet_sees(tiny_method, clip_batch):
+    task = _task(tiny_method, condition_norm="batch", fusion="output")
+    task.method.eval()  # no dropout: the method gives the same vectors again below
+    batch = clip_batch(torch.zeros(4), sources=_sources(4, seconds=0.5))
+    batch["frames_other"] = batch["frames"].flip(0)
+    seen = {}
+    task.unet.register_forward_hook(lambda _m, inputs, _o: seen.update(cond=inputs[1]))
+    task(batch)
+    raw = torch.cat([task.method({**batch, "frames": f}).visual_pooled.mean(dim=1)
+                     for f in (batch["frames"], batch["frames_other"])])  # fmt: skip  # (2B, C) as the task stacks them
+    want = (raw - raw.mean(dim=0)) / torch.sqrt(raw.var(dim=0, unbiased=False) + 1e-5)
+    torch.testing.assert_close(seen["cond"], want, atol=1e-4, rtol=1e-4)
+    task.eval().predict(batch)  # evaluation: the running statistics, so one mixture alone is separable
+    running = task.norm.running_mean, task.norm.running_var
+    torch.testing.assert_close(seen["cond"], (raw - running[0]) / torch.sqrt(running[1] + 1e-5), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize(
     ("key", "value", "says"),
     [("mask", "soft", "task.mask='soft'"), ("hop_length", 200, "task.hop_length=200"),
-     ("fusion", "add", "task.fusion='add'"), ("channels", [8], "task.channels=[8]")],
+     ("fusion", "add", "task.fusion='add'"), ("channels", [8], "task.channels=[8]"),
+     ("condition_norm", "layer", "task.condition_norm='layer'")],
 )  # fmt: skip
 def test_bad_config_values_are_one_line_errors(tiny_method, key, value, says):
     with pytest.raises(ConfigError) as err:
