@@ -6,8 +6,7 @@ test, six questions each), baseline small CNNs at 32 px trained at a tenth of th
 audio features' class identity, see the docs), a 2-layer decoder of width 128, greedy decoding, 10 epochs, one
 thread.
 
-Slow (8 minutes by a script of this recipe on two cores shared with other jobs, AVSynth already generated; about 5
-more to generate it):
+Slow (9 minutes under pytest on two cores shared with other jobs, AVSynth's generation included):
 ``pytest -m slow tests/integration/test_qa_open_learning.py -s``. Measured numbers: docs/tasks/qa_open.md.
 """
 
@@ -23,7 +22,8 @@ RECIPE = ["task=qa_open", "method=baseline", "backbone=small_cnn", "data.size=32
 # Points above the majority answer each type must reach: about half the measured lead (docs/tasks/qa_open.md, 100
 # test questions a type, 200 Temporal): Audio/Counting 54.0 vs 48.0, Visual/Location 55.0 vs 9.0, Audio-Visual/
 # Existential 76.0 vs 70.0, Audio-Visual/Counting 100.0 vs 45.0, Audio-Visual/Temporal 34.5 vs 18.5, overall 59.0 vs
-# 34.8. The two yes/no types lead by 6 points only (the shortfall and its analysis: the docs).
+# 34.8 (by a script; under pytest 55.0, 49.0, 79.0, 97.0, 34.5, 58.2). The two yes/no types lead by 6-9 points
+# only (the shortfall and its analysis: the docs).
 MARGINS = {"Audio/Counting": 3.0, "Visual/Location": 20.0, "Audio-Visual/Existential": 3.0,
            "Audio-Visual/Counting": 25.0, "Audio-Visual/Temporal": 8.0, "overall": 12.0}  # fmt: skip
 
