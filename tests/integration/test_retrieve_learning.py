@@ -3,9 +3,9 @@
 audio-visual features reaches the issue's 50 % and is above that of audio-only and of visual-only features; the
 duplicate-caption ceiling of the queries is above 90 %. 400 clips of 10 classes, 32 px frames, baseline small CNNs,
 the real all-MiniLM-L6-v2 (frozen) for the captions, the segment outputs flattened (``task.temporal_pool=flatten``:
-a query names the seconds of its event, see docs/tasks/retrieve.md), 40 epochs, one thread.
+a query names the seconds of its event, see docs/tasks/retrieve.md; the default), 40 epochs, one thread.
 
-Slow (three runs of 8-17 minutes each on two loaded cores): ``pytest -m slow
+Slow (three runs of 6-17 minutes each on two loaded cores, 32 minutes in all; about 10-12 alone): ``pytest -m slow
 tests/integration/test_retrieve_learning.py -s``. Measured numbers and the analysis: docs/tasks/retrieve.md.
 """
 
@@ -18,6 +18,7 @@ COMMON = ["task=retrieve", "method=baseline", "backbone=small_cnn", "data.size=3
           "data.workers=1", "train.threads=1", "data.clips=400", "train.epochs=40", "train.batch_size=32",
           "train.lr=2e-3", "task.temporal_pool=flatten"]  # fmt: skip
 REQUIRED = 50.0  # the issue's text -> clip R@1
+MARGIN = 10.0  # points (4 of the 40 queries) av must lead each single modality by; measured 20 and 27.5
 
 
 def _r1(tmp_path, features: str) -> tuple[float, dict]:
@@ -38,6 +39,6 @@ def test_audio_visual_retrieval_reaches_half_and_beats_each_modality(tmp_path):
     audio, _ = _r1(tmp_path, "audio")
     visual, _ = _r1(tmp_path, "visual")
     assert chance["ceiling"] >= 90.0  # first captions as queries: nearly all distinct
-    # Measured (docs/tasks/retrieve.md): av @@AV@@, audio @@AUDIO@@, visual @@VISUAL@@ (uniform 2.5, ceiling 92.5).
+    # Measured (docs/tasks/retrieve.md): av 72.5, audio 52.5, visual 45.0 (uniform 2.5, ceiling 92.5).
     assert av >= REQUIRED
-    assert av > max(audio, visual)
+    assert av >= max(audio, visual) + MARGIN

@@ -124,7 +124,8 @@ class QAOpen(TextHead):
         seq = torch.cat([ids, self.answer_ids[answer]], dim=1)  # (N, L + La): question, answer, [SEP], padding
         seq_mask = torch.cat([mask, self.answer_mask[answer]], dim=1)
         targets = torch.cat([torch.zeros_like(mask), self.answer_mask[answer]], dim=1)  # loss on the answer only
-        loss = self.decoder.loss(seq, seq_mask, self.memory(feats)[row], targets=targets)
+        keep = seq_mask.any(dim=0)  # (L + La,): the columns that are padding in every row (at both ends) go
+        loss = self.decoder.loss(seq[:, keep], seq_mask[:, keep], self.memory(feats)[row], targets=targets[:, keep])
         return add_method_losses({"loss": loss}, feats.losses)
 
     @torch.no_grad()
@@ -135,7 +136,8 @@ class QAOpen(TextHead):
             tokens = self.method.answer_generate(self.method(batch), row, (ids, mask), self.settings)
             return {"answer_text": detokenize(tokens)}
         memory = self.memory(self.method(batch))[row]  # (N, M, C): each question's video
-        tokens = self.decoder.generate(memory, self.settings, prefix=(ids, mask))
+        keep = mask.any(dim=0)  # (L,): the leading columns that are padding in every row go
+        tokens = self.decoder.generate(memory, self.settings, prefix=(ids[:, keep], mask[:, keep]))
         return {"answer_text": detokenize(tokens)}
 
     def score(self, preds: dict[str, Any], targets: dict[str, Any]) -> dict[str, float]:

@@ -17,8 +17,10 @@ VALOR (Chen et al., 2023; ``compute_metric_ret``, dual softmax):
   fixed encoding of the token index, instead of the method's pooled feature, so the side of the frame can reach the
   clip embedding.
 * Clip: ``task.features`` = ``audio``, ``visual`` or ``av`` (audio and visual pooled segment features
-  concatenated); each segment is projected, given a learned position embedding, mixed over the segments by one
-  transformer encoder layer, averaged and projected (CLIP4Clip's ``seqTransf``): captions say *when* things happen.
+  concatenated); each segment is projected, given a learned position embedding and mixed over the segments by one
+  transformer encoder layer (CLIP4Clip's ``seqTransf``); then ``task.temporal_pool=flatten`` (default) concatenates
+  the segment outputs and projects them, each second with its own weights (captions say *when* things happen; it
+  doubled test R@1 on AVSynth, docs/tasks/retrieve.md; a fixed segment count), or ``mean`` averages them (CLIP4Clip).
 * Loss: symmetric info-NCE over the global batch (``avlearn.distributed.all_gather_with_grad``: every process sees
   every clip and caption of the step as negatives), with a learnable temperature: the logit scale is
   ``exp(log_scale)`` with ``log_scale`` clamped to ``[0, log(max_scale)]`` (CLIP: at most 100). Captions of a
@@ -84,7 +86,7 @@ class RetrieveConfig:
     text_layers: int = 0  # top layers of the text tower trained in the task (0: frozen)
     text_pool: str = "sentence"  # sentence (the tower's pooled embedding) | attention (over its token features)
     clip_pool: str = "mean"  # mean (the method's pooled segment features) | attention (over the method's tokens)
-    temporal_pool: str = "mean"  # mean over the segments (CLIP4Clip) | flatten (each second its own weights)
+    temporal_pool: str = "flatten"  # flatten (each second its own weights; S fixed) | mean (CLIP4Clip)
     similarity: str = "task"  # task: its own text and clip embeddings; method: the method's hooks (METHOD_SIMILARITY)
 
 
