@@ -413,11 +413,19 @@ class VALOR(nn.Module):
         return {"tv": v, "ta": a, "tva": torch.cat([v, a], dim=1)}  # (B, n*(1+N), Cd), (B, n_a*(1+Na), Cd), both
 
     def start_cache(
-        self, memory: torch.Tensor, prompt: tuple[torch.Tensor, torch.Tensor] | None = None
+        self,
+        memory: torch.Tensor,
+        prompt: tuple[torch.Tensor, torch.Tensor] | None = None,
+        rows: torch.Tensor | None = None,
     ) -> DecoderCache:
         """An empty decoding cache over ``memory (B, M, Cd)`` (its cross-attention keys and values computed); with a
-        ``prompt`` (ids, mask ``(B, Q)``, padding anywhere), its keys and values too (``encode_prompt``)."""
-        cache = DecoderCache([block.memory_kv(memory) for block in self.cross], [None] * len(self.cross))
+        ``prompt`` (ids, mask ``(B, Q)``, padding anywhere), its keys and values too (``encode_prompt``). With
+        ``rows (N,)`` the cache holds N decodings, the n-th over memory row ``rows[n]`` (QA: several questions of one
+        video), the keys and values computed once per memory row."""
+        memory_kv = [block.memory_kv(memory) for block in self.cross]  # per layer (B, H, M, C/H) twice
+        if rows is not None:
+            memory_kv = [(k[rows], v[rows]) for k, v in memory_kv]  # (N, H, M, C/H)
+        cache = DecoderCache(memory_kv, [None] * len(self.cross))
         if prompt is not None:
             cache.prompt_kv, cache.prompt_mask = self.encode_prompt(*prompt, cache), prompt[1].bool()
         return cache
@@ -497,10 +505,11 @@ class VALOR(nn.Module):
         labels: torch.Tensor,
         memory: torch.Tensor,
         prompt: tuple[torch.Tensor, torch.Tensor] | None = None,
+        rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Cross-entropy of the chosen tokens (``labels (B, L)``, -100 elsewhere) from one causal decoder pass of the
-        masked ``inputs (B, L)`` over ``memory (B, M, Cd)`` (and a ``prompt``: ``start_cache``)."""
-        hidden = self.decode(inputs, mask, self.start_cache(memory, prompt))  # (B, L, Cd)
+        masked ``inputs (B, L)`` over ``memory (B, M, Cd)`` (and a ``prompt`` and memory ``rows``: ``start_cache``)."""
+        hidden = self.decode(inputs, mask, self.start_cache(memory, prompt, rows))  # (B, L, Cd)
         chosen = labels != -100
         return F.cross_entropy(self.token_logits(hidden[chosen]).float(), labels[chosen])
 
@@ -626,7 +635,7 @@ class VALOR(nn.Module):
         vocab = self.text_backbone.model.config.vocab_size
         inputs, labels = mask_tokens(*answer, self.cfg.answer_mask_prob, vocab)
         memory = self.memory(feats.visual, feats.audio)
-        losses = [self.mgc_loss(inputs, answer[1], labels, memory[g][row], question) for g in self.cfg.groups]
+        losses = [self.mgc_loss(inputs, answer[1], labels, memory[g], question, row) for g in self.cfg.groups]
         return torch.stack(losses).mean()
 
     @torch.no_grad()

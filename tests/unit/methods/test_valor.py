@@ -138,6 +138,20 @@ def test_decoder_is_causal_and_the_cache_changes_nothing():
         assert len(beams) == B and all(len(row) <= 6 and SEP not in row for row in beams)
 
 
+def test_cache_over_memory_rows_equals_the_gathered_memory():
+    """QA's several questions of one video: keys and values computed per video, then picked per question."""
+    model = _model().eval()
+    with torch.no_grad():
+        feats = model(_batch(text=False))
+        memory = model.memory(feats.visual, feats.audio)["tva"]  # (B, M, Cd)
+        rows = torch.tensor([2, 0, 0, 1, 2])  # (N,) the memory row of each decoding
+        ids = torch.randint(2000, 3000, (len(rows), 5))
+        prompt = (torch.randint(2000, 3000, (len(rows), 4)), torch.ones(len(rows), 4, dtype=torch.long))
+        by_rows = model.decode(ids, None, model.start_cache(memory, prompt, rows))
+        gathered = model.decode(ids, None, model.start_cache(memory[rows], prompt))
+        torch.testing.assert_close(by_rows, gathered)
+
+
 def test_temperature_is_clamped_unless_faithful():
     model = _model()
     with torch.no_grad():
