@@ -1,7 +1,7 @@
 """CLIP's modified ResNet (``avlearn.backbones.clip_resnet``) on tiny configurations: shapes and striding, a
 bottleneck block and the attention pooling against independent computations (plain torch ops and torch's own
 multi-head attention), the converter from OpenAI's key layout (every tensor lands, a strict load, one-line errors),
-and the geometry read off a checkpoint. Parity with the seed's module: tests/reference/test_clip_resnet.py."""
+and the geometry read off a checkpoint. Parity with the seed's module: tests/reference/test_clip_resnet_parity.py."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 complex arithmetic (at initialisation the plain Fourier basis), the framing against a hand-built frame list, the
 band split and decibels, a gate against plain ops, shapes, and the converter from AudioCLIP's key layout (every
 tensor, a strict load, the empty FBSP bias dropped, one-line errors). Parity with the seed's module:
-tests/reference/test_esresnext.py."""
+tests/reference/test_esresnext_parity.py."""
 
 from __future__ import annotations
 
