@@ -53,6 +53,8 @@ output of ``TemporalAttention`` the seed uses), the segment probability ``sigmoi
 (so up to 2) and the video probability from the cross-modal grouping; its loss is MGN's alone (no direct terms).
 Without an R(2+1)D stream, the seed's ``fc_fusion([2D; fc_st(3D)])`` becomes ``visual_fuse`` of the 2D part: the
 seed's with a zero 3D input (its ``fc_st`` bias folded in). The seed's grouping needs ``segments`` (10) segments.
+Trained from scratch on AVSynth it predicts no visual event: without direct terms its visual grouping settles on
+the class prior within two epochs and stops passing gradient to the backbone (docs/methods/dgsct.md, issue #18).
 """
 
 from __future__ import annotations

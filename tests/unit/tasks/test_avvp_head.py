@@ -1,4 +1,5 @@
-"""AVVP MGN-style head: the smooth-maximum pooling and the direct per-segment MIL path (our addition to MGN)."""
+"""AVVP heads: the smooth-maximum pooling and the direct per-segment MIL path (our addition to MGN), MA's exchange, and
+the mgn_seed read-out."""
 
 from __future__ import annotations
 
@@ -123,3 +124,27 @@ def _uniform(batch: dict) -> dict:
     half = torch.full((2, 3), 0.5)
     return {"video": half, "audio": half, "visual": half, "audio_direct": half, "visual_direct": half,
             "audio_tokens": torch.zeros(3, 3), "visual_tokens": torch.zeros(3, 3), "method_losses": {}}  # fmt: skip
+
+
+def _set_probability(layer: nn.Linear, p: float) -> None:
+    """Make ``layer`` (a head's probability layer, sigmoid after it) output logit(p) for every input."""
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.bias.fill_(torch.logit(torch.tensor(p)).item())
+
+
+def test_mgn_seed_visual_read_out_is_the_visual_probability_times_a_map_of_at_least_one():
+    """The seed's rule (issue #18 diagnosis): visual segment probability = visual probability x ``1 + softmax`` (in
+    [1, 2]) gated by the video probability, so a visual probability of 0.5 predicts the class in every segment, one
+    of 0.2 in none (<= 0.4), whatever the audio probability; a video probability below 0.5 predicts nothing."""
+    cfg = AVVPConfig(**SMALL, head="mgn_seed", seed_ffn=32)
+    task = AVVPTask(cfg, _Features(), INFO).eval()
+    head = task.head
+    for visual, audio, video, expected in ((0.5, 0.2, 0.9, True), (0.2, 0.9, 0.9, False), (0.9, 0.9, 0.4, False)):
+        _set_probability(head.visual_prob, visual)
+        _set_probability(head.audio_prob, audio)
+        _set_probability(head.video_prob, video)
+        preds = task.predict(_batch())
+        assert preds["visual"].shape == (2, 3, 10)
+        assert bool(preds["visual"].all()) if expected else not preds["visual"].any(), (visual, audio, video)
+        assert bool(preds["audio"].all()) == (audio >= 0.5 and video >= 0.5)
