@@ -7,10 +7,13 @@ Head. The mixture ``x = s_1 + s_2`` (the sources at ``task.sample_rate``) -> ``X
 Hann window of ``n_fft`` samples, hop ``hop_length``) -> ``log(|X| + 1e-3)`` -> a U-Net (``avlearn.layers.unet``)
 conditioned (``fusion``: FiLM or channel concatenation at its bottleneck, or Sound of Pixels' per-sample weighting of
 its last feature maps, ``output``) on the pooled features of the target clip:
-``condition=visual`` the mean over segments of ``visual_pooled``, ``audio_visual`` that concatenated with the mean of
-``audio_pooled``. The method sees the target's frames and the **mixture's** audio (its segment log-mels, from the
-pipeline), never a source alone. The U-Net predicts mask logits per time-frequency bin for each source (one pass per
-source, conditioned on its frames); the estimate is ``ISTFT(mask * X)``, with the mixture's phase.
+``condition=visual`` the clip's visual vector, ``audio_visual`` that concatenated with the mean over segments of
+``audio_pooled``. The visual vector (``pool``): ``mean``, the mean over segments of ``visual_pooled``; ``max``, the
+maximum of the ``visual`` tokens over tokens and segments (Sound of Pixels max-pools its visual feature map over
+space and time, so a small object's channels are not averaged away by the background). The method sees the
+target's frames and the **mixture's** audio (its segment log-mels, from the pipeline), never a source alone. The
+U-Net predicts mask logits per time-frequency bin for each source (one pass per source, conditioned on its frames);
+the estimate is ``ISTFT(mask * X)``, with the mixture's phase.
 
 Masks (``mask``): ``ratio``, the ideal ratio mask ``|S_k| / (|S_1| + |S_2|)``, predicted through a sigmoid and
 applied as is; ``binary``, the ideal binary mask ``|S_k| > |S_other|``, thresholded at 0.5 to separate. Both are
@@ -49,6 +52,7 @@ from avlearn.viz.reports import Report
 MASKS = ("ratio", "binary")
 CONDITIONS = ("visual", "audio_visual")
 CONDITION_NORMS = ("none", "batch")
+POOLS = ("mean", "max")
 EPS = 1e-8
 SILENT = 1e-5  # an estimate with less energy (sum of squares) is not scored
 SHOWN = 4  # test mixtures drawn in the report's plot
@@ -67,13 +71,15 @@ class SeparateConfig:
     condition: str = "visual"  # visual | audio_visual
     fusion: str = "film"  # film | concat (at the U-Net bottleneck) | output (Sound of Pixels' synthesizer)
     condition_norm: str = "none"  # none | batch: the conditioning vector standardised over the batch (no affine)
+    pool: str = "mean"  # mean: visual_pooled over segments | max: visual tokens over tokens and segments
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     weighted_loss: bool = True
 
 
 def _check(cfg: SeparateConfig) -> None:
     """One-line ConfigErrors for invalid keys."""
-    choices = {"mask": MASKS, "condition": CONDITIONS, "fusion": FUSIONS, "condition_norm": CONDITION_NORMS}
+    choices = {"mask": MASKS, "condition": CONDITIONS, "fusion": FUSIONS, "condition_norm": CONDITION_NORMS,
+               "pool": POOLS}  # fmt: skip
     for key, valid in choices.items():
         if (value := getattr(cfg, key)) not in valid:
             raise ConfigError(f"task.{key}={value!r}: expected one of {', '.join(valid)}")
@@ -82,6 +88,13 @@ def _check(cfg: SeparateConfig) -> None:
                           "inverse STFT needs overlapping windows)")  # fmt: skip
     if len(cfg.channels) < 2 or min(cfg.channels) < 1:
         raise ConfigError(f"task.channels={list(cfg.channels)}: expected at least 2 positive U-Net widths")
+
+
+def _require(method: nn.Module, field: str, key: str, instead: str) -> None:
+    """A one-line ConfigError unless ``method`` produces the AVFeatures ``field`` that the setting ``key`` reads."""
+    if field not in method.produces:
+        raise ConfigError(f"{key} needs AVFeatures.{field}, which method '{type(method).__name__}' does not produce; "
+                          f"use {instead}")  # fmt: skip
 
 
 def _chance(splits: Any, task: nn.Module, out: dict) -> dict[str, float]:
@@ -124,18 +137,18 @@ class SeparateTask(nn.Module):
     pooled (audio-)visual features; BSS Eval SDR / SIR / SAR and SDRi."""
 
     Config = SeparateConfig
-    needs = ("visual_pooled",)  # plus audio_pooled with condition=audio_visual (checked at construction)
+    needs = ("visual_pooled",)  # visual with pool=max, audio_pooled with condition=audio_visual (checked at build)
     primary_metric = "sdri"
 
     def __init__(self, cfg: SeparateConfig, method: nn.Module, info: DatasetInfo) -> None:
         super().__init__()
         _check(cfg)
         self.cfg, self.info, self.method = cfg, info, method
-        width = method.dims["visual_pooled"]
+        width = method.dims["visual" if cfg.pool == "max" else "visual_pooled"]
+        if cfg.pool == "max":
+            _require(method, "visual", "task.pool=max", "task.pool=mean")
         if cfg.condition == "audio_visual":
-            if "audio_pooled" not in method.produces:
-                raise ConfigError(f"task.condition=audio_visual needs AVFeatures.audio_pooled, which method "
-                                  f"'{type(method).__name__}' does not produce; use task.condition=visual")  # fmt: skip
+            _require(method, "audio_pooled", "task.condition=audio_visual", "task.condition=visual")
             width += method.dims["audio_pooled"]
         self.norm = nn.BatchNorm1d(width, affine=False) if cfg.condition_norm == "batch" else nn.Identity()
         self.unet = ConditionedUNet(tuple(cfg.channels), width, cfg.fusion)
@@ -156,7 +169,10 @@ class SeparateTask(nn.Module):
         both = {**batch, "frames": torch.cat([batch["frames"], batch["frames_other"]]),
                 "audio": torch.cat([batch["audio"], batch["audio"]])}  # fmt: skip  # each source's frames, the mixture
         feats = self.method(both)
-        cond = feats.visual_pooled.mean(dim=1)  # (2B, S_v, Cv) -> (2B, Cv)
+        if self.cfg.pool == "max":
+            cond = feats.visual.amax(dim=(1, 2))  # (2B, S_v, Nv, Cv) -> (2B, Cv)
+        else:
+            cond = feats.visual_pooled.mean(dim=1)  # (2B, S_v, Cv) -> (2B, Cv)
         if self.cfg.condition == "audio_visual":
             cond = torch.cat([cond, feats.audio_pooled.mean(dim=1)], dim=-1)  # (2B, Cv + Ca)
         return self.norm(cond.float()), feats.losses

@@ -108,11 +108,34 @@ def test_batch_condition_norm_standardises_the_vectors_the_unet_sees(tiny_method
     torch.testing.assert_close(seen["cond"], (raw - running[0]) / torch.sqrt(running[1] + 1e-5), atol=1e-4, rtol=1e-4)
 
 
+def test_max_pool_conditions_on_the_largest_visual_token_value_of_each_channel(tiny_method, clip_batch):
+    task = _task(tiny_method, pool="max", fusion="output")
+    task.method.eval()  # no dropout: the method gives the same tokens again below
+    batch = clip_batch(torch.zeros(2), sources=_sources(2, seconds=0.5))
+    batch["frames_other"] = batch["frames"].flip(0)
+    seen = {}
+    task.unet.register_forward_hook(lambda _m, inputs, _o: seen.update(cond=inputs[1]))
+    task(batch)
+    tokens = torch.cat([task.method({**batch, "frames": f}).visual
+                        for f in (batch["frames"], batch["frames_other"])])  # fmt: skip  # (2B, S_v, Nv, Cv)
+    want = torch.stack([torch.stack([tokens[b, :, :, c].max() for c in range(tokens.shape[-1])])
+                        for b in range(tokens.shape[0])])  # fmt: skip  # (2B, Cv), one maximum at a time
+    torch.testing.assert_close(seen["cond"], want)
+    assert task.unet.condition.proj.in_features == task.method.dims["visual"]
+
+
+def test_max_pool_needs_visual_tokens(tiny_method):
+    method = tiny_method()
+    method.produces = tuple(f for f in method.produces if f != "visual")
+    with pytest.raises(ConfigError, match=r"task.pool=max needs AVFeatures.visual, .*use task.pool=mean"):
+        SeparateTask(SeparateConfig(channels=[4, 8], pool="max"), method, DatasetInfo(("a", "b")))
+
+
 @pytest.mark.parametrize(
     ("key", "value", "says"),
     [("mask", "soft", "task.mask='soft'"), ("hop_length", 200, "task.hop_length=200"),
      ("fusion", "add", "task.fusion='add'"), ("channels", [8], "task.channels=[8]"),
-     ("condition_norm", "layer", "task.condition_norm='layer'")],
+     ("condition_norm", "layer", "task.condition_norm='layer'"), ("pool", "min", "task.pool='min'")],
 )  # fmt: skip
 def test_bad_config_values_are_one_line_errors(tiny_method, key, value, says):
     with pytest.raises(ConfigError) as err:
