@@ -91,16 +91,22 @@ def test_training_step_and_prediction_shapes(tiny_method, clip_batch, fusion):
     assert est.shape == batch["sources"].shape
 
 
-def test_batch_condition_norm_standardises_the_vectors_the_unet_sees(tiny_method, clip_batch):
-    task = _task(tiny_method, condition_norm="batch", fusion="output")
-    task.method.eval()  # no dropout: the method gives the same vectors again below
-    batch = clip_batch(torch.zeros(4), sources=_sources(4, seconds=0.5))
+def _run_and_see_condition(task: SeparateTask, clip_batch, count: int) -> tuple[dict, dict, list]:
+    """Train-mode forward of ``task`` on ``count`` mixtures; the batch, the ``(2B, C)`` condition the U-Net saw (kept
+    up to date by a hook) and the method's features of source 1's and source 2's frames (method without dropout)."""
+    task.method.eval()  # no dropout: the method gives the same features again below
+    batch = clip_batch(torch.zeros(count), sources=_sources(count, seconds=0.5))
     batch["frames_other"] = batch["frames"].flip(0)
     seen = {}
     task.unet.register_forward_hook(lambda _m, inputs, _o: seen.update(cond=inputs[1]))
     task(batch)
-    raw = torch.cat([task.method({**batch, "frames": f}).visual_pooled.mean(dim=1)
-                     for f in (batch["frames"], batch["frames_other"])])  # fmt: skip  # (2B, C) as the task stacks them
+    return batch, seen, [task.method({**batch, "frames": f}) for f in (batch["frames"], batch["frames_other"])]
+
+
+def test_batch_condition_norm_standardises_the_vectors_the_unet_sees(tiny_method, clip_batch):
+    task = _task(tiny_method, condition_norm="batch", fusion="output")
+    batch, seen, feats = _run_and_see_condition(task, clip_batch, 4)
+    raw = torch.cat([f.visual_pooled.mean(dim=1) for f in feats])  # (2B, C) as the task stacks them
     want = (raw - raw.mean(dim=0)) / torch.sqrt(raw.var(dim=0, unbiased=False) + 1e-5)
     torch.testing.assert_close(seen["cond"], want, atol=1e-4, rtol=1e-4)
     task.eval().predict(batch)  # evaluation: the running statistics, so one mixture alone is separable
@@ -110,14 +116,8 @@ def test_batch_condition_norm_standardises_the_vectors_the_unet_sees(tiny_method
 
 def test_max_pool_conditions_on_the_largest_visual_token_value_of_each_channel(tiny_method, clip_batch):
     task = _task(tiny_method, pool="max", fusion="output")
-    task.method.eval()  # no dropout: the method gives the same tokens again below
-    batch = clip_batch(torch.zeros(2), sources=_sources(2, seconds=0.5))
-    batch["frames_other"] = batch["frames"].flip(0)
-    seen = {}
-    task.unet.register_forward_hook(lambda _m, inputs, _o: seen.update(cond=inputs[1]))
-    task(batch)
-    tokens = torch.cat([task.method({**batch, "frames": f}).visual
-                        for f in (batch["frames"], batch["frames_other"])])  # fmt: skip  # (2B, S_v, Nv, Cv)
+    _, seen, feats = _run_and_see_condition(task, clip_batch, 2)
+    tokens = torch.cat([f.visual for f in feats])  # (2B, S_v, Nv, Cv)
     want = torch.stack([torch.stack([tokens[b, :, :, c].max() for c in range(tokens.shape[-1])])
                         for b in range(tokens.shape[0])])  # fmt: skip  # (2B, Cv), one maximum at a time
     torch.testing.assert_close(seen["cond"], want)
