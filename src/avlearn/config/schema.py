@@ -92,6 +92,7 @@ class DataConfig:
     benchmark: str = choice("vggsound", BENCHMARKS)
     sound_clips: int = -1
     image_clips: int = -1
+    sound_background: float = 0.0  # AVSynth's sounds: probability of a background sound of another class (0-1)
     fold: int = 1
     audioset_train: str = choice("balanced", ("balanced", "unbalanced", "full"))
     frame_size: int = 64

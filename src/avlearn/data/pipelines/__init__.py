@@ -29,7 +29,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,8 @@ def synth_config(data: DictConfig, task: str = "ave", part: str | None = None): 
 
     ``data.clips`` sizes the event clips; ``data.avs_clips`` / ``data.avqa_clips`` / ``data.sound_clips`` /
     ``data.image_clips`` size the AVSBench / AVQA / ESC-50 / CoOp parts (-1: ``data.clips`` of them). The other
-    parts get no clips, so each task's folder holds what it reads.
+    parts get no clips, so each task's folder holds what it reads. ``data.sound_background`` (the probability of
+    a background sound of another class in a sound) applies to the ``sounds`` part only.
     """
     from avlearn.data.synth import SynthConfig
 
@@ -67,6 +68,7 @@ def synth_config(data: DictConfig, task: str = "ave", part: str | None = None): 
         clips=count["events"], seed=data.synth_seed, num_classes=data.num_classes, size=data.size,
         seconds=data.seconds, fps=data.fps, sample_rate=data.sample_rate, avs_clips=count["avs"],
         avqa_clips=count["avqa"], sound_clips=count["sounds"], image_clips=count["images"],
+        sound_background=data.sound_background if part == "sounds" else 0.0,
     )  # fmt: skip
 
 
@@ -78,7 +80,7 @@ def ensure_avsynth(data: DictConfig, task: str = "ave", part: str | None = None)
     from avlearn.data.synth import FLAVOURS, FORMAT_VERSION, generate, read_meta
 
     cfg = synth_config(data, task, part)
-    key = {"format": FORMAT_VERSION, **asdict(cfg)}  # a newer format goes to a new cache folder
+    key = {"format": FORMAT_VERSION, **cfg.params()}  # a newer format goes to a new cache folder
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     root = Path(data.root).expanduser() if data.root else cache_dir() / f"avsynth-{digest}"
     if read_meta(root) is None:

@@ -46,6 +46,7 @@ FORMAT_VERSION = 4  # 2: VGGSound-AVEL40K labels; 3: AudioSet, UCF101, MSR-VTT, 
 # 4: ImageNet-ESC's images
 AVS_FRAMES = 5  # AVSBench: one frame (and mask) per second over 5 s
 ESC_SECONDS = 5  # ESC-50 clips are 5 s long
+LATER_DEFAULTS = {"sound_background": 0.0}  # options added after format 4, at the value that renders format 4
 _PREFIX = {"events": "ev", "s4": "s4", "ms3": "ms", "avqa": "", "sounds": "sd", "images": "im"}
 
 
@@ -66,6 +67,14 @@ class SynthConfig:
     avqa_clips: int = -1
     sound_clips: int = -1
     image_clips: int = -1
+    # Probability that an ESC-50 sound also holds a background sound of another class, heard over a random part of
+    # it (as an event clip's audio-only distractor); 0 renders format 4's clean sounds (docs/avsynth.md).
+    sound_background: float = 0.0
+
+    def params(self) -> dict:
+        """The parameters that name and check a folder: every field, but an option added after format 4 only when
+        it is not its default, so the folders made before it keep their cache key and their ``avsynth.json``."""
+        return {k: v for k, v in asdict(self).items() if k not in LATER_DEFAULTS or v != LATER_DEFAULTS[k]}
 
     def count(self, flavour: str) -> int:
         """Number of clips of ``flavour``."""
@@ -84,6 +93,7 @@ class SynthConfig:
             (self.seconds >= AVS_FRAMES, f"seconds must be >= {AVS_FRAMES}"),
             (1 <= self.fps <= 60, "fps must be in [1, 60]"),
             (8000 <= self.sample_rate <= 48000, "sample_rate must be in [8000, 48000]"),
+            (0.0 <= self.sound_background <= 1.0, "sound_background must be in [0, 1]"),
         ]
         bad = [msg for ok, msg in checks if not ok]
         if bad:
@@ -140,7 +150,7 @@ def _render_clip(root: Path, cfg: SynthConfig, flavour: str, index: int) -> tupl
 
     rng = np.random.default_rng([cfg.seed, FLAVOURS.index(flavour), index])
     seconds = _seconds(cfg, flavour)
-    scene = sample_scene(flavour, clip_id(flavour, index), rng, seconds, cfg.num_classes, index)
+    scene = sample_scene(flavour, clip_id(flavour, index), rng, seconds, cfg.num_classes, index, cfg.sound_background)
     classes = class_table(cfg.num_classes)
     split = split_of(index, cfg.count(flavour))
     if flavour == "sounds":  # audio only, in ESC-50's folder
@@ -190,7 +200,7 @@ def _write_annotations(root: Path, cfg: SynthConfig, by_flavour: dict[str, list]
     }
     meta = {
         "format": FORMAT_VERSION,
-        "config": asdict(cfg),
+        "config": cfg.params(),
         "classes": class_table_json(cfg.num_classes),
         "counts": counts,
     }
@@ -215,8 +225,10 @@ def check_existing(out: Path, cfg: SynthConfig) -> bool:
             f"{out} holds AVSynth of format {meta['format']}, not this avlearn's {FORMAT_VERSION} (files differ "
             "between formats); delete it or choose another folder"
         )
-    if meta["config"] != asdict(cfg):
-        diff = {k: (v, asdict(cfg)[k]) for k, v in meta["config"].items() if asdict(cfg).get(k) != v}
+    asked = cfg.params()
+    if meta["config"] != asked:
+        diff = {k: (meta["config"].get(k), asked.get(k)) for k in {*meta["config"], *asked}
+                if meta["config"].get(k) != asked.get(k)}  # fmt: skip
         raise DataError(
             f"{out} holds AVSynth made with other parameters (folder vs asked: {diff}); "
             "delete it or choose another folder"

@@ -12,7 +12,8 @@ Flavours:
 - ``ms3`` (AVSBench multi-source): two or three visible sources, each sounding in some seconds.
 - ``avqa`` (MUSIC-AVQA): two or three sources at distinct horizontal positions with distinct onsets, sometimes an
   off-screen sound (the "voiceover").
-- ``sounds`` (ESC-50, ImageNet-ESC audio): one class heard throughout, nothing seen (rendered as audio only).
+- ``sounds`` (ESC-50, ImageNet-ESC audio): one class heard throughout, nothing seen (rendered as audio only);
+  optionally (``sound_background``) a background sound of another class heard over part of it.
 - ``images`` (CoOp image sets): one object of one class, seen, silent (rendered as one image).
 """
 
@@ -158,19 +159,35 @@ def _multi(rng: np.random.Generator, clip_id: str, flavour: str, seconds: int, n
     return Scene(clip_id, flavour, seconds, sources, background=int(rng.integers(2**31)))
 
 
-def _single(rng: np.random.Generator, clip_id: str, flavour: str, seconds: int, cls: int) -> Scene:
-    """One source of class ``cls``: heard throughout (``sounds``) or seen throughout (``images``)."""
+def _single(
+    rng: np.random.Generator, clip_id: str, flavour: str, seconds: int, cls: int, num_classes: int, background: float
+) -> Scene:
+    """One source of class ``cls``: heard throughout (``sounds``) or seen throughout (``images``); a sound, with
+    probability ``background`` (no draw when 0), also a background sound of another class heard over a random
+    interval."""
     full = [(0, seconds)]
     seen, heard = ([], full) if flavour == "sounds" else (full, [])
     x = float(rng.uniform(0.3, 0.7))
-    return Scene(clip_id, flavour, seconds, [_source(rng, cls, x, seen, heard)], background=int(rng.integers(2**31)))
+    sources = [_source(rng, cls, x, seen, heard)]
+    scene_seed = int(rng.integers(2**31))
+    if flavour == "sounds" and background > 0 and rng.random() < background:
+        other = int((cls + rng.integers(1, num_classes)) % num_classes)
+        sources.append(_source(rng, other, 0.5, [], [_interval(rng, seconds)]))
+    return Scene(clip_id, flavour, seconds, sources, background=scene_seed)
 
 
 def sample_scene(
-    flavour: str, clip_id: str, rng: np.random.Generator, seconds: int, num_classes: int, index: int = 0
+    flavour: str,
+    clip_id: str,
+    rng: np.random.Generator,
+    seconds: int,
+    num_classes: int,
+    index: int = 0,
+    sound_background: float = 0.0,
 ) -> Scene:
     """A random scene of ``flavour`` (see the module docstring), drawn from ``rng`` only; ``sounds`` and ``images``
-    take the class ``index % num_classes`` instead, so that their sets are balanced (as ESC-50 and CoOp's sets)."""
+    take the class ``index % num_classes`` instead, so that their sets are balanced (as ESC-50 and CoOp's sets);
+    ``sound_background``: the probability of a sound's background sound (``_single``)."""
     if flavour == "events":
         return _events(rng, clip_id, seconds, num_classes)
     if flavour == "s4":
@@ -178,5 +195,5 @@ def sample_scene(
     if flavour in ("ms3", "avqa"):
         return _multi(rng, clip_id, flavour, seconds, num_classes)
     if flavour in ("sounds", "images"):
-        return _single(rng, clip_id, flavour, seconds, index % num_classes)
+        return _single(rng, clip_id, flavour, seconds, index % num_classes, num_classes, sound_background)
     raise ValueError(f"unknown AVSynth flavour {flavour!r}; expected one of {FLAVOURS}")
