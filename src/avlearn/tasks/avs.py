@@ -14,7 +14,7 @@ scored per frame by ``avlearn.metrics.avs_scores`` (foreground mIoU and F-score,
 
 ``task.head=tpavi_seed`` (``SeedAVSDecoder``) is DG-SCT's AVS decoder exactly, with its stage-wise temporal gates and
 without the changes below (which are those of the default ``task.head=avsbench``), except TPAVI's factorised form.
-``task.head=avsegm_seed`` is DeepAVFusion's simple decoder (``avlearn.tasks.avsegm_seed``) on the method's per-layer
+``task.head=avsegm_seed`` is DeepAVFusion's simple decoder (``avlearn.layers.avsegm``) on the method's per-layer
 tokens (``AVFeatures.layers``) instead of a ``visual_pyramid``: every frame is decoded alone, with its own second of
 audio, as the seed's samples are.
 
@@ -50,10 +50,10 @@ from torch import nn
 
 from avlearn.data.pipelines.avs import avs_pipeline
 from avlearn.errors import ConfigError, DataError
+from avlearn.layers.avsegm import AVSegmSeedDecoder, seed_layers
 from avlearn.methods.base import check_pairing
 from avlearn.registry import TASKS
-from avlearn.tasks.avsegm_seed import AVSegmSeedDecoder, seed_layers
-from avlearn.tasks.base import DatasetInfo, add_method_losses, paired_segments
+from avlearn.tasks.base import DatasetInfo, MethodLayerIds, add_method_losses, paired_segments
 from avlearn.viz.reports import AVS
 
 
@@ -345,8 +345,11 @@ def _avsegm_decoder(cfg: AVSConfig, method: nn.Module) -> tuple[AVSegmSeedDecode
 
 @TASKS.register("avs_s4", pipeline=avs_pipeline, synth_part="avs", report=AVS, stores=("clips",))
 @TASKS.register("avs_ms3", pipeline=avs_pipeline, synth_part="avs", report=AVS, stores=("clips",))
-class AVSTask(nn.Module):
-    """AVSBench S4 / MS3: batch ``frames (B, T, H, W, 3)``, ``audio``, ``masks (B, T, H*W)``, ``mask_valid (B, T)``."""
+class AVSTask(MethodLayerIds, nn.Module):
+    """AVSBench S4 / MS3: batch ``frames (B, T, H, W, 3)``, ``audio``, ``masks (B, T, H*W)``, ``mask_valid (B, T)``.
+
+    The method's layer ids go to ``train.layer_decay`` with the decoder last (``MethodLayerIds``: the seed's
+    ``params_layer_ids`` for ``avsegm_seed``)."""
 
     Config = AVSConfig
     needs = ()  # depends on task.head (HEAD_NEEDS): checked in __init__ (still at build time)
@@ -360,7 +363,7 @@ class AVSTask(nn.Module):
                 f"unknown task.head '{cfg.head}' for task '{cfg.name}'; expected one of {', '.join(HEADS)}"
             )
         self.needs = HEAD_NEEDS[cfg.head]
-        method_name = getattr(getattr(method, "Config", None), "name", type(method).__name__)
+        method_name = getattr(getattr(method, "cfg", None), "name", None) or type(method).__name__
         check_pairing(method_name, method.produces, f"{cfg.name}' with task.head='{cfg.head}", self.needs)
         self.layers: list[int] = []
         if cfg.head == "avsegm_seed":
@@ -368,19 +371,6 @@ class AVSTask(nn.Module):
         else:
             decoder = SeedAVSDecoder if cfg.head == "tpavi_seed" else AVSDecoder
             self.decoder = decoder(method.dims["visual_pyramid"], method.dims["audio_pooled"], cfg)
-
-    def num_layers(self) -> int:
-        """The method's depth, for layer-wise lr decay (``train.layer_decay``); a ConfigError without one."""
-        if not all(callable(getattr(self.method, attr, None)) for attr in ("layer_id", "num_layers")):
-            raise ConfigError(f"train.layer_decay needs a method with layer_id(name) and num_layers(); "
-                              f"{type(self.method).__name__} has none (set train.layer_decay=1.0)")  # fmt: skip
-        return self.method.num_layers()
-
-    def layer_id(self, name: str) -> int:
-        """The method's layer of its own parameters (``method.<name>``); the decoder is last (``num_layers() + 1``),
-        as the seed's ``params_layer_ids``."""
-        inner = name.removeprefix("method.")
-        return self.num_layers() + 1 if inner == name else self.method.layer_id(inner)
 
     def outputs(self, batch: dict[str, torch.Tensor], keep: torch.Tensor | None = None) -> tuple:
         """Mask logits (K, H, W) of the frames ``keep`` selects from (B, T) (default: all, K = B*T), the stage

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from avlearn.cli.main import main
 from avlearn.config import compose_run
-from avlearn.tasks.avsegm_seed import seed_layers
+from avlearn.layers.avsegm import seed_layers
 
 # The seed's AVSBench run (README "AVSBench-S4": blr 2e-4, batch 16 x 8 accumulation x 4 GPUs, 100 epochs, 20 warmup;
 # configs/avsegm.yaml: AdamW, weight decay 0.05, layer decay 0.75, fp32) and its oversampling of the training videos

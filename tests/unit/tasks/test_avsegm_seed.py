@@ -1,6 +1,6 @@
-"""``task.head=avsegm_seed`` (DeepAVFusion's simple segmentation decoder, ``avlearn.tasks.avsegm_seed``): the seed's
+"""``task.head=avsegm_seed`` (DeepAVFusion's simple segmentation decoder, ``avlearn.layers.avsegm``): the seed's
 layer choice, the logit size, frames decoded one by one, the learning-rate layers, the background-inclusive score
-and the refusals. Parity with the seed's module: tests/reference/test_avsegm_seed.py."""
+and the refusals. Parity with the seed's module: tests/reference/test_avsegm_seed_parity.py."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from torch import nn
 from avlearn.config.schema import TrainConfig
 from avlearn.engine.optim import param_groups
 from avlearn.errors import ConfigError
+from avlearn.layers.avsegm import AVSegmSeedDecoder, seed_layers
 from avlearn.methods.deepavfusion import DeepAVFusion, DeepAVFusionConfig
 from avlearn.metrics.avs import miou_with_background
 from avlearn.registry import BACKBONES
 from avlearn.tasks.avs import AVSConfig, AVSTask
-from avlearn.tasks.avsegm_seed import AVSegmSeedDecoder, seed_layers
 from avlearn.tasks.base import DatasetInfo
 
 SIZE = 64  # frames; the tiny towers see 32 px (a 4 x 4 grid), the decoder gives 16 x 4 = 64 px logits

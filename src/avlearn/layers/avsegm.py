@@ -1,4 +1,5 @@
-"""DeepAVFusion's simple segmentation decoder (``task.head=avsegm_seed`` of the AVS task).
+"""DeepAVFusion's simple segmentation decoder (``task.head=avsegm_seed`` of the AVS task) and its up-sampling block
+(``UpBlock``: the seed's ``Up``, also a block of its separation U-Net).
 
 Mo & Morgado, "Unveiling the Power of Audio-Visual Early Fusion Transformers with Dense Interactions through Masked
 Modeling", CVPR 2024; seed ``stoneMo/DeepAVFusion`` ``models/avsegm.py`` (``AVSegmSimple``) with the ``Up`` /
@@ -33,7 +34,7 @@ from torch import nn
 from avlearn.layers.unet import _double_conv
 
 
-class _Up(nn.Module):
+class UpBlock(nn.Module):
     """``c_in -> c_out`` at ``factor`` times the resolution: a ``factor x factor`` transposed convolution to
     ``c_in / factor`` channels, then (with a ``skip`` map of ``skip`` channels concatenated after it) the double
     convolution."""
@@ -66,8 +67,8 @@ class AVSegmSeedDecoder(nn.Module):
         self.audio_proj = nn.ModuleList(nn.Linear(audio_dim, c) for c in widths)
         self.audio_norms = nn.ModuleList(nn.LayerNorm(c) for c in widths)
         self.top = _double_conv(visual_dim + widths[0], widths[0])
-        self.lateral = nn.ModuleList(_Up(visual_dim, widths[d], factor=2**d) for d in range(1, levels))
-        self.up = nn.ModuleList(_Up(widths[d - 1], widths[d], skip=2 * widths[d]) for d in range(1, levels))
+        self.lateral = nn.ModuleList(UpBlock(visual_dim, widths[d], factor=2**d) for d in range(1, levels))
+        self.up = nn.ModuleList(UpBlock(widths[d - 1], widths[d], skip=2 * widths[d]) for d in range(1, levels))
         self.predictor = nn.Sequential(
             nn.Conv2d(widths[-1], min_channels, 3, padding=1),
             nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
