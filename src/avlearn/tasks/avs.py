@@ -70,7 +70,7 @@ class AVSConfig:
     seed_audio_dim: int = 128  # tpavi_seed: width of the projected audio (the seed's ``audio_linear``)
     seed_ffn: int = 1024  # tpavi_seed: feed-forward width of the stage gates' encoders
     temporal_gamma: float = 0.05  # tpavi_seed: strength of the stage gates (seed: S4 0.05, MS3 train 0.1)
-    avsegm_layers: list[int] | None = None  # avsegm_seed: method layers read, shallowest first (None: the seed's)
+    avsegm_layers: list[int] | None = None  # avsegm_seed: layers read, coarsest branch first (None: the seed's)
     avsegm_min_channels: int = 128  # avsegm_seed: floor of the branch widths and the predictor's width (seed: 128)
     with_background: bool = False  # also score DeepAVFusion's background-inclusive mIoU (miou_with_background)
 
@@ -329,8 +329,8 @@ def _avsegm_decoder(cfg: AVSConfig, method: nn.Module) -> tuple[AVSegmSeedDecode
     depth = len(widths["visual"])
     layers = seed_layers(depth) if cfg.avsegm_layers is None else list(cfg.avsegm_layers)
     if not layers or any(not 0 <= i < depth for i in layers):
-        raise ConfigError(f"task.avsegm_layers={cfg.avsegm_layers}: expected a non-empty list of the method's layer "
-                          f"indices in [0, {depth - 1}] (shallowest first), or null for the seed's choice")  # fmt: skip
+        raise ConfigError(f"task.avsegm_layers={cfg.avsegm_layers}: expected a non-empty list of layer indices in "
+                          f"[0, {depth - 1}] (coarsest branch first), or null (the seed's choice)")  # fmt: skip
     if len({widths["visual"][i] for i in layers}) != 1:
         raise ConfigError(f"task.head=avsegm_seed needs image tokens of one width in task.avsegm_layers={layers}; "
                           f"the method's layers have widths {[widths['visual'][i] for i in layers]}")  # fmt: skip
