@@ -14,6 +14,9 @@ scored per frame by ``avlearn.metrics.avs_scores`` (foreground mIoU and F-score,
 
 ``task.head=tpavi_seed`` (``SeedAVSDecoder``) is DG-SCT's AVS decoder exactly, with its stage-wise temporal gates and
 without the changes below (which are those of the default ``task.head=avsbench``), except TPAVI's factorised form.
+``task.head=avsegm_seed`` is DeepAVFusion's simple decoder (``avlearn.layers.avsegm``) on the method's per-layer
+tokens (``AVFeatures.layers``) instead of a ``visual_pyramid``: every frame is decoded alone, with its own second of
+audio, as the seed's samples are.
 
 What we changed, and why:
 
@@ -47,8 +50,10 @@ from torch import nn
 
 from avlearn.data.pipelines.avs import avs_pipeline
 from avlearn.errors import ConfigError, DataError
+from avlearn.layers.avsegm import AVSegmSeedDecoder, seed_layers
+from avlearn.methods.base import check_pairing
 from avlearn.registry import TASKS
-from avlearn.tasks.base import DatasetInfo, add_method_losses, paired_segments
+from avlearn.tasks.base import DatasetInfo, MethodLayerIds, add_method_losses, paired_segments
 from avlearn.viz.reports import AVS
 
 
@@ -57,7 +62,7 @@ class AVSConfig:
     """Schema of ``task/avs_s4.yaml`` and ``task/avs_ms3.yaml``."""
 
     name: str = "avs_s4"
-    head: str = "avsbench"  # avsbench (avlearn's decoder) | tpavi_seed (DG-SCT's AVS decoder exactly)
+    head: str = "avsbench"  # avsbench (avlearn's) | tpavi_seed (DG-SCT's decoder) | avsegm_seed (DeepAVFusion's)
     dim: int = 64  # decoder width (AVSBench: 256)
     tpavi: bool = True  # TPAVI on every stage (DG-SCT: stages 0-3); avsbench only (tpavi_seed always has it)
     kl_weight: float = 0.0  # audio–masked-visual KL term (MS3: 0.5)
@@ -65,9 +70,18 @@ class AVSConfig:
     seed_audio_dim: int = 128  # tpavi_seed: width of the projected audio (the seed's ``audio_linear``)
     seed_ffn: int = 1024  # tpavi_seed: feed-forward width of the stage gates' encoders
     temporal_gamma: float = 0.05  # tpavi_seed: strength of the stage gates (seed: S4 0.05, MS3 train 0.1)
+    avsegm_layers: list[int] | None = None  # avsegm_seed: layers read, coarsest branch first (None: the seed's)
+    avsegm_min_channels: int = 128  # avsegm_seed: floor of the branch widths and the predictor's width (seed: 128)
+    with_background: bool = False  # also score DeepAVFusion's background-inclusive mIoU (miou_with_background)
 
 
-HEADS = ("avsbench", "tpavi_seed")
+# The AVFeatures fields each head reads (checked when the task is built).
+HEAD_NEEDS = {
+    "avsbench": ("audio_pooled", "visual_pyramid"),
+    "tpavi_seed": ("audio_pooled", "visual_pyramid"),
+    "avsegm_seed": ("layers",),
+}
+HEADS = tuple(HEAD_NEEDS)
 
 
 class TPAVI(nn.Module):
@@ -309,13 +323,36 @@ def masked_av_kl(
     return total / max(1, len(maps))
 
 
+def _avsegm_decoder(cfg: AVSConfig, method: nn.Module) -> tuple[AVSegmSeedDecoder, list[int]]:
+    """``task.head=avsegm_seed``: the decoder sized from ``method.dims["layers"]`` and the layers it reads."""
+    widths = method.dims["layers"]
+    depth = len(widths["visual"])
+    layers = seed_layers(depth) if cfg.avsegm_layers is None else list(cfg.avsegm_layers)
+    if not layers or any(not 0 <= i < depth for i in layers):
+        raise ConfigError(f"task.avsegm_layers={cfg.avsegm_layers}: expected a non-empty list of layer indices in "
+                          f"[0, {depth - 1}] (coarsest branch first), or null (the seed's choice)")  # fmt: skip
+    if len({widths["visual"][i] for i in layers}) != 1:
+        raise ConfigError(f"task.head=avsegm_seed needs image tokens of one width in task.avsegm_layers={layers}; "
+                          f"the method's layers have widths {[widths['visual'][i] for i in layers]}")  # fmt: skip
+    if cfg.avsegm_min_channels < 1:
+        raise ConfigError(f"task.avsegm_min_channels={cfg.avsegm_min_channels}: expected >= 1")
+    if cfg.kl_weight > 0:
+        raise ConfigError(f"task.head=avsegm_seed has no stage maps for the KL term: set task.kl_weight=0 "
+                          f"(got {cfg.kl_weight})")  # fmt: skip
+    decoder = AVSegmSeedDecoder(widths["visual"][layers[0]], widths["audio"][-1], len(layers), cfg.avsegm_min_channels)
+    return decoder, layers
+
+
 @TASKS.register("avs_s4", pipeline=avs_pipeline, synth_part="avs", report=AVS, stores=("clips",))
 @TASKS.register("avs_ms3", pipeline=avs_pipeline, synth_part="avs", report=AVS, stores=("clips",))
-class AVSTask(nn.Module):
-    """AVSBench S4 / MS3: batch ``frames (B, T, H, W, 3)``, ``audio``, ``masks (B, T, H*W)``, ``mask_valid (B, T)``."""
+class AVSTask(MethodLayerIds, nn.Module):
+    """AVSBench S4 / MS3: batch ``frames (B, T, H, W, 3)``, ``audio``, ``masks (B, T, H*W)``, ``mask_valid (B, T)``.
+
+    The method's layer ids go to ``train.layer_decay`` with the decoder last (``MethodLayerIds``: the seed's
+    ``params_layer_ids`` for ``avsegm_seed``)."""
 
     Config = AVSConfig
-    needs = ("audio_pooled", "visual_pyramid")
+    needs = ()  # depends on task.head (HEAD_NEEDS): checked in __init__ (still at build time)
     primary_metric = "miou"
 
     def __init__(self, cfg: AVSConfig, method: nn.Module, info: DatasetInfo) -> None:
@@ -325,17 +362,43 @@ class AVSTask(nn.Module):
             raise ConfigError(
                 f"unknown task.head '{cfg.head}' for task '{cfg.name}'; expected one of {', '.join(HEADS)}"
             )
-        decoder = SeedAVSDecoder if cfg.head == "tpavi_seed" else AVSDecoder
-        self.decoder = decoder(method.dims["visual_pyramid"], method.dims["audio_pooled"], cfg)
+        self.needs = HEAD_NEEDS[cfg.head]
+        method_name = getattr(getattr(method, "cfg", None), "name", None) or type(method).__name__
+        check_pairing(method_name, method.produces, f"{cfg.name}' with task.head='{cfg.head}", self.needs)
+        self.layers: list[int] = []
+        if cfg.head == "avsegm_seed":
+            self.decoder, self.layers = _avsegm_decoder(cfg, method)
+        else:
+            decoder = SeedAVSDecoder if cfg.head == "tpavi_seed" else AVSDecoder
+            self.decoder = decoder(method.dims["visual_pyramid"], method.dims["audio_pooled"], cfg)
 
     def outputs(self, batch: dict[str, torch.Tensor], keep: torch.Tensor | None = None) -> tuple:
         """Mask logits (K, H, W) of the frames ``keep`` selects from (B, T) (default: all, K = B*T), the stage
         maps and audio features of those frames, for the KL term, and the method's own loss terms."""
-        feats = paired_segments(self.method(batch), self.cfg.name)
         b, t, h, w = batch["frames"].shape[:4]
-        keep = torch.ones(b, t, dtype=torch.bool, device=feats.audio_pooled.device) if keep is None else keep
+        keep = torch.ones(b, t, dtype=torch.bool, device=batch["frames"].device) if keep is None else keep
+        if self.cfg.head == "avsegm_seed":
+            logits, losses = self._frame_outputs(batch, keep, (h, w))
+            return logits, [], [], losses
+        feats = paired_segments(self.method(batch), self.cfg.name)
         pyramid = [level.flatten(0, 1) for level in feats.visual_pyramid]  # (B*T, C_i, H_i, W_i)
         return *self.decoder(pyramid, feats.audio_pooled, (h, w), keep.flatten().nonzero()[:, 0]), feats.losses
+
+    def _frame_outputs(self, batch: dict[str, torch.Tensor], keep: torch.Tensor, size: tuple[int, int]
+                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+        """``task.head=avsegm_seed``: each kept frame with its own second of audio as a one-segment clip through the
+        method (the seed's samples), its per-layer tokens through the decoder -> logits (K, H, W), resized to the
+        frame size when the decoder's (2^L x the patch grid) differs; and the method's own loss terms."""
+        frames = {key: batch[key][keep][:, None] for key in ("frames", "audio")}  # (B, T, ...) -> (K, 1, ...)
+        feats = self.method(frames, layers=True)
+        if feats.grid is None:
+            raise DataError(f"task.head=avsegm_seed needs the method's image tokens on a grid (AVFeatures.grid); "
+                            f"{type(self.method).__name__} gave none")  # fmt: skip
+        visual = [feats.layers["visual"][i][:, 0] for i in self.layers]  # (K, 1, N, C) -> (K, N, C)
+        logits = self.decoder(visual, feats.layers["audio"][-1][:, 0], feats.grid)  # (K, h', w')
+        if logits.shape[-2:] != size:
+            logits = F.interpolate(logits[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+        return logits, feats.losses
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         valid = batch["mask_valid"].bool()  # (B, T): only annotated frames are decoded in training
@@ -361,4 +424,4 @@ class AVSTask(nn.Module):
 
         probs, valid = preds["probs"], targets["mask_valid"].bool()
         masks = targets["masks"].unflatten(-1, probs.shape[-2:])  # (N, T, H, W)
-        return avs_scores(probs[valid], masks[valid])
+        return avs_scores(probs[valid], masks[valid], with_background=self.cfg.with_background)

@@ -19,7 +19,15 @@ from avlearn.data.schema import DatasetInfo
 from avlearn.errors import ConfigError, DataError
 from avlearn.methods.base import AVFeatures
 
-__all__ = ["DatasetInfo", "EvaluationOnly", "Task", "add_method_losses", "paired_segments", "pooled_widths"]
+__all__ = [
+    "DatasetInfo",
+    "EvaluationOnly",
+    "MethodLayerIds",
+    "Task",
+    "add_method_losses",
+    "paired_segments",
+    "pooled_widths",
+]
 
 
 @runtime_checkable
@@ -51,6 +59,26 @@ class Task(Protocol):
     def predict(self, batch: dict[str, Any]) -> dict[str, Any]: ...
 
     def score(self, preds: dict[str, Any], targets: dict[str, Any]) -> dict[str, float]: ...
+
+
+class MethodLayerIds:
+    """For a task with a ``method``: the method's layer ids passed on for layer-wise lr decay (``train.layer_decay``,
+    which reads the model's ``layer_id(name)`` and ``num_layers()``), the task's own parameters (its head) last."""
+
+    method: nn.Module
+
+    def num_layers(self) -> int:
+        """The method's ``num_layers()``; a ConfigError for a method without layer ids."""
+        if not all(callable(getattr(self.method, attr, None)) for attr in ("layer_id", "num_layers")):
+            raise ConfigError(f"train.layer_decay needs a method with layer_id(name) and num_layers(); "
+                              f"{type(self.method).__name__} has none (set train.layer_decay=1.0)")  # fmt: skip
+        return self.method.num_layers()
+
+    def layer_id(self, name: str) -> int:
+        """The method's layer of its own parameters (``method.<name>``); the head is last (``num_layers() + 1``)."""
+        if name.startswith("method."):
+            return self.method.layer_id(name.removeprefix("method."))
+        return self.num_layers() + 1
 
 
 def pooled_widths(method: nn.Module) -> tuple[int, int]:

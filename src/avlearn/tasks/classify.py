@@ -41,7 +41,7 @@ from avlearn.data.pipelines.clips import benchmark_part, clip_splits
 from avlearn.errors import ConfigError
 from avlearn.methods.base import AVFeatures, check_pairing
 from avlearn.registry import TASKS
-from avlearn.tasks.base import DatasetInfo, add_method_losses
+from avlearn.tasks.base import DatasetInfo, MethodLayerIds, add_method_losses
 from avlearn.viz.classification import CLASSIFY
 
 MODES = ("linear", "finetune", "knn")
@@ -113,7 +113,7 @@ def target_key(cfg: ClassifyConfig) -> str:
 
 
 @TASKS.register("classify", pipeline=classify_splits, synth_part=benchmark_part, report=CLASSIFY)
-class ClassifyTask(nn.Module):
+class ClassifyTask(MethodLayerIds, nn.Module):
     """Clip classification by a linear probe, fine-tuning or kNN: batch ``frames``, ``audio``, ``labels`` () or (K,)."""
 
     Config = ClassifyConfig
@@ -143,19 +143,6 @@ class ClassifyTask(nn.Module):
         if self.cfg.mode == "linear":
             self.method.eval()
         return self
-
-    def num_layers(self) -> int:
-        """The method's ``num_layers()`` (layer-wise lr decay, ``train.layer_decay``); a ConfigError without one."""
-        if not all(callable(getattr(self.method, attr, None)) for attr in ("layer_id", "num_layers")):
-            raise ConfigError(f"train.layer_decay needs a method with layer_id(name) and num_layers(); "
-                              f"{type(self.method).__name__} has none (set train.layer_decay=1.0)")  # fmt: skip
-        return self.method.num_layers()
-
-    def layer_id(self, name: str) -> int:
-        """The method's layer of its own parameters (``method.<name>``); the head is last (``num_layers() + 1``)."""
-        if name.startswith("method."):
-            return self.method.layer_id(name.removeprefix("method."))
-        return self.num_layers() + 1
 
     def pooled(self, feats: AVFeatures) -> torch.Tensor:
         """(B, C) the clip feature of ``task.features``: the segment mean (and token mean for ``fused``)."""

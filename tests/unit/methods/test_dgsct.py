@@ -258,11 +258,11 @@ def test_checkpointing_gives_the_same_outputs_and_gradients_and_saves_fewer_tens
 
 def test_avs_s4_task_trains_on_the_dgsct_pyramid(built):
     from avlearn.methods.base import check_pairing
-    from avlearn.tasks.avs import AVSConfig, AVSTask
+    from avlearn.tasks.avs import HEAD_NEEDS, AVSConfig, AVSTask
     from avlearn.tasks.base import DatasetInfo
 
     method = copy.deepcopy(built)
-    check_pairing("dgsct_tiny", method.produces, "avs_s4", AVSTask.needs)
+    check_pairing("dgsct_tiny", method.produces, "avs_s4", HEAD_NEEDS["avsbench"])
     task = AVSTask(AVSConfig(dim=16), method, DatasetInfo(()))
     batch = _batch(b=2, s=5, size=32)
     batch["masks"] = torch.zeros(2, 5, 32 * 32, dtype=torch.bool)
@@ -277,10 +277,10 @@ def test_avs_s4_task_trains_on_the_dgsct_pyramid(built):
 
 def test_avs_pairing_is_refused_for_a_visual_backbone_without_a_grid():
     from avlearn.methods.base import check_pairing
-    from avlearn.tasks.avs import AVSTask
+    from avlearn.tasks.avs import HEAD_NEEDS
 
     with pytest.raises(ConfigError, match="visual_pyramid"):
-        check_pairing("dgsct", _clip_method(layers=2).produces, "avs_s4", AVSTask.needs)
+        check_pairing("dgsct", _clip_method(layers=2).produces, "avs_s4", HEAD_NEEDS["avsbench"])
 
 
 def test_frozen_backbones_get_no_gradient_and_every_adapter_does(built):

@@ -8,7 +8,7 @@ import torch
 from avlearn.errors import ConfigError, DataError
 from avlearn.methods.baseline import Baseline, BaselineConfig
 from avlearn.registry import BACKBONES, TASKS
-from avlearn.tasks.avs import TPAVI, AVSConfig, AVSTask, FrameFiLM, SeedAVSDecoder, masked_av_kl
+from avlearn.tasks.avs import HEAD_NEEDS, TPAVI, AVSConfig, AVSTask, FrameFiLM, SeedAVSDecoder, masked_av_kl
 from avlearn.tasks.base import DatasetInfo
 
 SIZE = 32
@@ -117,9 +117,9 @@ def test_both_flavours_are_registered_and_refuse_a_method_without_a_pyramid():
     from avlearn.methods.dgsct import DGSCT
 
     assert TASKS.get("avs_s4") is TASKS.get("avs_ms3") is AVSTask
-    check_pairing("baseline", _task().method.produces, "avs_s4", AVSTask.needs)  # CNN towers: a token grid
+    check_pairing("baseline", _task().method.produces, "avs_s4", HEAD_NEEDS["avsbench"])  # CNN towers: a token grid
     with pytest.raises(ConfigError, match="visual_pyramid"):
-        check_pairing("dgsct", DGSCT.produces, "avs_ms3", AVSTask.needs)
+        check_pairing("dgsct", DGSCT.produces, "avs_ms3", HEAD_NEEDS["avsbench"])
 
 
 def test_pipeline_decodes_avsynth(small_synth):
