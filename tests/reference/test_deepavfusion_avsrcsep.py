@@ -58,3 +58,13 @@ def test_faithful_targets_equal_the_seeds(binary):
         assert ours.mean() < 0.05  # the mixture holds each source: almost never above it
     else:
         assert ours.max() <= 0.5 + 1e-6  # at most 0.5 by construction
+
+
+def test_the_paper_size_decoder_has_the_seeds_tensors():
+    """At ViT-B width (768) every tensor of the seed's ``AVSrcSepUNet`` maps onto ours with its shape (46.9 M
+    parameters, spec section 3.4)."""
+    theirs = _avsrcsep_module().AVSrcSepUNet(768).state_dict()
+    ours = AVSrcSepUNet(768).state_dict()
+    converted = convert_avsrcsep_state_dict(theirs)
+    assert {k: v.shape for k, v in converted.items()} == {k: v.shape for k, v in ours.items()}
+    assert round(sum(p.numel() for p in AVSrcSepUNet(768).parameters()) / 1e6, 1) == 46.9
