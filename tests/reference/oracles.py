@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import math
 import os
 import subprocess
@@ -184,6 +185,16 @@ def randomise(module: torch.nn.Module, seed: int = 0, keep: tuple[str, ...] = ()
                 continue
             noise = torch.randn(tensor.shape, generator=generator) * 0.2
             tensor.copy_(tensor.abs() * 0.5 + 0.5 + noise.abs() if name.endswith("running_var") else tensor + noise)
+
+
+def file_module(path: Path, name: str) -> types.ModuleType:
+    """A seed's module that imports only torch and numpy, loaded from its file ``path`` as ``name``, or skip."""
+    if not path.is_file():
+        pytest.skip(f"reference code not found at {path} (the reference tier needs ../shared/reference)")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def assert_parity(ours: torch.Tensor, reference: torch.Tensor, what: str) -> float:

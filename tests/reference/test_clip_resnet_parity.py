@@ -7,8 +7,6 @@ scale, for a small geometry and for RN50's own."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import oracles
 import pytest
 import torch
@@ -19,13 +17,7 @@ from avlearn.backbones.clip_resnet import CLIPResNet, config_from_state_dict, co
 
 def _seed_model_module():  # noqa: ANN202 (the seed's module)
     """The seed's ``engine/clip/model.py`` (it imports only numpy and torch), loaded from its file."""
-    path = oracles.CMA / "engine" / "clip" / "model.py"
-    if not path.is_file():
-        pytest.skip(f"reference code not found at {path} (the reference tier needs ../shared/reference)")
-    spec = importlib.util.spec_from_file_location("cma_seed_clip_model", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return oracles.file_module(oracles.CMA / "engine" / "clip" / "model.py", "cma_seed_clip_model")
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,12 @@ its binary target ``|S| > |X|`` almost never true) and the mask is on the linear
 all-pass mask gives the mixture back exactly (up to float rounding), which DeepAVFusion's mel -> linear mapping
 does not (26.7 dB).
 
+Head (``head``): ``unet`` (above, the default) or ``avsrcsep_seed``, DeepAVFusion's own decoder
+(``avlearn.layers.avsrcsep``) on five layers of the method's per-layer audio tokens and its last layer's image
+tokens (the method encodes each source's frames with the mixture's audio), its log-mel-domain logits resampled onto
+this STFT. ``faithful``: the seed's targets (``|S|^2 > |X|^2``, ``|S|^2 / (|S|^2 + |X|^2)``) instead of the masks
+above, to reproduce its degenerate training.
+
 Scores (``score``): SDR, SIR, SAR of both estimates of every mixture against both sources (``bss_eval_sources``,
 pairing known, no permutation search), the SDR of the mixture itself as the estimate of each source, and SDRi = SDR
 - mixture SDR; also SDRi over Easy (two classes) and Hard (one class) mixtures. A mixture whose estimate is silent
@@ -43,6 +49,7 @@ from torch import nn
 
 from avlearn.data.pipelines.separation import separation_splits
 from avlearn.errors import ConfigError
+from avlearn.layers.avsrcsep import AVSrcSepHead, check_layers, seed_target_masks
 from avlearn.layers.unet import FUSIONS, ConditionedUNet
 from avlearn.metrics.separation import bss_eval_sources
 from avlearn.registry import TASKS
@@ -53,6 +60,7 @@ MASKS = ("ratio", "binary")
 CONDITIONS = ("visual", "audio_visual")
 CONDITION_NORMS = ("none", "batch")
 POOLS = ("mean", "max")
+HEADS = ("unet", "avsrcsep_seed")
 EPS = 1e-8
 SILENT = 1e-5  # an estimate with less energy (sum of squares) is not scored
 SHOWN = 4  # test mixtures drawn in the report's plot
@@ -74,12 +82,16 @@ class SeparateConfig:
     pool: str = "mean"  # mean: visual_pooled over segments | max: visual tokens over tokens and segments
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     weighted_loss: bool = True
+    head: str = "unet"  # unet | avsrcsep_seed (DeepAVFusion's decoder on the method's per-layer tokens)
+    seed_layers: list[int] | None = None  # avsrcsep_seed: 5 audio layers, deepest first (None: the seed's rule)
+    faithful: bool = False  # the seed's degenerate targets (avlearn.layers.avsrcsep.seed_target_masks)
+    mel_rate: int = 16000  # avsrcsep_seed: Hz of the method's log-mel (the yaml: data.sample_rate)
 
 
 def _check(cfg: SeparateConfig) -> None:
     """One-line ConfigErrors for invalid keys."""
     choices = {"mask": MASKS, "condition": CONDITIONS, "fusion": FUSIONS, "condition_norm": CONDITION_NORMS,
-               "pool": POOLS}  # fmt: skip
+               "pool": POOLS, "head": HEADS}  # fmt: skip
     for key, valid in choices.items():
         if (value := getattr(cfg, key)) not in valid:
             raise ConfigError(f"task.{key}={value!r}: expected one of {', '.join(valid)}")
@@ -131,6 +143,24 @@ def write_separation(stem: str | Path, sources: np.ndarray, estimates: np.ndarra
     return {"files": files, "sdr": [float(v) for v in sdr]}
 
 
+def _seed_head(cfg: SeparateConfig, method: nn.Module) -> AVSrcSepHead:
+    """DeepAVFusion's decoder for ``method``'s per-layer tokens; one-line ConfigErrors for what it cannot use."""
+    tower = getattr(method, "audio_backbone", None)
+    if "layers" not in method.produces or not hasattr(tower, "grid"):
+        raise ConfigError(f"task.head=avsrcsep_seed needs per-layer audio tokens on a patch grid, which method "
+                          f"'{type(method).__name__}' does not give; use task.head=unet")  # fmt: skip
+    if cfg.train_seconds != 0:
+        raise ConfigError(f"task.train_seconds={cfg.train_seconds}: task.head=avsrcsep_seed masks the whole clip the "
+                          "method encodes; set task.train_seconds=0")  # fmt: skip
+    if (cfg.condition, cfg.condition_norm) != ("visual", "none"):
+        raise ConfigError(f"task.condition={cfg.condition} / task.condition_norm={cfg.condition_norm}: task.head="
+                          "avsrcsep_seed conditions on the image tokens itself; expected visual / none")  # fmt: skip
+    widths = method.dims["layers"]["audio"]
+    pre = tower.preprocess
+    return AVSrcSepHead(widths[0], check_layers(cfg.seed_layers, len(widths)), tower.grid, pre.num_frames,
+                        pre.num_mel_bins, cfg.mel_rate, cfg.n_fft, cfg.sample_rate)  # fmt: skip
+
+
 @TASKS.register("separate", pipeline=separation_splits, synth_part="events", report=SEPARATION)
 class SeparateTask(nn.Module):
     """Visually guided 2-source separation: a U-Net mask on the mixture spectrogram, conditioned on the target's
@@ -144,14 +174,17 @@ class SeparateTask(nn.Module):
         super().__init__()
         _check(cfg)
         self.cfg, self.info, self.method = cfg, info, method
-        width = method.dims["visual" if cfg.pool == "max" else "visual_pooled"]
         if cfg.pool == "max":
             _require(method, "visual", "task.pool=max", "task.pool=mean")
+        width = method.dims["visual" if cfg.pool == "max" else "visual_pooled"]
         if cfg.condition == "audio_visual":
             _require(method, "audio_pooled", "task.condition=audio_visual", "task.condition=visual")
             width += method.dims["audio_pooled"]
-        self.norm = nn.BatchNorm1d(width, affine=False) if cfg.condition_norm == "batch" else nn.Identity()
-        self.unet = ConditionedUNet(tuple(cfg.channels), width, cfg.fusion)
+        if cfg.head == "avsrcsep_seed":
+            self.seed = _seed_head(cfg, method)
+        else:
+            self.norm = nn.BatchNorm1d(width, affine=False) if cfg.condition_norm == "batch" else nn.Identity()
+            self.unet = ConditionedUNet(tuple(cfg.channels), width, cfg.fusion)
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
 
     def stft(self, wave: torch.Tensor) -> torch.Tensor:
@@ -164,11 +197,15 @@ class SeparateTask(nn.Module):
         return torch.istft(spec.flatten(0, -3), self.cfg.n_fft, self.cfg.hop_length, window=self.window,
                            length=length).unflatten(0, spec.shape[:-2])  # fmt: skip
 
+    @staticmethod
+    def _each_source(batch: dict[str, Any]) -> dict[str, Any]:
+        """The batch twice: source 1's frames, then source 2's, each with the mixture's audio."""
+        return {**batch, "frames": torch.cat([batch["frames"], batch["frames_other"]]),
+                "audio": torch.cat([batch["audio"], batch["audio"]])}  # fmt: skip
+
     def _conditions(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``(2B, C)`` conditioning vectors, source 1's rows first, then source 2's; and the method's loss terms."""
-        both = {**batch, "frames": torch.cat([batch["frames"], batch["frames_other"]]),
-                "audio": torch.cat([batch["audio"], batch["audio"]])}  # fmt: skip  # each source's frames, the mixture
-        feats = self.method(both)
+        feats = self.method(self._each_source(batch))
         if self.cfg.pool == "max":
             cond = feats.visual.amax(dim=(1, 2))  # (2B, S_v, Nv, Cv) -> (2B, Cv)
         else:
@@ -179,8 +216,12 @@ class SeparateTask(nn.Module):
 
     def mask_logits(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Mask logits ``(B, 2, F, T)`` of both sources, the mixture's STFT ``(B, F, T)`` and the method's losses."""
-        cond, losses = self._conditions(batch)
         spec = self.stft(batch["sources"].float().sum(dim=1))  # (B, 2, N) -> (B, N) -> (B, F, T)
+        if self.cfg.head == "avsrcsep_seed":
+            feats = self.method(self._each_source(batch), layers=True)
+            logits = self.seed(feats.layers, batch["audio"].shape[-1], spec.shape[-1])  # (2B, F, T)
+            return logits.unflatten(0, (2, -1)).transpose(0, 1), spec, feats.losses  # (B, 2, F, T)
+        cond, losses = self._conditions(batch)
         logmag = torch.log(spec.abs() + 1e-3)[:, None]  # (B, 1, F, T)
         logits = self.unet(logmag.repeat(2, 1, 1, 1), cond)  # (2B, 1, F, T): source 1 rows, then source 2
         return logits[:, 0].unflatten(0, (2, -1)).transpose(0, 1), spec, losses  # (B, 2, F, T)
@@ -188,6 +229,8 @@ class SeparateTask(nn.Module):
     def target_masks(self, sources: torch.Tensor) -> torch.Tensor:
         """Ideal masks ``(B, 2, F, T)`` of ``sources (B, 2, N)``: ratio or binary (see the module docstring)."""
         mags = self.stft(sources.float()).abs()  # (B, 2, F, T)
+        if self.cfg.faithful:
+            return seed_target_masks(mags, self.stft(sources.float().sum(dim=1)).abs(), self.cfg.mask == "binary")
         if self.cfg.mask == "binary":
             return (mags > mags.flip(1)).float()
         return mags / (mags.sum(dim=1, keepdim=True) + EPS)

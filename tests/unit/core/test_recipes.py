@@ -164,7 +164,7 @@ def test_recipe_key_missing_from_the_chosen_option_is_one_line():
 # tests/unit/methods/test_deepavfusion_recipes.py).
 REFUSED = {"dgsct_avqa_paper": "answer vocabulary", "dgsct_avqa_tiny": "answer vocabulary",
            "valor_qa_tiny": "answer vocabulary",
-           "dgsct_pretrain_paper": "task=pretrain_segments",
+           "dgsct_pretrain_paper": "task=pretrain_segments", "deepavfusion_avsrcsep": "task=separate",
            **{f"deepavfusion_{run}_{data}": f"task={'pretrain' if run == 'pretrain' else 'classify'}"
               for run in ("pretrain", "linprobe", "finetune") for data in ("vggsound", "audioset")}}  # fmt: skip
 
