@@ -89,8 +89,8 @@ def test_pretrained_codes_transfer_across_modalities_far_above_untrained_ones(tm
     # Measured (docs/methods/cmg.md, seed 0; one test clip is 2.5 points, chance 10 %): full 27.5 in both directions,
     # untrained 7.5, no CPC 7.5; audio perplexity 7.1 (full) vs 1.2 (untrained); agreement 50.5 % vs 0 %.
     for direction in DIRECTIONS:
-        assert accuracy[("full", direction)] >= 20.0, direction
-        assert accuracy[("full", direction)] >= accuracy[("untrained", direction)] + 12.5, direction
-        assert accuracy[("full", direction)] >= accuracy[("no_cpc", direction)] + 10.0, direction
+        assert accuracy[("full", direction)] >= 35.0, direction
+        assert accuracy[("full", direction)] >= accuracy[("untrained", direction)] + 20.0, direction
+        assert accuracy[("full", direction)] >= accuracy[("no_cpc", direction)] + 15.0, direction
     assert stats["full"]["perplexity_audio"] > 3 * stats["untrained"]["perplexity_audio"]
-    assert stats["full"]["agreement"] >= 35.0 and stats["untrained"]["agreement"] <= 10.0
+    assert stats["full"]["agreement"] >= 20.0 and stats["untrained"]["agreement"] <= 10.0
