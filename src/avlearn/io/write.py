@@ -6,11 +6,15 @@ runs single-threaded (x264 frame-threading can change decisions between runs), a
 yuv420p here, by a swscale context of its own (``VideoFrame.reformat``). (Handing x264 the RGB
 frames, for PyAV's encoder to convert with the context it keeps across frames, gave different bytes for the same
 frames depending on what the process had done before: 2-3 variants per clip over 15 encodes, decoded pixels off
-by up to 10; AVSynth of one seed then differed between ``workers=1`` and ``workers=2``.)
+by up to 10; AVSynth of one seed then differed between ``workers=1`` and ``workers=2``.) On a CPU with AVX-512,
+x264's code is capped at AVX2 (``asm=AVX2``): with its AVX-512 code the same frames encoded to different bytes in
+different processes (11 of 1000 AVSynth videos between two generations, decoded pixels off by up to 14; 0 of 1000 with
+the cap). Elsewhere x264 picks its code itself, which then is AVX2 at most already.
 """
 
 from __future__ import annotations
 
+import functools
 from fractions import Fraction
 from pathlib import Path
 
@@ -38,7 +42,8 @@ def write_video(
     if height % 2 or width % 2:
         raise ValueError(f"H.264 with yuv420p needs even height and width, got {height}x{width}")
     with av.open(str(path), mode="w", format="mp4") as container:
-        video = container.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "veryfast"})
+        options = {"crf": str(crf), "preset": "veryfast", **x264_cpu_cap()}
+        video = container.add_stream("libx264", rate=fps, options=options)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.codec_context.thread_count = 1
         audio = _add_audio_stream(container, wave, sample_rate) if wave is not None else None
@@ -47,6 +52,20 @@ def write_video(
         container.mux(video.encode(None))
         if audio is not None:
             _encode_audio(container, audio, wave, sample_rate)
+
+
+@functools.cache
+def x264_cpu_cap() -> dict[str, str]:
+    """``{"x264-params": "asm=AVX2"}`` on a CPU with AVX-512 (numpy's CPU detection), else ``{}``.
+
+    x264 takes ``asm`` as the instruction sets to use, not checked against the CPU, so the cap is set only where
+    AVX-512 (and with it AVX2) is there.
+    """
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_features__ as features
+    return {"x264-params": "asm=AVX2"} if features.get("AVX512F") else {}
 
 
 def _yuv420p(image: np.ndarray):  # noqa: ANN202 (av.VideoFrame)
