@@ -88,15 +88,15 @@ class AVSegmSeedDecoder(nn.Module):
             for norm, tokens in zip(self.visual_norms, visual, strict=True)
         ]
         vectors = self.audio_vectors(audio)
-        x = self.top(torch.cat([maps[0], _tiled(vectors[0], grid)], dim=1))  # (K, c_0, gh, gw)
+        x = self.top(torch.cat([maps[0], tiled(vectors[0], grid)], dim=1))  # (K, c_0, gh, gw)
         for lateral, up, level, vector in zip(self.lateral, self.up, maps[1:], vectors[1:], strict=True):
             side = lateral(level)  # (K, c_d, 2^d gh, 2^d gw)
-            x = up(x, torch.cat([side, _tiled(vector, side.shape[-2:])], dim=1))  # (K, c_d, 2^d gh, 2^d gw)
+            x = up(x, torch.cat([side, tiled(vector, side.shape[-2:])], dim=1))  # (K, c_d, 2^d gh, 2^d gw)
         return self.predictor(x)[:, 0]  # (K, 1, 2^L gh, 2^L gw) -> (K, 2^L gh, 2^L gw)
 
 
-def _tiled(vector: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(K, C) -> (K, C, H, W), the vector at every position."""
+def tiled(vector: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(K, C) -> (K, C, H, W), the vector at every position (also the separation decoder's conditioning)."""
     return vector[:, :, None, None].expand(-1, -1, *size)
 
 

@@ -22,21 +22,23 @@ tower's input that holds the segment once (the pipeline tiles a one-second log-m
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from avlearn.audio.mel import hz_to_mel
 from avlearn.errors import ConfigError
+from avlearn.layers.avsegm import UpBlock, tiled
+from avlearn.layers.avsegm import seed_layers as evenly_spaced
 from avlearn.layers.unet import _double_conv
 
 LEVELS = 5  # audio layers read by the decoder; the output is 2 ** (LEVELS - 1) = 16 times the patch grid
 
 
 def seed_layers(depth: int) -> list[int]:
-    """The seed's choice of audio layers of a ``depth``-layer encoder, deepest first: ``[11, 8, 5, 2, 0]`` at 12."""
-    return [int(i) for i in np.linspace(0, depth - 1, LEVELS)[::-1].astype(int)]
+    """The seed's choice of audio layers of a ``depth``-layer encoder, deepest first: ``[11, 8, 5, 2, 0]`` at 12
+    (the segmentation decoder's evenly spaced layers, reversed)."""
+    return evenly_spaced(depth, LEVELS)[::-1]
 
 
 def check_layers(layers: list[int] | None, depth: int) -> list[int]:
@@ -47,20 +49,6 @@ def check_layers(layers: list[int] | None, depth: int) -> list[int]:
         raise ConfigError(f"task.seed_layers={list(layers)}: expected {LEVELS} layer indices in [0, {depth - 1}], "
                           "deepest first (null: the seed's rule)")  # fmt: skip
     return list(layers)
-
-
-class _Up(nn.Module):
-    """Upsample by ``factor`` (transposed convolution to ``c_in / factor`` channels), concatenate ``skip`` (when
-    given) and apply a ``DoubleConv``: the seed's ``Up`` with ``bilinear=False``."""
-
-    def __init__(self, c_in: int, c_out: int, c_skip: int = 0, factor: int = 2) -> None:
-        super().__init__()
-        self.up = nn.ConvTranspose2d(c_in, c_in // factor, kernel_size=factor, stride=factor)
-        self.conv = _double_conv(c_in // factor + c_skip, c_out)
-
-    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.up(x)  # (N, C_in, H, W) -> (N, C_in / factor, factor H, factor W)
-        return self.conv(x if skip is None else torch.cat([x, skip], dim=1))
 
 
 class AVSrcSepUNet(nn.Module):
@@ -79,8 +67,8 @@ class AVSrcSepUNet(nn.Module):
         self.top = _double_conv(2 * dim, dim)
         for level in range(1, LEVELS):  # lat4 (x2, dim / 2) .. lat1 (x16, dim / 16); up4 .. up1 halve the width
             width = dim // 2 ** (LEVELS - level)
-            self.add_module(f"lat{level}", _Up(dim, width, factor=2 ** (LEVELS - level)))
-            self.add_module(f"up{level}", _Up(2 * width, width, c_skip=2 * width))
+            self.add_module(f"lat{level}", UpBlock(dim, width, factor=2 ** (LEVELS - level)))
+            self.add_module(f"up{level}", UpBlock(2 * width, width, skip=2 * width))
         self.pred = nn.Conv2d(dim // 16, 1, kernel_size=3, padding=1)
         self.apply(_init_weights)
 
@@ -89,18 +77,13 @@ class AVSrcSepUNet(nn.Module):
         pairs = zip(self.xa_norm, audio, strict=True)
         maps = [norm(tokens).view(n, h, w, -1).permute(0, 3, 1, 2) for norm, tokens in pairs]  # 5 x (N, C, h, w)
         vector = self.xv_norm(visual).mean(dim=1)  # (N, Nv, C) -> (N, C)
-        x = self.top(torch.cat([maps[-1], _tiled(self.cond5(vector), h, w)], dim=1))  # (N, 2C, h, w) -> (N, C, h, w)
+        x = self.top(torch.cat([maps[-1], tiled(self.cond5(vector), (h, w))], dim=1))  # (N, 2C, h, w) -> (N, C, h, w)
         for level in range(LEVELS - 1, 0, -1):  # 4 .. 1: the running map doubles, the lateral map meets it
             scale = 2 ** (LEVELS - level)
-            cond = _tiled(getattr(self, f"cond{level}")(vector), h * scale, w * scale)  # (N, C / scale, ...)
+            cond = tiled(getattr(self, f"cond{level}")(vector), (h * scale, w * scale))  # (N, C / scale, ...)
             lateral = torch.cat([getattr(self, f"lat{level}")(maps[level - 1]), cond], dim=1)  # (N, 2C / scale, ...)
             x = getattr(self, f"up{level}")(x, lateral)  # (N, C / scale, h * scale, w * scale)
         return self.pred(x)  # (N, 1, 16 h, 16 w)
-
-
-def _tiled(vector: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """``(N, C)`` -> ``(N, C, h, w)``."""
-    return vector[:, :, None, None].expand(-1, -1, h, w)
 
 
 def _init_weights(module: nn.Module) -> None:
