@@ -152,9 +152,10 @@ def _seed_head(cfg: SeparateConfig, method: nn.Module) -> AVSrcSepHead:
     if cfg.train_seconds != 0:
         raise ConfigError(f"task.train_seconds={cfg.train_seconds}: task.head=avsrcsep_seed masks the whole clip the "
                           "method encodes; set task.train_seconds=0")  # fmt: skip
-    if (cfg.condition, cfg.condition_norm) != ("visual", "none"):
-        raise ConfigError(f"task.condition={cfg.condition} / task.condition_norm={cfg.condition_norm}: task.head="
-                          "avsrcsep_seed conditions on the image tokens itself; expected visual / none")  # fmt: skip
+    if (cfg.condition, cfg.condition_norm, cfg.pool) != ("visual", "none", "mean"):
+        raise ConfigError(f"task.condition={cfg.condition} / task.condition_norm={cfg.condition_norm} / task.pool="
+                          f"{cfg.pool}: task.head=avsrcsep_seed conditions on the image tokens itself; expected "
+                          "visual / none / mean")  # fmt: skip
     widths = method.dims["layers"]["audio"]
     pre = tower.preprocess
     return AVSrcSepHead(widths[0], check_layers(cfg.seed_layers, len(widths)), tower.grid, pre.num_frames,
