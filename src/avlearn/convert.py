@@ -7,15 +7,21 @@ Formats (``FORMATS``):
   Microsoft's release ``swinv2_large_patch4_window12_192_22k.pth``, which DG-SCT loads through timm), into
   ``swinv2_large_192``. Each fused ``qkv`` weight is split into query, key and value (timm keeps the query and value
   biases apart and has no key bias, as ``transformers``).
+- ``video_swin``: an official Video Swin Transformer checkpoint (SwinTransformer/Video-Swin-Transformer, e.g.
+  ``swin_base_patch244_window877_kinetics600_22k.pth``: a ``state_dict`` whose backbone keys start with
+  ``backbone.``), into ``video_swin_b`` (VALOR-B's tower). Names change only below the blocks
+  (``relative_position_bias_table`` -> ``position_bias``, ``mlp.fc1/fc2`` -> ``mlp.0/2``) and ``layers`` ->
+  ``stages``; ``cls_head`` is dropped. The seed loads the same weights at temporal stride 1 (one frame padded), as
+  avlearn's tower does; the kernel is unchanged.
 - ``htsat``: the original HTS-AT checkpoint (``HTSAT_AudioSet_Saved_1.ckpt``, a Lightning file whose ``state_dict``
   keys start with ``sed_model.``), into ``htsat_base``. Each ``qkv`` weight and bias is split in three.
 
 Dropped on purpose (listed in the returned report): the classification heads (timm ``head``, HTS-AT ``head`` and
-``tscam_conv``), HTS-AT's fixed STFT and mel matrices (``avlearn.audio.htsat_input`` computes the same front end),
-and buffers both sides derive from the architecture (``attn_mask``, ``relative_position_index``,
-``relative_coords_table``). Every other tensor must map to exactly one tensor of the avlearn model, with its shape;
-anything unmapped, missing or mis-shaped is an error. The output folder loads with ``backbone.pretrained`` (both
-towers), ``backbone.visual_pretrained`` or ``backbone.audio_pretrained``.
+``tscam_conv``, Video Swin ``cls_head``), HTS-AT's fixed STFT and mel matrices (``avlearn.audio.htsat_input``
+computes the same front end), and buffers both sides derive from the architecture (``attn_mask``,
+``relative_position_index``, ``relative_coords_table``). Every other tensor must map to exactly one tensor of the
+avlearn model, with its shape; anything unmapped, missing or mis-shaped is an error. The output folder loads with
+``backbone.pretrained`` (both towers), ``backbone.visual_pretrained`` or ``backbone.audio_pretrained``.
 
 Run formats (``RUN_FORMATS``): ``dgsct_ave``, the seed's trained AVE ``MMIL_Net`` (towers, the 48 adapters, and its
 ``TemporalAttention`` + ``CMBS`` head as ``task.head=cmbs_seed``; ``convert_dgsct_ave_state_dict``), written as a run
@@ -74,6 +80,14 @@ def _htsat_block(rest: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
     return _renamed(rest, tensor, simple)
 
 
+def _video_swin_block(rest: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One Video Swin block tensor (official / VALOR layout) -> ``Block3D`` tensors (names below the block)."""
+    names = {"norm1": "norm1", "norm2": "norm2", "attn.qkv": "attn.qkv", "attn.proj": "attn.proj",
+             "attn.relative_position_bias_table": "attn.position_bias", "mlp.fc1": "mlp.0",
+             "mlp.fc2": "mlp.2"}  # fmt: skip
+    return _renamed(rest, tensor, names)
+
+
 def _under(name: str, prefix: str) -> bool:
     """Whether the dotted ``name`` is ``prefix`` or lies below it."""
     return name == prefix or name.startswith(prefix + ".")
@@ -106,6 +120,14 @@ _HTSAT_TOP = {"bn0": "audio_encoder.batch_norm", "patch_embed": "audio_encoder.p
               "norm": "audio_encoder.norm", "layers": "audio_encoder.layers"}  # fmt: skip
 
 FORMATS: dict[str, Format] = {
+    "video_swin": Format(
+        backbone="video_swin_b",
+        strip="backbone.",
+        dropped=("cls_head",),
+        top={"patch_embed": "patch_embed", "layers": "stages", "norm": "norm"},
+        block=_video_swin_block,
+        block_prefix="stages.{}.blocks.{}.",
+    ),
     "timm_swinv2": Format(
         backbone="swinv2_large_192",
         strip="",
@@ -418,22 +440,25 @@ def _valor_special(name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor] |
 
 
 def convert_valor_state_dict(state: dict[str, torch.Tensor]) -> Conversion:
-    """A seed VALOR state dict (``module.`` stripped; a VALOR-L checkpoint or the same model at any width) -> the
-    state dict of :class:`avlearn.methods.valor.VALOR` with CLIP, AST and BERT towers.
+    """A seed VALOR state dict (``module.`` stripped; VALOR-L, VALOR-B or the same models at any width) -> the state
+    dict of :class:`avlearn.methods.valor.VALOR` with a CLIP or Video Swin tower, AST and BERT.
 
-    Changed layouts: CLIP's fused ``in_proj`` split into q, k, v; ``visual.proj`` transposed; AST's position table
-    gets back the distillation row the seed drops (zeros, like the distillation token: VALOR uses neither); the
+    Changed layouts: CLIP's fused ``in_proj`` split into q, k, v; ``visual.proj`` transposed; VALOR-B's
+    ``video_encoder.*`` (the seed's ``SwinTransformer3D``) renamed as the ``video_swin`` format does; AST's position
+    table gets back the distillation row the seed drops (zeros, like the distillation token: VALOR uses neither); the
     frame and type embeddings lose their leading unit axes; the temperature is ``exp(-logit_scale)`` of the CLIP
-    tower (VALOR-L), else ``contra_temp``. Dropped: the names in ``_VALOR_DROPPED`` and the unused temperature.
+    tower (VALOR-L), else ``contra_temp``. Dropped: the names in ``_VALOR_DROPPED``, the unused temperature and the
+    Video Swin's derived ``relative_position_index``.
 
     Raises:
-        DataError: a Video Swin checkpoint (VALOR-B; not built), or a tensor that maps to nothing.
+        DataError: a tensor that maps to nothing.
     """
-    if any(_under(k, "video_encoder") for k in state):
-        raise DataError("VALOR: this checkpoint has a Video Swin tower (VALOR-B), which avlearn does not build yet")
     clip = any(_under(k, "clip_model.visual") for k in state)
-    out, dropped, unmapped = {}, [], []
+    swin = _valor_video_swin(state)
+    out, dropped, unmapped = swin.tensors, swin.dropped, []
     for name, tensor in state.items():
+        if _under(name, _VALOR_SWIN):
+            continue
         if any(_under(name, prefix) for prefix in _VALOR_DROPPED):
             dropped.append(name)
             continue
@@ -451,6 +476,24 @@ def convert_valor_state_dict(state: dict[str, torch.Tensor]) -> Conversion:
     if unmapped:
         raise DataError(f"VALOR: {len(unmapped)} tensors have no avlearn counterpart, e.g. {unmapped[:3]}")
     return Conversion(out, dropped)
+
+
+_VALOR_SWIN = "video_encoder"  # VALOR-B's vision tower, the seed's SwinTransformer3D
+
+
+def _valor_video_swin(state: dict[str, torch.Tensor]) -> Conversion:
+    """VALOR-B's ``video_encoder.*`` tensors -> the Video Swin tower's (``visual_backbone.model.*``) and the dropped
+    source names (empty for VALOR-L).
+
+    Raises:
+        DataError: a ``video_encoder`` tensor that maps to nothing (named below ``video_encoder.``).
+    """
+    tower = {k[len(_VALOR_SWIN) + 1 :]: v for k, v in state.items() if _under(k, _VALOR_SWIN)}
+    if not tower:
+        return Conversion({})
+    swin = convert_state_dict("video_swin", tower)
+    tensors = {f"visual_backbone.model.{k}": v for k, v in swin.tensors.items()}
+    return Conversion(tensors, [f"{_VALOR_SWIN}.{k}" for k in swin.dropped])
 
 
 def _valor_layer(name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -5,7 +5,7 @@ in :mod:`avlearn.backbones.base`); every family also registers a ``<family>_tiny
 package registers them all.
 """
 
-from avlearn.backbones import ast, bert, clap, clip, cnn, features, swinv2, videomae, vit, vit_mae
+from avlearn.backbones import ast, bert, clap, clip, cnn, features, swinv2, video_swin, videomae, vit, vit_mae
 from avlearn.backbones.base import FREEZE_POLICIES, Backbone, Hidden, WeightsNotFoundError
 from avlearn.backbones.preprocess import AudioPreprocess, ImagePreprocess, TextPreprocess
 
@@ -24,6 +24,7 @@ __all__ = [
     "cnn",
     "features",
     "swinv2",
+    "video_swin",
     "videomae",
     "vit",
     "vit_mae",

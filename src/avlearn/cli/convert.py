@@ -6,12 +6,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "convert timm Swin-V2 / original HTS-AT weights or a DG-SCT seed AVE checkpoint into avlearn folders"
+HELP = (
+    "convert timm Swin-V2 / Video Swin / original HTS-AT weights or a DG-SCT seed AVE checkpoint into avlearn folders"
+)
 DESCRIPTION = (
     "Maps every tensor of a weight file onto an avlearn model and writes a folder.\n"
     "Backbone formats (config.json + model.safetensors, which backbone.pretrained / backbone.visual_pretrained /\n"
     "backbone.audio_pretrained load):\n"
     "  timm_swinv2  timm 0.6 Swin-V2 state dict (e.g. swinv2_large_window12_192_22k) -> swinv2_large_192\n"
+    "  video_swin   official Video Swin checkpoint (e.g. swin_base_patch244_window877_kinetics600_22k.pth,\n"
+    "               backbone. keys) -> video_swin_b (VALOR-B's vision tower)\n"
     "  htsat        HTS-AT Lightning checkpoint (HTSAT_AudioSet_Saved_1.ckpt, sed_model. keys) -> htsat_base\n"
     "Run formats (config.yaml + checkpoint/, which `avlearn eval` and `avlearn predict` load):\n"
     "  dgsct_ave    DG-SCT's trained AVE model (MMIL_Net, e.g. best_82.18.pt) -> recipe=dgsct_ave_paper with\n"
@@ -24,7 +28,12 @@ DESCRIPTION = (
 )
 
 
-FORMATS = ("dgsct_ave", "htsat", "timm_swinv2")  # avlearn.convert's formats, here so `avlearn --help` imports no torch
+FORMATS = (
+    "dgsct_ave",
+    "htsat",
+    "timm_swinv2",
+    "video_swin",
+)  # avlearn.convert's formats, here so `avlearn --help` imports no torch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -36,6 +36,7 @@ PUBLISHED = [
         0.1 * M,
         "the same AST with 4 x 32 patch positions instead of 12 x 101 (VALOR re-grids it)",
     ),  # fmt: skip
+    (("video_swin_b",), 88 * M, 1024 * 400 + 400, 1 * M, "Video Swin-B with its Kinetics-400 head (Liu et al. 2022)"),
     (("videomae_base",), 87 * M, 2 * 768 + 768 * 400 + 400, 1 * M, "VideoMAE paper, ViT-B with fc_norm + K400 head"),
     (("clip_vit_b16", "clip_text_b16"), 149_620_737, 1, 1, "openai/clip-vit-base-patch16 (+ logit_scale)"),
     (("clip_vit_b32", "clip_text_b16"), 151_277_313, 1, 1, "openai/clip-vit-base-patch32 (+ logit_scale)"),
@@ -74,7 +75,7 @@ def test_bert_base_with_pooler_is_bert_base_uncased() -> None:
 
 def test_every_published_size_is_covered() -> None:
     """Every real size of a ``transformers`` family (not avlearn's own CNNs) is checked above or in test_minilm."""
-    hf_families = ("ast", "bert", "clap", "clip", "swinv2", "videomae", "vit", "vit_mae")
+    hf_families = ("ast", "bert", "clap", "clip", "swinv2", "video_swin", "videomae", "vit", "vit_mae")
     real = {n for n in BACKBONES.names() if BACKBONES.get(n).__module__.rsplit(".", 1)[-1] in hf_families}
     covered = {name for names, *_ in PUBLISHED for name in names} | {"bert_base", "minilm_l6"}
     tiny = {n for n in real if n.endswith("_tiny")}

@@ -11,7 +11,7 @@ from avlearn.backbones.base import Backbone, Hidden
 from avlearn.registry import BACKBONES
 
 TINY = [name for name in BACKBONES.names() if name.endswith("_tiny")]
-FAMILIES = ("ast", "bert", "clap", "clip", "swinv2", "videomae", "vit", "vit_mae")
+FAMILIES = ("ast", "bert", "clap", "clip", "swinv2", "video_swin", "videomae", "vit", "vit_mae")
 
 
 def build(name: str) -> Backbone:
