@@ -124,7 +124,11 @@ FORMATS: dict[str, Format] = {
         backbone="video_swin_b",
         strip="backbone.",
         dropped=("cls_head",),
-        top={"patch_embed": "patch_embed", "layers": "stages", "norm": "norm"},
+        top={
+            "patch_embed": "patch_embed",
+            "norm": "norm",
+            **{f"layers.{i}.downsample": f"stages.{i}.downsample" for i in range(3)},
+        },  # fmt: skip
         block=_video_swin_block,
         block_prefix="stages.{}.blocks.{}.",
     ),
