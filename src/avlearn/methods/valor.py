@@ -92,16 +92,19 @@ def _check_config(cfg: VALORConfig) -> None:
 
 
 def _check_towers(visual: nn.Module, audio: nn.Module, text: nn.Module | None) -> None:
-    """VALOR runs a CLIP image tower, an AST and a BERT-family text tower with the WordPiece vocabulary."""
+    """VALOR runs a CLIP image tower (VALOR-L) or a Video Swin (VALOR-B), an AST and a BERT-family text tower with the
+    WordPiece vocabulary."""
     from avlearn.backbones.ast import AST
     from avlearn.backbones.bert import Bert
     from avlearn.backbones.clip import CLIPVision
+    from avlearn.backbones.video_swin import VideoSwin
 
-    expected = (("visual", visual, CLIPVision, "clip_vit_l14"), ("audio", audio, AST, "ast_valor"),
-                ("text", text, Bert, "minilm_l6"))  # fmt: skip
-    for slot, tower, cls, example in expected:
-        if not isinstance(tower, cls):
-            raise ConfigError(f"method valor: backbone.{slot} must be a {cls.__name__} tower (e.g. {example}), "
+    expected = (("visual", visual, (CLIPVision, VideoSwin), "clip_vit_l14 or video_swin_b"),
+                ("audio", audio, (AST,), "ast_valor"), ("text", text, (Bert,), "minilm_l6"))  # fmt: skip
+    for slot, tower, classes, example in expected:
+        if not isinstance(tower, classes):
+            names = " or ".join(c.__name__ for c in classes)
+            raise ConfigError(f"method valor: backbone.{slot} must be a {names} tower (e.g. {example}), "
                               f"got {type(tower).__name__}")  # fmt: skip
     vocab = text.model.config.vocab_size
     if vocab <= FIRST_RANDOM:
@@ -291,7 +294,9 @@ class VALOR(nn.Module):
         self.visual_backbone, self.audio_backbone, self.text_backbone = visual, audio, text
         # Never used: VALOR drops AST's distillation token and CLIP's projection (they would get no gradient).
         audio.model.embeddings.distillation_token.requires_grad_(False)
-        visual.model.visual_projection.requires_grad_(False)
+        self.video_swin = visual.modality == "video"  # VALOR-B's tower: every frame's tokens, no CLS
+        if not self.video_swin:
+            visual.model.visual_projection.requires_grad_(False)
         bert = text.model.config
         cv, ca, cd, dim = visual.num_features, audio.num_features, bert.hidden_size, cfg.contra_dim
         self.dims = {"audio": ca, "audio_pooled": ca, "visual": cv, "visual_pooled": cv, "text": cd, "text_pooled": cd}
@@ -319,14 +324,22 @@ class VALOR(nn.Module):
     # ---- towers
 
     def encode_visual(self, frames: torch.Tensor) -> torch.Tensor:
-        """``frames (B, S_v, H, W, 3)`` uint8 -> every chosen frame's tokens ``(B, n, 1 + N, Cv)``."""
+        """``frames (B, S_v, H, W, 3)`` uint8 -> every chosen frame's tokens ``(B, n, 1 + N, Cv)`` (CLIP: CLS first),
+        or ``(B, n, N, Cv)`` from the Video Swin, which encodes the n frames together."""
         s = frames.shape[1]
         n = self.cfg.frames or s
         index = ((torch.arange(n, device=frames.device) + 0.5) * s / n).long()  # the middle of n equal parts
         frames = frames[:, index]  # (B, n, H, W, 3)
+        if self.video_swin:
+            return self.visual_backbone.forward_frames(self.visual_backbone.preprocess(frames))  # (B, n, N, Cv)
         pixels = self.visual_backbone.preprocess(frames.flatten(0, 1))  # (B*n, 3, h, w)
         tokens = self.visual_backbone.forward_features(pixel_values=pixels)  # (B*n, 1 + N, Cv)
         return tokens.unflatten(0, (frames.shape[0], n))  # (B, n, 1 + N, Cv)
+
+    def frame_pooled(self, visual: torch.Tensor) -> torch.Tensor:
+        """Every frame's MGA token ``(B, n, Cv)``: the CLS (CLIP), or the mean of its tokens (Video Swin, as the
+        seed's ``pool_video_for_contra``)."""
+        return visual.mean(dim=2) if self.video_swin else visual[:, :, 0]
 
     def audio_clips(self, audio: torch.Tensor) -> torch.Tensor:
         """``audio (B, S_a, F, T)`` one-second log-mels -> ``(B, n_a, F, T_in)`` AST inputs: one clip a segment, or
@@ -368,7 +381,8 @@ class VALOR(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> AVFeatures:
         """AVFeatures of ``batch``; with ``text_ids``, also the text tokens and the ``mga`` / ``mgc`` losses."""
         visual, audio = self.encode_visual(batch["frames"]), self.encode_audio(batch["audio"])
-        feats = AVFeatures(audio=audio, audio_pooled=audio[:, :, 0], visual=visual, visual_pooled=visual[:, :, 0])
+        feats = AVFeatures(audio=audio, audio_pooled=audio[:, :, 0], visual=visual,
+                           visual_pooled=self.frame_pooled(visual))  # fmt: skip
         if "text_ids" in batch:
             ids, mask = batch["text_ids"], batch["text_mask"]
             feats.text, feats.text_pooled = self.encode_text(ids, mask)
@@ -389,7 +403,7 @@ class VALOR(nn.Module):
         """Tower tokens -> MGA's normalised text tokens ``(B, L, D)``, frame CLS ``(B, n, D)``, clip CLS
         ``(B, n_a, D)`` and their weight logits."""
         t = F.normalize(self.contra_text(text), dim=-1)  # (B, L, D)
-        v = F.normalize(self.contra_video(visual[:, :, 0]), dim=-1)  # (B, n, D)
+        v = F.normalize(self.contra_video(self.frame_pooled(visual)), dim=-1)  # (B, n, D)
         a = F.normalize(self.contra_audio(audio[:, :, 0]), dim=-1)  # (B, n_a, D)
         return ContrastFeatures(t, self.weight_text(t).squeeze(-1), text_mask.long(), v,
                                 self.weight_video(v).squeeze(-1), a, self.weight_audio(a).squeeze(-1))  # fmt: skip
