@@ -270,6 +270,7 @@ class DecoderCache:
 
 @METHODS.register("valor")
 @METHODS.register("valor_tiny")  # the same class; method/valor_tiny.yaml holds the test-size settings
+@METHODS.register("valor_b")  # the same class; method/valor_b.yaml holds VALOR-B's settings (Video Swin tower)
 class VALOR(nn.Module):
     """VALOR: CLIP ViT frames, AST audio clips, one BERT as text encoder and cross-attending decoder; MGA + MGC.
 

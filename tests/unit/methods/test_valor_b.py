@@ -60,7 +60,7 @@ def test_frames_see_each_other_through_the_video_tower():
 
 def test_valor_b_configs_compose_with_the_seeds_settings():
     cfg = compose_run(["task=pretrain", "method=valor_b", "backbone=valor_b"])
-    assert (cfg.method.name, cfg.method.frames, cfg.method.audio_clips) == ("valor", 4, 1)
+    assert (cfg.method.name, cfg.method.frames, cfg.method.audio_clips) == ("valor_b", 4, 1)
     assert (cfg.backbone.visual, cfg.backbone.audio, cfg.backbone.text) == ("video_swin_b", "ast_valor", "bert_base")
     recipe = compose_run(["recipe=valor_pretrain_b"])
     t = recipe.train
