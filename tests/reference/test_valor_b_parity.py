@@ -23,9 +23,8 @@ from avlearn.methods.valor import VALOR, contrastive_loss, mask_tokens
 
 B, S, PX = 3, 4, 64
 SWIN = {"embed_dim": 16, "depths": (1, 2, 1, 2), "num_heads": (1, 2, 2, 4), "window": (2, 2, 2)}
-IDS = torch.tensor([[101, 2023, 2003, 1037, 3899, 102, 0, 0], [101, 2158, 102, 0, 0, 0, 0, 0],
-                    [101, 1037, 2450, 7585, 2006, 1037, 3902, 102]])  # fmt: skip
-MASK = (IDS != 0).long()
+IDS = torch.tensor([[101, 1037, 3899, 102, 0, 0], [101, 2158, 2003, 5870, 102, 0], [101, 1037, 2450, 7585, 2006, 102]])
+MASK = (IDS != 0).long()  # (B, L) 1 = real token
 
 
 @pytest.fixture(scope="module")
