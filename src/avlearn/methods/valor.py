@@ -2,7 +2,8 @@
 arXiv:2304.08345; github.com/TXH-mercury/VALOR): vision, audio and text towers pretrained by multimodal grouping
 alignment (MGA) and multimodal grouping captioning (MGC).
 
-* Towers: a CLIP ViT encodes every frame on its own (all tokens after the final LayerNorm, per-frame CLS), an AST
+* Towers: a CLIP ViT encodes every frame on its own (all tokens after the final LayerNorm, per-frame CLS; VALOR-L)
+  or a Video Swin the frames together (every frame's token grid, its mean as the frame's token; VALOR-B), an AST
   every audio clip (CLS + patch tokens, no distillation token, per-clip CLS), and one BERT is both the bidirectional
   text encoder and, with a cross-attention block added after every self-attention, the causal decoder over the
   concatenated video and audio tokens (the seed's ``share_txt_and_multimodal`` and ``va_concate``).
@@ -272,13 +273,14 @@ class DecoderCache:
 @METHODS.register("valor_tiny")  # the same class; method/valor_tiny.yaml holds the test-size settings
 @METHODS.register("valor_b")  # the same class; method/valor_b.yaml holds VALOR-B's settings (Video Swin tower)
 class VALOR(nn.Module):
-    """VALOR: CLIP ViT frames, AST audio clips, one BERT as text encoder and cross-attending decoder; MGA + MGC.
+    """VALOR: CLIP ViT or Video Swin frames, AST audio clips, one BERT as text encoder and cross-attending decoder;
+    MGA + MGC.
 
     Input ``frames (B, S_v, H, W, 3)`` uint8, ``audio (B, S_a, F, T)`` log-mels and, for the pretraining losses,
     ``text_ids`` / ``text_mask (B, L)`` in BERT's WordPiece ids ([CLS] ... [SEP], right-padded). Output AVFeatures:
-    ``visual (B, n, 1 + N, Cv)`` every frame's tokens and ``visual_pooled`` its CLS, ``audio (B, n_a, 1 + Na, Ca)``
-    and ``audio_pooled`` likewise, ``text (B, L, Ct)`` / ``text_pooled`` ([CLS]) and ``losses`` ``mga`` / ``mgc``
-    when the batch carries text.
+    ``visual (B, n, 1 + N, Cv)`` every frame's tokens and ``visual_pooled`` its CLS (Video Swin: ``(B, n, N, Cv)``
+    and the mean of the N), ``audio (B, n_a, 1 + Na, Ca)`` and ``audio_pooled`` likewise, ``text (B, L, Ct)`` /
+    ``text_pooled`` ([CLS]) and ``losses`` ``mga`` / ``mgc`` when the batch carries text.
     """
 
     Config = VALORConfig
