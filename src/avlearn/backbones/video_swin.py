@@ -21,6 +21,7 @@ Parity: ``tests/reference/test_video_swin_parity.py`` (the seed's ``SwinTransfor
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -355,12 +356,21 @@ class VideoSwin(Backbone):
         return self.model.stages
 
 
+def _config(fields: dict[str, Any]) -> VideoSwinConfig:
+    """``VideoSwinConfig(**fields)``; a field it does not have is a one-line error, not a TypeError."""
+    known = [f.name for f in dataclasses.fields(VideoSwinConfig)]
+    unknown = sorted(set(fields) - set(known))
+    if unknown:
+        raise ConfigError(f"video_swin: unknown fields {', '.join(unknown)}; expected some of {', '.join(known)}")
+    return VideoSwinConfig(**fields)
+
+
 @BACKBONES.register("video_swin_b")
 def video_swin_b(pretrained: str | None = None, **overrides: Any) -> VideoSwin:
     """Video Swin-B as VALOR-B's vision tower: width 128, depths 2-2-18-2, heads 4-8-16-32, window (8, 7, 7),
     drop path 0.2, 4 frames of 224 px (88 M); weights: ``avlearn convert video_swin`` of
     ``swin_base_patch244_window877_kinetics600_22k.pth``, or a converted VALOR-B checkpoint."""
-    return VideoSwin(VideoSwinConfig(**overrides), pretrained)
+    return VideoSwin(_config(overrides), pretrained)
 
 
 @BACKBONES.register("video_swin_tiny")
@@ -369,4 +379,4 @@ def video_swin_tiny(pretrained: str | None = None, size: int = 32, **overrides: 
     (2, 2, 2), no drop path (random init, CPU-fast)."""
     base = {"embed_dim": 16, "depths": (1, 2, 1, 2), "num_heads": (1, 2, 2, 4), "window": (2, 2, 2),
             "drop_path": 0.0, "image_size": size}  # fmt: skip
-    return VideoSwin(VideoSwinConfig(**{**base, **overrides}), pretrained)
+    return VideoSwin(_config({**base, **overrides}), pretrained)

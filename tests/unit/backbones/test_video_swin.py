@@ -76,3 +76,5 @@ def test_bad_architectures_are_one_line_errors():
         VideoSwinConfig(depths=(2, 2), num_heads=(4, 8, 16))
     with pytest.raises(ConfigError, match="multiples of num_heads"):
         VideoSwinConfig(embed_dim=10, num_heads=(4, 8, 16, 32))
+    with pytest.raises(ConfigError, match="unknown fields patch_size; expected some of embed_dim"):
+        BACKBONES.build("video_swin_tiny", patch_size=8)
