@@ -21,10 +21,9 @@ Parity: ``tests/reference/test_video_swin_parity.py`` (the seed's ``SwinTransfor
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -356,13 +355,13 @@ class VideoSwin(Backbone):
         return self.model.stages
 
 
-def _config(fields: dict[str, Any]) -> VideoSwinConfig:
-    """``VideoSwinConfig(**fields)``; a field it does not have is a one-line error, not a TypeError."""
-    known = [f.name for f in dataclasses.fields(VideoSwinConfig)]
-    unknown = sorted(set(fields) - set(known))
+def _config(values: dict[str, Any]) -> VideoSwinConfig:
+    """``VideoSwinConfig(**values)``; a field it does not have is a one-line error, not a TypeError."""
+    known = [f.name for f in fields(VideoSwinConfig)]
+    unknown = sorted(set(values) - set(known))
     if unknown:
         raise ConfigError(f"video_swin: unknown fields {', '.join(unknown)}; expected some of {', '.join(known)}")
-    return VideoSwinConfig(**fields)
+    return VideoSwinConfig(**values)
 
 
 @BACKBONES.register("video_swin_b")
