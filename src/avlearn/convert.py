@@ -12,7 +12,8 @@ Formats (``FORMATS``):
   ``backbone.``), into ``video_swin_b`` (VALOR-B's tower). Names change only below the blocks
   (``relative_position_bias_table`` -> ``position_bias``, ``mlp.fc1/fc2`` -> ``mlp.0/2``) and ``layers`` ->
   ``stages``; ``cls_head`` is dropped. The seed loads the same weights at temporal stride 1 (one frame padded), as
-  avlearn's tower does; the kernel is unchanged.
+  avlearn's tower does; the kernel is unchanged. ``video_swin_bare``: the same without the prefix (the bare state
+  dicts of VALOR's ``pretrained_weights``, e.g. ``videoswin_base_k600_22k.pth``).
 - ``htsat``: the original HTS-AT checkpoint (``HTSAT_AudioSet_Saved_1.ckpt``, a Lightning file whose ``state_dict``
   keys start with ``sed_model.``), into ``htsat_base``. Each ``qkv`` weight and bias is split in three.
 
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -150,6 +151,10 @@ FORMATS: dict[str, Format] = {
     ),
 }
 
+
+# The same tensors without the ``backbone.`` prefix: the bare state dicts VALOR's pretrained_weights bundle holds
+# (``videoswin_base_k600_22k.pth``, loaded strict into its SwinTransformer3D).
+FORMATS["video_swin_bare"] = replace(FORMATS["video_swin"], strip="")
 
 RUN_FORMATS = ("dgsct_ave",)  # seed task checkpoints -> run folders (``avlearn.engine.trained``)
 

@@ -16,6 +16,7 @@ DESCRIPTION = (
     "  timm_swinv2  timm 0.6 Swin-V2 state dict (e.g. swinv2_large_window12_192_22k) -> swinv2_large_192\n"
     "  video_swin   official Video Swin checkpoint (e.g. swin_base_patch244_window877_kinetics600_22k.pth,\n"
     "               backbone. keys) -> video_swin_b (VALOR-B's vision tower)\n"
+    "  video_swin_bare  the same without the backbone. prefix (VALOR's pretrained_weights/videoswin_*.pth)\n"
     "  htsat        HTS-AT Lightning checkpoint (HTSAT_AudioSet_Saved_1.ckpt, sed_model. keys) -> htsat_base\n"
     "Run formats (config.yaml + checkpoint/, which `avlearn eval` and `avlearn predict` load):\n"
     "  dgsct_ave    DG-SCT's trained AVE model (MMIL_Net, e.g. best_82.18.pt) -> recipe=dgsct_ave_paper with\n"
@@ -33,6 +34,7 @@ FORMATS = (
     "htsat",
     "timm_swinv2",
     "video_swin",
+    "video_swin_bare",
 )  # avlearn.convert's formats, here so `avlearn --help` imports no torch
 
 

@@ -11,7 +11,7 @@ import torch
 import avlearn.backbones  # noqa: F401  (registers the backbones)
 from avlearn.backbones.base import WeightsNotFoundError
 from avlearn.cli.main import main
-from avlearn.convert import convert_state_dict, convert_valor_state_dict, load_converted
+from avlearn.convert import convert, convert_state_dict, convert_valor_state_dict, load_converted
 from avlearn.errors import DataError
 from avlearn.registry import BACKBONES
 
@@ -49,6 +49,16 @@ def test_official_checkpoint_round_trips_through_the_cli(tmp_path, capsys, tiny)
     assert loaded.state_dict().keys() == tiny.state_dict().keys()
     for name, tensor in tiny.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0)
+
+
+def test_bare_state_dict_of_valors_weight_bundle_converts(tmp_path, tiny):
+    source = tmp_path / "videoswin_tiny.pth"
+    torch.save(official_layout(tiny.model.state_dict()), source)
+    with pytest.raises(DataError, match="no 'backbone.' keys"):
+        convert("video_swin", source, tmp_path / "official", "video_swin_tiny")
+    convert("video_swin_bare", source, tmp_path / "out", "video_swin_tiny")
+    loaded = BACKBONES.build("video_swin_tiny", pretrained=str(tmp_path / "out"))
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in tiny.state_dict().items())
 
 
 def test_head_and_index_buffers_are_dropped_and_listed(tiny):
