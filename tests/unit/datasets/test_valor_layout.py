@@ -6,7 +6,6 @@ one-line DataError naming the file and the item or field."""
 from __future__ import annotations
 
 import json
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from PIL import Image
 
 from avlearn.data.datasets.media import Decode
 from avlearn.errors import DataError
+from avlearn.io import write_wav
 from avlearn.registry import DATASETS
 
 # reader -> (its folder in the seed's datasets/, {split: (id list, txt_mapper)}, QA?) as in the seed's configs
@@ -38,6 +38,7 @@ SEED = {
                False),
     "valor32k": ("valor32k", {"train": ("train_id.json", "txt_mapper_en.json"),
                               "test": ("test_id.json", "txt_mapper_en.json")}, False),
+    "valor1m": ("valor-1m", {"train": ("pretrain_ids.json", "pretrain_txt_mapper.json")}, False),
     "msrvtt_qa": ("msrvtt", {"train": ("standardsplit_train_id.json", "txt_mapper_vqa_1500.json"),
                              "test": ("standardsplit_test_id.json", "txt_mapper_vqa.json")}, True),
     "msvd_qa": ("msvd", {"train": ("train_id_vqa.json", "txt_mapper_vqa.json"),
@@ -146,15 +147,6 @@ def test_bad_files_are_one_line_errors_naming_file_and_field(reader, name, conte
     assert "\n" not in str(err.value) and str(path) in str(err.value)
 
 
-def _wav(path: Path, samples: np.ndarray, rate: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((samples * 32767).astype("<i2").tobytes())
-
-
 def _frames(folder: Path, values: list[int]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for k, value in enumerate(values):
@@ -167,7 +159,7 @@ def test_audio_only_readers_decode_the_clip_and_no_frames(tmp_path):
     rate = 8000
     ramp = np.linspace(-0.5, 0.5, rate, dtype=np.float32)
     _fixture(tmp_path, "audiocaps")
-    _wav(tmp_path / "audiocaps" / "audio_22050hz" / "ret_test_v0.wav", ramp, rate)
+    write_wav(tmp_path / "audiocaps" / "audio_22050hz" / "ret_test_v0.wav", ramp, rate)
     data = DATASETS.get("audiocaps")(tmp_path, "ret_test", missing="drop", decode=Decode(frames=0, seconds=None,
                                                                                          sample_rate=rate))  # fmt: skip
     assert [r.id for r in data.records] == ["ret_test_v0"]  # v1 has no audio: dropped
@@ -176,7 +168,7 @@ def test_audio_only_readers_decode_the_clip_and_no_frames(tmp_path):
     np.testing.assert_allclose(sample["wave"], ramp, atol=1e-4)
     _write(tmp_path / "clotho" / "test_id.json", ["rain.wav"])
     _write(tmp_path / "clotho" / "txt_mapper.json", {"rain.wav": ["rain falls on a roof"]})
-    _wav(tmp_path / "clotho" / "all_audios" / "rain.wav", ramp[::-1].copy(), rate)
+    write_wav(tmp_path / "clotho" / "all_audios" / "rain.wav", ramp[::-1].copy(), rate)
     clotho = DATASETS.get("clotho")(tmp_path, "test", decode=Decode(frames=0, seconds=None, sample_rate=rate))
     np.testing.assert_allclose(clotho[0]["wave"], ramp[::-1], atol=1e-4)
 
@@ -187,7 +179,7 @@ def test_video_readers_use_the_seeds_frame_folders(tmp_path):
     rate = 8000
     _fixture(tmp_path, "didemo")
     _frames(tmp_path / "didemo" / "frames_fps1" / "test_v0", [0, 40, 80, 120])
-    _wav(tmp_path / "didemo" / "audio_22050hz" / "test_v0.wav", np.zeros(rate, np.float32), rate)
+    write_wav(tmp_path / "didemo" / "audio_22050hz" / "test_v0.wav", np.zeros(rate, np.float32), rate)
     decode = Decode(frames=2, seconds=1.0, size=8, sample_rate=rate)
     didemo = DATASETS.get("didemo")(tmp_path, "test", missing="drop", decode=decode)
     sample = didemo[0]

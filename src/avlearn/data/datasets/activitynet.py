@@ -17,27 +17,25 @@ from __future__ import annotations
 from avlearn.data.datasets.valor_layout import LayoutCaptionDataset, LayoutQADataset
 from avlearn.registry import DATASETS
 
-FOLDERS = ("activitynet", "ActivityNet", ".")
-FRAMES = ("frames_1fps", "frames_fps4")
+
+class ActivityNetMedia:
+    """Where both ActivityNet readers find their files: folders and VALOR's 1 fps frames."""
+
+    folders = ("activitynet", "ActivityNet", ".")
+    frame_folders = ("frames_1fps", "frames_fps4")
 
 
 @DATASETS.register("activitynet")
-class ActivityNetCaptionsDataset(LayoutCaptionDataset):
+class ActivityNetCaptionsDataset(ActivityNetMedia, LayoutCaptionDataset):
     """ActivityNet Captions: 20k YouTube videos with paragraph descriptions (paragraph retrieval); train/val1."""
 
     name = "activitynet"
     files = {s: ([f"{s}_id.json"], ["txt_mapper.json"]) for s in ("train", "val1")}
-    splits = tuple(files)
-    folders = FOLDERS
-    frame_folders = FRAMES
 
 
 @DATASETS.register("activitynet_qa")
-class ActivityNetQADataset(LayoutQADataset):
+class ActivityNetQADataset(ActivityNetMedia, LayoutQADataset):
     """ActivityNet-QA: open-ended questions on ActivityNet videos; train/test."""
 
     name = "activitynet_qa"
     files = {s: ([f"{s}_id_vqa.json"], ["txt_mapper_vqa.json"]) for s in ("train", "test")}
-    splits = tuple(files)
-    folders = FOLDERS
-    frame_folders = FRAMES

@@ -23,5 +23,4 @@ class AudioCapsDataset(AudioCaptionDataset):
         **{s: ([f"{s}_id_cap.json"], ["txt_mapper.json"]) for s in ("train", "test")},
         **{f"ret_{s}": ([f"{s}_id_ret.json"], ["txt_mapper_ret.json"]) for s in ("train", "test")},
     }
-    splits = tuple(files)
     folders = ("audiocaps", "AudioCaps", ".")

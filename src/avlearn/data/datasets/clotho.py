@@ -19,5 +19,4 @@ class ClothoDataset(AudioCaptionDataset):
 
     name = "clotho"
     files = {s: ([f"{s}_id.json"], ["txt_mapper.json"]) for s in ("train", "test")}
-    splits = tuple(files)
     folders = ("clotho", "Clotho", ".")

@@ -19,6 +19,5 @@ class DiDeMoDataset(LayoutCaptionDataset):
 
     name = "didemo"
     files = {s: ([f"{s}_id.json"], ["txt_mapper.json"]) for s in ("train", "test")}
-    splits = tuple(files)
     folders = ("didemo", "DiDeMo", ".")
     frame_folders = ("frames_fps1", "frames_fps4")

@@ -18,6 +18,5 @@ class LSMDCDataset(LayoutCaptionDataset):
 
     name = "lsmdc"
     files = {s: ([f"{s}_id.json"], ["txt_mapper.json"]) for s in ("train", "test")}
-    splits = tuple(files)
     folders = ("lsmdc", "LSMDC", ".")
     frame_folders = ("frames_fps1", "frames_fps4")

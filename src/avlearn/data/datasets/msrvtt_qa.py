@@ -23,5 +23,4 @@ class MSRVTTQADataset(LayoutQADataset):
         "train": (["standardsplit_train_id.json"], ["txt_mapper_vqa_1500.json", "txt_mapper_vqa.json"]),
         "test": (["standardsplit_test_id.json"], ["txt_mapper_vqa.json"]),
     }
-    splits = tuple(files)
     folders = ("MSRVTT", "msrvtt", ".")

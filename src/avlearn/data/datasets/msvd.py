@@ -19,29 +19,26 @@ from avlearn.data.datasets.valor32k import MEDIA_TEMPLATES
 from avlearn.data.datasets.valor_layout import LayoutCaptionDataset, LayoutQADataset
 from avlearn.registry import DATASETS
 
-FOLDERS = ("msvd", "MSVD", ".")
-TEMPLATES = (*MEDIA_TEMPLATES, "videos/{media}.avi", "YouTubeClips/{media}.avi")
+
+class MSVDMedia:
+    """Where both MSVD readers find their files: folders and video templates; no audio."""
+
+    folders = ("msvd", "MSVD", ".")
+    templates = (*MEDIA_TEMPLATES, "videos/{media}.avi", "YouTubeClips/{media}.avi")
+    audio_folder = None
 
 
 @DATASETS.register("msvd")
-class MSVDDataset(LayoutCaptionDataset):
+class MSVDDataset(MSVDMedia, LayoutCaptionDataset):
     """MSVD: 1970 YouTube clips with ~40 captions each (retrieval and captioning); train/test."""
 
     name = "msvd"
     files = {s: ([f"{s}_id_ret_cap.json"], ["txt_mapper.json"]) for s in ("train", "test")}
-    splits = tuple(files)
-    folders = FOLDERS
-    templates = TEMPLATES
-    audio_folder = None
 
 
 @DATASETS.register("msvd_qa")
-class MSVDQADataset(LayoutQADataset):
+class MSVDQADataset(MSVDMedia, LayoutQADataset):
     """MSVD-QA: open-ended questions on MSVD clips; train/test."""
 
     name = "msvd_qa"
     files = {s: ([f"{s}_id_vqa.json"], ["txt_mapper_vqa.json"]) for s in ("train", "test")}
-    splits = tuple(files)
-    folders = FOLDERS
-    templates = TEMPLATES
-    audio_folder = None

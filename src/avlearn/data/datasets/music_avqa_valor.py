@@ -21,6 +21,5 @@ class MusicAVQAValorDataset(LayoutQADataset):
 
     name = "music_avqa_valor"
     files = {s: ([f"{s}_id_vqa.json"], [f"txt_mapper_vqa_{s}.json"]) for s in ("train", "test")}
-    splits = tuple(files)
     folders = ("music-avqa", "MUSIC-AVQA", ".")
     frame_folders = ("frames_1fps", "frames_fps4")

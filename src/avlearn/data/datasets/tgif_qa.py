@@ -20,7 +20,6 @@ class TGIFFrameQADataset(LayoutQADataset):
 
     name = "tgif_qa"
     files = {s: ([f"{s}_id_frameQA.json"], ["txt_mapper_frameQA.json"]) for s in ("train", "test")}
-    splits = tuple(files)
     folders = ("tgif", "TGIF-QA", ".")
     templates = (*MEDIA_TEMPLATES, "gifs/{media}.gif")
     audio_folder = None

@@ -2,7 +2,8 @@
 ``valor32k.py``): a dataset is its split table (split -> id-list file names, txt_mapper file names), its folders
 and where its media is. The table-driven bases here are what the per-dataset modules (``didemo.py``,
 ``activitynet.py``, ``lsmdc.py``, ``vatex.py``, ``msvd.py``, ``msrvtt_qa.py``, ``tgif_qa.py``,
-``music_avqa_valor.py``, ``audiocaps.py``, ``clotho.py``) fill in with the file names of the seed's configs.
+``music_avqa_valor.py``, ``audiocaps.py``, ``clotho.py``, ``valor1m.py``) fill in with the file names of the
+seed's configs.
 
 - ``LayoutCaptionDataset``: one record per listed video, targets ``text`` and ``captions`` (``CaptionDataset``);
 - ``LayoutQADataset``: one record per question (id ``<video_id>#<n>``), targets ``question`` and ``answer``
@@ -32,11 +33,16 @@ AUDIO_FOLDERS = ("audio_22050hz", "all_audios", "audio")
 
 
 class LayoutCaptionDataset(CaptionDataset):
-    """A captioned dataset in the VALOR layout, given by ``files`` (split -> file names) and ``folders``."""
+    """A captioned dataset in the VALOR layout, given by ``files`` (split -> file names; its keys are the splits)
+    and ``folders``."""
 
     files: ClassVar[SplitFiles] = {}
     folders: ClassVar[tuple[str, ...]] = (".",)
     media_beside_ids = True  # the seed's datasets/<name>/ holds the lists, the mappers and the media
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.splits = tuple(cls.files)
 
     def __init__(self, root: str | Path, split: str, **options: object) -> None:
         ids, mappers = self.files.get(split, ([], []))

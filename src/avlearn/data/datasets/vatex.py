@@ -27,6 +27,5 @@ class VATEXDataset(LayoutCaptionDataset):
         "test_ret": (["test_id_ret.json"], MAPPERS),
         "private_test": (["private_test_id.json"], MAPPERS),
     }
-    splits = tuple(files)
     folders = ("vatex", "VATEX", ".")
     frame_folders = ("frames_fps2", "frames_fps4")
