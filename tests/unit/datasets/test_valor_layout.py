@@ -190,3 +190,53 @@ def test_video_readers_use_the_seeds_frame_folders(tmp_path):
     msvd = DATASETS.get("msvd")(tmp_path, "train", missing="drop", decode=Decode(frames=1, size=8, audio=False))
     assert [r.id for r in msvd.records] == ["train_v1"]  # has() asks for frames only: no audio folder needed
     assert "wave" not in msvd[0] and abs(int(msvd[0]["frames"][0, 4, 4, 0]) - 200) <= 2
+
+
+def _clip_splits(root: Path, name: str, benchmark: str):  # noqa: ANN202
+    from avlearn.build import audio_preprocess
+    from avlearn.config.compose import compose_run
+    from avlearn.data.pipelines.clips import clip_splits
+
+    cfg = compose_run([f"data.name={name}", f"data.root={root}", f"data.benchmark={benchmark}", "data.frame_size=8",
+                       "data.workers=1"])  # fmt: skip
+    return clip_splits(cfg, audio_preprocess(cfg))
+
+
+def test_clip_pipeline_reads_audiocaps_retrieval_lists_audio_only(tmp_path):
+    """data.benchmark=audiocaps_ret: the ret_* lists (train with a held-out tenth, test), every caption as the
+    references, black frames and the clips' sound; the captioning lists are not read."""
+    folder = tmp_path / "audiocaps"
+    train = [f"clip{k}" for k in range(12)]
+    _write(folder / "train_id_ret.json", train)
+    _write(folder / "test_id_ret.json", ["clipT"])
+    _write(folder / "txt_mapper_ret.json", {v: [f"sound of {v}", f"{v} again"] for v in [*train, "clipT"]})
+    _write(folder / "train_id_cap.json", ["not_read"])
+    for k, vid in enumerate([*train, "clipT"]):
+        write_wav(folder / "audio_22050hz" / f"{vid}.wav", 0.3 * np.sin(np.arange(16000) * (0.05 + 0.01 * k)), 16000)
+    splits = _clip_splits(tmp_path, "audiocaps", "audiocaps_ret")
+    assert sorted([*splits.train.ids, *splits.val.ids]) == sorted(train) and len(splits.val) == 1
+    assert splits.test.ids == ["clipT"] and splits.test.references["clipT"] == ["sound of clipT", "clipT again"]
+    item = splits.test[0]
+    assert item["text"] == "sound of clipT" and (item["has_video"], item["has_audio"]) == (False, True)
+    assert not item["frames"].any() and item["frames"].shape[0] == 10 and item["audio"][0].std() > 1e-3
+
+
+def test_clip_pipeline_reads_msvd_qa_frames_one_item_per_question(tmp_path):
+    """data.benchmark=msvd_qa: one item per question with its answer, the frames from frames_fps4/<id>/, no
+    audio (silence, has_audio False)."""
+    folder = tmp_path / "msvd"
+    videos = [f"vid{k}" for k in range(10)]
+    _write(folder / "train_id_vqa.json", videos[:9])
+    _write(folder / "test_id_vqa.json", videos[9:])
+    _write(folder / "txt_mapper_vqa.json", {v: [{"question": f"what is {v}?", "answer": f"a{k}"},
+                                                {"question": "who?", "answer": "man"}]
+                                            for k, v in enumerate(videos)})  # fmt: skip
+    for k, vid in enumerate(videos):
+        _frames(folder / "frames_fps4" / vid, [20 * k] * 4)
+    splits = _clip_splits(tmp_path, "msvd_qa", "msvd_qa")
+    assert splits.test.ids == ["vid9#0", "vid9#1"]
+    item = splits.test[0]
+    assert (item["question"], item["answer"], item["has_video"], item["has_audio"]) == ("what is vid9?", "a9", True,
+                                                                                         False)  # fmt: skip
+    assert item["frames"].shape == (10, 8, 8, 3) and abs(int(item["frames"][0, 4, 4, 0]) - 180) <= 2
+    assert len(splits.train) + len(splits.val) == 18
