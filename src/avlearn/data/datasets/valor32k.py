@@ -137,8 +137,8 @@ class CaptionDataset(ClipDataset):
         mapper_path = find_file(ids_path.parent, mapper_files, f"{self.name} txt_mapper")
         records = self.read_records(split, ids_path, mapper_path)
         base = ids_path.parent if self.media_beside_ids else root
-        media_ = caption_media(base, media, self.templates, self.frame_folders, self.audio_folder)
-        super().__init__(root, split, records, (), media_, decode or self.default_decode, missing)
+        source = caption_media(base, media, self.templates, self.frame_folders, self.audio_folder)
+        super().__init__(root, split, records, (), source, decode or self.default_decode, missing)
 
     @staticmethod
     def read_records(split: str, ids_path: Path, mapper_path: Path) -> list[Record]:
