@@ -9,7 +9,10 @@ Annotations, in ``<root>/VALOR-32K/``, ``<root>/valor32k/``, ``<root>/captions/`
 
 Targets: ``text`` (the first caption) and ``captions`` (all of them; retrieval and captioning evaluate on all, as
 VALOR does). A listed id without a caption is an error. Media: ``videos/<id>.mp4``, ``raw_videos/<id>.mp4``,
-VALOR's extracted ``frames_fps4/<id>/`` + ``audio_22050hz/<id>.wav`` when present, or ``media=``.
+VALOR's extracted frames (``frames_fps4/<id>/``, or the seed's ``frames_1fps_360*480_jpg/<id>/`` for VALOR-32K) +
+``audio_22050hz/<id>.wav`` when present, or ``media=``. The seed's configs read ``txt_mapper_en.json``; either name
+is read. ``CaptionDataset``'s class attributes (media templates, frame and audio folders, the default decoding) are
+what the other VALOR-layout readers (``valor_layout.py``) change.
 Batch with ``avlearn.data.schema.collate`` (caption lists differ in length).
 
 ``valor_qa``: VALOR's open-ended QA layout (``qa%`` tasks): the same ``<split>_id.json`` lists, in ``<root>/VALOR-QA/``
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from avlearn.data.datasets.base import ClipDataset, check_split, find_file
 from avlearn.data.datasets.media import Decode, FrameMedia, Media, open_media
@@ -36,8 +39,11 @@ MEDIA_TEMPLATES = ("videos/{media}.mp4", "raw_videos/{media}.mp4")
 def read_id_list(path: Path) -> list[str]:
     """A JSON list of video ids."""
     ids = read_json(path)
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise DataError(f"{path}: expected a JSON list of video id strings")
+    if not isinstance(ids, list):
+        raise DataError(f"{path}: expected a JSON list of video id strings, got a {type(ids).__name__}")
+    bad = next((n for n, i in enumerate(ids) if not isinstance(i, str)), None)
+    if bad is not None:
+        raise DataError(f"{path}: item {bad}: expected a video id string, got {ids[bad]!r}")
     return ids
 
 
@@ -62,12 +68,13 @@ def read_qa_mapper(path: Path) -> dict[str, list[tuple[str, str]]]:
         raise DataError(f"{path}: expected a JSON object mapping video ids to question-answer lists")
     out = {}
     for vid, pairs in mapping.items():
-        ok = isinstance(pairs, list) and all(
-            isinstance(p, dict) and isinstance(p.get("question"), str) and isinstance(p.get("answer"), str)
-            for p in pairs
-        )
-        if not ok:
+        if not isinstance(pairs, list) or not all(isinstance(p, dict) for p in pairs):
             raise DataError(f"{path}: id '{vid}': expected a list of {{'question': str, 'answer': str}} objects")
+        for n, pair in enumerate(pairs):
+            for key in ("question", "answer"):
+                if not isinstance(pair.get(key), str):
+                    raise DataError(f"{path}: id '{vid}' item {n}: field '{key}': expected a string, "
+                                    f"got {pair.get(key)!r}")  # fmt: skip
         out[vid] = [(p["question"], p["answer"]) for p in pairs]
     return out
 
@@ -83,15 +90,35 @@ def _listed(ids_path: Path, mapping: dict[str, Any], mapper_path: Path, what: st
     return out
 
 
-def caption_media(root: Path, media: str | Path | None) -> Media:
-    """VALOR's extracted frames + audio when present under ``root``, else ``open_media``."""
-    if media is None and (root / "frames_fps4").is_dir():
-        return FrameMedia(root / "frames_fps4", root / "audio_22050hz")
-    return open_media(root, media, MEDIA_TEMPLATES)
+def caption_media(
+    root: Path,
+    media: str | Path | None,
+    templates: Sequence[str] = MEDIA_TEMPLATES,
+    frame_folders: Sequence[str] = ("frames_fps4",),
+    audio_folder: str | None = "audio_22050hz",
+) -> Media:
+    """VALOR's extracted frames (the first of ``frame_folders`` under ``root``) + audio (``audio_folder``; None: no
+    audio) when present, else ``open_media`` with ``templates``."""
+    frames = next((root / f for f in frame_folders if (root / f).is_dir()), None)
+    if media is None and frames is not None:
+        return FrameMedia(frames, root / audio_folder if audio_folder else None)
+    return open_media(root, media, templates)
 
 
 class CaptionDataset(ClipDataset):
-    """Videos with captions in the VALOR format: the id list of a split and its txt_mapper."""
+    """Videos with captions in the VALOR format: the id list of a split and its txt_mapper.
+
+    Subclasses set where the media is: ``templates`` (media files under the root), ``frame_folders`` (VALOR's
+    extracted frames, the first found), ``audio_folder`` (its extracted audio; None: none), ``default_decode``, and
+    ``media_beside_ids``: the media folders are in the folder of the id lists (the seed's ``datasets/<name>/``)
+    rather than under the root.
+    """
+
+    templates: ClassVar[tuple[str, ...]] = MEDIA_TEMPLATES
+    frame_folders: ClassVar[tuple[str, ...]] = ("frames_fps4",)
+    audio_folder: ClassVar[str | None] = "audio_22050hz"
+    default_decode: ClassVar[Decode] = Decode(frames=8, seconds=None)
+    media_beside_ids: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -109,8 +136,9 @@ class CaptionDataset(ClipDataset):
         ids_path = find_file(root, [f"{d}/{f}" for f in id_files for d in folders], f"{self.name} {split} id list")
         mapper_path = find_file(ids_path.parent, mapper_files, f"{self.name} txt_mapper")
         records = self.read_records(split, ids_path, mapper_path)
-        super().__init__(root, split, records, (), caption_media(root, media),
-                         decode or Decode(frames=8, seconds=None), missing)  # fmt: skip
+        base = ids_path.parent if self.media_beside_ids else root
+        source = caption_media(base, media, self.templates, self.frame_folders, self.audio_folder)
+        super().__init__(root, split, records, (), source, decode or self.default_decode, missing)
 
     @staticmethod
     def read_records(split: str, ids_path: Path, mapper_path: Path) -> list[Record]:
@@ -130,10 +158,12 @@ class VALOR32KDataset(CaptionDataset):
 
     name = "valor32k"
     splits = ("train", "val", "test")
+    frame_folders = ("frames_fps4", "frames_1fps_360*480_jpg")
 
     def __init__(self, root: str | Path, split: str, **options: object) -> None:
         folders = ("VALOR-32K", "valor32k", "captions", ".")
-        super().__init__(root, split, [f"{split}_id.json"], ["txt_mapper.json"], folders, **options)  # type: ignore[arg-type]
+        mappers = ["txt_mapper.json", "txt_mapper_en.json"]
+        super().__init__(root, split, [f"{split}_id.json"], mappers, folders, **options)  # type: ignore[arg-type]
 
 
 @DATASETS.register("valor_qa")

@@ -101,6 +101,24 @@ BENCHMARKS: dict[str, Benchmark] = {
     "msrvtt": Benchmark("msrvtt", "events", ".", lambda d: _train_test("train", "test"), 10),
     "vggsound_avel40k": Benchmark("vggsound_avel40k", "events", ".", lambda d: _official(), 10),
     "valor_qa": Benchmark("valor_qa", "events", ".", lambda d: _official(), 10),
+    # The VALOR-layout readers (data/datasets/valor_layout.py) with the test lists of the seed's configs; S is the
+    # seconds decoded from each clip's start (one frame and one log-mel segment per second).
+    "msrvtt_std": Benchmark("msrvtt", "events", ".", lambda d: {s: [(f"std_{s}", {})] for s in SPLITS}, 10),
+    "didemo": Benchmark("didemo", "events", ".", lambda d: _train_test("train", "test"), 30),
+    "activitynet": Benchmark("activitynet", "events", ".", lambda d: _train_test("train", "val1"), 60),
+    "lsmdc": Benchmark("lsmdc", "events", ".", lambda d: _train_test("train", "test"), 5),
+    "vatex": Benchmark("vatex", "events", ".", lambda d: _train_test("train", "test_ret"), 10),
+    "vatex_cap": Benchmark("vatex", "events", ".", lambda d: _train_test("train", "private_test"), 10),
+    "msvd": Benchmark("msvd", "events", ".", lambda d: _train_test("train", "test"), 10, audio=False),
+    "audiocaps": Benchmark("audiocaps", "sounds", ".", lambda d: _train_test("train", "test"), 10, video=False),
+    "audiocaps_ret": Benchmark("audiocaps", "sounds", ".", lambda d: _train_test("ret_train", "ret_test"), 10,
+                               video=False),
+    "clotho": Benchmark("clotho", "sounds", ".", lambda d: _train_test("train", "test"), 30, video=False),
+    "msrvtt_qa": Benchmark("msrvtt_qa", "events", ".", lambda d: _train_test("train", "test"), 10),
+    "msvd_qa": Benchmark("msvd_qa", "events", ".", lambda d: _train_test("train", "test"), 10, audio=False),
+    "tgif_qa": Benchmark("tgif_qa", "events", ".", lambda d: _train_test("train", "test"), 3, audio=False),
+    "activitynet_qa": Benchmark("activitynet_qa", "events", ".", lambda d: _train_test("train", "test"), 60),
+    "music_avqa_valor": Benchmark("music_avqa_valor", "events", ".", lambda d: _train_test("train", "test"), 60),
 }  # fmt: skip
 
 
