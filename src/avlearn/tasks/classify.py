@@ -20,6 +20,13 @@ weighted kNN of Wu et al. (CVPR 2018) as DINO runs it (Caron et al., ICCV 2021, 
   Training reads one random crop per batch (an augmentation); evaluation averages the class probabilities (kNN: the
   L2-normalised features) of ``views`` crops spread evenly over the clip, as multi-clip video evaluation averages
   clips of one video.
+* Regularisers of training (off by default; DeepAVFusion's fine-tuning, ``eval_finetune.py``, uses both):
+  ``label_smoothing`` eps turns the targets into ``(1 - eps) y + eps / K`` (multi-label: per class), and ``mixup``
+  alpha draws one ``lam ~ Beta(alpha, alpha)`` per clip and mixes every segment input (frames, log-mels,
+  precomputed features) and the (smoothed) targets with those of the batch flipped: ``lam x_b + (1 - lam)
+  x_{B-1-b}`` (Zhang et al., ICLR 2018; the seed's ``AVMixup``: the same lam for both modalities, targets smoothed
+  before mixing). Frames are mixed as float pixel values; mixing before the backbone's normalisation equals mixing
+  after it, as the weights sum to 1.
 * Targets: ``labels`` () class indices (cross-entropy; top-1 and top-5 accuracy, ``top1`` selects), or with
   ``task.multilabel`` ``labels (K,)`` multi-hot (binary cross-entropy per class; ``map`` selects, ``auc`` too), scored
   by ``avlearn.metrics.classification``.
@@ -64,6 +71,8 @@ class ClassifyConfig:
     knn_k: int = 20
     knn_temperature: float = 0.07
     knn_batch: int = 64  # clips per forward while the memory bank is built
+    mixup: float = 0.0  # Beta(alpha, alpha) of the per-clip mixing weight; 0: off
+    label_smoothing: float = 0.0  # eps of the smoothed targets; 0: off
 
 
 def _check(cfg: ClassifyConfig, segments: int) -> None:
@@ -77,6 +86,11 @@ def _check(cfg: ClassifyConfig, segments: int) -> None:
                           f"0 <= view_segments <= {segments} (the clip's segments)")  # fmt: skip
     if cfg.views > 1 and cfg.view_segments in (0, segments):
         raise ConfigError(f"task.views={cfg.views} averages crops: set task.view_segments < {segments}")
+    if cfg.mixup < 0 or not 0 <= cfg.label_smoothing < 1:
+        raise ConfigError(f"task.mixup={cfg.mixup}, task.label_smoothing={cfg.label_smoothing}: expected mixup >= 0 "
+                          "(0: off) and label_smoothing in [0, 1)")  # fmt: skip
+    if cfg.mode == "knn" and (cfg.mixup or cfg.label_smoothing):
+        raise ConfigError("task.mixup / task.label_smoothing regularise training: task.mode=knn does not train")
     if cfg.mode == "knn" and (cfg.knn_k < 1 or cfg.knn_temperature <= 0):
         raise ConfigError(f"task.knn_k={cfg.knn_k}, task.knn_temperature={cfg.knn_temperature}: expected k >= 1 "
                           "and a temperature > 0")  # fmt: skip
@@ -85,6 +99,24 @@ def _check(cfg: ClassifyConfig, segments: int) -> None:
 def crop(batch: dict, start: int, length: int) -> dict:
     """``batch`` with its segment inputs (``SEGMENT_INPUTS``, (B, S, ...)) cut to segments ``[start, start+length)``."""
     return {k: v[:, start : start + length] if k in SEGMENT_INPUTS else v for k, v in batch.items()}
+
+
+def soft_targets(target: torch.Tensor, num_classes: int, smoothing: float, multilabel: bool) -> torch.Tensor:
+    """(B,) class indices or (B, K) multi-hot -> (B, K) float targets smoothed to ``(1 - eps) y + eps / K``."""
+    onehot = target.float() if multilabel else F.one_hot(target, num_classes).float()  # (B, K)
+    return onehot * (1 - smoothing) + smoothing / num_classes
+
+
+def mixup(batch: dict, lam: torch.Tensor) -> dict:
+    """``batch`` with its segment inputs (``SEGMENT_INPUTS``, (B, S, ...); uint8 frames become float) mixed with
+    the batch flipped, ``lam (B,)`` the weight of each clip's own input."""
+    return {k: mix(v.float(), lam) if k in SEGMENT_INPUTS else v for k, v in batch.items()}
+
+
+def mix(x: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """``lam_b x_b + (1 - lam_b) x_{B-1-b}`` for ``x (B, ...)``, ``lam (B,)``."""
+    lam = lam.to(x.dtype).view(-1, *(1,) * (x.ndim - 1))  # (B, 1, ...)
+    return lam * x + (1 - lam) * x.flip(0)
 
 
 def view_starts(segments: int, length: int, views: int) -> list[int]:
@@ -161,13 +193,26 @@ class ClassifyTask(MethodLayerIds, nn.Module):
             raise ConfigError("task.mode=knn does not train: set train.epochs=0 train.checkpoint=false (and "
                               "train.init_from=<weights of the method>)")  # fmt: skip
         start = int(torch.randint(self.info.segments - self.length + 1, ()))  # one random crop per batch
-        pooled, losses = self.features(crop(batch, start, self.length))
+        batch, target = self.regularised(crop(batch, start, self.length))
+        pooled, losses = self.features(batch)
         logits = self.head(pooled)  # (B, K)
         if self.cfg.multilabel:
-            loss = F.binary_cross_entropy_with_logits(logits, batch[target_key(self.cfg)].to(logits.dtype))
+            loss = F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))
         else:
-            loss = F.cross_entropy(logits, batch[target_key(self.cfg)])
+            loss = F.cross_entropy(logits, target.to(logits.dtype) if target.is_floating_point() else target)
         return add_method_losses({"loss": loss}, losses if self.cfg.mode == "finetune" else {})
+
+    def regularised(self, batch: dict) -> tuple[dict, torch.Tensor]:
+        """The training batch and its targets after ``task.label_smoothing`` and ``task.mixup``: (B,) class indices
+        or (B, K) multi-hot when both are off, else (B, K) soft targets."""
+        target = batch[target_key(self.cfg)]
+        if not (self.cfg.mixup or self.cfg.label_smoothing):
+            return batch, target
+        target = soft_targets(target, self.info.num_classes, self.cfg.label_smoothing, self.cfg.multilabel)
+        if not self.cfg.mixup:
+            return batch, target
+        lam = torch.distributions.Beta(self.cfg.mixup, self.cfg.mixup).sample(target.shape[:1]).to(target.device)
+        return mixup(batch, lam), mix(target, lam)
 
     def embed(self, batch: dict) -> torch.Tensor:
         """(B, C) L2-normalised clip features, averaged over the evaluation views and normalised again."""

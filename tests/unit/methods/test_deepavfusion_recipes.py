@@ -55,6 +55,8 @@ def test_paper_recipes_are_the_seeds_runs(recipe):
         assert (cfg.task.name, cfg.task.mode, not m.pretrain, t.init_only) == ("classify", mode, True, "method")
         assert cfg.task.multilabel == (data == "audioset") and cfg.data.benchmark == data
         assert t.layer_decay == (0.75 if mode == "finetune" else 1.0) and not t.lr_ramp
+        regularisers = (1.0, 0.1, 0.2) if mode == "finetune" else (0.0, 0.0, 0.0)  # finetune.yaml: mixup, ls, dp
+        assert (cfg.task.mixup, cfg.task.label_smoothing, m.drop_path) == regularisers
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
