@@ -483,7 +483,6 @@ class DeepAVFusion(nn.Module):
         return pixels, spec.repeat(1, 1, 1, repeats)[..., : size[1]]  # (B*S, 1, F, T')
 
     def forward(self, batch: dict[str, torch.Tensor], layers: bool = False) -> AVFeatures:
-        b, s = batch["frames"].shape[:2]
         pixels, spec = self.inputs(batch)
         losses = {}
         if self.cfg.pretrain:
@@ -491,6 +490,17 @@ class DeepAVFusion(nn.Module):
             encoded = self.encode(pixels, spec, layers=True) if layers else encoded  # layers: of every patch
         else:
             encoded = self.encode(pixels, spec, layers=layers)
+        return self._features(batch, encoded, losses)
+
+    def downstream(self, batch: dict[str, torch.Tensor]) -> AVFeatures:
+        """The features a downstream task sees (the encoder on every patch, no losses), also with ``pretrain:
+        true``: what ``task=pretrain``'s kNN monitor probes."""
+        return self._features(batch, self.encode(*self.inputs(batch)), {})
+
+    def _features(self, batch: dict[str, torch.Tensor], encoded: Encoded, losses: dict[str, torch.Tensor]
+                  ) -> AVFeatures:  # fmt: skip
+        """``encoded`` (B*S, ...) tokens -> ``AVFeatures`` of (B, S, ...) tensors."""
+        b, s = batch["frames"].shape[:2]
         per_segment = lambda x: x.unflatten(0, (b, s))  # noqa: E731  (B*S, ...) -> (B, S, ...)
         visual, audio = per_segment(encoded.visual), per_segment(encoded.audio)  # (B, S, N, C)
         grid = self.visual_backbone.grid
@@ -502,7 +512,7 @@ class DeepAVFusion(nn.Module):
             visual_pooled=visual.mean(dim=2),
             grid=grid,
             fused=per_segment(encoded.fused),
-            layers=self._layers(encoded, per_segment) if layers else None,
+            layers=None if encoded.layers is None else self._layers(encoded, per_segment),
             losses=losses,
         )
 

@@ -41,19 +41,17 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import DataLoader
 
 from avlearn.data.pipelines import Splits
 from avlearn.data.pipelines.clips import benchmark_part, clip_splits
 from avlearn.errors import ConfigError
+from avlearn.layers.knn import FEATURES, clip_feature, knn_votes, labelled_features, normalised_mean
 from avlearn.methods.base import AVFeatures, check_pairing
 from avlearn.registry import TASKS
 from avlearn.tasks.base import DatasetInfo, MethodLayerIds, add_method_losses
 from avlearn.viz.classification import CLASSIFY
 
 MODES = ("linear", "finetune", "knn")
-FEATURES = {"audio": ("audio_pooled",), "visual": ("visual_pooled",), "concat": ("audio_pooled", "visual_pooled"),
-            "fused": ("fused",)}  # fmt: skip
 SEGMENT_INPUTS = ("frames", "audio", "visual_features", "audio_features")  # batch entries laid out (B, S, ...)
 
 
@@ -178,9 +176,7 @@ class ClassifyTask(MethodLayerIds, nn.Module):
 
     def pooled(self, feats: AVFeatures) -> torch.Tensor:
         """(B, C) the clip feature of ``task.features``: the segment mean (and token mean for ``fused``)."""
-        if self.cfg.features == "fused":
-            return feats.fused.mean(dim=(1, 2))  # (B, S, N, C) -> (B, C)
-        return torch.cat([getattr(feats, f).mean(dim=1) for f in self.needs], dim=-1)  # (B, S, C_i) -> (B, sum C_i)
+        return clip_feature(feats, self.cfg.features)
 
     def features(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(B, C) clip features and the method's own loss terms; the method runs without gradient when frozen."""
@@ -216,9 +212,8 @@ class ClassifyTask(MethodLayerIds, nn.Module):
 
     def embed(self, batch: dict) -> torch.Tensor:
         """(B, C) L2-normalised clip features, averaged over the evaluation views and normalised again."""
-        views = [F.normalize(self.features(crop(batch, s, self.length))[0].float(), dim=-1)
-                 for s in view_starts(self.info.segments, self.length, self.cfg.views)]  # fmt: skip
-        return F.normalize(torch.stack(views).mean(dim=0), dim=-1)
+        starts = view_starts(self.info.segments, self.length, self.cfg.views)
+        return normalised_mean([self.features(crop(batch, s, self.length))[0] for s in starts])
 
     def _probs(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.float().sigmoid() if self.cfg.multilabel else logits.float().softmax(dim=-1)
@@ -238,12 +233,7 @@ class ClassifyTask(MethodLayerIds, nn.Module):
     def knn_votes(self, queries: torch.Tensor) -> torch.Tensor:
         """(B, C) normalised features -> (B, K) temperature-weighted votes of the k nearest training clips, summing
         to 1 per row (multi-label: each neighbour votes for each of its classes)."""
-        bank, votes = self.memory_bank()
-        similarity = queries @ bank.T  # (B, M) cosine
-        top, index = similarity.topk(min(self.cfg.knn_k, len(bank)), dim=1)  # (B, k)
-        weight = (top / self.cfg.knn_temperature).exp()  # (B, k)
-        scores = (weight.unsqueeze(-1) * votes[index]).sum(dim=1)  # (B, k, K) -> (B, K)
-        return scores / scores.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        return knn_votes(queries, *self.memory_bank(), self.cfg.knn_k, self.cfg.knn_temperature)
 
     @torch.no_grad()
     def memory_bank(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -254,13 +244,9 @@ class ClassifyTask(MethodLayerIds, nn.Module):
             if memory is None:
                 raise ConfigError("task.mode=knn needs the training split as its memory bank: evaluate with the "
                                   "task's data pipeline (avlearn train / avlearn eval), not a lone clip")  # fmt: skip
-            device, feats, labels = next(self.method.parameters()).device, [], []
-            for batch in DataLoader(memory, batch_size=self.cfg.knn_batch):
-                feats.append(self.embed({k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}))
-                labels.append(batch[target_key(self.cfg)])
-            target = torch.cat(labels).to(device)
-            onehot = target.float() if self.cfg.multilabel else F.one_hot(target, self.info.num_classes).float()
-            self._bank = torch.cat(feats), onehot
+            device = next(self.method.parameters()).device
+            self._bank = labelled_features(self.embed, memory, self.cfg.knn_batch, target_key(self.cfg),
+                                           self.info.num_classes, device)  # fmt: skip
         return self._bank
 
     def score(self, preds: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, float]:
