@@ -6,25 +6,30 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "convert timm Swin-V2 / original HTS-AT weights or a DG-SCT seed AVE checkpoint into avlearn folders"
+HELP = "convert timm Swin-V2 / HTS-AT / MAE / AudioMAE weights or a DG-SCT seed AVE checkpoint into avlearn folders"
 DESCRIPTION = (
     "Maps every tensor of a weight file onto an avlearn model and writes a folder.\n"
     "Backbone formats (config.json + model.safetensors, which backbone.pretrained / backbone.visual_pretrained /\n"
     "backbone.audio_pretrained load):\n"
     "  timm_swinv2  timm 0.6 Swin-V2 state dict (e.g. swinv2_large_window12_192_22k) -> swinv2_large_192\n"
     "  htsat        HTS-AT Lightning checkpoint (HTSAT_AudioSet_Saved_1.ckpt, sed_model. keys) -> htsat_base\n"
+    "  mae_vit      MAE pretraining checkpoint (mae_pretrain_vit_base.pth) -> vit_mae_base (DeepAVFusion's image\n"
+    "               tower)\n"
+    "  audiomae_vit AudioMAE checkpoint (vitbase_audiomae_as2m.pth) -> vit_mae_audio_base (DeepAVFusion's audio\n"
+    "               tower; its patch kernel reads (frequency, time) log-mels: transposed, as the seed uses it)\n"
     "Run formats (config.yaml + checkpoint/, which `avlearn eval` and `avlearn predict` load):\n"
     "  dgsct_ave    DG-SCT's trained AVE model (MMIL_Net, e.g. best_82.18.pt) -> recipe=dgsct_ave_paper with\n"
     "               task.head=cmbs_seed; --classes names the events in the seed's label order; trailing\n"
     "               key=value overrides set the data (data.root=...) or another architecture\n"
-    "Classification heads, HTS-AT's fixed STFT/mel matrices, architecture-derived buffers and modules the seed never\n"
-    "uses are dropped; anything else that does not map is an error.\n"
+    "Classification heads, HTS-AT's fixed STFT/mel matrices, MAE decoders, architecture-derived buffers and modules\n"
+    "the seed never uses are dropped; anything else that does not map is an error.\n"
     "Examples: avlearn convert htsat HTSAT_AudioSet_Saved_1.ckpt weights/htsat\n"
     "          avlearn convert dgsct_ave best_82.18.pt runs/dgsct_ave_seed --classes classes.txt data.root=AVE/"
 )
 
 
-FORMATS = ("dgsct_ave", "htsat", "timm_swinv2")  # avlearn.convert's formats, here so `avlearn --help` imports no torch
+# avlearn.convert's formats, here so `avlearn --help` imports no torch
+FORMATS = ("audiomae_vit", "dgsct_ave", "htsat", "mae_vit", "timm_swinv2")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
