@@ -106,13 +106,12 @@ class Pretrain(nn.Module):
 
     def __init__(self, cfg: PretrainConfig, method: nn.Module, info: DatasetInfo) -> None:
         super().__init__()
+        name = getattr(getattr(method, "cfg", None), "name", type(method).__name__)
         if not getattr(method, "loss_terms", ()):
-            name = getattr(getattr(method, "cfg", None), "name", type(method).__name__)
             raise ConfigError(f"task '{cfg.name}' trains on the method's own loss terms, but method '{name}' has none "
                               "(no loss_terms); pick a self-supervised method or another task")  # fmt: skip
         _check(cfg)
         if cfg.knn_every:
-            name = getattr(getattr(method, "cfg", None), "name", type(method).__name__)
             check_pairing(name, method.produces, f"{cfg.name} (task.knn_features)", FEATURES[cfg.knn_features])
         self.cfg, self.method, self.info = cfg, method, info
 
