@@ -16,6 +16,12 @@ Formats (``FORMATS``):
   dicts of VALOR's ``pretrained_weights``, e.g. ``videoswin_base_k600_22k.pth``).
 - ``htsat``: the original HTS-AT checkpoint (``HTSAT_AudioSet_Saved_1.ckpt``, a Lightning file whose ``state_dict``
   keys start with ``sed_model.``), into ``htsat_base``. Each ``qkv`` weight and bias is split in three.
+- ``mae_vit`` / ``audiomae_vit``: DeepAVFusion's initial tower weights, an MAE / AudioMAE pretraining checkpoint in
+  the timm ViT layout (MAE's ``mae_pretrain_vit_base.pth``, AudioMAE's AS-2M ``vitbase_audiomae_as2m.pth``), into
+  ``vit_mae_base`` / ``vit_mae_audio_base`` (``convert_mae_vit_state_dict``), as the seed's ``ViT.load_checkpoint``
+  reads them: the decoder and mask token dropped, the checkpoint's position table replaced by the model's own fixed
+  sin-cos table, the patch embedding copied as it is (AudioMAE's kernel, trained on (time, frequency) fbanks, then
+  reads (frequency, time) log-mels: used transposed, as the seed uses it).
 
 Dropped on purpose (listed in the returned report): the classification heads (timm ``head``, HTS-AT ``head`` and
 ``tscam_conv``, Video Swin ``cls_head``), HTS-AT's fixed STFT and mel matrices (``avlearn.audio.htsat_input``
@@ -104,14 +110,16 @@ def _renamed(name: str, tensor: torch.Tensor, prefixes: dict[str, str]) -> dict[
 
 @dataclass(frozen=True)
 class Format:
-    """A source layout: its avlearn backbone, key prefix to strip, dropped names, and the per-tensor mapping."""
+    """A source layout: its avlearn backbone, key prefix to strip, dropped names, and the per-tensor mapping of a
+    Swin layout (``top``, ``block``, ``block_prefix``) or a whole-state converter (``convert``)."""
 
     backbone: str
     strip: str
-    dropped: tuple[str, ...]
-    top: dict[str, str]  # source prefix -> avlearn prefix, outside the blocks
-    block: Callable[[str, torch.Tensor], dict[str, torch.Tensor]]
-    block_prefix: str  # avlearn name of ``layers.{i}.blocks.{j}``, formatted with i, j
+    dropped: tuple[str, ...] = ()
+    top: dict[str, str] = field(default_factory=dict)  # source prefix -> avlearn prefix, outside the blocks
+    block: Callable[[str, torch.Tensor], dict[str, torch.Tensor]] | None = None
+    block_prefix: str = ""  # avlearn name of ``layers.{i}.blocks.{j}``, formatted with i, j
+    convert: Callable[[dict[str, torch.Tensor], torch.nn.Module], Conversion] | None = None  # (state, target model)
 
 
 # Source prefix -> avlearn prefix, outside the blocks.
@@ -149,7 +157,7 @@ FORMATS: dict[str, Format] = {
         block=_htsat_block,
         block_prefix="audio_encoder.layers.{}.blocks.{}.",
     ),
-}
+}  # and the MAE formats (``mae_vit``, ``audiomae_vit``), added with their converter below
 
 
 # The same tensors without the ``backbone.`` prefix: the bare state dicts VALOR's pretrained_weights bundle holds
@@ -159,13 +167,19 @@ FORMATS["video_swin_bare"] = replace(FORMATS["video_swin"], strip="")
 RUN_FORMATS = ("dgsct_ave",)  # seed task checkpoints -> run folders (``avlearn.engine.trained``)
 
 
-def convert_state_dict(fmt: str, state: dict[str, torch.Tensor]) -> Conversion:
-    """Map a source state dict (prefix already stripped) to the names of the avlearn backbone's ``model``.
+def convert_state_dict(fmt: str, state: dict[str, torch.Tensor], model: torch.nn.Module | None = None
+                       ) -> Conversion:  # fmt: skip
+    """Map a source state dict (prefix already stripped) to the names of the avlearn backbone's ``model`` (the
+    target model itself is needed by the MAE formats, whose position table is made for its patch grid).
 
     Raises:
         DataError: ``fmt`` is unknown, or a tensor maps to nothing.
     """
     spec = _format(fmt)
+    if spec.convert is not None:
+        if model is None:
+            raise DataError(f"{fmt}: the conversion needs the target model (its patch grid)")
+        return spec.convert(state, model)
     out, dropped, unmapped = {}, [], []
     for name, tensor in state.items():
         leaf = name.rsplit(".", 1)[-1]
@@ -375,8 +389,8 @@ def convert(fmt: str, source: str | Path, output: str | Path, backbone: str | No
     import avlearn.backbones  # noqa: F401  (registers the backbones)
     from avlearn.registry import BACKBONES
 
-    conversion = convert_state_dict(fmt, read_state_dict(source, fmt))
     model = BACKBONES.build(backbone or _format(fmt).backbone).model
+    conversion = convert_state_dict(fmt, read_state_dict(source, fmt), model)
     load_converted(model, conversion, str(source))
     model.save_pretrained(str(Path(output).expanduser()))
     return conversion
@@ -637,6 +651,45 @@ def _deepavfusion_tensor(name: str, tensor: torch.Tensor) -> dict[str, torch.Ten
         leaf = f".{decoder[4]}" if decoder[4] else ""
         return {f"decoders.{_SEED_SLOTS[decoder[1]]}.{_DECODER[decoder[2]]}{leaf}": tensor}
     return {name: tensor} if name in ("fusion_tokens", "fusion_norm.weight", "fusion_norm.bias") else {}
+
+
+_MAE_DROPPED = ("decoder", "mask_token", "pos_embed")  # the pretraining decoder; the table made for the target grid
+
+
+def convert_mae_vit_state_dict(state: dict[str, torch.Tensor], model: torch.nn.Module) -> Conversion:
+    """An MAE or AudioMAE pretraining checkpoint (timm ViT: ``cls_token``, ``pos_embed``, ``patch_embed.proj``,
+    ``blocks.{i}``, ``norm``, and the ``decoder_*`` / ``mask_token`` of pretraining) -> the names of ``model`` (a
+    ``ViTMAEModel``), as the seed's ``ViT.load_checkpoint`` takes them: the decoder and mask token dropped, the
+    checkpoint's position table replaced by MAE's fixed sin-cos table for the model's patch grid (AudioMAE's is for
+    its own 64 x 8 fbank grid; a zero CLS row in front), each fused ``qkv`` split into query, key and value, the CLS
+    token kept (DeepAVFusion does not use it), the patch-embedding kernel copied unchanged (on DeepAVFusion's
+    (frequency, time) log-mels an AudioMAE kernel, trained on (time, frequency) fbanks, is used transposed, as in
+    the seed).
+
+    Raises:
+        DataError: a tensor maps to nothing (e.g. a fine-tuned checkpoint's ``head`` / ``fc_norm``).
+    """
+    from avlearn.backbones.vit_mae import sincos_position_table
+
+    patches = model.embeddings.patch_embeddings
+    grid = (patches.image_size[0] // patches.patch_size[0], patches.image_size[1] // patches.patch_size[1])
+    table = sincos_position_table(grid, model.config.hidden_size).unsqueeze(0)  # (1, N, C)
+    out = _timm_vit("pos_embed", table)  # with the zero CLS row (and a zero CLS token, replaced below)
+    dropped, unmapped = [], []
+    for name, tensor in state.items():
+        if any(name.startswith(prefix) for prefix in _MAE_DROPPED):
+            dropped.append(name)
+            continue
+        mapped = {"embeddings.cls_token": tensor} if name == "cls_token" else _timm_vit(name, tensor)
+        unmapped += [] if mapped else [name]
+        out.update(mapped)
+    if unmapped:
+        raise DataError(f"MAE ViT: {len(unmapped)} tensors have no avlearn counterpart, e.g. {unmapped[:3]}")
+    return Conversion(out, dropped)
+
+
+FORMATS |= {"mae_vit": Format("vit_mae_base", "", convert=convert_mae_vit_state_dict),
+            "audiomae_vit": Format("vit_mae_audio_base", "", convert=convert_mae_vit_state_dict)}  # fmt: skip
 
 
 def convert_deepavfusion_state_dict(state: dict[str, torch.Tensor]) -> Conversion:

@@ -44,9 +44,13 @@ class ImagePreprocess:
     num_frames: int | None = None
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 frames ``(..., H, W, 3)`` -> normalised float32 ``(..., 3, h, w)`` (leading dims kept)."""
-        if frames.dtype != torch.uint8 or frames.ndim < 3 or frames.shape[-1] != 3:
-            raise ValueError(f"expected uint8 frames (..., H, W, 3), got {tuple(frames.shape)} {frames.dtype}")
+        """uint8 frames ``(..., H, W, 3)`` (or float ones on the same 0-255 scale: mixed frames, ``task.mixup``)
+        -> normalised float32 ``(..., 3, h, w)`` (leading dims kept)."""
+        valid = frames.dtype == torch.uint8 or frames.is_floating_point()
+        if not valid or frames.ndim < 3 or frames.shape[-1] != 3:
+            raise ValueError(
+                f"expected uint8 (or 0-255 float) frames (..., H, W, 3), got {tuple(frames.shape)} {frames.dtype}"
+            )
         lead = frames.shape[:-3]
         x = frames.reshape(-1, *frames.shape[-3:]).permute(0, 3, 1, 2).float() / 255.0  # (N, 3, H, W)
         x = self._resize(x).clamp_(0.0, 1.0)  # bicubic overshoots; PIL clamps to the uint8 range too

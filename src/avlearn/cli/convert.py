@@ -7,7 +7,8 @@ import argparse
 from pathlib import Path
 
 HELP = (
-    "convert timm Swin-V2 / Video Swin / original HTS-AT weights or a DG-SCT seed AVE checkpoint into avlearn folders"
+    "convert timm Swin-V2 / Video Swin / HTS-AT / MAE / AudioMAE weights or a DG-SCT seed AVE checkpoint into avlearn"
+    " folders"
 )
 DESCRIPTION = (
     "Maps every tensor of a weight file onto an avlearn model and writes a folder.\n"
@@ -18,24 +19,23 @@ DESCRIPTION = (
     "               backbone. keys) -> video_swin_b (VALOR-B's vision tower)\n"
     "  video_swin_bare  the same without the backbone. prefix (VALOR's pretrained_weights/videoswin_*.pth)\n"
     "  htsat        HTS-AT Lightning checkpoint (HTSAT_AudioSet_Saved_1.ckpt, sed_model. keys) -> htsat_base\n"
+    "  mae_vit      MAE pretraining checkpoint (mae_pretrain_vit_base.pth) -> vit_mae_base (DeepAVFusion's image\n"
+    "               tower)\n"
+    "  audiomae_vit AudioMAE checkpoint (vitbase_audiomae_as2m.pth) -> vit_mae_audio_base (DeepAVFusion's audio\n"
+    "               tower; its patch kernel reads (frequency, time) log-mels: transposed, as the seed uses it)\n"
     "Run formats (config.yaml + checkpoint/, which `avlearn eval` and `avlearn predict` load):\n"
     "  dgsct_ave    DG-SCT's trained AVE model (MMIL_Net, e.g. best_82.18.pt) -> recipe=dgsct_ave_paper with\n"
     "               task.head=cmbs_seed; --classes names the events in the seed's label order; trailing\n"
     "               key=value overrides set the data (data.root=...) or another architecture\n"
-    "Classification heads, HTS-AT's fixed STFT/mel matrices, architecture-derived buffers and modules the seed never\n"
-    "uses are dropped; anything else that does not map is an error.\n"
+    "Classification heads, HTS-AT's fixed STFT/mel matrices, MAE decoders, architecture-derived buffers and modules\n"
+    "the seed never uses are dropped; anything else that does not map is an error.\n"
     "Examples: avlearn convert htsat HTSAT_AudioSet_Saved_1.ckpt weights/htsat\n"
     "          avlearn convert dgsct_ave best_82.18.pt runs/dgsct_ave_seed --classes classes.txt data.root=AVE/"
 )
 
 
-FORMATS = (
-    "dgsct_ave",
-    "htsat",
-    "timm_swinv2",
-    "video_swin",
-    "video_swin_bare",
-)  # avlearn.convert's formats, here so `avlearn --help` imports no torch
+# avlearn.convert's formats, here so `avlearn --help` imports no torch
+FORMATS = ("audiomae_vit", "dgsct_ave", "htsat", "mae_vit", "timm_swinv2", "video_swin", "video_swin_bare")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

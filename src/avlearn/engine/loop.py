@@ -9,7 +9,9 @@ ranks, hence the ``world_size`` factor). Then clipping, the optimizer step (skip
 gradient is inf/nan), the schedule and the EMA. The validation split is scored every ``train.val_every`` steps
 (0: after each epoch; -1: never); ``checkpoint/`` keeps the best validation (``train.select=best``; selection never
 looks at the test split) or the last state (``select=last``); ``train.patience`` validations without improvement
-stop the run. ``last/`` is rewritten after each epoch and every ``train.save_every`` steps.
+stop the run. ``last/`` is rewritten after each epoch and every ``train.save_every`` steps. A task with a
+``monitor(epoch, last) -> dict`` method adds its scores to each epoch's record (the pretraining task's kNN probe;
+logged, never used for selection).
 """
 
 from __future__ import annotations
@@ -450,8 +452,11 @@ def _end_epoch(t: Training, val: Dataset, loss: float, seconds: float, epoch_don
     """Validate (``val_every=0``; also when the run ended mid-epoch), log the epoch, move the data position to the
     next epoch (unless the run ended mid-epoch: ``epoch_done`` False) and rewrite ``last/``."""
     scores = _validate(t, val, cfg, env, run) if cfg.val_every == 0 else {}
+    scored = t.ema if t.ema is not None else t.task
+    monitor = getattr(scored, "monitor", None)  # a task's own per-epoch scores (logged only, never selecting)
+    monitored = monitor(t.state.epoch + 1, _finished(t)) if callable(monitor) else {}
     record = {"kind": "epoch", "epoch": t.state.epoch + 1, "step": t.state.step, "train_loss": loss, **scores,
-              "lr": _base_lr(t), "seconds": seconds}  # fmt: skip
+              **monitored, "lr": _base_lr(t), "seconds": seconds}  # fmt: skip
     if epoch_done:
         t.state.epoch, t.state.batch, t.state.epoch_loss, t.state.epoch_samples = t.state.epoch + 1, 0, 0.0, 0
     t.state.history.append(record)

@@ -41,6 +41,7 @@ from torch import nn
 from avlearn.backbones.base import Hidden
 from avlearn.backbones.vit_mae import sincos_position_table
 from avlearn.errors import ConfigError, DataError
+from avlearn.layers.droppath import DropPath
 from avlearn.methods.base import AVFeatures
 from avlearn.registry import METHODS
 
@@ -57,6 +58,7 @@ class DeepAVFusionConfig:
     fusion_heads: int = 12
     attn_ratio: float = 0.25  # width of the pair attention's query/key (x tower width)
     mlp_ratio: float = 1.0  # width of the fusion MLP (x tower width)
+    drop_path: float = 0.0  # stochastic depth of every tower block and fusion block alike (the seed fine-tunes at 0.2)
     pretrain: bool = False  # masked autoencoding: losses mae_visual / mae_audio, features of the visible patches
     visual_mask_ratio: float = 0.75
     audio_mask_ratio: float = 0.8
@@ -156,9 +158,10 @@ class FusionBlock(nn.Module):
     """
 
     def __init__(self, dim: int, heads: int, split: tuple[int, int, int], attn_ratio: float, mlp_ratio: float,
-                 pairs: bool = False) -> None:  # fmt: skip
+                 pairs: bool = False, drop_path: float = 0.0) -> None:  # fmt: skip
         super().__init__()
         self.heads, self.split, self.pairs = heads, split, pairs
+        self.drop_path = DropPath(drop_path)  # on both residual branches, per sample
         self.scale = (dim // heads) ** -0.5
         width = int(dim * attn_ratio)
         self.norm_fused, self.norm_visual, self.norm_audio = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
@@ -176,8 +179,8 @@ class FusionBlock(nn.Module):
         agg_audio = self.attn_audio(agg_audio, audio)
         pair_attention = pair_attention_pairs if self.pairs else pair_attention_additive
         tokens = self.proj(pair_attention(self, tokens, agg_visual, agg_audio))
-        fused = fused + torch.cat([tokens, agg_visual, agg_audio], dim=1)  # (B, nF + nv + na, C)
-        return fused + self.mlp(self.norm2(fused))
+        fused = fused + self.drop_path(torch.cat([tokens, agg_visual, agg_audio], dim=1))  # (B, nF + nv + na, C)
+        return fused + self.drop_path(self.mlp(self.norm2(fused)))
 
 
 # ---- masked autoencoding -----------------------------------------------------------------------------------------
@@ -263,6 +266,8 @@ def _check_config(cfg: DeepAVFusionConfig, dim: int) -> None:
         raise ConfigError(f"method.fusion_heads={cfg.fusion_heads}, method.attn_ratio={cfg.attn_ratio}: the tower "
                           f"width {dim} and int({dim} * attn_ratio) must be positive multiples of "
                           "fusion_heads")  # fmt: skip
+    if not 0.0 <= cfg.drop_path < 1.0:
+        raise ConfigError(f"method.drop_path={cfg.drop_path}: expected a rate in [0, 1)")
     if cfg.mlp_ratio <= 0 or cfg.decoder_dim % cfg.decoder_heads or cfg.decoder_depth < 1:
         raise ConfigError(f"method.mlp_ratio={cfg.mlp_ratio}, method.decoder_dim={cfg.decoder_dim}, "
                           f"method.decoder_heads={cfg.decoder_heads}, method.decoder_depth={cfg.decoder_depth}: "
@@ -278,6 +283,22 @@ def _check_towers(visual: nn.Module, audio: nn.Module) -> None:
         raise ConfigError(f"method=deepavfusion: the towers must have the same width and depth, got visual "
                           f"{visual.num_features} x {visual.num_stages}, audio {audio.num_features} x "
                           f"{audio.num_stages}")  # fmt: skip
+
+
+def _set_drop_path(tower: nn.Module, rate: float) -> None:
+    """Stochastic depth ``rate`` on both residual branches of every block of a ViT-MAE ``tower``: a
+    ``ViTMAELayer`` applies its ``dropout`` to the attention and the MLP output just before each residual sum, the
+    places of timm's ``drop_path1`` / ``drop_path2``, so a :class:`DropPath` takes its place (the towers have no
+    hidden dropout: ``hidden_dropout_prob`` 0, checked)."""
+    if rate == 0.0:
+        return
+    hidden_dropout = tower.model.config.hidden_dropout_prob
+    if hidden_dropout:
+        raise ConfigError(f"method.drop_path={rate}: the tower's hidden dropout ({hidden_dropout}) sits where drop "
+                          "path goes; set it to 0")  # fmt: skip
+    for i in range(tower.num_stages):
+        for block in tower.stage_blocks(i):
+            block.dropout = DropPath(rate)
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -323,10 +344,11 @@ class DeepAVFusion(nn.Module):
             for module in tower.modules():
                 if isinstance(module, nn.LayerNorm):
                     module.eps = TOWER_NORM_EPS
+            _set_drop_path(tower, cfg.drop_path)
         split = tuple(cfg.fusion_tokens)
         self.fusion_tokens = nn.Parameter(torch.randn(1, sum(split), dim) * 0.02)
         self.fusion_blocks = nn.ModuleDict(
-            {str(i): FusionBlock(dim, cfg.fusion_heads, split, cfg.attn_ratio, cfg.mlp_ratio)
+            {str(i): FusionBlock(dim, cfg.fusion_heads, split, cfg.attn_ratio, cfg.mlp_ratio, drop_path=cfg.drop_path)
              for i in fusion_layer_set(cfg.fusion_layers, depth)}
         )  # fmt: skip
         self.fusion_norm = nn.LayerNorm(dim)
@@ -461,7 +483,6 @@ class DeepAVFusion(nn.Module):
         return pixels, spec.repeat(1, 1, 1, repeats)[..., : size[1]]  # (B*S, 1, F, T')
 
     def forward(self, batch: dict[str, torch.Tensor], layers: bool = False) -> AVFeatures:
-        b, s = batch["frames"].shape[:2]
         pixels, spec = self.inputs(batch)
         losses = {}
         if self.cfg.pretrain:
@@ -469,6 +490,17 @@ class DeepAVFusion(nn.Module):
             encoded = self.encode(pixels, spec, layers=True) if layers else encoded  # layers: of every patch
         else:
             encoded = self.encode(pixels, spec, layers=layers)
+        return self._features(batch, encoded, losses)
+
+    def downstream(self, batch: dict[str, torch.Tensor]) -> AVFeatures:
+        """The features a downstream task sees (the encoder on every patch, no losses), also with ``pretrain:
+        true``: what ``task=pretrain``'s kNN monitor probes."""
+        return self._features(batch, self.encode(*self.inputs(batch)), {})
+
+    def _features(self, batch: dict[str, torch.Tensor], encoded: Encoded, losses: dict[str, torch.Tensor]
+                  ) -> AVFeatures:  # fmt: skip
+        """``encoded`` (B*S, ...) tokens -> ``AVFeatures`` of (B, S, ...) tensors."""
+        b, s = batch["frames"].shape[:2]
         per_segment = lambda x: x.unflatten(0, (b, s))  # noqa: E731  (B*S, ...) -> (B, S, ...)
         visual, audio = per_segment(encoded.visual), per_segment(encoded.audio)  # (B, S, N, C)
         grid = self.visual_backbone.grid
@@ -480,7 +512,7 @@ class DeepAVFusion(nn.Module):
             visual_pooled=visual.mean(dim=2),
             grid=grid,
             fused=per_segment(encoded.fused),
-            layers=self._layers(encoded, per_segment) if layers else None,
+            layers=None if encoded.layers is None else self._layers(encoded, per_segment),
             losses=losses,
         )
 

@@ -67,6 +67,7 @@ from torch import nn
 
 from avlearn.data.pipelines.avvp import avvp_pipeline
 from avlearn.errors import ConfigError, DataError
+from avlearn.layers.droppath import drop_path
 from avlearn.layers.temporal import GatedTemporalEncoder
 from avlearn.registry import TASKS
 from avlearn.tasks.base import DatasetInfo, add_method_losses, paired_segments, pooled_widths
@@ -189,15 +190,6 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.gelu(self.fc1(x)))
-
-
-def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: each sample's residual branch ``x`` (B, ...) is dropped with probability ``rate`` in
-    training, the kept ones scaled by 1 / (1 - rate)."""
-    if not training or rate == 0.0:
-        return x
-    keep = torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), device=x.device) >= rate  # (B, 1, ...)
-    return x * keep.to(x.dtype) / (1 - rate)
 
 
 class Attention(nn.Module):

@@ -20,6 +20,13 @@ weighted kNN of Wu et al. (CVPR 2018) as DINO runs it (Caron et al., ICCV 2021, 
   Training reads one random crop per batch (an augmentation); evaluation averages the class probabilities (kNN: the
   L2-normalised features) of ``views`` crops spread evenly over the clip, as multi-clip video evaluation averages
   clips of one video.
+* Regularisers of training (off by default; DeepAVFusion's fine-tuning, ``eval_finetune.py``, uses both):
+  ``label_smoothing`` eps turns the targets into ``(1 - eps) y + eps / K`` (multi-label: per class), and ``mixup``
+  alpha draws one ``lam ~ Beta(alpha, alpha)`` per clip and mixes every segment input (frames, log-mels,
+  precomputed features) and the (smoothed) targets with those of the batch flipped: ``lam x_b + (1 - lam)
+  x_{B-1-b}`` (Zhang et al., ICLR 2018; the seed's ``AVMixup``: the same lam for both modalities, targets smoothed
+  before mixing). Frames are mixed as float pixel values; mixing before the backbone's normalisation equals mixing
+  after it, as the weights sum to 1.
 * Targets: ``labels`` () class indices (cross-entropy; top-1 and top-5 accuracy, ``top1`` selects), or with
   ``task.multilabel`` ``labels (K,)`` multi-hot (binary cross-entropy per class; ``map`` selects, ``auc`` too), scored
   by ``avlearn.metrics.classification``.
@@ -34,19 +41,17 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import DataLoader
 
 from avlearn.data.pipelines import Splits
 from avlearn.data.pipelines.clips import benchmark_part, clip_splits
 from avlearn.errors import ConfigError
+from avlearn.layers.knn import FEATURES, clip_feature, knn_votes, labelled_features, normalised_mean
 from avlearn.methods.base import AVFeatures, check_pairing
 from avlearn.registry import TASKS
 from avlearn.tasks.base import DatasetInfo, MethodLayerIds, add_method_losses
 from avlearn.viz.classification import CLASSIFY
 
 MODES = ("linear", "finetune", "knn")
-FEATURES = {"audio": ("audio_pooled",), "visual": ("visual_pooled",), "concat": ("audio_pooled", "visual_pooled"),
-            "fused": ("fused",)}  # fmt: skip
 SEGMENT_INPUTS = ("frames", "audio", "visual_features", "audio_features")  # batch entries laid out (B, S, ...)
 
 
@@ -64,6 +69,8 @@ class ClassifyConfig:
     knn_k: int = 20
     knn_temperature: float = 0.07
     knn_batch: int = 64  # clips per forward while the memory bank is built
+    mixup: float = 0.0  # Beta(alpha, alpha) of the per-clip mixing weight; 0: off
+    label_smoothing: float = 0.0  # eps of the smoothed targets; 0: off
 
 
 def _check(cfg: ClassifyConfig, segments: int) -> None:
@@ -77,6 +84,11 @@ def _check(cfg: ClassifyConfig, segments: int) -> None:
                           f"0 <= view_segments <= {segments} (the clip's segments)")  # fmt: skip
     if cfg.views > 1 and cfg.view_segments in (0, segments):
         raise ConfigError(f"task.views={cfg.views} averages crops: set task.view_segments < {segments}")
+    if cfg.mixup < 0 or not 0 <= cfg.label_smoothing < 1:
+        raise ConfigError(f"task.mixup={cfg.mixup}, task.label_smoothing={cfg.label_smoothing}: expected mixup >= 0 "
+                          "(0: off) and label_smoothing in [0, 1)")  # fmt: skip
+    if cfg.mode == "knn" and (cfg.mixup or cfg.label_smoothing):
+        raise ConfigError("task.mixup / task.label_smoothing regularise training: task.mode=knn does not train")
     if cfg.mode == "knn" and (cfg.knn_k < 1 or cfg.knn_temperature <= 0):
         raise ConfigError(f"task.knn_k={cfg.knn_k}, task.knn_temperature={cfg.knn_temperature}: expected k >= 1 "
                           "and a temperature > 0")  # fmt: skip
@@ -85,6 +97,24 @@ def _check(cfg: ClassifyConfig, segments: int) -> None:
 def crop(batch: dict, start: int, length: int) -> dict:
     """``batch`` with its segment inputs (``SEGMENT_INPUTS``, (B, S, ...)) cut to segments ``[start, start+length)``."""
     return {k: v[:, start : start + length] if k in SEGMENT_INPUTS else v for k, v in batch.items()}
+
+
+def soft_targets(target: torch.Tensor, num_classes: int, smoothing: float, multilabel: bool) -> torch.Tensor:
+    """(B,) class indices or (B, K) multi-hot -> (B, K) float targets smoothed to ``(1 - eps) y + eps / K``."""
+    onehot = target.float() if multilabel else F.one_hot(target, num_classes).float()  # (B, K)
+    return onehot * (1 - smoothing) + smoothing / num_classes
+
+
+def mixup(batch: dict, lam: torch.Tensor) -> dict:
+    """``batch`` with its segment inputs (``SEGMENT_INPUTS``, (B, S, ...); uint8 frames become float) mixed with
+    the batch flipped, ``lam (B,)`` the weight of each clip's own input."""
+    return {k: mix(v.float(), lam) if k in SEGMENT_INPUTS else v for k, v in batch.items()}
+
+
+def mix(x: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """``lam_b x_b + (1 - lam_b) x_{B-1-b}`` for ``x (B, ...)``, ``lam (B,)``."""
+    lam = lam.to(x.dtype).view(-1, *(1,) * (x.ndim - 1))  # (B, 1, ...)
+    return lam * x + (1 - lam) * x.flip(0)
 
 
 def view_starts(segments: int, length: int, views: int) -> list[int]:
@@ -146,9 +176,7 @@ class ClassifyTask(MethodLayerIds, nn.Module):
 
     def pooled(self, feats: AVFeatures) -> torch.Tensor:
         """(B, C) the clip feature of ``task.features``: the segment mean (and token mean for ``fused``)."""
-        if self.cfg.features == "fused":
-            return feats.fused.mean(dim=(1, 2))  # (B, S, N, C) -> (B, C)
-        return torch.cat([getattr(feats, f).mean(dim=1) for f in self.needs], dim=-1)  # (B, S, C_i) -> (B, sum C_i)
+        return clip_feature(feats, self.cfg.features)
 
     def features(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(B, C) clip features and the method's own loss terms; the method runs without gradient when frozen."""
@@ -161,19 +189,31 @@ class ClassifyTask(MethodLayerIds, nn.Module):
             raise ConfigError("task.mode=knn does not train: set train.epochs=0 train.checkpoint=false (and "
                               "train.init_from=<weights of the method>)")  # fmt: skip
         start = int(torch.randint(self.info.segments - self.length + 1, ()))  # one random crop per batch
-        pooled, losses = self.features(crop(batch, start, self.length))
+        batch, target = self.regularised(crop(batch, start, self.length))
+        pooled, losses = self.features(batch)
         logits = self.head(pooled)  # (B, K)
         if self.cfg.multilabel:
-            loss = F.binary_cross_entropy_with_logits(logits, batch[target_key(self.cfg)].to(logits.dtype))
+            loss = F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))
         else:
-            loss = F.cross_entropy(logits, batch[target_key(self.cfg)])
+            loss = F.cross_entropy(logits, target.to(logits.dtype) if target.is_floating_point() else target)
         return add_method_losses({"loss": loss}, losses if self.cfg.mode == "finetune" else {})
+
+    def regularised(self, batch: dict) -> tuple[dict, torch.Tensor]:
+        """The training batch and its targets after ``task.label_smoothing`` and ``task.mixup``: (B,) class indices
+        or (B, K) multi-hot when both are off, else (B, K) soft targets."""
+        target = batch[target_key(self.cfg)]
+        if not (self.cfg.mixup or self.cfg.label_smoothing):
+            return batch, target
+        target = soft_targets(target, self.info.num_classes, self.cfg.label_smoothing, self.cfg.multilabel)
+        if not self.cfg.mixup:
+            return batch, target
+        lam = torch.distributions.Beta(self.cfg.mixup, self.cfg.mixup).sample(target.shape[:1]).to(target.device)
+        return mixup(batch, lam), mix(target, lam)
 
     def embed(self, batch: dict) -> torch.Tensor:
         """(B, C) L2-normalised clip features, averaged over the evaluation views and normalised again."""
-        views = [F.normalize(self.features(crop(batch, s, self.length))[0].float(), dim=-1)
-                 for s in view_starts(self.info.segments, self.length, self.cfg.views)]  # fmt: skip
-        return F.normalize(torch.stack(views).mean(dim=0), dim=-1)
+        starts = view_starts(self.info.segments, self.length, self.cfg.views)
+        return normalised_mean([self.features(crop(batch, s, self.length))[0] for s in starts])
 
     def _probs(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.float().sigmoid() if self.cfg.multilabel else logits.float().softmax(dim=-1)
@@ -193,12 +233,7 @@ class ClassifyTask(MethodLayerIds, nn.Module):
     def knn_votes(self, queries: torch.Tensor) -> torch.Tensor:
         """(B, C) normalised features -> (B, K) temperature-weighted votes of the k nearest training clips, summing
         to 1 per row (multi-label: each neighbour votes for each of its classes)."""
-        bank, votes = self.memory_bank()
-        similarity = queries @ bank.T  # (B, M) cosine
-        top, index = similarity.topk(min(self.cfg.knn_k, len(bank)), dim=1)  # (B, k)
-        weight = (top / self.cfg.knn_temperature).exp()  # (B, k)
-        scores = (weight.unsqueeze(-1) * votes[index]).sum(dim=1)  # (B, k, K) -> (B, K)
-        return scores / scores.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        return knn_votes(queries, *self.memory_bank(), self.cfg.knn_k, self.cfg.knn_temperature)
 
     @torch.no_grad()
     def memory_bank(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,13 +244,9 @@ class ClassifyTask(MethodLayerIds, nn.Module):
             if memory is None:
                 raise ConfigError("task.mode=knn needs the training split as its memory bank: evaluate with the "
                                   "task's data pipeline (avlearn train / avlearn eval), not a lone clip")  # fmt: skip
-            device, feats, labels = next(self.method.parameters()).device, [], []
-            for batch in DataLoader(memory, batch_size=self.cfg.knn_batch):
-                feats.append(self.embed({k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}))
-                labels.append(batch[target_key(self.cfg)])
-            target = torch.cat(labels).to(device)
-            onehot = target.float() if self.cfg.multilabel else F.one_hot(target, self.info.num_classes).float()
-            self._bank = torch.cat(feats), onehot
+            device = next(self.method.parameters()).device
+            self._bank = labelled_features(self.embed, memory, self.cfg.knn_batch, target_key(self.cfg),
+                                           self.info.num_classes, device)  # fmt: skip
         return self._bank
 
     def score(self, preds: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -54,9 +54,12 @@ def test_leading_dims_are_kept_for_video() -> None:
     assert ImagePreprocess((32, 32), CLIP_MEAN, CLIP_STD, num_frames=4)(frames).shape == (2, 4, 3, 32, 32)
 
 
-def test_non_uint8_frames_are_refused() -> None:
+def test_integer_frames_other_than_uint8_are_refused_float_ones_read_on_the_uint8_scale() -> None:
+    pre = ImagePreprocess((32, 32), CLIP_MEAN, CLIP_STD)
     with pytest.raises(ValueError, match="uint8"):
-        ImagePreprocess((32, 32), CLIP_MEAN, CLIP_STD)(torch.rand(1, 32, 32, 3))
+        pre(torch.randint(0, 256, (1, 32, 32, 3), dtype=torch.int32))
+    frames = random_frames(1, 32, 32, 3)  # float frames (task.mixup's mixed ones) are pixel values 0-255
+    torch.testing.assert_close(pre(frames.float()), pre(frames))
 
 
 def test_preprocess_output_feeds_the_backbone() -> None:

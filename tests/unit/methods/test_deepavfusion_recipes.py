@@ -51,10 +51,14 @@ def test_paper_recipes_are_the_seeds_runs(recipe):
         assert cfg.task.name == "pretrain" and m.pretrain and tuple(t.betas) == (0.9, 0.95)
         assert (t.precision, t.select) == ("fp16", "last")
         assert OmegaConf.to_container(t.lr_ramp) == {"method.visual_backbone": 0.5, "method.audio_backbone": 0.5}
+        # the seed's kNN probe every eval_freq = 10 epochs on VGGSound; the AudioSet run's probe is off (multi-label)
+        assert (cfg.task.knn_every, cfg.task.knn_features) == ((10, "fused") if data == "vggsound" else (0, "fused"))
     else:
         assert (cfg.task.name, cfg.task.mode, not m.pretrain, t.init_only) == ("classify", mode, True, "method")
         assert cfg.task.multilabel == (data == "audioset") and cfg.data.benchmark == data
         assert t.layer_decay == (0.75 if mode == "finetune" else 1.0) and not t.lr_ramp
+        regularisers = (1.0, 0.1, 0.2) if mode == "finetune" else (0.0, 0.0, 0.0)  # finetune.yaml: mixup, ls, dp
+        assert (cfg.task.mixup, cfg.task.label_smoothing, m.drop_path) == regularisers
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
@@ -84,6 +88,7 @@ def _pretrain_test_settings() -> dict[str, str]:
 def test_the_tiny_pretraining_recipe_is_the_measured_run():
     settings = _pretrain_test_settings()
     cfg = compose_run(["recipe=deepavfusion_pretrain_tiny"])
+    assert cfg.task.knn_every == 10  # monitoring only: the probe leaves the training unchanged
     for key, value in settings.items():
         if key in ("data.workers", "train.threads"):  # machine settings, not the recipe's
             continue
