@@ -39,6 +39,15 @@ class ViTMAE(Backbone):
         model = _mae_model(config, pretrained)
         size = (model.config.image_size, model.config.image_size)
         super().__init__(model, "visual", model.config.hidden_size, ImagePreprocess(size, IMAGENET_MEAN, IMAGENET_STD))
+        if pretrained is None:  # transformers 5 leaves a randomly initialised model's fixed table at zero
+            self._fixed_positions()
+
+    def _fixed_positions(self) -> None:
+        """Write MAE's fixed sin-cos table for :attr:`grid` into the position embedding, its CLS row zero."""
+        table = self.model.embeddings.position_embeddings  # (1, 1 + N, C), fixed; row 0 is the CLS slot
+        with torch.no_grad():
+            table[0, 1:] = sincos_position_table(self.grid, table.shape[-1])  # (N, C), row-major over the grid
+            table[0, 0] = 0.0
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -115,10 +124,7 @@ class AudioViTMAE(ViTMAE):
     def __init__(self, config: dict[str, Any], preprocess: AudioPreprocess, pretrained: str | None = None) -> None:
         model = _mae_model(config, pretrained)
         Backbone.__init__(self, model, "audio", model.config.hidden_size, preprocess)
-        table = model.embeddings.position_embeddings  # (1, 1 + N, C), fixed; row 0 is the CLS slot
-        with torch.no_grad():
-            table[0, 1:] = sincos_position_table(self.grid, table.shape[-1])  # transformers assumes a square grid
-            table[0, 0] = 0.0
+        self._fixed_positions()  # transformers assumes a square grid
 
     def dummy_inputs(self, batch_size: int = 2) -> dict[str, torch.Tensor]:
         """Random one-channel log-mels ``(B, 1, F, T)``."""

@@ -170,6 +170,15 @@ def test_sincos_table_is_maes_layout():
         assert table[n].tolist() == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.parametrize("name", ["vit_mae_tiny", "vit_mae_audio_tiny"])
+def test_randomly_initialised_towers_hold_maes_fixed_position_table(name):
+    tower = BACKBONES.build(name)  # transformers 5 alone leaves the image tower's table at zero
+    table = tower.model.embeddings.position_embeddings[0]  # (1 + N, C)
+    assert not table.requires_grad
+    assert table[0].abs().max().item() == 0.0  # the CLS slot
+    assert torch.equal(table[1:], sincos_position_table(tower.grid, table.shape[-1]))
+
+
 def test_pretraining_gives_both_losses_and_trains_towers_fusion_and_decoders():
     method, batch = _method(pretrain=True).train(), _batch()
     feats = method(batch)
