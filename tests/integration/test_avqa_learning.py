@@ -34,9 +34,9 @@ def majority_chance(train, test) -> dict[str, float]:
     return {"overall": 100.0 * sum(hits) / len(hits)}
 
 
-def run_avqa(tmp_path: Path, head: str = "avst") -> dict:
-    """The recipe below with ``task.head=head`` (``avst`` or ``avst_seed``); the test scores, the majority-answer
-    chance and the grounding figure's path."""
+def run_avqa(tmp_path: Path, head: str = "grounded_qa") -> dict:
+    """The recipe below with ``task.head=head`` (avlearn's ``grounded_qa`` or the seed's ``avst``); the test scores,
+    the majority-answer chance and the grounding figure's path."""
     from avlearn.config.schema import TrainConfig
     from avlearn.data.pipelines.avqa import avqa_splits
     from avlearn.data.synth import SynthConfig, generate
