@@ -152,9 +152,9 @@ def test_command_line_overrides_win_over_the_recipe():
 def test_recipe_key_missing_from_the_chosen_option_is_one_line():
     from avlearn.errors import ConfigError
 
-    # (task avvp has a ``head`` key; AVS's kl_weight is one it lacks)
-    with pytest.raises(ConfigError, match=r"^recipe/dgsct_avs_s4_paper sets 'task.kl_weight', which task avvp does "
-                                          r"not have;.*depth_av") as err:  # fmt: skip
+    # (task avvp has ``head`` and ``dim`` keys; AVS's seed_audio_dim, the recipe's next one, is one it lacks)
+    with pytest.raises(ConfigError, match=r"^recipe/dgsct_avs_s4_paper sets 'task.seed_audio_dim', which task avvp "
+                                          r"does not have;.*depth_av") as err:  # fmt: skip
         compose_run(["recipe=dgsct_avs_s4_paper", "task=avvp"])
     assert "\n" not in str(err.value)
 
