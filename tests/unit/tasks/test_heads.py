@@ -104,8 +104,8 @@ def test_ave_classification_variant():
 
 
 def test_unknown_head_is_a_config_error():
-    with pytest.raises(ConfigError, match="fusion, cmbs, gated_events"):
-        AVETask(AVEConfig(head="nope"), _Features(), INFO)
+    with pytest.raises(ConfigError, match="task.head 'cmbs_seed'.*fusion, cmbs, gated_events"):  # no alias
+        AVETask(AVEConfig(head="cmbs_seed"), _Features(), INFO)
 
 
 def _avvp_batch() -> dict:
@@ -164,8 +164,8 @@ def test_avvp_mgn_head_outputs_and_the_seed_loss():
 
 
 def test_avvp_head_errors():
-    with pytest.raises(ConfigError, match="mgn, class_grouping"):
-        AVVPTask(AVVPConfig(head="nope"), _Features(), INFO)
+    with pytest.raises(ConfigError, match="task.head 'mgn_seed'.*mgn, class_grouping"):  # no alias
+        AVVPTask(AVVPConfig(head="mgn_seed"), _Features(), INFO)
     task = AVVPTask(AVVPConfig(**MGN, segments=8), _Features(), INFO)  # the features have 10 segments
     with pytest.raises(DataError, match="task.segments=8"):
         task.outputs(_avvp_batch())
