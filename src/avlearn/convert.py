@@ -31,7 +31,7 @@ avlearn model, with its shape; anything unmapped, missing or mis-shaped is an er
 ``backbone.pretrained`` (both towers), ``backbone.visual_pretrained`` or ``backbone.audio_pretrained``.
 
 Run formats (``RUN_FORMATS``): ``dgsct_ave``, the seed's trained AVE ``MMIL_Net`` (towers, the 48 adapters, and its
-``TemporalAttention`` + ``CMBS`` head as ``task.head=cmbs_seed``; ``convert_dgsct_ave_state_dict``), written as a run
+``TemporalAttention`` + ``CMBS`` head as ``task.head=cmbs``; ``convert_dgsct_ave_state_dict``), written as a run
 folder by ``avlearn.engine.trained.convert_dgsct_ave_run``. The seed's unused modules are dropped and listed.
 """
 
@@ -280,7 +280,7 @@ def convert_dgsct_state_dict(state: dict[str, torch.Tensor], variant: str = "ave
 
 
 # The seed's AVE head (``TemporalAttention`` + ``CMBS`` of ``DG-SCT/AVE/nets/net_trans.py``) -> the ``head.*`` of
-# :class:`avlearn.tasks.ave.AVETask` with ``task.head=cmbs_seed`` (seed prefix -> avlearn prefix).
+# :class:`avlearn.tasks.ave.AVETask` with ``task.head=cmbs`` (seed prefix -> avlearn prefix).
 _T, _D = "temporal_attn.", "decoder.layers.0."
 _SEED_AVE_HEAD = {
     _T + "a_fc": "temporal.audio_in", _T + "v_fc": "temporal.visual_in.0",
@@ -308,7 +308,7 @@ _SEED_AVE_UNUSED = (*(f"{_T}{side}_{kind}.{kind}_layer" for side in ("audio", "v
 
 def convert_dgsct_ave_state_dict(state: dict[str, torch.Tensor]) -> Conversion:
     """A seed AVE ``MMIL_Net`` state dict -> :class:`avlearn.tasks.ave.AVETask` names (``method.*`` for the towers
-    and adapters, ``head.*`` for ``task.head=cmbs_seed``).
+    and adapters, ``head.*`` for ``task.head=cmbs``).
 
     Raises:
         DataError: a head tensor that maps to nothing (other than the seed's unused modules).

@@ -1,15 +1,15 @@
 """DG-SCT tiny learns AVSBench S4 on AVSynth from random initialisation: test mIoU >= 70 (72 with the seed decoder).
 
 The same code path as ``avlearn train task=avs_s4 method=dgsct_tiny backbone=dgsct_tiny train=dgsct_avs_tiny
-data.avs_clips=800``: Swin-V2 tiny + HTS-AT tiny with the DG-SCT adapters (all trainable, random init) feed the
-AVSBench decoder with TPAVI through the method's ``visual_pyramid`` (64 px frames: four levels, 16x16 to 2x2).
-Measured through that CLI command: test mIoU 74.40, F-score 85.61 (best val mIoU 72.68, epoch 8 of 14; empty masks
-0.00), 1282 s on two loaded CPU cores, one thread; this test gave the same numbers in 1128 s. With
-``task.head=tpavi_seed`` (the seed's decoder, issue #18), the same command measured test mIoU 77.12, F-score 89.09
-(best val 71.39, epoch 13; 3003 s on two cores shared with about eight jobs): one seed so far (the test's), so its
-threshold is that run minus 5 points. Slow: ``pytest -m slow tests/integration/test_dgsct_avs_learning.py -s``.
-The run folder (``metrics.json``, ``checkpoint/`` selected on the validation split, ``masks.png``) is written under
-pytest's temporary directory and printed.
+data.avs_clips=800``: Swin-V2 tiny + HTS-AT tiny with the DG-SCT adapters (all trainable, random init) feed the AVSBench
+decoder with TPAVI through the method's ``visual_pyramid`` (64 px frames: four levels, 16x16 to 2x2). Measured through
+that CLI command: test mIoU 74.40, F-score 85.61 (best val mIoU 72.68, epoch 8 of 14; empty masks 0.00), 1282 s on two
+loaded CPU cores, one thread; this test gave the same numbers in 1128 s. With ``task.head=tpavi`` (the seed's decoder,
+issue #18; recipe=dgsct_avs_s4_tiny selects it), the same command measured test mIoU 77.12, F-score 89.09 (best val
+71.39, epoch 13; 3003 s on two cores shared with about eight jobs): one seed so far (the test's), so its threshold is
+that run minus 5 points. Slow: ``pytest -m slow tests/integration/test_dgsct_avs_learning.py -s``. The run folder
+(``metrics.json``, ``checkpoint/`` selected on the validation split, ``masks.png``) is written under pytest's temporary
+directory and printed.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ OVERRIDES = ["task=avs_s4", "method=dgsct_tiny", "backbone=dgsct_tiny", "train=d
              "data.workers=2", "train.threads=1", "train.log_every=20"]  # fmt: skip
 
 
-REQUIRED = {"avsbench": 70.0, "tpavi_seed": 72.0}  # tpavi_seed: one measured seed (77.12) minus 5
+REQUIRED = {"avsbench": 70.0, "tpavi": 72.0}  # tpavi: one measured seed (77.12) minus 5
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ WIDTH, DEPTHS, HEADS = 16, (1, 2, 1, 1), (1, 2, 2, 4)
 OPT = SimpleNamespace(Adapter_downsample=8, is_audio_adapter_p1=1, is_audio_adapter_p2=1, is_bn=1, is_gate=1,
                       is_before_layernorm=1, is_post_layernorm=1, is_multimodal=1, num_conv_group=2, num_tokens=8,
                       backbone_type="audioset")  # fmt: skip
-# After ``recipe=dgsct_ave_paper task.head=cmbs_seed``: the test size and a tiny AVSynth of 10 one-second segments.
+# After ``recipe=dgsct_ave_paper task.head=cmbs``: the test size and a tiny AVSynth of 10 one-second segments.
 OVERRIDES = ["method=dgsct_tiny", "backbone=dgsct_tiny", "method.audio_frontend=generic", "method.spec_augment=false",
              "data.name=avsynth", "data.clips=30", f"data.num_classes={CLASSES}", "data.synth_seed=5", "data.fps=1",
              "data.size=64", "data.frame_size=64", "data.sample_rate=16000", "data.hop_ms=20", "data.workers=1",
@@ -88,7 +88,7 @@ def test_seed_ave_checkpoint_converts_to_a_run_that_evaluates_as_the_seed(tmp_pa
     reference = _seed_model()
     torch.save(reference.state_dict(), tmp_path / "best_00.00.pt")
     overrides = [*OVERRIDES, f"data.root={tmp_path / 'avsynth'}"]
-    cfg = compose_run(["recipe=dgsct_ave_paper", "task.head=cmbs_seed", *overrides])
+    cfg = compose_run(["recipe=dgsct_ave_paper", "task.head=cmbs", *overrides])
     test = build_splits(cfg, audio_preprocess(cfg)).test
     names = ",".join(f"class{i}" for i in range(CLASSES))
     run = tmp_path / "run"

@@ -1,10 +1,10 @@
 """DG-SCT's seed heads against avlearn's options, at the paper's widths: the AVE ``TemporalAttention`` + ``CMBS``
 (``DG-SCT/AVE/nets/net_trans.py``; 1536-wide visual and 768-wide audio segment embeddings, 28 events) against
-``task.head=cmbs_seed``, random weights moved by ``avlearn.convert.convert_dgsct_ave_state_dict``; fp32, eval mode,
+``task.head=cmbs``, random weights moved by ``avlearn.convert.convert_dgsct_ave_state_dict``; fp32, eval mode,
 10 segments. Compared: the per-segment event score, the clip class logits, the top-k class scores and the gate.
-And the AVVP ``MGN_Net`` head (``DG-SCT/AVVP/nets/mgn.py``, ``grouping.py``) against ``task.head=mgn_seed``; the AVQA
-``AVQA_Fusion_Net`` head against ``task.head=avst_seed`` and the AVS S4 ``Pred_endecoder`` decoder against
-``task.head=tpavi_seed``, both by running the seed's own ``forward`` on stub backbones that pass features through."""
+And the AVVP ``MGN_Net`` head (``DG-SCT/AVVP/nets/mgn.py``, ``grouping.py``) against ``task.head=mgn``; the AVQA
+``AVQA_Fusion_Net`` head against ``task.head=avst`` and the AVS S4 ``Pred_endecoder`` decoder against
+``task.head=tpavi``, both by running the seed's own ``forward`` on stub backbones that pass features through."""
 
 from __future__ import annotations
 
@@ -18,16 +18,16 @@ from avlearn.convert import convert_dgsct_ave_state_dict
 from avlearn.tasks.ave import AVEConfig, CMBSHead
 from avlearn.tasks.avqa import AVSTSeedHead
 from avlearn.tasks.avs import AVSConfig, SeedAVSDecoder
-from avlearn.tasks.avvp import AVVPConfig, MGNSeedHead
+from avlearn.tasks.avvp import AVVPConfig, MGNHead
 
 
-def test_cmbs_seed_head_matches_the_seed() -> None:
+def test_cmbs_head_matches_the_seed() -> None:
     net_trans = oracles.seed_module("AVE", "nets.net_trans")
     torch.manual_seed(0)  # the seed modules' default initialisation, which randomise perturbs
     seed = torch.nn.ModuleDict({"temporal_attn": net_trans.TemporalAttention(), "CMBS": net_trans.CMBS(None)})
     randomise(seed)
     seed.eval()
-    head = CMBSHead(768, 1536, 28, AVEConfig(head="cmbs_seed"), seed=True).eval()
+    head = CMBSHead(768, 1536, 28, AVEConfig(head="cmbs"), seed=True).eval()
     done = convert_dgsct_ave_state_dict(seed.state_dict())
     head.load_state_dict({k.removeprefix("head."): v for k, v in done.tensors.items()})  # strict: every tensor
     assert all(n.startswith(("CMBS.AVInter", "CMBS.VAInter", "CMBS.audio_norm", "CMBS.video_norm"))
@@ -45,7 +45,7 @@ def test_cmbs_seed_head_matches_the_seed() -> None:
     assert_parity(ours["gate"], gate[..., 0].transpose(0, 1), "gate")
 
 
-# The seed ``MGN_Net`` head's names -> ``task.head=mgn_seed``'s (prefixes; the rest of each name is the same).
+# The seed ``MGN_Net`` head's names -> ``task.head=mgn``'s (prefixes; the rest of each name is the same).
 _MGN_NAMES = {
     "fc_a.": "audio_in.", "fc_v.": "visual_in.", "audio_token": "audio_tokens", "visual_token": "visual_tokens",
     "audio_cug.": "audio.", "visual_cug.": "visual.", "av_mcg.": "cross_modal.",
@@ -61,8 +61,8 @@ _MGN_UNUSED = (
 )  # fmt: skip
 
 
-def _mgn_seed_state(seed: torch.nn.Module, dim: int) -> dict[str, torch.Tensor]:
-    """The seed head's tensors under ``MGNSeedHead`` names; ``fc_fusion([v; fc_st(0)])`` folds into
+def _mgn_state(seed: torch.nn.Module, dim: int) -> dict[str, torch.Tensor]:
+    """The seed head's tensors under ``MGNHead`` names; ``fc_fusion([v; fc_st(0)])`` folds into
     ``visual_fuse`` (its 2D half, the 3D half times ``fc_st``'s bias added to the bias)."""
     state, out = seed.state_dict(), {}
     for name, tensor in state.items():
@@ -115,9 +115,9 @@ def _seed_mgn_forward(seed: torch.nn.Module, audio: torch.Tensor, visual: torch.
     }
 
 
-def test_mgn_seed_head_matches_the_seed() -> None:
+def test_mgn_head_matches_the_seed() -> None:
     """The seed AVVP head (``DG-SCT/AVVP/nets/mgn.py`` ``MGN_Net`` after the backbones, ``grouping.py``) against
-    ``task.head=mgn_seed`` at the seed's widths (768 / 1536 inputs, dim 128, 25 classes, 10 segments), random
+    ``task.head=mgn`` at the seed's widths (768 / 1536 inputs, dim 128, 25 classes, 10 segments), random
     weights moved by the prefix map above; eval mode, float64: in float32 the seed's own result is 4.4e-5 / 9.5e-5
     (video / visual probability) of the scale from its float64 one with these random weights, so float32 cannot
     tell a mapping error from rounding (docs/methods/dgsct.md)."""
@@ -126,8 +126,8 @@ def test_mgn_seed_head_matches_the_seed() -> None:
     seed = _seed_mgn(grouping, mgn, 128)
     randomise(seed)
     seed.eval().double()
-    head = MGNSeedHead(768, 1536, 25, AVVPConfig(head="mgn_seed")).eval().double()
-    head.load_state_dict(_mgn_seed_state(seed, 128))  # strict: every tensor
+    head = MGNHead(768, 1536, 25, AVVPConfig(head="mgn")).eval().double()
+    head.load_state_dict(_mgn_state(seed, 128))  # strict: every tensor
 
     generator = torch.Generator().manual_seed(0)
     audio = torch.randn(2, 10, 768, generator=generator, dtype=torch.float64)
@@ -139,7 +139,7 @@ def test_mgn_seed_head_matches_the_seed() -> None:
         assert_parity(ours[key], value, key)
 
 
-# The seed ``AVQA_Fusion_Net`` head's names -> ``task.head=avst_seed``'s (prefixes; the rest of each name is the same).
+# The seed ``AVQA_Fusion_Net`` head's names -> ``task.head=avst``'s (prefixes; the rest of each name is the same).
 _AVST_NAMES = {
     "fc_a1.": "audio.0.", "fc_a2.": "audio.2.", "fc_gl.": "fc_gl.",
     "fc1.": "match.0.", "fc2.": "match.2.", "fc3.": "match.4.", "fc4.": "match.6.",
@@ -204,7 +204,7 @@ def _seed_avst(net_avst: object) -> torch.nn.Module:
     return seed
 
 
-def _avst_seed_state(seed: torch.nn.Module) -> dict[str, torch.Tensor]:
+def _avst_state(seed: torch.nn.Module) -> dict[str, torch.Tensor]:
     out = {}
     for name, tensor in seed.state_dict().items():
         prefix = [p for p in _AVST_NAMES if name.startswith(p)]
@@ -213,9 +213,9 @@ def _avst_seed_state(seed: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def test_avst_seed_head_matches_the_seed() -> None:
+def test_avst_head_matches_the_seed() -> None:
     """The seed's AVST head (``DG-SCT/AVQA/net_grd_avst/net_avst.py`` ``AVQA_Fusion_Net.forward``, run on stubbed
-    backbones that pass the features through) against ``task.head=avst_seed`` at the seed's widths (768 audio,
+    backbones that pass the features through) against ``task.head=avst`` at the seed's widths (768 audio,
     1536 visual on a 6x6 grid, 10 segments, 93 words, 42 answers), random weights moved by the prefix map above,
     eval mode, float32: answer logits and the positive and negative match logits."""
     net_avst = oracles.seed_module("AVQA/net_grd_avst", "net_avst")
@@ -224,7 +224,7 @@ def test_avst_seed_head_matches_the_seed() -> None:
     randomise(seed)
     seed.eval()
     head = AVSTSeedHead(768, 1536, 93, 42, heads=4, dropout=0.1).eval()
-    head.load_state_dict(_avst_seed_state(seed))  # strict: every tensor
+    head.load_state_dict(_avst_state(seed))  # strict: every tensor
 
     generator = torch.Generator().manual_seed(0)
     audio = torch.randn(3, 10, 768, generator=generator)
@@ -243,7 +243,7 @@ def test_avst_seed_head_matches_the_seed() -> None:
     assert_parity(match[1], match_negative, "negative match logits")
 
 
-# The seed ``Pred_endecoder`` head's names -> ``task.head=tpavi_seed``'s decoder (regular expressions, in order).
+# The seed ``Pred_endecoder`` head's names -> ``task.head=tpavi``'s decoder (regular expressions, in order).
 _AVS_NAMES = (
     (r"x(\d)_linear_\.", lambda m: f"project.{int(m[1]) - 1}."),
     (r"tpavi_b(\d)\.", lambda m: f"tpavi.{int(m[1]) - 1}."),
@@ -313,9 +313,9 @@ def _seed_avs(model: object, stages: list[torch.Tensor]) -> torch.nn.Module:
     return seed
 
 
-def test_tpavi_seed_decoder_matches_the_seed(monkeypatch) -> None:  # noqa: ANN001
+def test_tpavi_decoder_matches_the_seed(monkeypatch) -> None:  # noqa: ANN001
     """The seed's AVS S4 decoder (``DG-SCT/AVS/avs_scripts/avs_s4/model/PVT_AVSModel.py`` ``Pred_endecoder.forward``
-    after the backbones, ``TPAVI.py``), run on stubbed backbones, against ``task.head=tpavi_seed``'s decoder at the
+    after the backbones, ``TPAVI.py``), run on stubbed backbones, against ``task.head=tpavi``'s decoder at the
     seed's sizes (Swin-V2-L stage tokens at 192 px, 768-wide audio, channel 256, 224 px masks, 5 frames), random
     weights moved by the name map above, eval mode, float32: mask logits, the stage maps it returns (the KL term's
     input) and TPAVI's audio features. One clip: TPAVI's first stage forms a 15680^2 affinity (1 GB)."""
@@ -328,7 +328,7 @@ def test_tpavi_seed_decoder_matches_the_seed(monkeypatch) -> None:  # noqa: ANN0
     seed = _seed_avs(model, stages)
     randomise(seed)
     seed.eval()
-    decoder = SeedAVSDecoder(tuple(c for _, c in _SWIN_STAGES), 768, AVSConfig(head="tpavi_seed", dim=256)).eval()
+    decoder = SeedAVSDecoder(tuple(c for _, c in _SWIN_STAGES), 768, AVSConfig(head="tpavi", dim=256)).eval()
     decoder.load_state_dict(_avs_seed_state(seed))  # strict: every tensor
 
     pyramid = [t.unflatten(1, (int(t.shape[1] ** 0.5),) * 2).movedim(-1, 1) for t in stages]  # (B*T, C_i, h, w)

@@ -25,7 +25,7 @@ DESCRIPTION = (
     "               tower; its patch kernel reads (frequency, time) log-mels: transposed, as the seed uses it)\n"
     "Run formats (config.yaml + checkpoint/, which `avlearn eval` and `avlearn predict` load):\n"
     "  dgsct_ave    DG-SCT's trained AVE model (MMIL_Net, e.g. best_82.18.pt) -> recipe=dgsct_ave_paper with\n"
-    "               task.head=cmbs_seed; --classes names the events in the seed's label order; trailing\n"
+    "               task.head=cmbs; --classes names the events in the seed's label order; trailing\n"
     "               key=value overrides set the data (data.root=...) or another architecture\n"
     "Classification heads, HTS-AT's fixed STFT/mel matrices, MAE decoders, architecture-derived buffers and modules\n"
     "the seed never uses are dropped; anything else that does not map is an error.\n"

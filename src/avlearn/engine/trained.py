@@ -48,7 +48,7 @@ def convert_dgsct_ave_run(
         source: The seed checkpoint.
         output: The run folder to write.
         class_names: The K event classes in the seed's label order (background is added as class K).
-        overrides: Config overrides after ``recipe=dgsct_ave_paper task.head=cmbs_seed`` (data, or the
+        overrides: Config overrides after ``recipe=dgsct_ave_paper task.head=cmbs`` (data, or the
             architecture for other sizes).
 
     Raises:
@@ -61,7 +61,7 @@ def convert_dgsct_ave_run(
     from avlearn.tasks.base import DatasetInfo
 
     register_all()
-    cfg = compose_run(["recipe=dgsct_ave_paper", "task.head=cmbs_seed", *overrides])
+    cfg = compose_run(["recipe=dgsct_ave_paper", "task.head=cmbs", *overrides])
     task = build_task(cfg, DatasetInfo(tuple(class_names)))
     conversion = convert_dgsct_ave_state_dict(load_weights(source))
     load_converted(task, conversion, str(source))

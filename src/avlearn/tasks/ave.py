@@ -3,24 +3,23 @@
 Labels are the K event classes plus background (index K; 28 + 1 on the real benchmark), where background means
 "no event that is both seen and heard". The official metric is segment accuracy over all K + 1 classes.
 
-Two heads, chosen by ``task.head``; both consume ``AVFeatures`` pooled per segment, so they run on any method:
+Three heads, chosen by ``task.head``; all consume ``AVFeatures`` pooled per segment, so they run on any method:
 
-* ``fusion`` (avlearn's own, the demo's): the pooled audio and visual features of each segment are fused
+* ``fusion`` (avlearn's own, the default, the demo's): the pooled audio and visual features of each segment are fused
   (concatenation with their product), mixed across segments by a temporal convolution and classified.
-* ``cmbs``: the head DG-SCT uses (CMBS, Xia and Zhao, "Cross-Modal Background Suppression for Audio-Visual Event
-  Localization", CVPR 2022; as in haoyi-duan/DG-SCT ``AVE/nets/net_trans.py``): a gated cross-modal temporal encoder
-  (BiLSTMs, self-attention encoders, cross-modal decoders, audio and visual gates), then a per-segment "is event"
-  score and one clip class; a segment is its clip's class where the event score passes 0.5, else background.
-  Loss: BCE(event score) + BCE(gate) + CE(clip class) + CE(top-k segment class scores).
-  Differs from the seed: the gate ``g_a * g_v`` is already a probability, so its loss is a plain BCE (the seed applies
-  BCE-with-logits to it, a second sigmoid); the clip class is the class of the clip's event segments, and a clip with
-  no event segment is left out of the class losses instead of being given the background index; top-k is
-  ``min(topk, S)``.
-* ``cmbs_seed``: the seed's CMBS exactly, for its checkpoints (``avlearn convert dgsct_ave``) and seed-faithful
-  runs: the same module with the seed's BiLSTM sizes (hidden d_model / 2 for audio, d_model for video; ``cmbs``
-  uses half the projection widths, 64 for audio at the defaults) and the seed's loss: BCE-with-logits on the gate
-  probability (a second sigmoid, as the seed), and the clip class ``max_t`` of each segment's foreground class index
-  (0 for a background segment; a clip without events trains towards class 0). Predictions as ``cmbs``.
+* ``cmbs``: the head DG-SCT uses, exactly (CMBS, Xia and Zhao, "Cross-Modal Background Suppression for Audio-Visual
+  Event Localization", CVPR 2022; as in haoyi-duan/DG-SCT ``AVE/nets/net_trans.py``, parity in
+  ``tests/reference/test_dgsct_heads.py``; ``avlearn convert dgsct_ave`` loads its checkpoints): a gated cross-modal
+  temporal encoder (BiLSTMs with hidden d_model / 2 for audio and d_model for video, self-attention encoders,
+  cross-modal decoders, audio and visual gates), then a per-segment "is event" score and one clip class; a segment
+  is its clip's class where the event score passes 0.5, else background. Loss (the seed's): BCE-with-logits on the
+  event score and on the gate probability (a second sigmoid, as the seed), cross-entropy of the clip logits and of
+  the top-k segment class scores against ``max_t`` of each segment's foreground class index (0 for a background
+  segment; a clip without events trains towards class 0).
+* ``gated_events`` (avlearn's variant of it, an option): the same module with BiLSTMs half the projection widths
+  (64 for audio at the defaults) and three loss corrections: the gate ``g_a * g_v`` is already a probability, so its
+  loss is a plain BCE; the clip class is the class of the clip's event segments, and a clip with no event segment is
+  left out of the class losses instead of being given class 0; top-k is ``min(topk, S)``. Predictions as ``cmbs``.
 
 ``ave_cls`` (AVE classification, as in DG-SCT's few-shot code): one class per clip, the class of its first event
 segment; the CMBS clip logits are trained with cross-entropy and scored by accuracy.
@@ -43,21 +42,21 @@ from avlearn.registry import TASKS
 from avlearn.tasks.base import DatasetInfo, add_method_losses, paired_segments, pooled_widths
 from avlearn.viz.reports import AVE, AVE_CLS
 
-HEADS = ("fusion", "cmbs", "cmbs_seed")
+HEADS = ("fusion", "cmbs", "gated_events")
 
 
 @dataclass
 class AVEConfig:
-    """Schema of ``task/ave*.yaml``: the head and its sizes (the ``cmbs`` defaults are the seed's)."""
+    """Schema of ``task/ave*.yaml``: the head and its sizes (the CMBS sizes are the seed's)."""
 
     name: str = "ave"
-    head: str = "fusion"  # fusion | cmbs | cmbs_seed
+    head: str = "fusion"  # fusion | cmbs (the seed's) | gated_events
     hidden: int = 128  # fusion head width
     label_smoothing: float = 0.0
     dropout: float = 0.1
-    audio_dim: int = 128  # cmbs: audio projection (a_fc)
-    visual_dim: int = 512  # cmbs: visual projection (v_fc)
-    d_model: int = 256  # cmbs: encoder/decoder width
+    audio_dim: int = 128  # cmbs / gated_events: audio projection (a_fc)
+    visual_dim: int = 512  # cmbs / gated_events: visual projection (v_fc)
+    d_model: int = 256  # cmbs / gated_events: encoder/decoder width
     ffn: int = 1024
     heads: int = 4
     encoder_layers: int = 2
@@ -114,8 +113,8 @@ class CMBSHead(nn.Module):
                 "gate": gate.squeeze(-1)}  # fmt: skip
 
 
-def cmbs_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, background: int) -> dict[str, torch.Tensor]:
-    """The CMBS loss terms for (B, S) segment labels (background = ``background``)."""
+def gated_events_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, background: int) -> dict[str, torch.Tensor]:
+    """The ``gated_events`` loss terms for (B, S) segment labels (background = ``background``)."""
     foreground = (labels != background).float()  # (B, S)
     target = clip_class(labels, background)  # (B,)
     has_event = bool((target >= 0).any())
@@ -129,7 +128,7 @@ def cmbs_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, background: in
     return {"loss": sum(losses.values()), **{k: v.detach() for k, v in losses.items()}}
 
 
-def cmbs_seed_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, background: int) -> dict[str, torch.Tensor]:
+def cmbs_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, background: int) -> dict[str, torch.Tensor]:
     """The seed's CMBS loss (``DG-SCT/AVE/main_trans.py``) for (B, S) segment labels: BCE-with-logits on the event
     score and on the gate probability, cross-entropy of the clip logits and of the top-k scores against ``max_t`` of
     the segments' foreground class (0 for background segments)."""
@@ -148,8 +147,8 @@ def _build_head(cfg: AVEConfig, method: nn.Module, num_classes: int) -> nn.Modul
     audio_dim, visual_dim = pooled_widths(method)
     if cfg.head == "fusion":
         return FusionHead(audio_dim, visual_dim, cfg.hidden, num_classes + 1, cfg.dropout)
-    if cfg.head in ("cmbs", "cmbs_seed"):
-        return CMBSHead(audio_dim, visual_dim, num_classes, cfg, seed=cfg.head == "cmbs_seed")
+    if cfg.head in ("cmbs", "gated_events"):
+        return CMBSHead(audio_dim, visual_dim, num_classes, cfg, seed=cfg.head == "cmbs")
     raise ConfigError(f"unknown task.head '{cfg.head}' for task '{cfg.name}'; expected one of {', '.join(HEADS)}")
 
 
@@ -167,7 +166,7 @@ class AVETask(nn.Module):
         self.head = _build_head(cfg, method, info.num_classes)
 
     def outputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
-        """The head's raw outputs: ``fusion`` (B, S, K + 1) logits, ``cmbs`` / ``cmbs_seed`` the CMBS dict."""
+        """The head's raw outputs: ``fusion`` (B, S, K + 1) logits, ``cmbs`` / ``gated_events`` the CMBS dict."""
         return self._head(self.method(batch))
 
     def _head(self, feats: AVFeatures) -> torch.Tensor | dict[str, torch.Tensor]:
@@ -179,7 +178,7 @@ class AVETask(nn.Module):
         feats, labels = self.method(batch), batch["labels"]
         out = self._head(feats)
         if self.cfg.head != "fusion":
-            loss = cmbs_seed_loss if self.cfg.head == "cmbs_seed" else cmbs_loss
+            loss = cmbs_loss if self.cfg.head == "cmbs" else gated_events_loss
             return add_method_losses(loss(out, labels, self.info.num_classes), feats.losses)
         loss = F.cross_entropy(out.flatten(0, 1), labels.flatten(), label_smoothing=self.cfg.label_smoothing)
         return add_method_losses({"loss": loss}, feats.losses)
@@ -219,8 +218,10 @@ class AVEClassificationTask(nn.Module):
 
     def __init__(self, cfg: AVEConfig, method: nn.Module, info: DatasetInfo) -> None:
         super().__init__()
-        if cfg.head not in ("cmbs", "cmbs_seed"):
-            raise ConfigError(f"task 'ave_cls' uses the CMBS head; set task.head=cmbs or cmbs_seed (got '{cfg.head}')")
+        if cfg.head not in ("cmbs", "gated_events"):
+            raise ConfigError(
+                f"task 'ave_cls' uses the CMBS head; set task.head=cmbs or gated_events (got '{cfg.head}')"
+            )
         self.cfg, self.info, self.method = cfg, info, method
         self.head = _build_head(cfg, method, info.num_classes)
 

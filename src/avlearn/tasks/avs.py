@@ -12,8 +12,9 @@ divergence from softmax(audio feature) to softmax(visual stage map averaged unde
 L2-normalised first, summed over frames and channels, averaged over stages. Predictions are per-pixel probabilities,
 scored per frame by ``avlearn.metrics.avs_scores`` (foreground mIoU and F-score, percent).
 
-``task.head=tpavi_seed`` (``SeedAVSDecoder``) is DG-SCT's AVS decoder exactly, with its stage-wise temporal gates and
-without the changes below (which are those of the default ``task.head=avsbench``), except TPAVI's factorised form.
+``task.head=tpavi`` (``SeedAVSDecoder``, selected by every DG-SCT AVS recipe) is DG-SCT's AVS decoder exactly, with
+its stage-wise temporal gates and without the changes below (which are those of the task's default
+``task.head=avsbench``, avlearn's decoder, not named after a seed), except TPAVI's factorised form.
 ``task.head=avsegm_seed`` is DeepAVFusion's simple decoder (``avlearn.layers.avsegm``) on the method's per-layer
 tokens (``AVFeatures.layers``) instead of a ``visual_pyramid``: every frame is decoded alone, with its own second of
 audio, as the seed's samples are.
@@ -62,14 +63,14 @@ class AVSConfig:
     """Schema of ``task/avs_s4.yaml`` and ``task/avs_ms3.yaml``."""
 
     name: str = "avs_s4"
-    head: str = "avsbench"  # avsbench (avlearn's) | tpavi_seed (DG-SCT's decoder) | avsegm_seed (DeepAVFusion's)
+    head: str = "avsbench"  # avsbench (avlearn's) | tpavi (DG-SCT's decoder) | avsegm_seed (DeepAVFusion's)
     dim: int = 64  # decoder width (AVSBench: 256)
-    tpavi: bool = True  # TPAVI on every stage (DG-SCT: stages 0-3); avsbench only (tpavi_seed always has it)
+    tpavi: bool = True  # TPAVI on every stage (DG-SCT: stages 0-3); avsbench only (task.head=tpavi always has it)
     kl_weight: float = 0.0  # audio–masked-visual KL term (MS3: 0.5)
     audio_film: bool = False  # per-frame audio FiLM of every stage after TPAVI (not in the seed); avsbench only
-    seed_audio_dim: int = 128  # tpavi_seed: width of the projected audio (the seed's ``audio_linear``)
-    seed_ffn: int = 1024  # tpavi_seed: feed-forward width of the stage gates' encoders
-    temporal_gamma: float = 0.05  # tpavi_seed: strength of the stage gates (seed: S4 0.05, MS3 train 0.1)
+    seed_audio_dim: int = 128  # tpavi: width of the projected audio (the seed's ``audio_linear``)
+    seed_ffn: int = 1024  # tpavi: feed-forward width of the stage gates' encoders
+    temporal_gamma: float = 0.05  # tpavi: strength of the stage gates (seed: S4 0.05, MS3 train 0.1)
     avsegm_layers: list[int] | None = None  # avsegm_seed: layers read, coarsest branch first (None: the seed's)
     avsegm_min_channels: int = 128  # avsegm_seed: floor of the branch widths and the predictor's width (seed: 128)
     with_background: bool = False  # also score DeepAVFusion's background-inclusive mIoU (miou_with_background)
@@ -78,7 +79,7 @@ class AVSConfig:
 # The AVFeatures fields each head reads (checked when the task is built).
 HEAD_NEEDS = {
     "avsbench": ("audio_pooled", "visual_pyramid"),
-    "tpavi_seed": ("audio_pooled", "visual_pyramid"),
+    "tpavi": ("audio_pooled", "visual_pyramid"),
     "avsegm_seed": ("layers",),
 }
 HEADS = tuple(HEAD_NEEDS)
@@ -243,7 +244,7 @@ def _seed_encoder(dim: int, ffn: int) -> nn.TransformerEncoder:
 
 
 class SeedAVSDecoder(nn.Module):
-    """DG-SCT's AVS decoder (``task.head=tpavi_seed``; ``AVS/avs_scripts/avs_{s4,ms3}/model/PVT_AVSModel.py``
+    """DG-SCT's AVS decoder (``task.head=tpavi``; ``AVS/avs_scripts/avs_{s4,ms3}/model/PVT_AVSModel.py``
     ``Pred_endecoder`` after the backbones): the same interface as ``AVSDecoder``.
 
     Each stage map is projected to ``dim`` channels by a linear map and resized bicubically to 1/4, 1/8, 1/16 and
@@ -272,7 +273,7 @@ class SeedAVSDecoder(nn.Module):
         """(B*T, C_i, H_i, W_i) -> (B*T, dim, H/2^(i+2), W/2^(i+2)): linear over channels, bicubic resize."""
         h, w = size
         if h % 2 ** (len(pyramid) + 1) or w % 2 ** (len(pyramid) + 1):
-            raise DataError(f"task.head=tpavi_seed decodes from 1/{2 ** (len(pyramid) + 1)} of the frame size; "
+            raise DataError(f"task.head=tpavi decodes from 1/{2 ** (len(pyramid) + 1)} of the frame size; "
                             f"{h}x{w} frames are not divisible by it")  # fmt: skip
         return [
             F.interpolate(proj(level.movedim(1, -1)).movedim(-1, 1), size=(h >> (i + 2), w >> (i + 2)), mode="bicubic")
@@ -369,7 +370,7 @@ class AVSTask(MethodLayerIds, nn.Module):
         if cfg.head == "avsegm_seed":
             self.decoder, self.layers = _avsegm_decoder(cfg, method)
         else:
-            decoder = SeedAVSDecoder if cfg.head == "tpavi_seed" else AVSDecoder
+            decoder = SeedAVSDecoder if cfg.head == "tpavi" else AVSDecoder
             self.decoder = decoder(method.dims["visual_pyramid"], method.dims["audio_pooled"], cfg)
 
     def outputs(self, batch: dict[str, torch.Tensor], keep: torch.Tensor | None = None) -> tuple:
@@ -408,7 +409,7 @@ class AVSTask(MethodLayerIds, nn.Module):
         out = {"loss_bce": loss_bce.detach()}
         loss = loss_bce
         if self.cfg.kl_weight > 0 and audio:
-            loss_kl = masked_av_kl(logits, maps, audio, pool_logits=self.cfg.head == "tpavi_seed")
+            loss_kl = masked_av_kl(logits, maps, audio, pool_logits=self.cfg.head == "tpavi")
             loss, out["loss_kl"] = loss + self.cfg.kl_weight * loss_kl, loss_kl.detach()
         return add_method_losses({"loss": loss, **out}, method_losses)
 

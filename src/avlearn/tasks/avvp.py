@@ -5,56 +5,54 @@ prediction is per modality and per one-second segment: which classes are audible
 segments. Scored by ``avlearn.metrics.avvp.avvp_scores`` (segment- and event-level F1 of audio, visual, audio-visual,
 Type@AV and Event@AV, the reference semantics); model selection uses segment-level Type@AV, as the seed does.
 
-Head: MGN-style (Mo and Tian, "Multi-modal Grouping Network for Weakly-Supervised Audio-Visual Video Parsing",
-NeurIPS 2022; the head DG-SCT uses, haoyi-duan/DG-SCT ``AVVP/nets/mgn.py``). Pooled per-segment features are
-projected to ``dim`` and passed through the gated temporal encoder (``avlearn.layers.temporal.GatedTemporalEncoder``
-without decoders, DG-SCT's AVVP variant). Each modality then has K learnable class tokens: a transformer runs over
-[segments; class tokens] (the audio segments also attend to the visual ones, MGN's HAN step), and class-aware
-grouping scores every (class, segment) pair. A modality-aware cross-modal transformer over the two sets of class
-groups gives the video-level probability per class. Loss (MGN's): BCE(video, y) + BCE(audio, y) +
-BCE(visual, 0.9 y + 0.05) + CE of the class tokens' own classes, plus our direct MIL terms (below). Prediction (the
-seed's): a class is on in a segment of a modality when its segment probability and the video-level probability both
-reach 0.5.
+Two heads, chosen by ``task.head``:
 
-What differs from MGN/DG-SCT, and why:
+``mgn`` (the default) is the head DG-SCT uses, exactly (MGN: Mo and Tian, "Multi-modal Grouping Network for
+Weakly-Supervised Audio-Visual Video Parsing", NeurIPS 2022; haoyi-duan/DG-SCT ``AVVP/nets/mgn.py``, ``MGN_Net``
+after the backbones, with its ``TemporalAttention``; soft assignment; parity in tests/reference/test_dgsct_heads.py):
+GroupViT grouping blocks (MGN's ``ModalityTrans`` on GroupViT's grouping block, Xu et al., CVPR 2022; below), the
+audio regrouped by the visual segments (HAN step, hard Gumbel assignment), the visual features gated by the audio's
+temporal encoder (the only output of ``TemporalAttention`` the seed uses), the segment probability
+``sigmoid(modality logit) * (1 + softmax)`` (so up to 2) and the video probability from the cross-modal grouping.
+Loss (MGN's): BCE(video, y) + BCE(audio, y) + BCE(visual, 0.9 y + 0.05) + CE of the class tokens' own classes.
+Prediction (the seed's): a class is on in a segment of a modality when its segment probability and the video-level
+probability both reach 0.5. Without an R(2+1)D stream, the seed's ``fc_fusion([2D; fc_st(3D)])`` becomes
+``visual_fuse`` of the 2D part: the seed's with a zero 3D input (its ``fc_st`` bias folded in). The seed's grouping
+needs ``segments`` (10) segments; no audio mixup (the seed mixes audio between clips without mixing the labels).
+Trained from scratch on AVSynth it predicts no visual event: its visual grouping settles on the class prior within
+two epochs and stops passing gradient to the backbone (docs/methods/dgsct.md, issue #18).
+
+``class_grouping`` (avlearn's, an option): pooled per-segment features are projected to ``dim`` and passed through
+the gated temporal encoder (``avlearn.layers.temporal.GatedTemporalEncoder`` without decoders, its audio output used:
+in the seed it is computed and overwritten). Each modality then has K learnable class tokens: a transformer runs
+over [segments; class tokens] (the audio segments also attend to the visual ones, MGN's HAN step), and class-aware
+grouping scores every (class, segment) pair. A cross-modal transformer over the two sets of class groups gives the
+video-level probability per class. Loss: MGN's plus the direct MIL terms below; prediction as ``mgn``. It differs
+from MGN in two ways:
 
 * The segment probability of class k is the sigmoid of its grouping score with the segment, and a modality's
   video-level probability is the softmax-weighted mean of those scores over segments. MGN multiplies the video
   probability by ``1 + softmax`` over segments, a number that can never fall below the video probability, so a
   class present in the video is predicted in nearly every segment.
-* Direct multiple-instance terms (``direct_weight``, 1 by default; HAN-style per-segment classifiers): a linear
-  classifier per modality on the method's own pooled segment features, smooth-max pooled over segments, trained with
-  the same targets as that modality (BCE(audio, y), BCE(visual, 0.9 y + 0.05)); training only, prediction does not
-  use them. They give the backbones a short gradient path from each modality's weak labels. Without them the
-  visual branch of a from-scratch DG-SCT tiny settles on the class prior (the video-level loss is already met from
-  audio; test visual segment F1 0 on AVSynth LLP after 24 epochs, 62-69 with them at lr 2e-3 on 160 clips, read
-  from the audio-guided visual features rather than seen; 71-72 at lr 3e-4 on 400 clips: docs/methods/dgsct.md).
-* Modality-aware exchange (MA: Wu and Yang, "Exploring Heterogeneous Clues for Weakly-Supervised Audio-Visual
-  Video Parsing", CVPR 2021), two optional pieces, both off by default. ``exchange``: a share of the training
-  videos take the audio track of a batch partner that shares none of their labels; their audio targets become the
-  partner's labels, their visual targets stay their own and their video target is the union, so the visual stream
-  cannot score by reading the audio (DG-SCT's visual features are audio-guided). ``refine_after``: from that
-  training step on, MA's label refinement runs on every batch: with the partner's frames (or audio) swapped in, a
-  labelled class the model finds in neither stream's probability (< threshold) leaves that video's audio (or
-  visual) targets. MA uses a trained model once and scales the probabilities by per-class error rates; here the
-  current model decides online (a two-stage run: ``train.init_from=<first run> task.refine_after=0``), without the
-  scaling, and a class dropped from both modalities stays in both (the video label says it is somewhere). The
-  step count is saved with the weights. Measured on AVSynth from scratch (lr 2e-3, 160 clips): neither helps,
-  because the visual stream there reads the audio instead of seeing (docs/methods/dgsct.md, acceptance runs).
-* The temporal encoder's audio output is used (in the seed it is computed and overwritten, dead code).
-* The grouping assignment is soft (the seed's default), without Gumbel noise; no R(2+1)D stream (AVFeatures carry
-  the method's own visual features); no audio mixup (the seed mixes audio between clips without mixing the labels).
+* Direct multiple-instance terms (``direct_weight``, 1; HAN-style per-segment classifiers): a linear classifier per
+  modality on the method's own pooled segment features, smooth-max pooled over segments, trained with the same
+  targets as that modality (BCE(audio, y), BCE(visual, 0.9 y + 0.05)); training only, prediction does not use
+  them. They give the backbones a short gradient path from each modality's weak labels. Without them the visual
+  branch of a from-scratch DG-SCT tiny settles on the class prior (test visual segment F1 0 on AVSynth LLP after
+  24 epochs, 62-69 with them at lr 2e-3 on 160 clips; 71-72 at lr 3e-4 on 400 clips: docs/methods/dgsct.md).
 
-``task.head=mgn_seed`` (off by default) is the seed's head exactly (``MGN_Net`` after the backbones, with its
-``TemporalAttention``; soft assignment), for its checkpoints and seed-faithful runs: GroupViT grouping blocks (MGN's
-``ModalityTrans`` on GroupViT's grouping block, Xu et al., CVPR 2022; below), the audio regrouped by the visual
-segments (HAN step, hard Gumbel assignment), the visual features gated by the audio's temporal encoder (the only
-output of ``TemporalAttention`` the seed uses), the segment probability ``sigmoid(modality logit) * (1 + softmax)``
-(so up to 2) and the video probability from the cross-modal grouping; its loss is MGN's alone (no direct terms).
-Without an R(2+1)D stream, the seed's ``fc_fusion([2D; fc_st(3D)])`` becomes ``visual_fuse`` of the 2D part: the
-seed's with a zero 3D input (its ``fc_st`` bias folded in). The seed's grouping needs ``segments`` (10) segments.
-Trained from scratch on AVSynth it predicts no visual event: without direct terms its visual grouping settles on
-the class prior within two epochs and stops passing gradient to the backbone (docs/methods/dgsct.md, issue #18).
+Modality-aware exchange (MA: Wu and Yang, "Exploring Heterogeneous Clues for Weakly-Supervised Audio-Visual Video
+Parsing", CVPR 2021), two optional training pieces for either head, both off by default. ``exchange``: a share of the
+training videos take the audio track of a batch partner that shares none of their labels; their audio targets become
+the partner's labels, their visual targets stay their own and their video target is the union, so the visual stream
+cannot score by reading the audio (DG-SCT's visual features are audio-guided). ``refine_after``: from that training
+step on, MA's label refinement runs on every batch: with the partner's frames (or audio) swapped in, a labelled class
+the model finds in neither stream's probability (< threshold) leaves that video's audio (or visual) targets. MA uses
+a trained model once and scales the probabilities by per-class error rates; here the current model decides online (a
+two-stage run: ``train.init_from=<first run> task.refine_after=0``), without the scaling, and a class dropped from
+both modalities stays in both (the video label says it is somewhere). The step count is saved with the weights.
+Measured on AVSynth from scratch (lr 2e-3, 160 clips, ``class_grouping``): neither helps, because the visual stream
+there reads the audio instead of seeing (docs/methods/dgsct.md, acceptance runs).
 """
 
 from __future__ import annotations
@@ -79,7 +77,7 @@ class AVVPConfig:
     """Schema of ``task/avvp*.yaml`` (defaults: DG-SCT's MGN settings)."""
 
     name: str = "avvp"
-    head: str = "mgn"  # mgn | mgn_seed
+    head: str = "mgn"  # mgn (the seed's) | class_grouping
     dim: int = 128  # width of the projected segment features and class tokens
     temporal_dim: int = 64  # d_model of the gated temporal encoder
     temporal_gamma: float = 0.05
@@ -89,15 +87,15 @@ class AVVPConfig:
     depth_av: int = 6
     dropout: float = 0.0
     visual_smoothing: float = 0.9  # visual targets 0.9 y + 0.05 (MGN's label smoothing)
-    direct_weight: float = 1.0  # weight of the direct per-segment MIL losses (0 turns them off; not in MGN)
+    direct_weight: float = 1.0  # class_grouping: weight of its direct per-segment MIL losses (0: off)
     exchange: float = 0.0  # share of training videos given a label-disjoint partner's audio track (not in MGN)
     refine_after: int = -1  # training steps before MA's modality-aware label refinement starts (-1: never)
     threshold: float = 0.5
-    segments: int = 10  # mgn_seed: the segment count its HAN grouping is built for
-    seed_ffn: int = 1024  # mgn_seed: feed-forward width of its temporal encoder
+    segments: int = 10  # mgn: the segment count its HAN grouping is built for
+    seed_ffn: int = 1024  # mgn: feed-forward width of its temporal encoder
 
 
-HEADS = ("mgn", "mgn_seed")
+HEADS = ("mgn", "class_grouping")
 
 
 def _transformer(dim: int, heads: int, depth: int, dropout: float) -> nn.TransformerEncoder:
@@ -136,9 +134,10 @@ class ClassGrouping(nn.Module):
         return groups, scores
 
 
-class MGNHead(nn.Module):
-    """(B, S, Ca) audio, (B, S, Cv) visual -> probabilities: ``video`` (B, K), ``audio``/``visual`` (B, K) per
-    modality, ``audio_segments``/``visual_segments`` (B, K, S); plus the class-token logits (K, K) of each."""
+class ClassGroupingHead(nn.Module):
+    """``task.head=class_grouping`` (see the module docstring): (B, S, Ca) audio, (B, S, Cv) visual ->
+    probabilities: ``video`` (B, K), ``audio``/``visual`` (B, K) per modality, ``audio_segments``/
+    ``visual_segments`` (B, K, S); plus the class-token logits (K, K) of each."""
 
     def __init__(self, audio_in: int, visual_in: int, num_classes: int, cfg: AVVPConfig) -> None:
         super().__init__()
@@ -178,7 +177,7 @@ class MGNHead(nn.Module):
         }
 
 
-# ---- task.head=mgn_seed: MGN's grouping layers (seed ``AVVP/nets/grouping.py``; submodule names are the seed's)
+# ---- task.head=mgn: MGN's grouping layers (seed ``AVVP/nets/grouping.py``; submodule names are the seed's)
 
 
 class Mlp(nn.Module):
@@ -347,9 +346,9 @@ class SeedVisualGate(nn.Module):
         return visual * (1 + self.gamma * gate)
 
 
-class MGNSeedHead(nn.Module):
-    """The seed's MGN head (``task.head=mgn_seed``, see the module docstring): the same outputs as ``MGNHead``
-    without the direct terms."""
+class MGNHead(nn.Module):
+    """The seed's MGN head (``task.head=mgn``, see the module docstring): the same outputs as
+    ``ClassGroupingHead`` without the direct terms."""
 
     def __init__(self, audio_in: int, visual_in: int, num_classes: int, cfg: AVVPConfig) -> None:
         super().__init__()
@@ -369,7 +368,7 @@ class MGNSeedHead(nn.Module):
 
     def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> dict[str, torch.Tensor]:
         if audio.shape[1] != self.segments:
-            raise DataError(f"task.head=mgn_seed: {audio.shape[1]} segments, built for task.segments={self.segments}")
+            raise DataError(f"task.head=mgn: {audio.shape[1]} segments, built for task.segments={self.segments}")
         audio = self.audio_in(audio)  # (B, S, dim)
         visual = self.visual_fuse(self.temporal(audio, self.visual_in(visual)))  # (B, S, dim)
         visual_groups, visual_map = self.visual(visual, self.visual_tokens)  # (B, K, dim), (B, K, S)
@@ -399,8 +398,8 @@ def _seed_init(module: nn.Module) -> None:
 def _build_head(cfg: AVVPConfig, audio_dim: int, visual_dim: int, num_classes: int) -> nn.Module:
     if cfg.head == "mgn":
         return MGNHead(audio_dim, visual_dim, num_classes, cfg)
-    if cfg.head == "mgn_seed":
-        return MGNSeedHead(audio_dim, visual_dim, num_classes, cfg)
+    if cfg.head == "class_grouping":
+        return ClassGroupingHead(audio_dim, visual_dim, num_classes, cfg)
     raise ConfigError(f"unknown task.head '{cfg.head}' for task '{cfg.name}'; expected one of {', '.join(HEADS)}")
 
 
@@ -426,7 +425,7 @@ class AVVPTask(nn.Module):
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # training steps taken (for refine_after)
 
     def outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The head's probabilities (see ``MGNHead``) and the method's own loss terms."""
+        """The head's probabilities (see ``MGNHead``, ``ClassGroupingHead``) and the method's own loss terms."""
         feats = paired_segments(self.method(batch), self.cfg.name)
         return {**self.head(feats.audio_pooled, feats.visual_pooled), "method_losses": feats.losses}
 
@@ -445,7 +444,7 @@ class AVVPTask(nn.Module):
             "loss_audio": _bce(out["audio"], y_audio),
             "loss_visual": _bce(out["visual"], y_visual),
         }
-        if "audio_direct" in out:  # the mgn head's direct terms (mgn_seed has none); summed in this order
+        if "audio_direct" in out:  # class_grouping's direct terms (mgn has none); summed in this order
             direct = _bce(out["audio_direct"], y_audio) + _bce(out["visual_direct"], y_visual)
             losses["loss_direct"] = self.cfg.direct_weight * direct
         tokens = F.cross_entropy(out["audio_tokens"], own_class) + F.cross_entropy(out["visual_tokens"], own_class)

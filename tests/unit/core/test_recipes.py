@@ -152,9 +152,9 @@ def test_command_line_overrides_win_over_the_recipe():
 def test_recipe_key_missing_from_the_chosen_option_is_one_line():
     from avlearn.errors import ConfigError
 
-    # (task avvp has a ``head`` key since task.head=mgn_seed; AVS's kl_weight is one it lacks)
-    with pytest.raises(ConfigError, match=r"^recipe/dgsct_avs_s4_paper sets 'task.kl_weight', which task avvp does "
-                                          r"not have;.*depth_av") as err:  # fmt: skip
+    # (task avvp has ``head`` and ``dim`` keys; AVS's seed_audio_dim, the recipe's next one, is one it lacks)
+    with pytest.raises(ConfigError, match=r"^recipe/dgsct_avs_s4_paper sets 'task.seed_audio_dim', which task avvp "
+                                          r"does not have;.*depth_av") as err:  # fmt: skip
         compose_run(["recipe=dgsct_avs_s4_paper", "task=avvp"])
     assert "\n" not in str(err.value)
 
@@ -240,3 +240,56 @@ def test_a_key_given_twice_warns_once_and_the_last_wins(capsys):
         "train.lr=2e-3"
     ]  # train.lr and train.epochs set by the recipe and again on the command line: no warning for that
     assert "  lr: 0.002\n" in captured.out and "  epochs: 2\n" in captured.out
+
+
+# The seed's head of each DG-SCT task (issue #18): a head named after a seed is that seed's, and every DG-SCT recipe
+# selects it; fewshot / pretrain / zeroshot tasks have no head choice (their prompt classifier is the seed's).
+SEED_HEADS = {"ave": "cmbs", "avvp": "mgn", "avqa": "avst", "avs_s4": "tpavi", "avs_ms3": "tpavi"}
+DGSCT_RECIPES = sorted(r for r in RECIPES if r.startswith("dgsct_"))
+
+
+def _seed_head_module(task: object) -> object:
+    """The module of ``task`` that a seed head is: the AVE / AVVP head, AVS's decoder, AVQA's seed head."""
+    return getattr(task, "head", None) or getattr(task, "decoder", None) or task.seed_head
+
+
+@pytest.mark.parametrize("recipe", DGSCT_RECIPES)
+def test_every_dgsct_recipe_selects_the_seeds_head(recipe):
+    from avlearn.cli.dry_run import build_cheaply, dataset_info
+    from avlearn.tasks.ave import CMBSHead
+    from avlearn.tasks.avqa import AVSTSeedHead
+    from avlearn.tasks.avs import SeedAVSDecoder
+    from avlearn.tasks.avvp import MGNHead
+    from avlearn.tasks.base import DatasetInfo
+
+    cfg = compose_run([f"recipe={recipe}"])
+    if cfg.task.name not in SEED_HEADS:
+        assert cfg.task.name in ("fewshot", "pretrain_segments", "zeroshot_ave") and "head" not in cfg.task
+        return
+    assert cfg.task.head == SEED_HEADS[cfg.task.name]
+    info = DatasetInfo(("yes", "no", "two")) if cfg.task.name == "avqa" else dataset_info(cfg)  # AVQA: no dry run
+    head = _seed_head_module(build_cheaply(cfg, info))
+    expected = {"ave": CMBSHead, "avvp": MGNHead, "avqa": AVSTSeedHead, "avs_s4": SeedAVSDecoder}
+    assert type(head) is expected.get(cfg.task.name, SeedAVSDecoder)
+    if cfg.task.name == "ave":  # the seed's BiLSTMs: hidden d_model / 2 (audio) and d_model (video)
+        rnn = head.temporal
+        assert (rnn.audio_rnn.hidden_size, rnn.visual_rnn.hidden_size) == (cfg.task.d_model // 2, cfg.task.d_model)
+
+
+# The seed's head sizes in the paper recipes (AVE/nets/net_trans.py, AVVP/nets/mgn.py, AVS model/PVT_AVSModel.py).
+SEED_HEAD_SIZES = {
+    "dgsct_ave_paper": {"audio_dim": 128, "visual_dim": 512, "d_model": 256, "ffn": 1024, "heads": 4,
+                        "encoder_layers": 2},
+    "dgsct_avvp_paper": {"dim": 128, "temporal_dim": 64, "heads": 8, "depth_audio": 3, "depth_visual": 3,
+                         "depth_av": 6, "segments": 10, "seed_ffn": 1024},
+    "dgsct_avs_s4_paper": {"dim": 256, "seed_audio_dim": 128, "seed_ffn": 1024, "temporal_gamma": 0.05},
+    "dgsct_avs_ms3_paper": {"dim": 256, "seed_audio_dim": 128, "seed_ffn": 1024, "temporal_gamma": 0.1},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("recipe", sorted(SEED_HEAD_SIZES))
+def test_paper_recipes_give_the_seed_heads_their_sizes(recipe, capsys):
+    task = compose_run([f"recipe={recipe}"]).task
+    assert {key: task[key] for key in SEED_HEAD_SIZES[recipe]} == SEED_HEAD_SIZES[recipe]
+    assert main(["train", f"recipe={recipe}", "--dry-run"]) == 0
+    assert f"  head: {task.head}\n" in capsys.readouterr().out  # the dry run states the head it builds

@@ -9,25 +9,13 @@ import torch
 from avlearn.errors import ConfigError
 from avlearn.methods.baseline import Baseline, BaselineConfig
 from avlearn.registry import BACKBONES
-from avlearn.tasks.avqa import (
-    AnswerNames,
-    AVQAConfig,
-    AVQATask,
-    AVSTSeedHead,
-    OnsetOrder,
-    Onsets,
-    RelativePlace,
-    SeenNames,
-    answer_token_ids,
-    other_video,
-    split_batch,
-)
+from avlearn.tasks.avqa import AVQAConfig, AVQATask, AVSTSeedHead, other_video, split_batch
 from avlearn.tasks.base import DatasetInfo
 
 ANSWERS = DatasetInfo(("yes", "no", "left", "right"))
 
 
-def _task(head: str = "avst") -> AVQATask:
+def _task(head: str = "grounded_qa") -> AVQATask:
     torch.manual_seed(0)
     method = Baseline(
         BaselineConfig(dim=16), BACKBONES.build("cnn_visual_tiny", size=32), BACKBONES.build("cnn_audio_tiny")
@@ -202,108 +190,8 @@ def test_config_composes():
     assert task.name == "avqa" and task.dim == 32 and task.grounding_weight == 0.5
 
 
-def test_onset_features_only_look_back_in_time():
-    torch.manual_seed(0)
-    onsets = Onsets(8, max_onsets=4)
-    audio = torch.randn(2, 10, 8)
-    later = audio.clone()
-    later[:, 6:] += torch.randn(2, 4, 8)  # change only segments 6..9
-    before, after = onsets(audio), onsets(later)
-    assert before.shape == (2, 10, 8)
-    assert torch.allclose(before[:, :6], after[:, :6]) and not torch.allclose(before[:, 6:], after[:, 6:])
-
-
-def test_a_sound_that_goes_on_is_not_new():
-    onsets = Onsets(4, max_onsets=4)
-    with torch.no_grad():
-        onsets.evidence.weight.copy_(torch.eye(4))
-        onsets.evidence.bias.zero_()
-        onsets.strength.weight.fill_(10.0)
-        onsets.strength.bias.fill_(-10.0)  # a segment with nothing new adds (almost) nothing to the onset count
-    steady = torch.tensor([1.0, 0.0, 0.0, 0.0]).expand(1, 5, 4)  # (V, S, d): one sound from segment 0 on
-    comes_in = steady.clone()
-    comes_in[0, 3:, 1] = 1.0  # a second sound comes in at segment 3
-    plain = onsets(steady)
-    assert torch.allclose(plain[:, 1], plain[:, 4], atol=1e-3)  # nothing new after segment 0: segments 1.. alike
-    assert not torch.allclose(onsets(comes_in)[:, 3], plain[:, 3])
-
-
-def test_onset_pieces_get_gradients():
-    task = _task()
-    task(_batch([0, 1, 2, 3]))["loss"].backward()
-    for module in (task.onsets, task.onset_grounding, task.seen_names, task.order, task.relative):
-        assert all(p.grad is not None for p in module.parameters())
-
-
-def _seen_names() -> tuple[torch.Tensor, torch.Tensor]:
-    """Answers A, B, C: A seen on the left, B on the right, C not seen -> visible (1, 3), place (1, 3, 2)."""
-    seen = SeenNames(4, num_answers=3)
-    with torch.no_grad():
-        seen.query.weight.copy_(torch.eye(4))
-        seen.query.bias.zero_()
-        seen.bias.fill_(-5.0)  # visible: cosine 1 -> sigmoid(5); unseen: cosine 0 -> sigmoid(-5)
-        seen.countable.fill_(10.0)
-    names = torch.eye(3, 4)
-    tokens = names[:2].expand(1, 6, 2, 4)  # (V, S, N, d): A's token, B's token
-    return seen(names, tokens, torch.tensor([[0.0, -1.0], [0.0, 1.0]]))  # grid (N, 2) as (y, x)
-
-
-def test_seen_names_find_each_answer_in_the_frames():
-    visible, place = _seen_names()
-    assert visible[0, :2].min() > 0.99 and visible[0, 2] < 0.01
-    assert place[0, 0].tolist() == pytest.approx([0.0, -1.0], abs=0.01)
-    assert place[0, 1].tolist() == pytest.approx([0.0, 1.0], abs=0.01)
-
-
-def test_onset_order_ranks_the_visible_sounds_by_when_they_come_in():
-    visible, place = _seen_names()
-    heard = torch.zeros(1, 6, 3, dtype=torch.bool)  # (V, S, K)
-    heard[0, 0:, 2] = True  # C (off screen) is heard first, from segment 0
-    heard[0, 2:4, 0] = True  # A comes in at 2 and stops at 4
-    heard[0, 4:, 1] = True  # B comes in at 4, while C still sounds
-    order = OnsetOrder(4, num_answers=3, slots=3)  # slots: first, second, last
-    answers, where = order.readouts(heard.float() * 20 - 10, visible, place)  # (V, 3, K), (V, 3, 2)
-    assert answers[0].argmax(dim=-1).tolist() == [0, 1, 1]  # first A, second B, last B: C is off screen
-    assert answers[0, :, 2].max() < 0.05 and answers[0, 0, 0] > 0.9 and answers[0, 1, 1] > 5 * answers[0, 1, 0]
-    assert where[0, 0].tolist() == pytest.approx([0.0, -1.0], abs=0.05)  # the first one is on the left
-    assert where[0, 2].tolist() == pytest.approx([0.0, 1.0], abs=0.05)  # the last one on the right
-
-
-def test_relative_place_finds_the_answer_beside_the_named_one():
-    relative = RelativePlace(4)
-    visible = torch.tensor([[1.0, 1.0, 1.0]])  # (V, K)
-    place = torch.tensor([[[0.0, -0.6], [0.0, 0.0], [0.0, 0.6]]])  # (V, K, 2): left, middle, right
-    with torch.no_grad():
-        relative.offset.weight.zero_()
-        relative.offset.bias.copy_(torch.tensor([0.0, -0.6]))  # "on the left of"
-    named = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # (Q, K): the middle one, the right one
-    logits = relative(torch.zeros(2, 4), torch.tensor([0, 0]), named, visible, place)  # (Q, K)
-    assert logits.argmax(dim=-1).tolist() == [0, 1]
-
-
-def test_a_question_mentions_the_answers_it_names():
-    from avlearn.data.pipelines.avqa import tokenize_questions
-
-    answers = ("yes", "no", "xylophone", "chime", "left")
-    names = AnswerNames(8, answer_token_ids(answers))
-    ids = tokenize_questions(["Is there a xylophone sound?", "What is the instrument on the left of chime?",
-                              "How many instruments are sounding?"])["input_ids"]  # fmt: skip
-    assert names.mentions(ids).tolist() == [[0, 0, 1, 0, 0], [0, 0, 0, 1, 1], [0, 0, 0, 0, 0]]
-
-
-def test_answer_names_score_the_attended_audio_and_the_named_sound():
-    torch.manual_seed(0)
-    names = AnswerNames(8, answer_token_ids(("yes", "no", "chime")))
-    audio, weights = torch.randn(2, 10, 8, requires_grad=True), torch.full((3, 10), 0.1)
-    ids = torch.tensor([[101, 9610, 4168, 102], [101, 2003, 102, 0], [101, 9610, 4168, 102]])  # chime, -, chime
-    logits, heard = names(names.scores(audio), torch.tensor([0, 0, 1]), weights, names.mentions(ids))
-    assert logits.shape == (3, 3) and heard.shape == (3, 1) and heard[1] == 0
-    (logits.sum() + heard.sum()).backward()
-    assert names.names.grad.abs().sum() > 0 and audio.grad.abs().sum() > 0
-
-
-def test_avst_seed_trains_the_seed_head_and_the_method_without_a_contrastive_term():
-    task = _task("avst_seed")
+def test_avst_trains_the_seed_head_and_the_method_without_a_contrastive_term():
+    task = _task("avst")
     assert not hasattr(task, "names") and not hasattr(task, "grounding")  # nothing of avlearn's head is built
     out = task(_batch([0, 0, 1, 2]))
     out["loss"].backward()
@@ -314,8 +202,8 @@ def test_avst_seed_trains_the_seed_head_and_the_method_without_a_contrastive_ter
     assert task.method.audio_backbone.model["stem"][0].weight.grad is not None
 
 
-@pytest.mark.parametrize(("head", "reaches"), [("avst_seed", False), ("avst", True)])
-def test_avst_seed_negatives_carry_no_gradient(head: str, reaches: bool):
+@pytest.mark.parametrize(("head", "reaches"), [("avst", False), ("grounded_qa", True)])
+def test_avst_negatives_carry_no_gradient(head: str, reaches: bool):
     """The seed grounds its negative frames under ``no_grad`` (avlearn's head trains through them): with the
     positives' path cut, the grounding loss reaches the visual tokens only through the negatives."""
     task = _task(head)
@@ -327,7 +215,7 @@ def test_avst_seed_negatives_carry_no_gradient(head: str, reaches: bool):
     assert (grad is not None and grad.abs().sum() > 0) == reaches
 
 
-def test_avst_seed_grounding_attends_the_normalised_tokens():
+def test_avst_grounding_attends_the_normalised_tokens():
     """``ground`` by hand for one row: softmax of the cosine between audio and tokens, weighting the unit tokens."""
     torch.manual_seed(1)
     head = AVSTSeedHead(8, 6, 20, 3, heads=2, dropout=0.0)
@@ -341,8 +229,8 @@ def test_avst_seed_grounding_attends_the_normalised_tokens():
         assert torch.allclose(head.ground(tokens, audio)[row], expected, atol=1e-6)
 
 
-def test_avst_seed_answers_a_video_per_row_like_a_question_per_row():
-    task = _task("avst_seed").eval()
+def test_avst_answers_a_video_per_row_like_a_question_per_row():
+    task = _task("avst").eval()
     batch = _batch([0, 1, 0, 1])
     batch["frames"][2:], batch["audio"][2:] = batch["frames"][:2], batch["audio"][:2]
     by_question = task.outputs(batch)["logits"]  # (4, K)
@@ -360,7 +248,7 @@ def test_avqa_head_errors_name_the_key():
     method = Baseline(
         BaselineConfig(dim=16), BACKBONES.build("cnn_visual_tiny", size=32), BACKBONES.build("cnn_audio_tiny")
     )
-    with pytest.raises(ConfigError, match="task.head 'avst_sead'.*avst, avst_seed"):
-        AVQATask(AVQAConfig(head="avst_sead"), method, ANSWERS)
+    with pytest.raises(ConfigError, match="task.head 'avst_seed'.*avst, grounded_qa"):
+        AVQATask(AVQAConfig(head="avst_seed"), method, ANSWERS)
     with pytest.raises(ConfigError, match="visual width 16.*task.heads=3"):
-        AVQATask(AVQAConfig(head="avst_seed", heads=3), method, ANSWERS)
+        AVQATask(AVQAConfig(head="avst", heads=3), method, ANSWERS)

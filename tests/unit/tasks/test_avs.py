@@ -163,12 +163,12 @@ def test_configs_compose(option, kl_weight, film):
     cfg = compose_run([f"task={option}"])
     assert cfg.task.name == option and cfg.task.kl_weight == kl_weight and cfg.task.audio_film == film
     assert cfg.task.head == "avsbench"
-    assert compose_run([f"task={option}", "task.head=tpavi_seed"]).task.head == "tpavi_seed"
+    assert compose_run([f"task={option}", "task.head=tpavi"]).task.head == "tpavi"
 
 
 def _seed_decoder(gamma: float = 0.05) -> SeedAVSDecoder:
     torch.manual_seed(0)
-    cfg = AVSConfig(head="tpavi_seed", dim=16, seed_audio_dim=8, seed_ffn=32, temporal_gamma=gamma)
+    cfg = AVSConfig(head="tpavi", dim=16, seed_audio_dim=8, seed_ffn=32, temporal_gamma=gamma)
     return SeedAVSDecoder((4, 6, 8, 10), 12, cfg).eval()
 
 
@@ -178,8 +178,8 @@ def _seed_inputs(b: int = 2, t: int = 5, size: int = 64) -> tuple[list[torch.Ten
     return pyramid, torch.randn(b, t, 12, generator=g)
 
 
-def test_tpavi_seed_trains_and_predicts_at_the_frame_size():
-    task = _task(head="tpavi_seed", kl_weight=0.5, seed_audio_dim=8, seed_ffn=32)
+def test_tpavi_head_trains_and_predicts_at_the_frame_size():
+    task = _task(head="tpavi", kl_weight=0.5, seed_audio_dim=8, seed_ffn=32)
     assert isinstance(task.decoder, SeedAVSDecoder)
     out = task(_batch())
     out["loss"].backward()
@@ -190,7 +190,7 @@ def test_tpavi_seed_trains_and_predicts_at_the_frame_size():
     assert task.predict(_batch())["probs"].shape == (2, 5, SIZE, SIZE)
 
 
-def test_tpavi_seed_decodes_from_quarter_size_maps_whatever_the_pyramid():
+def test_tpavi_head_decodes_from_quarter_size_maps_whatever_the_pyramid():
     """Stage i is resized to 1/2^(i+2) of the frame (the seed's 56..7 at 224 px), the logits come back at the frame
     size; frames not divisible by 1/32 of it are refused."""
     decoder = _seed_decoder()
@@ -198,11 +198,11 @@ def test_tpavi_seed_decodes_from_quarter_size_maps_whatever_the_pyramid():
     logits, maps, audio_feats = decoder(pyramid, audio, (64, 96), torch.tensor([0, 7]))
     assert logits.shape == (2, 64, 96) and [m.shape[-2:] for m in maps] == [(16, 24), (8, 12), (4, 6), (2, 3)]
     assert all(m.min() >= 0 for m in maps) and audio_feats[0].shape == (2, 16)  # the seed's ReLU'd stage maps
-    with pytest.raises(DataError, match="tpavi_seed.*48x64"):
+    with pytest.raises(DataError, match="tpavi decodes.*48x64"):
         decoder(pyramid, audio, (48, 64), torch.tensor([0]))
 
 
-def test_tpavi_seed_gates_act_only_through_gamma():
+def test_tpavi_head_gates_act_only_through_gamma():
     """With gamma 0 the stage gates change nothing; with gamma > 0 they do."""
     pyramid, audio = _seed_inputs()
     keep = torch.arange(10)
@@ -234,5 +234,5 @@ def test_seed_kl_pools_the_logits_then_takes_the_sigmoid():
 
 
 def test_avs_head_must_be_known():
-    with pytest.raises(ConfigError, match="task.head 'tpavi'.*avsbench, tpavi_seed"):
-        _task(head="tpavi")
+    with pytest.raises(ConfigError, match="task.head 'tpavi_seed'.*avsbench, tpavi, avsegm_seed"):  # no alias
+        _task(head="tpavi_seed")

@@ -1,5 +1,5 @@
 """AVVP heads: the smooth-maximum pooling and the direct per-segment MIL path (our addition to MGN), MA's exchange, and
-the mgn_seed read-out."""
+the mgn read-out."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ from avlearn.tasks.avvp import AVVPConfig, AVVPTask, _pool, disjoint_partner, ex
 from avlearn.tasks.base import DatasetInfo
 
 INFO = DatasetInfo(("a", "b", "c"))
-SMALL = {"dim": 16, "temporal_dim": 8, "heads": 2, "depth_audio": 1, "depth_visual": 1, "depth_av": 1}
+SMALL = {
+    "head": "class_grouping",
+    "dim": 16,
+    "temporal_dim": 8,
+    "heads": 2,
+    "depth_audio": 1,
+    "depth_visual": 1,
+    "depth_av": 1,
+}
 
 
 class _Features(nn.Module):
@@ -133,11 +141,11 @@ def _set_probability(layer: nn.Linear, p: float) -> None:
         layer.bias.fill_(torch.logit(torch.tensor(p)).item())
 
 
-def test_mgn_seed_visual_read_out_is_the_visual_probability_times_a_map_of_at_least_one():
+def test_mgn_visual_read_out_is_the_visual_probability_times_a_map_of_at_least_one():
     """The seed's rule (issue #18 diagnosis): visual segment probability = visual probability x ``1 + softmax`` (in
     [1, 2]) gated by the video probability, so a visual probability of 0.5 predicts the class in every segment, one
     of 0.2 in none (<= 0.4), whatever the audio probability; a video probability below 0.5 predicts nothing."""
-    cfg = AVVPConfig(**SMALL, head="mgn_seed", seed_ffn=32)
+    cfg = AVVPConfig(**{**SMALL, "head": "mgn"}, seed_ffn=32)
     task = AVVPTask(cfg, _Features(), INFO).eval()
     head = task.head
     for visual, audio, video, expected in ((0.5, 0.2, 0.9, True), (0.2, 0.9, 0.9, False), (0.9, 0.9, 0.4, False)):

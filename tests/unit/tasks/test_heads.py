@@ -15,7 +15,7 @@ from avlearn.tasks.avvp import AssignAttention, AVVPConfig, AVVPTask
 from avlearn.tasks.base import DatasetInfo
 
 INFO = DatasetInfo(("a", "b", "c"))
-CMBS = {"head": "cmbs", "audio_dim": 16, "visual_dim": 16, "d_model": 16, "ffn": 32, "heads": 2}
+CMBS = {"head": "gated_events", "audio_dim": 16, "visual_dim": 16, "d_model": 16, "ffn": 32, "heads": 2}
 
 
 class _Features(nn.Module):
@@ -39,7 +39,7 @@ def _ave_batch() -> dict:
     return {"labels": labels}
 
 
-@pytest.mark.parametrize("head", ["fusion", "cmbs", "cmbs_seed"])
+@pytest.mark.parametrize("head", ["fusion", "cmbs", "gated_events"])
 def test_ave_heads_train_and_predict(head):
     cfg = AVEConfig(head=head) if head == "fusion" else AVEConfig(**{**CMBS, "head": head})
     task = AVETask(cfg, _Features(), INFO)
@@ -52,7 +52,7 @@ def test_ave_heads_train_and_predict(head):
     assert 0.0 <= task.score(pred, _ave_batch())["segment_accuracy"] <= 100.0
 
 
-def test_cmbs_outputs_and_loss_terms():
+def test_gated_events_outputs_and_loss_terms():
     task = AVETask(AVEConfig(**CMBS), _Features(), INFO)
     out = task.outputs(_ave_batch())
     assert out["is_event"].shape == (2, 10) and out["gate"].shape == (2, 10)
@@ -62,8 +62,8 @@ def test_cmbs_outputs_and_loss_terms():
     assert {"loss_is_event", "loss_gate", "loss_event", "loss_av_score"} <= set(losses)
 
 
-def test_cmbs_seed_has_the_seed_bilstm_sizes_and_loss():
-    task = AVETask(AVEConfig(**{**CMBS, "head": "cmbs_seed"}), _Features(), INFO)
+def test_cmbs_has_the_seed_bilstm_sizes_and_loss():
+    task = AVETask(AVEConfig(**{**CMBS, "head": "cmbs"}), _Features(), INFO)
     temporal = task.head.temporal
     assert (temporal.audio_rnn.hidden_size, temporal.visual_rnn.hidden_size) == (8, 16)  # d_model / 2, d_model
     assert temporal.audio_key[0].in_features == 16 and temporal.audio_query.in_features == 16
@@ -104,8 +104,8 @@ def test_ave_classification_variant():
 
 
 def test_unknown_head_is_a_config_error():
-    with pytest.raises(ConfigError, match="fusion, cmbs, cmbs_seed"):
-        AVETask(AVEConfig(head="nope"), _Features(), INFO)
+    with pytest.raises(ConfigError, match="task.head 'cmbs_seed'.*fusion, cmbs, gated_events"):  # no alias
+        AVETask(AVEConfig(head="cmbs_seed"), _Features(), INFO)
 
 
 def _avvp_batch() -> dict:
@@ -114,8 +114,8 @@ def _avvp_batch() -> dict:
     return {"labels": torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]), "gt_audio": gt, "gt_visual": gt.clone()}
 
 
-def test_avvp_mgn_head_shapes_loss_and_prediction():
-    cfg = AVVPConfig(dim=16, temporal_dim=8, heads=2, depth_audio=1, depth_visual=1, depth_av=1)
+def test_avvp_class_grouping_head_shapes_loss_and_prediction():
+    cfg = AVVPConfig(head="class_grouping", dim=16, temporal_dim=8, heads=2, depth_audio=1, depth_visual=1, depth_av=1)
     task = AVVPTask(cfg, _Features(), INFO)
     out = task.outputs(_avvp_batch())
     assert out["video"].shape == (2, 3) and out["audio"].shape == (2, 3) and out["visual"].shape == (2, 3)
@@ -133,12 +133,12 @@ def test_avvp_mgn_head_shapes_loss_and_prediction():
     assert {"segment_audio", "segment_visual", "segment_type_at_av", "event_type_at_av"} <= set(scores)
 
 
-MGN_SEED = {"head": "mgn_seed", "dim": 16, "temporal_dim": 8, "seed_ffn": 32, "heads": 2, "depth_audio": 1,
+MGN = {"head": "mgn", "dim": 16, "temporal_dim": 8, "seed_ffn": 32, "heads": 2, "depth_audio": 1,
             "depth_visual": 1, "depth_av": 1}  # fmt: skip
 
 
-def test_avvp_mgn_seed_head_outputs_and_the_seed_loss():
-    task = AVVPTask(AVVPConfig(**MGN_SEED), _Features(), INFO).eval()  # eval: no drop-path, no Gumbel noise
+def test_avvp_mgn_head_outputs_and_the_seed_loss():
+    task = AVVPTask(AVVPConfig(**MGN), _Features(), INFO).eval()  # eval: no drop-path, no Gumbel noise
     out, y = task.outputs(_avvp_batch()), _avvp_batch()["labels"]
     assert out["video"].shape == (2, 3) and out["audio_segments"].shape == (2, 3, 10)
     assert out["audio_tokens"].shape == (3, 3) and "audio_direct" not in out
@@ -164,9 +164,9 @@ def test_avvp_mgn_seed_head_outputs_and_the_seed_loss():
 
 
 def test_avvp_head_errors():
-    with pytest.raises(ConfigError, match="mgn, mgn_seed"):
-        AVVPTask(AVVPConfig(head="nope"), _Features(), INFO)
-    task = AVVPTask(AVVPConfig(**MGN_SEED, segments=8), _Features(), INFO)  # the features have 10 segments
+    with pytest.raises(ConfigError, match="task.head 'mgn_seed'.*mgn, class_grouping"):  # no alias
+        AVVPTask(AVVPConfig(head="mgn_seed"), _Features(), INFO)
+    task = AVVPTask(AVVPConfig(**MGN, segments=8), _Features(), INFO)  # the features have 10 segments
     with pytest.raises(DataError, match="task.segments=8"):
         task.outputs(_avvp_batch())
 
