@@ -29,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample-rate", type=int, default=16000, help="audio rate in Hz (default 16000)")
     parser.add_argument("--avs-clips", type=int, default=-1, help="clips per AVSBench subset (default clips/4)")
     parser.add_argument("--avqa-clips", type=int, default=-1, help="MUSIC-AVQA clips (default clips/4)")
+    parser.add_argument(
+        "--event-distractors", choices=("half", "both"), default="half",
+        help="event clips' single-modality distractors: half (one in half the clips, default) or both (a seen-only "
+        "and a heard-only one in every clip, so one modality alone is right half the time)",
+    )  # fmt: skip
     parser.add_argument("--workers", type=int, default=0, help="render processes (default: CPU count, max 8)")
 
 
@@ -43,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = SynthConfig(
         clips=args.clips, seed=args.seed, num_classes=args.classes, size=args.size, seconds=args.seconds,
         fps=args.fps, sample_rate=args.sample_rate, avs_clips=args.avs_clips, avqa_clips=args.avqa_clips,
+        event_distractors=args.event_distractors,
     )  # fmt: skip
     cfg.validate()
     start, root = time.perf_counter(), Path(args.out).expanduser().absolute()

@@ -95,6 +95,10 @@ class DataConfig:
     sound_clips: int = -1
     image_clips: int = -1
     sound_background: float = 0.0  # AVSynth's sounds: probability of a background sound of another class (0-1)
+    # AVSynth's event clips: ``half`` (one seen-only or heard-only distractor in half the clips) or ``both`` (a
+    # seen-only and a heard-only distractor of two other classes in every clip: one modality alone is right half the
+    # time; docs/avsynth.md)
+    event_distractors: str = choice("half", ("half", "both"))
     fold: int = 1
     audioset_train: str = choice("balanced", ("balanced", "unbalanced", "full"))
     frame_size: int = 64

@@ -54,7 +54,8 @@ def synth_config(data: DictConfig, task: str = "ave", part: str | None = None): 
     ``data.clips`` sizes the event clips; ``data.avs_clips`` / ``data.avqa_clips`` / ``data.sound_clips`` /
     ``data.image_clips`` size the AVSBench / AVQA / ESC-50 / CoOp parts (-1: ``data.clips`` of them). The other
     parts get no clips, so each task's folder holds what it reads. ``data.sound_background`` (the probability of
-    a background sound of another class in a sound) applies to the ``sounds`` part only.
+    a background sound of another class in a sound) applies to the ``sounds`` part only, ``data.event_distractors``
+    to the ``events`` part only.
     """
     from avlearn.data.synth import SynthConfig
 
@@ -69,6 +70,7 @@ def synth_config(data: DictConfig, task: str = "ave", part: str | None = None): 
         seconds=data.seconds, fps=data.fps, sample_rate=data.sample_rate, avs_clips=count["avs"],
         avqa_clips=count["avqa"], sound_clips=count["sounds"], image_clips=count["images"],
         sound_background=data.sound_background if part == "sounds" else 0.0,
+        event_distractors=data.event_distractors if part == "events" else "half",
     )  # fmt: skip
 
 

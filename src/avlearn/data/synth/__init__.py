@@ -46,7 +46,9 @@ FORMAT_VERSION = 4  # 2: VGGSound-AVEL40K labels; 3: AudioSet, UCF101, MSR-VTT, 
 # 4: ImageNet-ESC's images
 AVS_FRAMES = 5  # AVSBench: one frame (and mask) per second over 5 s
 ESC_SECONDS = 5  # ESC-50 clips are 5 s long
-LATER_DEFAULTS = {"sound_background": 0.0}  # options added after format 4, at the value that renders format 4
+LATER_DEFAULTS = {"sound_background": 0.0, "event_distractors": "half"}  # options added after format 4, at the
+# value that renders format 4
+EVENT_DISTRACTORS = ("half", "both")
 _PREFIX = {"events": "ev", "s4": "s4", "ms3": "ms", "avqa": "", "sounds": "sd", "images": "im"}
 
 
@@ -70,6 +72,10 @@ class SynthConfig:
     # Probability that an ESC-50 sound also holds a background sound of another class, heard over a random part of
     # it (as an event clip's audio-only distractor); 0 renders format 4's clean sounds (docs/avsynth.md).
     sound_background: float = 0.0
+    # The event clips' single-modality distractors: ``half`` (format 4: one, only seen or only heard, in half the
+    # clips) or ``both`` (every clip: an object of a second class only seen and a sound of a third class only heard,
+    # so one modality alone names the class in half the clips at best; docs/avsynth.md).
+    event_distractors: str = "half"
 
     def params(self) -> dict:
         """The parameters that name and check a folder: every field, but an option added after format 4 only when
@@ -94,6 +100,8 @@ class SynthConfig:
             (1 <= self.fps <= 60, "fps must be in [1, 60]"),
             (8000 <= self.sample_rate <= 48000, "sample_rate must be in [8000, 48000]"),
             (0.0 <= self.sound_background <= 1.0, "sound_background must be in [0, 1]"),
+            (self.event_distractors in EVENT_DISTRACTORS, f"event_distractors must be one of {EVENT_DISTRACTORS}"),
+            (self.event_distractors == "half" or self.num_classes >= 3, "event_distractors='both' needs 3+ classes"),
         ]
         bad = [msg for ok, msg in checks if not ok]
         if bad:
@@ -150,7 +158,8 @@ def _render_clip(root: Path, cfg: SynthConfig, flavour: str, index: int) -> tupl
 
     rng = np.random.default_rng([cfg.seed, FLAVOURS.index(flavour), index])
     seconds = _seconds(cfg, flavour)
-    scene = sample_scene(flavour, clip_id(flavour, index), rng, seconds, cfg.num_classes, index, cfg.sound_background)
+    scene = sample_scene(flavour, clip_id(flavour, index), rng, seconds, cfg.num_classes, index, cfg.sound_background,
+                         cfg.event_distractors)  # fmt: skip
     classes = class_table(cfg.num_classes)
     split = split_of(index, cfg.count(flavour))
     if flavour == "sounds":  # audio only, in ESC-50's folder

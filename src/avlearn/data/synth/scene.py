@@ -7,7 +7,9 @@ segment is unambiguously on or off for each source and modality.
 Flavours:
 - ``events`` (AVE, LLP/AVVP, VGGSound, captions): one audio-visual event of class c over [start, end) — c both
   visible and audible there and nowhere else together — possibly preceded or followed by c seen but silent or
-  heard but unseen, plus, sometimes, a distractor of another class that is only seen or only heard.
+  heard but unseen, plus, sometimes, a distractor of another class that is only seen or only heard; optionally
+  (``event_distractors="both"``) always two: an object of a second class only seen and a sound of a third class
+  only heard, timed as c is seen and heard, so that only both modalities together name c.
 - ``s4`` (AVSBench single-source): one source sounding throughout, sometimes a silent second object.
 - ``ms3`` (AVSBench multi-source): two or three visible sources, each sounding in some seconds.
 - ``avqa`` (MUSIC-AVQA): two or three sources at distinct horizontal positions with distinct onsets, sometimes an
@@ -110,7 +112,7 @@ def _source(rng: np.random.Generator, cls: int, x: float, visible: list, audible
     )
 
 
-def _events(rng: np.random.Generator, clip_id: str, seconds: int, num_classes: int) -> Scene:
+def _events(rng: np.random.Generator, clip_id: str, seconds: int, num_classes: int, distractors: str) -> Scene:
     cls = int(rng.integers(num_classes))
     start, end = _interval(rng, seconds, min_len=max(1, seconds // 5))
     seen, heard = [start, end], [start, end]
@@ -123,13 +125,26 @@ def _events(rng: np.random.Generator, clip_id: str, seconds: int, num_classes: i
     xs = _positions(rng, 2)
     main_left = rng.random() < 0.5
     sources = [_source(rng, cls, xs[0] if main_left else xs[1], [tuple(seen)], [tuple(heard)])]
-    if rng.random() < 0.5:
+    x_other = xs[1] if main_left else xs[0]
+    if distractors == "both":
+        sources += _paired_distractors(rng, sources[0], x_other, num_classes)
+    elif rng.random() < 0.5:
         other = int((cls + rng.integers(1, num_classes)) % num_classes)
         span = [_interval(rng, seconds)]
         visual_only = rng.random() < 0.5
-        x = xs[1] if main_left else xs[0]
-        sources.append(_source(rng, other, x, span if visual_only else [], [] if visual_only else span))
+        sources.append(_source(rng, other, x_other, span if visual_only else [], [] if visual_only else span))
     return Scene(clip_id, "events", seconds, sources, event=(cls, start, end), background=int(rng.integers(2**31)))
+
+
+def _paired_distractors(rng: np.random.Generator, main: Source, x: float, num_classes: int) -> list[Source]:
+    """``event_distractors="both"``: an object of a second class seen exactly when ``main`` is seen (never heard),
+    at ``x``, and a sound of a third class heard exactly when ``main`` is heard (never seen). Each modality alone
+    then holds two candidates with the same timing, drawn alike, so it names the class in half the clips at best;
+    only the class both seen and heard is the label."""
+    seen_cls, heard_cls = ((main.cls + 1 + rng.choice(num_classes - 1, size=2, replace=False)) % num_classes).tolist()
+    seen_only = _source(rng, seen_cls, x, list(main.visible), [])
+    heard_only = _source(rng, heard_cls, 0.5, [], list(main.audible))
+    return [seen_only, heard_only]
 
 
 def _s4(rng: np.random.Generator, clip_id: str, seconds: int, num_classes: int) -> Scene:
@@ -184,12 +199,15 @@ def sample_scene(
     num_classes: int,
     index: int = 0,
     sound_background: float = 0.0,
+    event_distractors: str = "half",
 ) -> Scene:
     """A random scene of ``flavour`` (see the module docstring), drawn from ``rng`` only; ``sounds`` and ``images``
     take the class ``index % num_classes`` instead, so that their sets are balanced (as ESC-50 and CoOp's sets);
-    ``sound_background``: the probability of a sound's background sound (``_single``)."""
+    ``sound_background``: the probability of a sound's background sound (``_single``); ``event_distractors``:
+    ``half`` (one single-modality distractor in half the event clips) or ``both`` (every event clip holds a
+    seen-only and a heard-only one, ``_paired_distractors``)."""
     if flavour == "events":
-        return _events(rng, clip_id, seconds, num_classes)
+        return _events(rng, clip_id, seconds, num_classes, event_distractors)
     if flavour == "s4":
         return _s4(rng, clip_id, seconds, num_classes)
     if flavour in ("ms3", "avqa"):
