@@ -126,8 +126,18 @@ def classify_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
     """The clips of ``data.benchmark`` (``avlearn.data.pipelines.clips``), with the training split kept in the
     dataset facts as kNN's memory bank."""
     splits = clip_splits(cfg, audio_pre)
+    _check_targets(cfg, splits.train)
     info = ClipInfo(splits.info.class_names, splits.info.segments, memory=splits.train)
     return replace(splits, info=info)
+
+
+def _check_targets(cfg: DictConfig, train: Any) -> None:
+    """A one-line error, not a ``KeyError`` at the first batch, when ``task.multilabel`` misfits the targets."""
+    targets, key = getattr(train, "targets", None), target_key(cfg.task)
+    if targets is not None and key not in targets:
+        other = "false" if cfg.task.multilabel else "true"
+        raise ConfigError(f"task.multilabel={str(cfg.task.multilabel).lower()}: data.benchmark={cfg.data.benchmark} "
+                          f"has no '{key}' targets (it has {', '.join(sorted(targets))}); set task.multilabel={other}")
 
 
 @dataclass(frozen=True)

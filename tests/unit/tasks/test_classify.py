@@ -142,3 +142,19 @@ def test_chance_levels():
     assert classify_chance(Splits, None, out) == {"uniform": 25.0, "majority": 75.0}
     multi = {"targets": {"labels": torch.tensor([[1, 0, 0], [1, 1, 0]])}}
     assert classify_chance(Splits, None, multi) == pytest.approx({"prevalence": 75.0})  # (100 + 50) / 2, class 3 unseen
+
+
+@pytest.mark.parametrize(("multilabel", "present", "hint"), [(False, "labels", "true"), (True, "label", "false")])
+def test_a_multilabel_switch_that_does_not_fit_the_benchmark_is_one_line(multilabel, present, hint):
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from avlearn.tasks.classify import _check_targets
+
+    cfg = OmegaConf.create({"task": {"multilabel": multilabel}, "data": {"benchmark": "audioset"}})
+    train = SimpleNamespace(targets={present: torch.zeros(2)})
+    expected = f"task.multilabel={str(multilabel).lower()}: .*it has {present}\\); set task.multilabel={hint}"
+    with pytest.raises(ConfigError, match=expected):
+        _check_targets(cfg, train)
+    _check_targets(OmegaConf.merge(cfg, {"task": {"multilabel": not multilabel}}), train)  # the fitting switch passes
