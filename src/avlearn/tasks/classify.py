@@ -136,8 +136,10 @@ def _check_targets(cfg: DictConfig, train: Any) -> None:
     targets, key = getattr(train, "targets", None), target_key(cfg.task)
     if targets is not None and key not in targets:
         other = "false" if cfg.task.multilabel else "true"
-        raise ConfigError(f"task.multilabel={str(cfg.task.multilabel).lower()}: data.benchmark={cfg.data.benchmark} "
-                          f"has no '{key}' targets (it has {', '.join(sorted(targets))}); set task.multilabel={other}")
+        raise ConfigError(
+            f"task.multilabel={str(cfg.task.multilabel).lower()}: data.benchmark={cfg.data.benchmark} "
+            f"has no '{key}' targets (it has {', '.join(sorted(targets))}); set task.multilabel={other}"
+        )
 
 
 @dataclass(frozen=True)
