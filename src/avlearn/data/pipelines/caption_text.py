@@ -8,10 +8,16 @@ every caption is tokenised once with the decoder's vocabulary (``avlearn.layers.
 caption against all of them (``TextInfo.references``); the decoder's output vocabulary can be the
 WordPiece ids of the training captions (``TextInfo.vocab``), as captioning vocabularies are built from the training
 captions.
+
+``benchmark_caption_splits`` does the same for a caption benchmark named by ``data.benchmark`` (VALOR-32K, MSR-VTT,
+the VALOR-layout readers; ``clips.clip_splits``): ``task=caption`` reads it when ``data.benchmark`` is one.
+``benchmark_question_splits`` reads a VALOR-layout QA benchmark for ``task=qa_open``: one item per question, the
+question tokenised as MUSIC-AVQA's (``avqa.tokenize_questions``), the answer an index into the answer texts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,14 +51,14 @@ class CaptionClips:
     """Decoded clips with their tokenised captions.
 
     Attributes:
-        clips: Frames and log-mels of N clips.
+        clips: Frames and log-mels of N clips (the AVE layout's segments, or a benchmark's ``clips.ClipSet``).
         ids: (N, M, L) caption token ids, M the most captions of a clip (rows past a clip's count are padding).
         mask: (N, M, L) 1 = real token.
         counts: (N,) captions per clip (>= 1).
         draw: Pick a random caption at every read (training); otherwise the first.
     """
 
-    clips: SegmentTensors
+    clips: SegmentTensors | Any
     ids: torch.Tensor
     mask: torch.Tensor
     counts: torch.Tensor
@@ -66,6 +72,33 @@ class CaptionClips:
         clip = self.clips[i]
         return {"frames": clip["frames"], "audio": clip["audio"], "id": clip["id"],
                 "caption_ids": self.ids[i, pick], "caption_mask": self.mask[i, pick]}  # fmt: skip
+
+
+@dataclass
+class ClipQuestions:
+    """Questions over decoded clips, one item per question (the items of ``avqa.AVQATensors``).
+
+    Attributes:
+        clips: The benchmark's ``clips.ClipSet``, one row per question (its video's frames and log-mels).
+        input_ids: (Q, L) question tokens; ``attention_mask`` (Q, L), 1 = real token.
+        answers: (Q,) int64 index of each answer in the answer texts (``DatasetInfo.class_names``).
+        question_types: Q strings (the benchmark's name: VALOR's QA sets have no question types).
+    """
+
+    clips: Any
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    answers: torch.Tensor
+    question_types: list[str]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> dict:
+        clip = self.clips[i]
+        return {"frames": clip["frames"], "audio": clip["audio"], "id": clip["id"], "input_ids": self.input_ids[i],
+                "attention_mask": self.attention_mask[i], "answer": self.answers[i],
+                "question_type": self.question_types[i]}  # fmt: skip
 
 
 def _captions(root: Any) -> dict[str, list[str]]:
@@ -113,3 +146,34 @@ def caption_splits(cfg: Any, audio_pre: Any) -> Splits:
     vocab = text_vocab(out["train"].ids)
     info = TextInfo(tuple(readers["train"].classes), readers["train"].segments, references, vocab)
     return Splits(out["train"], out["val"], out["test"], info, root)
+
+
+def benchmark_caption_splits(cfg: Any, audio_pre: Any) -> Splits:
+    """The caption benchmark ``data.benchmark`` (``captions.benchmark_captions``: its reader's clips and splits),
+    every caption tokenised to ``task.max_words``; each clip's references are all of its captions."""
+    from avlearn.data.pipelines.captions import benchmark_captions
+
+    splits, sets, captions = benchmark_captions(cfg, audio_pre)
+    out = {split: CaptionClips(sets[split], *_tokenised(captions[split], cfg.task.max_words), draw=split == "train")
+           for split in SPLITS}  # fmt: skip
+    references = {vid: caps for split in SPLITS for vid, caps in zip(sets[split].ids, captions[split], strict=True)}
+    info = TextInfo(splits.info.class_names, splits.info.segments, references, text_vocab(out["train"].ids))
+    return dataclasses.replace(splits, train=out["train"], val=out["val"], test=out["test"], info=info)
+
+
+def benchmark_question_splits(cfg: Any, audio_pre: Any) -> Splits:
+    """The QA benchmark ``data.benchmark`` (``clips.clip_splits``: one item per question) as ``ClipQuestions``; the
+    answer texts (``info.class_names``) are every split's distinct answers in the order first met."""
+    from avlearn.data.pipelines.avqa import tokenize_questions
+    from avlearn.data.pipelines.clips import clip_splits
+
+    splits = clip_splits(cfg, audio_pre)
+    sets = dict(zip(SPLITS, (splits.train, splits.val, splits.test), strict=True))
+    answers = list(dict.fromkeys(a for clips in sets.values() for a in clips.targets["answer"]))
+    index = {answer: k for k, answer in enumerate(answers)}
+    out = {split: ClipQuestions(clips, **tokenize_questions(clips.targets["question"]),
+                                answers=torch.tensor([index[a] for a in clips.targets["answer"]], dtype=torch.long),
+                                question_types=[cfg.data.benchmark] * len(clips))
+           for split, clips in sets.items()}  # fmt: skip
+    info = DatasetInfo(tuple(answers), splits.info.segments)
+    return dataclasses.replace(splits, train=out["train"], val=out["val"], test=out["test"], info=info)

@@ -1,4 +1,6 @@
-"""AVE-layout clips with captions -> the caption-pretraining and zero-shot tasks' tensors.
+"""AVE-layout clips with captions -> the caption-pretraining, zero-shot and retrieval tasks' tensors; and the clips
+of a caption benchmark (``data.benchmark``, read by ``clips.clip_splits``) with their captions embedded the same way
+(``benchmark_captions_splits``, ``task=retrieve``; ``benchmark_captions`` serves ``task=caption`` too).
 
 Follows DG-SCT's pre-training / zero-shot split (haoyi-duan/DG-SCT ``pretrain/``, ``zero-shot/``): a model is
 pre-trained on one set of clips and evaluated, without training, on classes described only by text. The clips come
@@ -18,6 +20,7 @@ What we changed, and why:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +50,8 @@ class CaptionSegments:
     """Decoded clips with their caption embeddings.
 
     Attributes:
-        clips: Frames, log-mels and segment labels of N clips.
+        clips: Frames, log-mels (and segment labels) of N clips: the AVE layout's segments, or a benchmark's
+            ``clips.ClipSet``.
         texts: (N, M, Ct) L2-normalised caption embeddings, padded with zeros to the most captions M of a clip.
         counts: (N,) captions per clip (>= 1).
         draw: Pick a random caption of the clip at every read (training); otherwise its first caption.
@@ -55,7 +59,7 @@ class CaptionSegments:
             task that runs the tower itself (None: the embeddings only).
     """
 
-    clips: SegmentTensors | LazySegments
+    clips: SegmentTensors | LazySegments | Any
     texts: torch.Tensor
     counts: torch.Tensor
     draw: bool = False
@@ -163,16 +167,45 @@ def captions_splits(cfg: Any, audio_pre: Any, words: bool = False) -> Splits:
                     and not any(word in c for c in captions[r.media] for word in banned)]
             for split, reader in readers.items()}  # fmt: skip
     clips = {split: _decode(cfg, audio_pre, [item for item, _ in kept[split]], split) for split in SPLITS}
-    pretrained = cfg.task.get("text_pretrained") or None
-    per_clip = [caps for split in SPLITS for _, caps in kept[split]]
-    texts, counts = _embed_captions(cfg.task.text, pretrained, per_clip)
-    sizes = [len(clips[split]) for split in SPLITS]
-    flat = _tokenize_captions(cfg.task.text, pretrained, per_clip) if words else {}
-    tokens = [{key: value.split(sizes)[k] for key, value in flat.items()} or None for k in range(len(SPLITS))]
-    out = {split: CaptionSegments(clips[split], t, c, draw=split == "train", tokens=w)
-           for split, t, c, w in zip(SPLITS, texts.split(sizes), counts.split(sizes), tokens, strict=True)}  # fmt: skip
+    out = caption_segments(cfg, clips, {split: [caps for _, caps in kept[split]] for split in SPLITS}, words)
     info = DescribedInfo(class_names, readers["train"].segments, descriptions)
     return Splits(out["train"], out["val"], out["test"], info, root)
+
+
+def caption_segments(cfg: Any, clips: dict[str, Any], captions: dict[str, list[list[str]]], words: bool
+                     ) -> dict[str, CaptionSegments]:  # fmt: skip
+    """Each split's clips with the embeddings (and, with ``words``, the token ids) of their captions by the text
+    tower ``task.text`` (``captions[split]``: one list per clip, in the clips' order); training reads draw one."""
+    pretrained = cfg.task.get("text_pretrained") or None
+    per_clip = [caps for split in SPLITS for caps in captions[split]]
+    texts, counts = _embed_captions(cfg.task.text, pretrained, per_clip)
+    sizes = [len(captions[split]) for split in SPLITS]
+    flat = _tokenize_captions(cfg.task.text, pretrained, per_clip) if words else {}
+    tokens = [{key: value.split(sizes)[k] for key, value in flat.items()} or None for k in range(len(SPLITS))]
+    parts = zip(SPLITS, texts.split(sizes), counts.split(sizes), tokens, strict=True)
+    return {split: CaptionSegments(clips[split], t, c, draw=split == "train", tokens=w) for split, t, c, w in parts}
+
+
+def benchmark_captions(cfg: Any, audio_pre: Any) -> tuple[Splits, dict[str, Any], dict[str, list[list[str]]]]:
+    """The caption benchmark ``data.benchmark`` read by ``clips.clip_splits`` (its reader, its splits): the
+    splits, each split's ``ClipSet`` and every caption of each of its clips, in the clips' order (all of them are
+    references; training draws one)."""
+    from avlearn.data.pipelines.clips import clip_splits
+
+    if list(cfg.task.get("holdout") or []):
+        raise ConfigError(f"task.holdout={list(cfg.task.holdout)}: classes are held out of the AVE layout only; "
+                          f"data.benchmark={cfg.data.benchmark} has none to hold out: leave it empty")  # fmt: skip
+    splits = clip_splits(cfg, audio_pre)
+    sets = dict(zip(SPLITS, (splits.train, splits.val, splits.test), strict=True))
+    return splits, sets, {split: [clips.references[i] for i in clips.ids] for split, clips in sets.items()}
+
+
+def benchmark_captions_splits(cfg: Any, audio_pre: Any, words: bool = False) -> Splits:
+    """``benchmark_captions`` with the captions embedded (and, with ``words``, tokenised) as ``captions_splits``
+    does for the AVE layout."""
+    splits, sets, captions = benchmark_captions(cfg, audio_pre)
+    out = caption_segments(cfg, sets, captions, words)
+    return dataclasses.replace(splits, train=out["train"], val=out["val"], test=out["test"])
 
 
 def _relabel(labels: np.ndarray, chosen: list[int], background: int) -> np.ndarray:
