@@ -146,3 +146,28 @@ def test_a_benchmark_of_the_wrong_kind_is_a_one_line_error(task, benchmark, tmp_
     assert main(["train", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"data.benchmark='{benchmark}'" in err and f"task={task}" in err
+
+
+def test_retrieve_refuses_a_class_holdout_on_a_benchmark(lsmdc, tmp_path, capsys):
+    root, _ = lsmdc
+    args = ["task=retrieve", *TINY, "data.name=lsmdc", f"data.root={root}", "data.benchmark=lsmdc",
+            "task.holdout=[horn]", f"out={tmp_path}"]  # fmt: skip
+    assert main(["train", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "task.holdout=['horn']" in err
+
+
+def test_the_text_benchmark_lists_are_the_captioned_and_qa_readers():
+    """``CAPTION_BENCHMARKS`` / ``QA_BENCHMARKS`` against the readers' classes: a caption reader (``CaptionDataset``)
+    with VALOR QA's records is a QA benchmark, the other caption readers caption benchmarks, the rest neither."""
+    import avlearn
+    from avlearn.data.datasets.valor32k import CaptionDataset, VALORQADataset
+    from avlearn.data.pipelines.clips import BENCHMARKS, CAPTION_BENCHMARKS, QA_BENCHMARKS
+    from avlearn.registry import DATASETS
+
+    avlearn.register_all()
+    for name, row in BENCHMARKS.items():
+        reader = DATASETS.get(row.reader)
+        captioned = issubclass(reader, CaptionDataset)
+        qa = captioned and reader.read_records is VALORQADataset.read_records
+        assert (name in QA_BENCHMARKS, name in CAPTION_BENCHMARKS) == (qa, captioned and not qa), name

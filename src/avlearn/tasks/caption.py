@@ -36,7 +36,7 @@ from torch import nn
 
 from avlearn.data.pipelines import Splits
 from avlearn.data.pipelines.caption_text import benchmark_caption_splits, caption_splits
-from avlearn.data.pipelines.clips import CAPTION_BENCHMARKS, text_benchmark
+from avlearn.data.pipelines.clips import CAPTION_BENCHMARKS, clip_splits, text_benchmark
 from avlearn.layers.text_decoder import TextDecoderConfig, TextHead, check_method_decoder, decoding, detokenize
 from avlearn.metrics.captioning import caption_scores
 from avlearn.registry import TASKS
@@ -58,7 +58,7 @@ def caption_task_splits(cfg: Any, audio_pre: Any) -> Splits:
     """The caption benchmark ``data.benchmark`` (``clips.CAPTION_BENCHMARKS``), or by default the AVE layout with
     ``captions/txt_mapper.json`` (AVSynth's event clips)."""
     if text_benchmark(cfg, CAPTION_BENCHMARKS, "the AVE layout with captions/txt_mapper.json"):
-        return benchmark_caption_splits(cfg, audio_pre)
+        return benchmark_caption_splits(cfg, clip_splits(cfg, audio_pre))
     return caption_splits(cfg, audio_pre)
 
 

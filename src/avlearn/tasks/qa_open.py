@@ -37,7 +37,7 @@ from torch import nn
 from avlearn.data.pipelines import Splits
 from avlearn.data.pipelines.avqa import avqa_pipeline
 from avlearn.data.pipelines.caption_text import TextInfo, benchmark_question_splits, text_vocab
-from avlearn.data.pipelines.clips import QA_BENCHMARKS, text_benchmark
+from avlearn.data.pipelines.clips import QA_BENCHMARKS, clip_splits, text_benchmark
 from avlearn.layers.text_decoder import (
     TextDecoderConfig,
     TextHead,
@@ -69,7 +69,7 @@ def qa_open_splits(cfg: Any, audio_pre: Any) -> Splits:
     (``avqa_pipeline``), its info with the WordPiece ids of the training questions and of the answers (the decoder's
     vocabulary with ``task.vocab=train``: MUSIC-AVQA's closed answer list; a VALOR QA set's training answers)."""
     if text_benchmark(cfg, QA_BENCHMARKS, "the MUSIC-AVQA layout (AVSynth's AVQA part)"):
-        splits = benchmark_question_splits(cfg, audio_pre)
+        splits = benchmark_question_splits(cfg, clip_splits(cfg, audio_pre))
         questions = splits.train.input_ids
         answers = [splits.info.class_names[a] for a in sorted(set(splits.train.answers.tolist()))]
     else:

@@ -53,8 +53,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from avlearn.data.pipelines import Splits
-from avlearn.data.pipelines.captions import benchmark_captions_splits, captions_splits
-from avlearn.data.pipelines.clips import CAPTION_BENCHMARKS, text_benchmark
+from avlearn.data.pipelines.captions import benchmark_caption_segments, captions_splits
+from avlearn.data.pipelines.clips import CAPTION_BENCHMARKS, clip_splits, text_benchmark
 from avlearn.distributed import all_gather_with_grad
 from avlearn.errors import ConfigError, DataError
 from avlearn.layers.prompts import embed_prompts
@@ -161,9 +161,12 @@ def retrieve_splits(cfg: Any, audio_pre: Any) -> Splits:
     """The caption pipeline (the caption benchmark ``data.benchmark``, or by default the AVE layout with
     ``captions/txt_mapper.json``), with the captions' token ids when the task runs the text tower (``reads_words``)."""
     words = reads_words(cfg.task)
-    if text_benchmark(cfg, CAPTION_BENCHMARKS, "the AVE layout with captions/txt_mapper.json"):
-        return benchmark_captions_splits(cfg, audio_pre, words=words)
-    return captions_splits(cfg, audio_pre, words=words)
+    if not text_benchmark(cfg, CAPTION_BENCHMARKS, "the AVE layout with captions/txt_mapper.json"):
+        return captions_splits(cfg, audio_pre, words=words)
+    if cfg.task.holdout:
+        raise ConfigError(f"task.holdout={list(cfg.task.holdout)}: classes are held out of the AVE layout only; "
+                          f"data.benchmark={cfg.data.benchmark} has none to hold out: leave it empty")  # fmt: skip
+    return benchmark_caption_segments(cfg, clip_splits(cfg, audio_pre), words=words)
 
 
 def _check(cfg: RetrieveConfig, method: nn.Module) -> None:

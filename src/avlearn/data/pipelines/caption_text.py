@@ -12,7 +12,8 @@ captions.
 ``benchmark_caption_splits`` does the same for a caption benchmark named by ``data.benchmark`` (VALOR-32K, MSR-VTT,
 the VALOR-layout readers; ``clips.clip_splits``): ``task=caption`` reads it when ``data.benchmark`` is one.
 ``benchmark_question_splits`` reads a VALOR-layout QA benchmark for ``task=qa_open``: one item per question, the
-question tokenised as MUSIC-AVQA's (``avqa.tokenize_questions``), the answer an index into the answer texts.
+question tokenised as MUSIC-AVQA's (the same WordPiece, ``QUESTION_WORDS``), the answer an index into the answer
+texts. Both take the splits ``clips.clip_splits`` read (the task composes the two pipelines).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from avlearn.errors import DataError
 from avlearn.layers.text_decoder import tokenize
 
 SPLITS = ("train", "val", "test")
+QUESTION_WORDS = 24  # WordPiece tokens per question, [CLS] and [SEP] included (as MUSIC-AVQA's: avqa.MAX_WORDS)
 
 
 @dataclass(frozen=True)
@@ -148,32 +150,26 @@ def caption_splits(cfg: Any, audio_pre: Any) -> Splits:
     return Splits(out["train"], out["val"], out["test"], info, root)
 
 
-def benchmark_caption_splits(cfg: Any, audio_pre: Any) -> Splits:
-    """The caption benchmark ``data.benchmark`` (``captions.benchmark_captions``: its reader's clips and splits),
-    every caption tokenised to ``task.max_words``; each clip's references are all of its captions."""
-    from avlearn.data.pipelines.captions import benchmark_captions
-
-    splits, sets, captions = benchmark_captions(cfg, audio_pre)
+def benchmark_caption_splits(cfg: Any, splits: Splits) -> Splits:
+    """A caption benchmark's clip splits (``clips.clip_splits``: ``ClipSet``s, every caption of a clip in its
+    ``references``) with every caption tokenised to ``task.max_words``; each clip's references are all of them."""
+    sets = {split: getattr(splits, split) for split in SPLITS}
+    captions = {split: [s.references[i] for i in s.ids] for split, s in sets.items()}
     out = {split: CaptionClips(sets[split], *_tokenised(captions[split], cfg.task.max_words), draw=split == "train")
            for split in SPLITS}  # fmt: skip
     references = {vid: caps for split in SPLITS for vid, caps in zip(sets[split].ids, captions[split], strict=True)}
     info = TextInfo(splits.info.class_names, splits.info.segments, references, text_vocab(out["train"].ids))
-    return dataclasses.replace(splits, train=out["train"], val=out["val"], test=out["test"], info=info)
+    return dataclasses.replace(splits, **out, info=info)
 
 
-def benchmark_question_splits(cfg: Any, audio_pre: Any) -> Splits:
-    """The QA benchmark ``data.benchmark`` (``clips.clip_splits``: one item per question) as ``ClipQuestions``; the
-    answer texts (``info.class_names``) are every split's distinct answers in the order first met."""
-    from avlearn.data.pipelines.avqa import tokenize_questions
-    from avlearn.data.pipelines.clips import clip_splits
-
-    splits = clip_splits(cfg, audio_pre)
-    sets = dict(zip(SPLITS, (splits.train, splits.val, splits.test), strict=True))
+def benchmark_question_splits(cfg: Any, splits: Splits) -> Splits:
+    """A QA benchmark's clip splits (``clips.clip_splits``: one ``ClipSet`` row per question) as ``ClipQuestions``;
+    the answer texts (``info.class_names``) are every split's distinct answers in the order first met."""
+    sets = {split: getattr(splits, split) for split in SPLITS}
     answers = list(dict.fromkeys(a for clips in sets.values() for a in clips.targets["answer"]))
     index = {answer: k for k, answer in enumerate(answers)}
-    out = {split: ClipQuestions(clips, **tokenize_questions(clips.targets["question"]),
+    out = {split: ClipQuestions(clips, **tokenize(clips.targets["question"], QUESTION_WORDS),
                                 answers=torch.tensor([index[a] for a in clips.targets["answer"]], dtype=torch.long),
                                 question_types=[cfg.data.benchmark] * len(clips))
            for split, clips in sets.items()}  # fmt: skip
-    info = DatasetInfo(tuple(answers), splits.info.segments)
-    return dataclasses.replace(splits, train=out["train"], val=out["val"], test=out["test"], info=info)
+    return dataclasses.replace(splits, **out, info=DatasetInfo(tuple(answers), splits.info.segments))

@@ -1,6 +1,6 @@
 """AVE-layout clips with captions -> the caption-pretraining, zero-shot and retrieval tasks' tensors; and the clips
 of a caption benchmark (``data.benchmark``, read by ``clips.clip_splits``) with their captions embedded the same way
-(``benchmark_captions_splits``, ``task=retrieve``; ``benchmark_captions`` serves ``task=caption`` too).
+(``benchmark_caption_segments``, ``task=retrieve``).
 
 Follows DG-SCT's pre-training / zero-shot split (haoyi-duan/DG-SCT ``pretrain/``, ``zero-shot/``): a model is
 pre-trained on one set of clips and evaluated, without training, on classes described only by text. The clips come
@@ -186,26 +186,12 @@ def caption_segments(cfg: Any, clips: dict[str, Any], captions: dict[str, list[l
     return {split: CaptionSegments(clips[split], t, c, draw=split == "train", tokens=w) for split, t, c, w in parts}
 
 
-def benchmark_captions(cfg: Any, audio_pre: Any) -> tuple[Splits, dict[str, Any], dict[str, list[list[str]]]]:
-    """The caption benchmark ``data.benchmark`` read by ``clips.clip_splits`` (its reader, its splits): the
-    splits, each split's ``ClipSet`` and every caption of each of its clips, in the clips' order (all of them are
-    references; training draws one)."""
-    from avlearn.data.pipelines.clips import clip_splits
-
-    if list(cfg.task.get("holdout") or []):
-        raise ConfigError(f"task.holdout={list(cfg.task.holdout)}: classes are held out of the AVE layout only; "
-                          f"data.benchmark={cfg.data.benchmark} has none to hold out: leave it empty")  # fmt: skip
-    splits = clip_splits(cfg, audio_pre)
-    sets = dict(zip(SPLITS, (splits.train, splits.val, splits.test), strict=True))
-    return splits, sets, {split: [clips.references[i] for i in clips.ids] for split, clips in sets.items()}
-
-
-def benchmark_captions_splits(cfg: Any, audio_pre: Any, words: bool = False) -> Splits:
-    """``benchmark_captions`` with the captions embedded (and, with ``words``, tokenised) as ``captions_splits``
-    does for the AVE layout."""
-    splits, sets, captions = benchmark_captions(cfg, audio_pre)
-    out = caption_segments(cfg, sets, captions, words)
-    return dataclasses.replace(splits, train=out["train"], val=out["val"], test=out["test"])
+def benchmark_caption_segments(cfg: Any, splits: Splits, words: bool = False) -> Splits:
+    """A caption benchmark's clip splits (``clips.clip_splits``: ``ClipSet``s, every caption of a clip in its
+    ``references``) with the captions embedded (and, with ``words``, tokenised) as ``captions_splits`` does."""
+    sets = {split: getattr(splits, split) for split in SPLITS}
+    out = caption_segments(cfg, sets, {split: [s.references[i] for i in s.ids] for split, s in sets.items()}, words)
+    return dataclasses.replace(splits, **out)
 
 
 def _relabel(labels: np.ndarray, chosen: list[int], background: int) -> np.ndarray:
