@@ -16,6 +16,10 @@ What we changed, and why:
   one BERT-family weight set installed offline); VALOR starts from BERT-base.
 * Self-critical fine-tuning (VALOR's CIDEr-optimised stage) is not implemented.
 
+Data: the caption benchmark ``data.benchmark`` names (``clips.CAPTION_BENCHMARKS``: VALOR-32K, MSR-VTT and the
+VALOR-layout readers), each clip's captions its references (one drawn per training read); with the default
+(``vggsound``) the AVE layout with ``captions/txt_mapper.json``; another benchmark is a one-line ConfigError.
+
 ``task.decoder=method`` trains and decodes with the method's own caption decoder instead (VALOR's MGC loss and
 mask-append beam search): the method's optional ``caption_loss(feats, ids, mask)`` and
 ``caption_generate(feats, settings)`` hooks (docs/architecture.md, "Contract"); the ``TextDecoder`` is not built.
@@ -30,7 +34,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from avlearn.data.pipelines.caption_text import caption_splits
+from avlearn.data.pipelines import Splits
+from avlearn.data.pipelines.caption_text import benchmark_caption_splits, caption_splits
+from avlearn.data.pipelines.clips import CAPTION_BENCHMARKS, clip_splits, text_benchmark
 from avlearn.layers.text_decoder import TextDecoderConfig, TextHead, check_method_decoder, decoding, detokenize
 from avlearn.metrics.captioning import caption_scores
 from avlearn.registry import TASKS
@@ -48,6 +54,14 @@ class CaptionConfig(TextDecoderConfig):
     decoder: str = "task"  # task: the shared TextDecoder; method: the method's own (caption_loss / caption_generate)
 
 
+def caption_task_splits(cfg: Any, audio_pre: Any) -> Splits:
+    """The caption benchmark ``data.benchmark`` (``clips.CAPTION_BENCHMARKS``), or by default the AVE layout with
+    ``captions/txt_mapper.json`` (AVSynth's event clips)."""
+    if text_benchmark(cfg, CAPTION_BENCHMARKS, "the AVE layout with captions/txt_mapper.json"):
+        return benchmark_caption_splits(cfg, clip_splits(cfg, audio_pre))
+    return caption_splits(cfg, audio_pre)
+
+
 def _caption_chance(splits: Any, task: nn.Module, out: dict) -> dict[str, float]:
     """CIDEr of the most frequent training caption given to every test clip."""
     refs = task.info.references
@@ -60,7 +74,7 @@ CAPTION = Report(_caption_chance)
 METHOD_DECODER = ("caption_loss", "caption_generate")  # the method hooks that task.decoder=method calls
 
 
-@TASKS.register("caption", pipeline=caption_splits, synth_part="events", report=CAPTION)
+@TASKS.register("caption", pipeline=caption_task_splits, synth_part="events", report=CAPTION)
 class Caption(TextHead):
     """Captioning: a BERT decoder over the method's tokens, teacher-forced; beam search; COCO caption metrics. With
     ``task.decoder=method`` the method's own ``caption_loss`` / ``caption_generate`` replace the decoder."""

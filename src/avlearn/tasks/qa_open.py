@@ -17,8 +17,12 @@ decoder's bidirectional prompt, the answer ``[CLS] answer [SEP]`` masked and pre
 method's optional ``answer_loss(feats, row, question, answer)`` and ``answer_generate(feats, row, question,
 settings)`` hooks (docs/architecture.md, "Contract"); the ``TextDecoder`` is not built.
 
-Data: the MUSIC-AVQA layout (``avlearn.data.pipelines.avqa``; AVSynth writes one), whose closed answer vocabulary is
-read here only as each answer's text: the head has no answer classifier and can generate any string.
+Data: the QA benchmark ``data.benchmark`` names (``clips.QA_BENCHMARKS``: MSRVTT-QA, MSVD-QA, TGIF-QA,
+ActivityNet-QA, MUSIC-AVQA and VALOR QA in VALOR's layout; ``caption_text.benchmark_question_splits``: one item per
+question, its type the benchmark's name, so only ``overall`` is scored), or with the default (``vggsound``) the
+MUSIC-AVQA layout (``avlearn.data.pipelines.avqa``; AVSynth writes one); another benchmark is a one-line ConfigError.
+The answer list is read here only as each answer's text: the head has no answer classifier and can generate any
+string.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from torch import nn
 
 from avlearn.data.pipelines import Splits
 from avlearn.data.pipelines.avqa import avqa_pipeline
-from avlearn.data.pipelines.caption_text import TextInfo, text_vocab
+from avlearn.data.pipelines.caption_text import TextInfo, benchmark_question_splits, text_vocab
+from avlearn.data.pipelines.clips import QA_BENCHMARKS, clip_splits, text_benchmark
 from avlearn.layers.text_decoder import (
     TextDecoderConfig,
     TextHead,
@@ -60,11 +65,17 @@ class QAOpenConfig(TextDecoderConfig):
 
 
 def qa_open_splits(cfg: Any, audio_pre: Any) -> Splits:
-    """The MUSIC-AVQA pipeline (``avqa_pipeline``), its info with the WordPiece ids of the training questions and of
-    the answers (the decoder's vocabulary with ``task.vocab=train``)."""
-    splits = avqa_pipeline(cfg, audio_pre)
-    answers = tokenize(list(splits.info.class_names), ANSWER_WORDS + 1)["input_ids"]
-    vocab = text_vocab(splits.train.questions.input_ids, answers)
+    """The QA benchmark ``data.benchmark`` (``benchmark_question_splits``) or by default the MUSIC-AVQA pipeline
+    (``avqa_pipeline``), its info with the WordPiece ids of the training questions and of the answers (the decoder's
+    vocabulary with ``task.vocab=train``: MUSIC-AVQA's closed answer list; a VALOR QA set's training answers)."""
+    if text_benchmark(cfg, QA_BENCHMARKS, "the MUSIC-AVQA layout (AVSynth's AVQA part)"):
+        splits = benchmark_question_splits(cfg, clip_splits(cfg, audio_pre))
+        questions = splits.train.input_ids
+        answers = [splits.info.class_names[a] for a in sorted(set(splits.train.answers.tolist()))]
+    else:
+        splits = avqa_pipeline(cfg, audio_pre)
+        questions, answers = splits.train.questions.input_ids, list(splits.info.class_names)
+    vocab = text_vocab(questions, tokenize(answers, ANSWER_WORDS + 1)["input_ids"])
     return dataclasses.replace(splits, info=TextInfo(splits.info.class_names, splits.info.segments, vocab=vocab))
 
 

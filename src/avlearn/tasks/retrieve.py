@@ -25,6 +25,9 @@ VALOR (Chen et al., 2023; ``compute_metric_ret``, dual softmax):
   every clip and caption of the step as negatives), with a learnable temperature: the logit scale is
   ``exp(log_scale)`` with ``log_scale`` clamped to ``[0, log(max_scale)]`` (CLIP: at most 100). Captions of a
   batch that are identical are positives of each other (a soft target): a repeated caption is no negative.
+* Data: the caption benchmark ``data.benchmark`` names (``clips.CAPTION_BENCHMARKS``: VALOR-32K, MSR-VTT and the
+  VALOR-layout readers, read by ``clips.clip_splits``), or with the default (``vggsound``) the AVE layout with
+  ``captions/txt_mapper.json`` (AVSynth's event clips); another benchmark is a one-line ConfigError.
 * Training draws one of a clip's captions at random each time it is read; validation and test use each clip's
   first caption as its query (one query per clip, the MSR-VTT 1k-A protocol).
 * Evaluation: the (texts, clips) cosine-similarity matrix of the whole split, scored by
@@ -50,7 +53,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from avlearn.data.pipelines import Splits
-from avlearn.data.pipelines.captions import captions_splits
+from avlearn.data.pipelines.captions import benchmark_caption_segments, captions_splits
+from avlearn.data.pipelines.clips import CAPTION_BENCHMARKS, clip_splits, text_benchmark
 from avlearn.distributed import all_gather_with_grad
 from avlearn.errors import ConfigError, DataError
 from avlearn.layers.prompts import embed_prompts
@@ -154,8 +158,15 @@ def reads_words(cfg: RetrieveConfig) -> bool:
 
 
 def retrieve_splits(cfg: Any, audio_pre: Any) -> Splits:
-    """The caption pipeline, with the captions' token ids when the task runs the text tower (``reads_words``)."""
-    return captions_splits(cfg, audio_pre, words=reads_words(cfg.task))
+    """The caption pipeline (the caption benchmark ``data.benchmark``, or by default the AVE layout with
+    ``captions/txt_mapper.json``), with the captions' token ids when the task runs the text tower (``reads_words``)."""
+    words = reads_words(cfg.task)
+    if not text_benchmark(cfg, CAPTION_BENCHMARKS, "the AVE layout with captions/txt_mapper.json"):
+        return captions_splits(cfg, audio_pre, words=words)
+    if cfg.task.holdout:
+        raise ConfigError(f"task.holdout={list(cfg.task.holdout)}: classes are held out of the AVE layout only; "
+                          f"data.benchmark={cfg.data.benchmark} has none to hold out: leave it empty")  # fmt: skip
+    return benchmark_caption_segments(cfg, clip_splits(cfg, audio_pre), words=words)
 
 
 def _check(cfg: RetrieveConfig, method: nn.Module) -> None:

@@ -1,7 +1,8 @@
 """VALOR's paper recipes (config/recipe/valor_*, not the _tiny ones): the seed's fine-tuning and pretraining numbers
 (its config/*.json and scripts/*.sh, spec sections 2.8 and 3.4, written out here), each header naming the seed's
 config, ``--dry-run`` of every recipe (on AVSynth's classes: the real datasets cannot be sized), the QA recipes'
-task built on the meta device, and each recipe's dataset registered with a reader."""
+task built on the meta device, each recipe's dataset registered with a reader, and each fine-tuning recipe's task
+reading that reader (``data.benchmark``): on a folder without the dataset, a one-line error naming its files."""
 
 from __future__ import annotations
 
@@ -115,3 +116,22 @@ def test_qa_recipes_build_their_task(recipe):
         task = build_task(cfg, TextInfo(("yes", "no"), 10, vocab=tuple(range(1000, 1100))))
     assert callable(task.method.answer_loss) and callable(task.method.answer_generate)
     assert sum(p.numel() for p in task.parameters()) > 400e6  # VALOR-L's towers (CLIP ViT-L/14, AST, BERT-base)
+
+
+@pytest.mark.parametrize("recipe", sorted(r for r in SEED if SEED[r][1] != "pretrain"))
+def test_each_fine_tuning_recipe_reads_its_dataset(recipe, tmp_path, capsys):
+    """retrieve / caption / qa_open read the recipe's reader (data.benchmark; MUSIC-AVQA its own layout): without
+    the dataset the run stops in one line naming that reader's files, before any model is built."""
+    from avlearn.data.pipelines.clips import BENCHMARKS
+
+    cfg = compose_run([f"recipe={recipe}"])
+    (tmp_path / "data").mkdir()
+    assert main(["train", f"recipe={recipe}", f"data.root={tmp_path / 'data'}", f"out={tmp_path / 'runs'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    if "benchmark:" in (RECIPE_DIR / f"{recipe}.yaml").read_text():
+        bench = BENCHMARKS[cfg.data.benchmark]
+        split = bench.plan(cfg.data)["train"][0][0].removeprefix("holdout:")  # the reader's training list
+        expected = f"no {bench.reader} {split} id list found"
+    else:  # valor_qa_music_avqa: the MUSIC-AVQA release's layout
+        expected = "no answer vocabulary"
+    assert len(err.splitlines()) == 1 and expected in err

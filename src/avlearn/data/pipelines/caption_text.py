@@ -8,10 +8,17 @@ every caption is tokenised once with the decoder's vocabulary (``avlearn.layers.
 caption against all of them (``TextInfo.references``); the decoder's output vocabulary can be the
 WordPiece ids of the training captions (``TextInfo.vocab``), as captioning vocabularies are built from the training
 captions.
+
+``benchmark_caption_splits`` does the same for a caption benchmark named by ``data.benchmark`` (VALOR-32K, MSR-VTT,
+the VALOR-layout readers; ``clips.clip_splits``): ``task=caption`` reads it when ``data.benchmark`` is one.
+``benchmark_question_splits`` reads a VALOR-layout QA benchmark for ``task=qa_open``: one item per question, the
+question tokenised as MUSIC-AVQA's (the same WordPiece, ``QUESTION_WORDS``), the answer an index into the answer
+texts. Both take the splits ``clips.clip_splits`` read (the task composes the two pipelines).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +31,7 @@ from avlearn.errors import DataError
 from avlearn.layers.text_decoder import tokenize
 
 SPLITS = ("train", "val", "test")
+QUESTION_WORDS = 24  # WordPiece tokens per question, [CLS] and [SEP] included (as MUSIC-AVQA's: avqa.MAX_WORDS)
 
 
 @dataclass(frozen=True)
@@ -45,14 +53,14 @@ class CaptionClips:
     """Decoded clips with their tokenised captions.
 
     Attributes:
-        clips: Frames and log-mels of N clips.
+        clips: Frames and log-mels of N clips (the AVE layout's segments, or a benchmark's ``clips.ClipSet``).
         ids: (N, M, L) caption token ids, M the most captions of a clip (rows past a clip's count are padding).
         mask: (N, M, L) 1 = real token.
         counts: (N,) captions per clip (>= 1).
         draw: Pick a random caption at every read (training); otherwise the first.
     """
 
-    clips: SegmentTensors
+    clips: SegmentTensors | Any
     ids: torch.Tensor
     mask: torch.Tensor
     counts: torch.Tensor
@@ -66,6 +74,33 @@ class CaptionClips:
         clip = self.clips[i]
         return {"frames": clip["frames"], "audio": clip["audio"], "id": clip["id"],
                 "caption_ids": self.ids[i, pick], "caption_mask": self.mask[i, pick]}  # fmt: skip
+
+
+@dataclass
+class ClipQuestions:
+    """Questions over decoded clips, one item per question (the items of ``avqa.AVQATensors``).
+
+    Attributes:
+        clips: The benchmark's ``clips.ClipSet``, one row per question (its video's frames and log-mels).
+        input_ids: (Q, L) question tokens; ``attention_mask`` (Q, L), 1 = real token.
+        answers: (Q,) int64 index of each answer in the answer texts (``DatasetInfo.class_names``).
+        question_types: Q strings (the benchmark's name: VALOR's QA sets have no question types).
+    """
+
+    clips: Any
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    answers: torch.Tensor
+    question_types: list[str]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> dict:
+        clip = self.clips[i]
+        return {"frames": clip["frames"], "audio": clip["audio"], "id": clip["id"], "input_ids": self.input_ids[i],
+                "attention_mask": self.attention_mask[i], "answer": self.answers[i],
+                "question_type": self.question_types[i]}  # fmt: skip
 
 
 def _captions(root: Any) -> dict[str, list[str]]:
@@ -113,3 +148,28 @@ def caption_splits(cfg: Any, audio_pre: Any) -> Splits:
     vocab = text_vocab(out["train"].ids)
     info = TextInfo(tuple(readers["train"].classes), readers["train"].segments, references, vocab)
     return Splits(out["train"], out["val"], out["test"], info, root)
+
+
+def benchmark_caption_splits(cfg: Any, splits: Splits) -> Splits:
+    """A caption benchmark's clip splits (``clips.clip_splits``: ``ClipSet``s, every caption of a clip in its
+    ``references``) with every caption tokenised to ``task.max_words``; each clip's references are all of them."""
+    sets = {split: getattr(splits, split) for split in SPLITS}
+    captions = {split: [s.references[i] for i in s.ids] for split, s in sets.items()}
+    out = {split: CaptionClips(sets[split], *_tokenised(captions[split], cfg.task.max_words), draw=split == "train")
+           for split in SPLITS}  # fmt: skip
+    references = {vid: caps for split in SPLITS for vid, caps in zip(sets[split].ids, captions[split], strict=True)}
+    info = TextInfo(splits.info.class_names, splits.info.segments, references, text_vocab(out["train"].ids))
+    return dataclasses.replace(splits, **out, info=info)
+
+
+def benchmark_question_splits(cfg: Any, splits: Splits) -> Splits:
+    """A QA benchmark's clip splits (``clips.clip_splits``: one ``ClipSet`` row per question) as ``ClipQuestions``;
+    the answer texts (``info.class_names``) are every split's distinct answers in the order first met."""
+    sets = {split: getattr(splits, split) for split in SPLITS}
+    answers = list(dict.fromkeys(a for clips in sets.values() for a in clips.targets["answer"]))
+    index = {answer: k for k, answer in enumerate(answers)}
+    out = {split: ClipQuestions(clips, **tokenize(clips.targets["question"], QUESTION_WORDS),
+                                answers=torch.tensor([index[a] for a in clips.targets["answer"]], dtype=torch.long),
+                                question_types=[cfg.data.benchmark] * len(clips))
+           for split, clips in sets.items()}  # fmt: skip
+    return dataclasses.replace(splits, **out, info=DatasetInfo(tuple(answers), splits.info.segments))

@@ -1,4 +1,6 @@
-"""AVE-layout clips with captions -> the caption-pretraining and zero-shot tasks' tensors.
+"""AVE-layout clips with captions -> the caption-pretraining, zero-shot and retrieval tasks' tensors; and the clips
+of a caption benchmark (``data.benchmark``, read by ``clips.clip_splits``) with their captions embedded the same way
+(``benchmark_caption_segments``, ``task=retrieve``).
 
 Follows DG-SCT's pre-training / zero-shot split (haoyi-duan/DG-SCT ``pretrain/``, ``zero-shot/``): a model is
 pre-trained on one set of clips and evaluated, without training, on classes described only by text. The clips come
@@ -18,6 +20,7 @@ What we changed, and why:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +50,8 @@ class CaptionSegments:
     """Decoded clips with their caption embeddings.
 
     Attributes:
-        clips: Frames, log-mels and segment labels of N clips.
+        clips: Frames, log-mels (and segment labels) of N clips: the AVE layout's segments, or a benchmark's
+            ``clips.ClipSet``.
         texts: (N, M, Ct) L2-normalised caption embeddings, padded with zeros to the most captions M of a clip.
         counts: (N,) captions per clip (>= 1).
         draw: Pick a random caption of the clip at every read (training); otherwise its first caption.
@@ -55,7 +59,7 @@ class CaptionSegments:
             task that runs the tower itself (None: the embeddings only).
     """
 
-    clips: SegmentTensors | LazySegments
+    clips: SegmentTensors | LazySegments | Any
     texts: torch.Tensor
     counts: torch.Tensor
     draw: bool = False
@@ -163,16 +167,31 @@ def captions_splits(cfg: Any, audio_pre: Any, words: bool = False) -> Splits:
                     and not any(word in c for c in captions[r.media] for word in banned)]
             for split, reader in readers.items()}  # fmt: skip
     clips = {split: _decode(cfg, audio_pre, [item for item, _ in kept[split]], split) for split in SPLITS}
-    pretrained = cfg.task.get("text_pretrained") or None
-    per_clip = [caps for split in SPLITS for _, caps in kept[split]]
-    texts, counts = _embed_captions(cfg.task.text, pretrained, per_clip)
-    sizes = [len(clips[split]) for split in SPLITS]
-    flat = _tokenize_captions(cfg.task.text, pretrained, per_clip) if words else {}
-    tokens = [{key: value.split(sizes)[k] for key, value in flat.items()} or None for k in range(len(SPLITS))]
-    out = {split: CaptionSegments(clips[split], t, c, draw=split == "train", tokens=w)
-           for split, t, c, w in zip(SPLITS, texts.split(sizes), counts.split(sizes), tokens, strict=True)}  # fmt: skip
+    out = caption_segments(cfg, clips, {split: [caps for _, caps in kept[split]] for split in SPLITS}, words)
     info = DescribedInfo(class_names, readers["train"].segments, descriptions)
     return Splits(out["train"], out["val"], out["test"], info, root)
+
+
+def caption_segments(cfg: Any, clips: dict[str, Any], captions: dict[str, list[list[str]]], words: bool
+                     ) -> dict[str, CaptionSegments]:  # fmt: skip
+    """Each split's clips with the embeddings (and, with ``words``, the token ids) of their captions by the text
+    tower ``task.text`` (``captions[split]``: one list per clip, in the clips' order); training reads draw one."""
+    pretrained = cfg.task.get("text_pretrained") or None
+    per_clip = [caps for split in SPLITS for caps in captions[split]]
+    texts, counts = _embed_captions(cfg.task.text, pretrained, per_clip)
+    sizes = [len(captions[split]) for split in SPLITS]
+    flat = _tokenize_captions(cfg.task.text, pretrained, per_clip) if words else {}
+    tokens = [{key: value.split(sizes)[k] for key, value in flat.items()} or None for k in range(len(SPLITS))]
+    parts = zip(SPLITS, texts.split(sizes), counts.split(sizes), tokens, strict=True)
+    return {split: CaptionSegments(clips[split], t, c, draw=split == "train", tokens=w) for split, t, c, w in parts}
+
+
+def benchmark_caption_segments(cfg: Any, splits: Splits, words: bool = False) -> Splits:
+    """A caption benchmark's clip splits (``clips.clip_splits``: ``ClipSet``s, every caption of a clip in its
+    ``references``) with the captions embedded (and, with ``words``, tokenised) as ``captions_splits`` does."""
+    sets = {split: getattr(splits, split) for split in SPLITS}
+    out = caption_segments(cfg, sets, {split: [s.references[i] for i in s.ids] for split, s in sets.items()}, words)
+    return dataclasses.replace(splits, **out)
 
 
 def _relabel(labels: np.ndarray, chosen: list[int], background: int) -> np.ndarray:

@@ -122,6 +122,27 @@ BENCHMARKS: dict[str, Benchmark] = {
 }  # fmt: skip
 
 
+# The benchmarks whose records carry captions (``text`` and ``captions``) or questions (``question`` and ``answer``):
+# what ``task=retrieve`` / ``caption`` and ``task=qa_open`` read through ``clip_splits`` (``text_benchmark``).
+CAPTION_BENCHMARKS = ("valor32k", "msrvtt", "msrvtt_std", "didemo", "activitynet", "lsmdc", "vatex", "vatex_cap",
+                      "msvd", "audiocaps", "audiocaps_ret", "clotho")  # fmt: skip
+QA_BENCHMARKS = ("valor_qa", "msrvtt_qa", "msvd_qa", "tgif_qa", "activitynet_qa", "music_avqa_valor")
+OWN_LAYOUT = "vggsound"  # the schema's default data.benchmark: a text task then reads its own layout
+
+
+def text_benchmark(cfg: DictConfig, choices: Sequence[str], own: str) -> bool:
+    """Whether a text task reads ``data.benchmark`` (one of ``choices``) through ``clip_splits``; False for the
+    default (``OWN_LAYOUT``): the task reads its own layout (``own`` describes it). Another benchmark is a one-line
+    ConfigError naming the key and the choices."""
+    name = cfg.data.benchmark
+    if name in choices:
+        return True
+    if name == OWN_LAYOUT:
+        return False
+    raise ConfigError(f"data.benchmark={name!r}: task={cfg.task.name} reads one of: {', '.join(choices)} (or "
+                      f"{OWN_LAYOUT}, the default: {own})")  # fmt: skip
+
+
 def benchmark(data: DictConfig) -> Benchmark:
     """The ``BENCHMARKS`` row of ``data.benchmark``."""
     if data.benchmark not in BENCHMARKS:
