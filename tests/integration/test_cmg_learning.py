@@ -88,9 +88,9 @@ def test_pretrained_codes_transfer_across_modalities_far_above_chance_and_above_
     print("accuracy", accuracy, "codes", stats)
     # Measured (docs/methods/cmg.md, "Three seeds"; one test clip is 2.5 points, chance 10 %): seed 0 (this run) full
     # 52.5 / 40.0 (A -> V / V -> A), no CPC 27.5 / 27.5, untrained 7.5 / 7.5, agreement 36.3 %; seeds 1 / 2: full
-    # 30.0 / 40.0 and 32.5 / 37.5, untrained 20.0 and 12.5, agreement 17.0 / 24.5 %, no CPC (seed 2) 30.0 / 30.0.
-    # The thresholds are the worst seed's value minus 2 test clips, so they hold at every measured seed; the no-CPC
-    # gap (25.0 / 12.5 at seed 0, 2.5 / 7.5 at seed 2) is not one every seed keeps: printed, not asserted.
+    # 30.0 / 40.0 and 32.5 / 37.5, untrained 20.0 and 12.5, agreement 17.0 / 24.5 %, no CPC 27.5 / 30.0 and
+    # 30.0 / 30.0. The thresholds are the worst seed's value minus 2 test clips, so they hold at every measured seed;
+    # the no-CPC gap (25.0 / 12.5 at seed 0, 2.5 at seeds 1 and 2) is not one every seed keeps: printed, not asserted.
     for direction in DIRECTIONS:
         assert accuracy[("full", direction)] >= 25.0, direction
         assert accuracy[("full", direction)] >= accuracy[("untrained", direction)] + 5.0, direction
