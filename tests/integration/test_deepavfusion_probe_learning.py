@@ -1,11 +1,16 @@
 """DeepAVFusion's linear probe on AVSynth (the issue's must-show): masked pretraining of the tiny encoder
-(``recipe=deepavfusion_pretrain_tiny``), then LARS linear probes (``recipe=deepavfusion_linprobe_tiny``) on AVSynth's
-VGGSound csv, whose class is the object both seen and heard (one modality alone is ambiguous in a quarter of the
-clips). The probe on the pretrained fusion tokens clearly beats the same probe on a random encoder, and the probe on
-the pretrained image-only tokens. It is *not* asserted above the audio-only probe: measured, it is above it on this
-test split (62.5 vs 47.5) but below it on the validation split and on an 800-clip set (docs/methods/deepavfusion.md).
+(``recipe=deepavfusion_pretrain_tiny`` on 400 clips of another AVSynth draw, ``data.synth_seed=1``, 80 epochs), then
+LARS linear probes (``recipe=deepavfusion_linprobe_tiny``) on AVSynth's VGGSound csv, whose class is the object both
+seen and heard (one modality alone is ambiguous in a quarter of the clips). The probe on the pretrained fusion tokens
+clearly beats the same probe on a random encoder, and the probe on the pretrained image-only tokens. It is *not*
+asserted above the audio-only probe (docs/methods/deepavfusion.md).
 
-Slow (about 12 minutes on two loaded cores: one pretraining run and three probes):
+Since the image tower's fixed sin-cos position table is written at random initialisation (it was all zeros before),
+the recipe's own 160-clip, 40-epoch pretraining no longer separates pretrained from random (fused 52.5 / 45.0 vs
+random 37.5 / 42.5 at seeds 0 / 1): the random encoder with positions is a much stronger baseline, hence the longer
+pretraining here.
+
+Slow (about 6 minutes on two loaded cores: one pretraining run and three probes):
 ``pytest -m slow tests/integration/test_deepavfusion_probe_learning.py -s``. Measured: docs/methods/deepavfusion.md
 ("Linear probe on AVSynth").
 """
@@ -33,7 +38,8 @@ def _run(tmp_path: Path, recipe: str, name: str, *overrides: str) -> dict:
 @pytest.mark.slow
 def test_the_probe_on_the_pretrained_fusion_tokens_beats_a_random_encoder_and_the_image_tokens(tmp_path):
     torch.set_num_threads(1)
-    pretrained = _run(tmp_path, "deepavfusion_pretrain_tiny", "pretrain")["run_dir"]
+    longer = ["data.clips=400", "data.synth_seed=1", "train.epochs=80"]  # clips the probes never see
+    pretrained = _run(tmp_path, "deepavfusion_pretrain_tiny", "pretrain", *longer)["run_dir"]
     init = [f"train.init_from={pretrained}"]
     top1 = {
         "fused": _run(tmp_path, "deepavfusion_linprobe_tiny", "fused", *init)["test"]["top1"],
@@ -41,8 +47,8 @@ def test_the_probe_on_the_pretrained_fusion_tokens_beats_a_random_encoder_and_th
         "random": _run(tmp_path, "deepavfusion_linprobe_tiny", "random")["test"]["top1"],  # no init_from
     }
     print("test top-1", top1)
-    # Measured (seed 0, 40 test clips of 10 classes, chance 10; runs through avlearn train with these settings):
-    # fused 62.5, visual 22.5, random encoder (fused) 17.5.
-    assert top1["fused"] >= 50.0
-    assert top1["fused"] >= top1["random"] + 30.0
-    assert top1["fused"] >= top1["visual"] + 25.0
+    # Measured (40 test clips of 10 classes, chance 10; the test's own settings): seed 0 fused 75.0, visual 15.0,
+    # random encoder (fused) 37.5; seed 1 70.0, 20.0, 42.5. Thresholds: the worst seed minus 2-6 test clips.
+    assert top1["fused"] >= 60.0
+    assert top1["fused"] >= top1["random"] + 20.0
+    assert top1["fused"] >= top1["visual"] + 35.0
