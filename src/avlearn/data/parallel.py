@@ -1,15 +1,17 @@
 """Worker processes: mapping a function over jobs in order with a progress bar, and tying workers to their parent.
 
-``die_with_parent`` is the initialiser of every worker process avlearn starts (``parallel_map``, ``avlearn
-extract``'s decoders, the engine's DataLoader workers): on Linux it asks the kernel to kill the worker when the
-process that started it dies (``prctl(PR_SET_PDEATHSIG, SIGKILL)``), so a ``kill -9`` of ``avlearn extract`` or
-``avlearn train`` leaves no decoder behind, blocked on a pipe nobody reads. Elsewhere it does nothing.
+Pools start their workers by ``spawn`` (see ``process_pool``). ``die_with_parent`` is the initialiser of every
+worker process avlearn starts (``parallel_map``, ``avlearn extract``'s decoders, the engine's DataLoader workers):
+on Linux it asks the kernel to kill the worker when the process that started it dies (``prctl(PR_SET_PDEATHSIG,
+SIGKILL)``), so a ``kill -9`` of ``avlearn extract`` or ``avlearn train`` leaves no decoder behind, blocked on a
+pipe nobody reads. Elsewhere it does nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import multiprocessing
 import os
 import signal
 import sys
@@ -41,8 +43,10 @@ def worker_init() -> Callable[..., None]:
 
 
 def process_pool(workers: int) -> ProcessPoolExecutor:
-    """A ``ProcessPoolExecutor`` whose workers die with this process."""
-    return ProcessPoolExecutor(workers, initializer=worker_init())
+    """A ``ProcessPoolExecutor`` whose workers die with this process, started by ``spawn``: a forked worker inherits
+    locks held by this process's other threads (swscale's slice threads, OpenMP, tokenizers) and can block on one
+    forever (seen: an AVSynth writer stuck in swscale's slice-thread teardown)."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init())
 
 
 def parallel_map(
