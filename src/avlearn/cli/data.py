@@ -15,7 +15,9 @@ how many have their media (video files, frame folders + wav, or a clip store giv
 per class and label statistics, and the first problems found (a malformed row is reported with file:line).
 
 NAME is a registered dataset (`avlearn info` lists them): ave, llp, avsbench_s4, avsbench_ms3, music_avqa,
-vggsound, vggsound_avel40k, audioset, esc50, ucf101, msrvtt, valor32k, imagenet_esc, coop.
+vggsound, vggsound_avel40k, audioset, esc50, ucf101, imagenet_esc, coop; in VALOR's layout (docs/methods/valor.md):
+msrvtt, valor32k, valor1m, didemo, activitynet, lsmdc, vatex, msvd, audiocaps, clotho, and the QA sets valor_qa,
+msrvtt_qa, msvd_qa, tgif_qa, activitynet_qa, music_avqa_valor.
 
 Examples:
   avlearn data check ave --root ~/data             # ~/data/AVE/{Annotations.txt, trainSet.txt, ..., *.mp4}

@@ -44,3 +44,15 @@ def test_avsynth_is_usable(small_synth: Path, capsys: pytest.CaptureFixture) -> 
 def test_unknown_dataset(capsys: pytest.CaptureFixture) -> None:
     assert main.main(["data", "check", "avee", "--root", "."]) == 2
     assert "Did you mean ave" in capsys.readouterr().err
+
+
+def test_the_help_names_every_registered_dataset() -> None:
+    import re
+
+    import avlearn.data.datasets  # noqa: F401  (registers the readers)
+    from avlearn.cli.data import DESCRIPTION
+    from avlearn.registry import DATASETS
+
+    paragraph = DESCRIPTION.split("NAME is a registered dataset")[1].split("Examples")[0]
+    named = set(re.findall(r"[a-z][a-z0-9_]+", paragraph))
+    assert set(DATASETS.names()) <= named, sorted(set(DATASETS.names()) - named)
