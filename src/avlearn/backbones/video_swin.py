@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avlearn.backbones.base import Backbone, Hidden, WeightsNotFoundError
+from avlearn.backbones.droppath import drop_path
 from avlearn.backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocess
 from avlearn.errors import ConfigError
 from avlearn.registry import BACKBONES
@@ -160,12 +161,8 @@ class Block3D(nn.Module):
         return x + self._dropped(self.mlp(self.norm2(x)))
 
     def _dropped(self, branch: torch.Tensor) -> torch.Tensor:
-        """Drop path: in training each clip's residual branch is zeroed with probability ``drop_path``, the others
-        scaled up by ``1 / (1 - drop_path)``."""
-        if not self.training or self.drop_path == 0.0:
-            return branch
-        keep = torch.rand(branch.shape[0], 1, 1, 1, 1, device=branch.device) >= self.drop_path  # (B, 1, 1, 1, 1)
-        return branch * keep.to(branch.dtype) / (1.0 - self.drop_path)
+        """Drop path (:func:`avlearn.backbones.droppath.drop_path`) of a ``(B, D, H, W, C)`` residual branch."""
+        return drop_path(branch, self.drop_path, self.training)
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
         """Window attention on the normalised volume: zero-padded to whole windows, rolled back by the shift in a

@@ -39,9 +39,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from avlearn.backbones.base import Hidden
+from avlearn.backbones.droppath import DropPath
 from avlearn.backbones.vit_mae import sincos_position_table
 from avlearn.errors import ConfigError, DataError
-from avlearn.layers.droppath import DropPath
 from avlearn.methods.base import AVFeatures
 from avlearn.registry import METHODS
 

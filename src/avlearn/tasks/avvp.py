@@ -63,9 +63,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avlearn.backbones.droppath import drop_path
 from avlearn.data.pipelines.avvp import avvp_pipeline
 from avlearn.errors import ConfigError, DataError
-from avlearn.layers.droppath import drop_path
 from avlearn.layers.temporal import GatedTemporalEncoder
 from avlearn.registry import TASKS
 from avlearn.tasks.base import DatasetInfo, add_method_losses, paired_segments, pooled_widths

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import avlearn.backbones  # noqa: F401  (registers the backbones)
+from avlearn.backbones.droppath import DropPath, drop_path
 from avlearn.errors import ConfigError
-from avlearn.layers.droppath import DropPath, drop_path
 from avlearn.methods.deepavfusion import DeepAVFusion, DeepAVFusionConfig, pair_attention_additive
 from avlearn.registry import BACKBONES
 

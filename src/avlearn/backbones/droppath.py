@@ -1,7 +1,7 @@
 """Stochastic depth ("drop path", Huang et al., "Deep Networks with Stochastic Depth", ECCV 2016), as timm's
 ``DropPath``: a residual branch dropped per sample in training, the kept samples scaled by ``1 / (1 - rate)``.
 
-Used by the AVVP transformer head and DeepAVFusion's fine-tuning (``method.drop_path``).
+Used by the Video Swin tower, the AVVP transformer head and DeepAVFusion's fine-tuning (``method.drop_path``).
 """
 
 from __future__ import annotations
