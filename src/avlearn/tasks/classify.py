@@ -89,9 +89,9 @@ def _check(cfg: ClassifyConfig, segments: int) -> None:
                           "(0: off) and label_smoothing in [0, 1)")  # fmt: skip
     if cfg.mode == "knn" and (cfg.mixup or cfg.label_smoothing):
         raise ConfigError("task.mixup / task.label_smoothing regularise training: task.mode=knn does not train")
-    if cfg.mode == "knn" and (cfg.knn_k < 1 or cfg.knn_temperature <= 0):
-        raise ConfigError(f"task.knn_k={cfg.knn_k}, task.knn_temperature={cfg.knn_temperature}: expected k >= 1 "
-                          "and a temperature > 0")  # fmt: skip
+    if cfg.mode == "knn" and (cfg.knn_k < 1 or cfg.knn_temperature <= 0 or cfg.knn_batch < 1):
+        raise ConfigError(f"task.knn_k={cfg.knn_k}, task.knn_temperature={cfg.knn_temperature}, task.knn_batch="
+                          f"{cfg.knn_batch}: expected k >= 1, a temperature > 0 and a batch >= 1")  # fmt: skip
 
 
 def crop(batch: dict, start: int, length: int) -> dict:

@@ -81,10 +81,12 @@ def pretrain_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
 
 def _check(cfg: PretrainConfig) -> None:
     """One-line ConfigErrors for the kNN probe's keys."""
-    if cfg.knn_every < 0 or cfg.knn_features not in FEATURES or cfg.knn_k < 1 or cfg.knn_temperature <= 0:
+    bad = cfg.knn_k < 1 or cfg.knn_temperature <= 0 or cfg.knn_batch < 1
+    if cfg.knn_every < 0 or cfg.knn_features not in FEATURES or bad:
         raise ConfigError(f"task.knn_every={cfg.knn_every}, task.knn_features={cfg.knn_features!r}, task.knn_k="
-                          f"{cfg.knn_k}, task.knn_temperature={cfg.knn_temperature}: expected knn_every >= 0 (0: "
-                          f"off), features one of {', '.join(FEATURES)}, k >= 1, temperature > 0")  # fmt: skip
+                          f"{cfg.knn_k}, task.knn_temperature={cfg.knn_temperature}, task.knn_batch={cfg.knn_batch}: "
+                          f"expected knn_every >= 0 (0: off), features one of {', '.join(FEATURES)}, k >= 1, "
+                          "temperature > 0, batch >= 1")  # fmt: skip
 
 
 def _no_chance(splits: Any, task: nn.Module, out: dict) -> dict[str, float]:

@@ -124,6 +124,7 @@ def test_multilabel_loss_and_scores(tiny_method, clip_batch):
         ({"views": 3}, "view_segments"),
         ({"view_segments": 11}, "view_segments"),
         ({"mode": "knn", "knn_k": 0}, "knn_k"),
+        ({"mode": "knn", "knn_batch": 0}, "knn_batch"),
         ({"features": "fused"}, "fused"),  # the baseline fuses nothing: refused at build time, naming both
     ],
 )

@@ -78,7 +78,9 @@ def test_without_the_labelled_clips_the_probe_is_a_config_error():
         _task().monitor(1, last=False)
 
 
-@pytest.mark.parametrize("cfg", [{"knn_every": -1}, {"knn_features": "text"}, {"knn_k": 0}, {"knn_temperature": 0}])
+@pytest.mark.parametrize(
+    "cfg", [{"knn_every": -1}, {"knn_features": "text"}, {"knn_k": 0}, {"knn_temperature": 0}, {"knn_batch": 0}]
+)
 def test_bad_knn_settings_are_config_errors(cfg):
     with pytest.raises(ConfigError, match="expected knn_every >= 0"):
         _task(**cfg)
