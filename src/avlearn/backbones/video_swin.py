@@ -66,6 +66,8 @@ class VideoSwinConfig:
         widths = [self.embed_dim * 2**i for i in range(len(self.depths))]
         if any(w % h for w, h in zip(widths, self.num_heads, strict=True)):
             raise ConfigError(f"video_swin: stage widths {widths} must be multiples of num_heads {self.num_heads}")
+        if not 0.0 <= self.drop_path < 1.0:
+            raise ConfigError(f"video_swin: drop_path={self.drop_path}: expected a rate in [0, 1)")
 
 
 def _windows(x: torch.Tensor, window: Grid) -> torch.Tensor:

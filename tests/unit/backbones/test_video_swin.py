@@ -78,3 +78,5 @@ def test_bad_architectures_are_one_line_errors():
         VideoSwinConfig(embed_dim=10, num_heads=(4, 8, 16, 32))
     with pytest.raises(ConfigError, match="unknown fields patch_size; expected some of embed_dim"):
         BACKBONES.build("video_swin_tiny", patch_size=8)
+    with pytest.raises(ConfigError, match=r"drop_path=1.0: expected a rate in \[0, 1\)"):
+        VideoSwinConfig(drop_path=1.0)
