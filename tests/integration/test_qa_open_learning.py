@@ -5,8 +5,13 @@ answer of the type, ``majority/<type>`` in the run's chance levels). "Clearly": 
 deviations of the majority answer's exact match over that type's test questions, sqrt(p (1 - p) / n), p the
 majority's exact match, n the type's test questions (counted here from the test annotations). 2000 videos (1600
 train / 200 val / 200 test, six questions each), baseline small CNNs at 32 px trained at a tenth of the learning
-rate (which keeps the audio features' class identity, see the docs), a 2-layer decoder of width 128, greedy
-decoding, 10 epochs, one thread.
+rate (which keeps the audio features' class identity, see the docs), a 2-layer decoder of width 128 without dropout
+or label smoothing (with them it under-fitted its own training questions: Audio/Counting 62.0 -> 81.0 on the test
+questions without them), greedy decoding, 10 epochs, one thread.
+
+Measured with this recipe (seed 0, the same call through ``run_supervised``): every type clears its 3-SD bar except
+Audio-Visual/Existential (79.5 against a majority of 75.5, 1.3 SD; it needs 84.6), so the test FAILS there
+(docs/tasks/qa_open.md has the numbers and what was tried).
 
 Slow: ``pytest -m slow tests/integration/test_qa_open_learning.py -s``; AVSynth's 2000 videos are generated into
 the AVSynth cache on first use (reused after). Measured numbers and times: docs/tasks/qa_open.md.
@@ -25,7 +30,7 @@ import torch
 RECIPE = ["task=qa_open", "method=baseline", "backbone=small_cnn", "data.size=32", "data.frame_size=32",
           "data.n_mels=32", "data.workers=1", "train.threads=1", "data.clips=0", "data.avqa_clips=2000",
           "train.epochs=10", "train.batch_size=16", "train.lr=2e-3", "+train.lr_mult={method:0.1}",
-          "task.hidden_size=128", "task.intermediate_size=512"]  # fmt: skip
+          "task.hidden_size=128", "task.intermediate_size=512", "task.dropout=0", "task.label_smoothing=0"]  # fmt: skip
 STANDARD_DEVIATIONS = 3.0
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from avlearn.layers.text_decoder import CLS, NEVER, SEP, Decoding, TextDecoder, left_pad
+from avlearn.layers.text_decoder import CLS, NEVER, SEP, Decoding, TextDecoder, _Stepper, left_pad
 
 TINY = {"vocab_size": 120, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
         "intermediate_size": 64}  # fmt: skip
@@ -70,6 +70,25 @@ def test_greedy_tokens_are_the_argmax_of_the_teacher_forced_logits():
     logits[..., NEVER] = float("-inf")  # padding, [unused*] and [CLS] are never generated
     assert logits[0].argmax(dim=-1)[:-1].tolist() == tokens and len(tokens) == 10
     assert not set(tokens) & set(NEVER)
+
+
+def test_teacher_forced_log_probs_after_a_left_padded_prefix_are_those_decoding_scores():
+    """What training sees (one pass over prefix + answer, as qa_open's loss) is what generation scores step by step
+    (the key/value cache, a token at a time): same positions, masks and first-token handling, with or without the
+    cache."""
+    decoder, memory = _decoder(), _memory(2)
+    question = torch.tensor([[CLS, 105, 106, 107, SEP], [CLS, 109, SEP, 0, 0]])
+    prefix, prefix_mask = left_pad(question, (question > 0).long())  # (2, 5)
+    answer = torch.tensor([[111, 112, SEP], [113, SEP, 0]])  # (2, 3): right-padded, as qa_open's answers
+    ids, mask = torch.cat([prefix, answer], 1), torch.cat([prefix_mask, (answer > 0).long()], 1)  # (2, 8)
+    logits, _ = decoder.logits(ids[:, :-1], mask[:, :-1], decoder.memory_proj(memory))  # (2, 7, V)
+    taught = logits[:, 4:].log_softmax(-1)  # (2, 3, V): the predictions of the answer tokens
+    for cached in (True, False):
+        step = _Stepper(decoder, decoder.memory_proj(memory), None, cached)
+        scored = torch.stack([step(ids[:, : 5 + t], mask[:, : 5 + t]) for t in range(3)], 1)  # (2, 3, V)
+        real = answer > 0  # (2, 3): row 1's last step follows its [SEP] and is not compared
+        allowed = torch.isfinite(scored[real])  # decoding never scores NEVER's tokens
+        torch.testing.assert_close(scored[real][allowed], taught[real][allowed].float())  # decoding scores in fp32
 
 
 def test_no_repeat_ngram_bans_repeated_ngrams():
