@@ -118,10 +118,10 @@ def test_qa_recipes_build_their_task(recipe):
     assert sum(p.numel() for p in task.parameters()) > 400e6  # VALOR-L's towers (CLIP ViT-L/14, AST, BERT-base)
 
 
-@pytest.mark.parametrize("recipe", sorted(r for r in SEED if SEED[r][1] != "pretrain"))
-def test_each_fine_tuning_recipe_reads_its_dataset(recipe, tmp_path, capsys):
-    """retrieve / caption / qa_open read the recipe's reader (data.benchmark; MUSIC-AVQA its own layout): without
-    the dataset the run stops in one line naming that reader's files, before any model is built."""
+@pytest.mark.parametrize("recipe", sorted(SEED))
+def test_each_recipe_reads_its_dataset(recipe, tmp_path, capsys):
+    """pretrain / retrieve / caption / qa_open read the recipe's reader (data.benchmark; MUSIC-AVQA its own
+    layout): without the dataset the run stops in one line naming that reader's files, before any model is built."""
     from avlearn.data.pipelines.clips import BENCHMARKS
 
     cfg = compose_run([f"recipe={recipe}"])
