@@ -51,6 +51,7 @@ def test_recipes_are_the_seeds_runs(recipe):
     assert f"config/{config}.json" in (RECIPE_DIR / f"{recipe}.yaml").read_text()  # the header names it
     assert (cfg.task.name, list(m.groups), m.frames, m.audio_clips) == (task, groups, frames, clips)
     assert (m.name, cfg.backbone.name, cfg.backbone.visual) == ("valor", "valor", "clip_vit_l14")  # VALOR-L's
+    assert m.task_prompt  # VALOR-L's use_task_prompt (its fine-tuning reads it from the pretraining's hps.json)
     assert (t.epochs, t.lr, t.batch_size, cfg.data.name, cfg.data.frame_size) == (epochs, lr, batch, data, 224)
     assert t.warmup_epochs == pytest.approx(warmup * epochs) and t.schedule == "linear"  # warmup_linear
     assert (t.optimizer, list(t.betas), t.eps, t.weight_decay, t.precision, cfg.seed) == (

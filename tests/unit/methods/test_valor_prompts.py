@@ -1,0 +1,74 @@
+"""VALOR-L's task prompts (``method.task_prompt``; the seed's ``use_task_prompt``, spec 2.2, 2.5, 3.3): the seed's
+sentences as ``[CLS] words [SEP]`` (7 and 8 tokens for the text encoder and the caption decoder, as the spec's
+shapes), the text encoder's states independent of the caption's padding, QA's question with 'answer the question'
+after its [CLS], the converter's prompt row, and the recipes that turn it on. Parity with the seed's prompted
+model: tests/reference/test_valor_prompt_parity.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import avlearn.backbones  # noqa: F401  (registers the backbones)
+from avlearn.layers.text_decoder import tokenize
+from avlearn.methods.valor import CLS, PROMPTS, SEP, VALOR, VALORConfig
+from avlearn.registry import BACKBONES
+
+CAPTION = torch.tensor([[CLS, 2000, 2001, 2002, SEP], [CLS, 3000, SEP, 0, 0]])
+
+
+def _model(**cfg) -> VALOR:
+    torch.manual_seed(0)
+    towers = [BACKBONES.build(n) for n in ("clip_vit_tiny", "ast_valor_tiny", "minilm_tiny")]
+    return VALOR(VALORConfig(contra_dim=16, **cfg), *towers).eval()
+
+
+def test_the_prompts_are_the_seeds_sentences():
+    model = _model(task_prompt=True)
+    lengths = {kind: len(model.task_prompts(kind, 2)[0][0]) for kind in PROMPTS}
+    assert lengths == {"text": 7, "caption": 8, "answer": 5}  # [CLS] words [SEP]
+    for kind, sentence in PROMPTS.items():
+        ids, mask = model.task_prompts(kind, 3)
+        expected = tokenize([sentence], lengths[kind])["input_ids"]
+        assert torch.equal(ids, expected.expand(3, -1)) and bool(mask.all())
+    assert _model().task_prompts("caption", 2) is None
+
+
+def test_prompted_text_states_ignore_the_captions_padding_and_differ_from_unprompted():
+    prompted, plain = _model(task_prompt=True), _model()
+    padded = torch.cat([CAPTION, torch.zeros(2, 4, dtype=torch.long)], dim=1)  # (2, 9): four more pads
+    with torch.no_grad():
+        short, _ = prompted.encode_text(CAPTION, (CAPTION != 0).long())
+        long, _ = prompted.encode_text(padded, (padded != 0).long())
+        unprompted, _ = plain.encode_text(CAPTION, (CAPTION != 0).long())
+    real = CAPTION != 0
+    assert short.shape == (2, 5, 32) and torch.allclose(short[real], long[:, :5][real], atol=1e-5)
+    assert not torch.allclose(short[real], unprompted[real], atol=1e-3)
+
+
+def test_the_question_gets_the_answer_prompt_after_its_cls():
+    question = (torch.tensor([[CLS, 2054, 3609, SEP, 0]]), torch.tensor([[1, 1, 1, 1, 0]]))
+    ids, mask = _model(task_prompt=True).question_prompt(question)
+    words = tokenize([PROMPTS["answer"]], 5)["input_ids"][0, 1:-1].tolist()
+    assert ids.tolist() == [[CLS, *words, 2054, 3609, SEP, 0]] and mask.tolist() == [[1, 1, 1, 1, 1, 1, 1, 0]]
+    assert _model().question_prompt(question) is question
+
+
+def test_the_converter_puts_the_seeds_prompt_row_into_the_second_token_type():
+    from avlearn.convert import convert_valor_state_dict
+
+    types, prompt = torch.randn(2, 4), torch.randn(1, 4)
+    embeddings = "multimodal_encoder.embeddings."
+    out = convert_valor_state_dict({f"{embeddings}token_type_embeddings.weight": types,
+                                    f"{embeddings}prompt_embedding.weight": prompt}).tensors  # fmt: skip
+    row = out["text_backbone.model.embeddings.token_type_embeddings.weight"]
+    assert torch.equal(row, torch.cat([types[:1], prompt])) and set(out) == {
+        "text_backbone.model.embeddings.token_type_embeddings.weight"}  # fmt: skip
+
+
+@pytest.mark.parametrize(("recipe", "on"), [("valor_ret_msrvtt", True), ("valor_qa_msrvttqa", True),
+                                            ("valor_pretrain_b", False), ("valor_ret_tiny", False)])  # fmt: skip
+def test_valor_l_recipes_turn_the_prompts_on(recipe, on):
+    from avlearn.config import compose_run
+
+    assert compose_run([f"recipe={recipe}"]).method.task_prompt is on
