@@ -139,6 +139,23 @@ def test_qa_open_reads_one_item_per_question(msrvtt_qa):
     assert len(splits.train) + len(splits.val) == 2 * TRAIN and splits.test[0]["question_type"] == "msrvtt_qa"
 
 
+def test_the_retrieval_figure_shows_the_query_captions(lsmdc, tmp_path, monkeypatch):
+    """The report's figure labels each test query by its first caption (the benchmark's references), not its id."""
+    import torch
+
+    import avlearn.viz.retrieval as viz
+
+    root, written = lsmdc
+    splits = _pipeline(_cfg("caption", root, "lsmdc"))  # the same test clips as retrieve's, without the text tower
+    shown = []
+    monkeypatch.setattr(viz, "plot_ranking", lambda path, queries, ranked: shown.extend(queries) or path)  # no PNG
+    n = len(splits.test)
+    viz._retrieve_plot(splits, {"preds": {"text": torch.eye(n), "clip": torch.eye(n)}}, tmp_path / "r.png")
+    assert shown == [written["test"][v][0] for v in splits.test.clips.ids[: viz.SHOWN]] and len(shown) == min(
+        n, viz.SHOWN
+    )
+
+
 def test_qa_open_holds_each_video_once(msrvtt_qa):
     """The stored frames / log-mels are one row per video (two questions each), and every question's item holds
     its video's frames and log-mels as decoded from the video file."""
