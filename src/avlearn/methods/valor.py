@@ -35,7 +35,11 @@ What we changed, and why (``faithful: true`` restores the seed where it changes 
   prompt segment; QA's question gets 'answer the question' after its [CLS]. The prompt embedding row is BERT's
   second token type (the seed adds a one-row ``prompt_embedding`` and never uses that token type; the converter
   puts the seed's row there).
-* No MLM branch, no CLIP text tower (built but unused by the seed).
+* MLM (``mlm_groups``, empty by default; the seed's ``mlm%tv`` on its image / video-only pretraining datasets):
+  15 % of the caption tokens chosen by MGC's masking rule and predicted by the decoder run bidirectionally over the
+  caption followed by an always-on prompt ('predict masked tokens with visual cues', ... per group, ``MLM_PROMPTS``),
+  cross-attending to the group's memory; the groups' mean cross-entropy is the ``mlm`` loss term.
+* No CLIP text tower (built but unused by the seed).
 """
 
 from __future__ import annotations
@@ -57,6 +61,11 @@ GROUPS = ("tv", "ta", "tva")
 # VALOR-L's task prompts (the seed's get_task_prompt sentences): text encoder, caption decoder, QA question prefix
 PROMPTS = {"text": "project language in common space", "caption": "describe the video with natural language",
            "answer": "answer the question"}  # fmt: skip
+# MLM's prompts per group (the seed's, always on), and its masking probability (the seed's fixed 0.15)
+MLM_PROMPTS = {"tva": "predict masked tokens with visual and audio cues",
+               "tv": "predict masked tokens with visual cues",
+               "ta": "predict masked tokens with audio cues"}  # fmt: skip
+MLM_MASK_PROB = 0.15
 PAD, CLS, SEP, MASK = 0, 101, 102, 103  # BERT's uncased WordPiece ids
 FIRST_RANDOM = 106  # random replacement ids start after the special tokens, as in the seed
 
@@ -80,12 +89,16 @@ class VALORConfig:
     faithful: bool = False  # the seed's padded-position scoring and unclamped temperature
     retrieval_group: str = "tva"  # the group whose MGA score ranks clips in task=retrieve task.similarity=method
     task_prompt: bool = False  # VALOR-L's use_task_prompt: the seed's task prompts (``PROMPTS``)
+    mlm_groups: list[str] = field(default_factory=list)  # MLM's groups (the seed's mlm%tv); empty: no MLM
 
 
 def _check_config(cfg: VALORConfig) -> None:
     """One-line ConfigErrors for invalid values."""
-    if not cfg.groups or any(g not in GROUPS for g in cfg.groups) or len(set(cfg.groups)) < len(cfg.groups):
-        raise ConfigError(f"method.groups={list(cfg.groups)}: expected distinct groups among {', '.join(GROUPS)}")
+    for key in ("groups", "mlm_groups"):
+        groups = list(getattr(cfg, key))
+        if (key == "groups" and not groups) or any(g not in GROUPS for g in groups) or len(set(groups)) < len(groups):
+            raise ConfigError(f"method.{key}={groups}: expected distinct groups among {', '.join(GROUPS)}"
+                              f"{'' if key == 'groups' else ' (or none)'}")  # fmt: skip
     if cfg.retrieval_group not in GROUPS:
         raise ConfigError(f"method.retrieval_group={cfg.retrieval_group!r}: expected one of {', '.join(GROUPS)}")
     for key in ("mask_prob", "answer_mask_prob"):
@@ -296,12 +309,13 @@ class VALOR(nn.Module):
     ``text_ids`` / ``text_mask (B, L)`` in BERT's WordPiece ids ([CLS] ... [SEP], right-padded). Output AVFeatures:
     ``visual (B, n, 1 + N, Cv)`` every frame's tokens and ``visual_pooled`` its CLS (Video Swin: ``(B, n, N, Cv)``
     and the mean of the N), ``audio (B, n_a, 1 + Na, Ca)`` and ``audio_pooled`` likewise, ``text (B, L, Ct)`` /
-    ``text_pooled`` ([CLS]) and ``losses`` ``mga`` / ``mgc`` when the batch carries text.
+    ``text_pooled`` ([CLS]) and ``losses`` ``mga`` / ``mgc`` (and ``mlm`` with ``mlm_groups``) when the batch
+    carries text.
     """
 
     Config = VALORConfig
     produces = ("audio", "audio_pooled", "visual", "visual_pooled", "text", "text_pooled")
-    loss_terms = ("mga", "mgc")  # in AVFeatures.losses when the batch carries text (task=pretrain trains on them)
+    loss_terms = ("mga", "mgc", "mlm")  # in AVFeatures.losses with text (task=pretrain); mlm with mlm_groups
     caption_settings = ("beam_size", "max_length")  # the task.* decoding keys caption_generate reads
     answer_settings = ("beam_size", "max_length")  # the task.* decoding keys answer_generate reads
 
@@ -339,7 +353,8 @@ class VALOR(nn.Module):
         )
         self.lm_transform = nn.Sequential(nn.Linear(cd, cd), nn.GELU(), nn.LayerNorm(cd, eps=eps))
         self.lm_bias = nn.Parameter(torch.zeros(bert.vocab_size))
-        for kind, sentence in PROMPTS.items() if cfg.task_prompt else ():
+        prompts = {**(PROMPTS if cfg.task_prompt else {}), **{f"mlm_{g}": MLM_PROMPTS[g] for g in cfg.mlm_groups}}
+        for kind, sentence in prompts.items():
             self.register_buffer(f"prompt_{kind}", _prompt_ids(sentence), persistent=False)  # (P,)
 
     # ---- towers
@@ -398,28 +413,37 @@ class VALOR(nn.Module):
         """The BERT as bidirectional text encoder: ``(B, L)`` ids -> tokens ``(B, L, Ct)`` and [CLS] ``(B, Ct)``
         (with ``task_prompt``: read together with the text prompt, ``encode_prompted``)."""
         if self.cfg.task_prompt:
-            tokens = self.encode_prompted(input_ids, attention_mask)
+            tokens = self.encode_prompted(input_ids, attention_mask, self.task_prompts("text", len(input_ids)))
         else:
             tokens = self.text_backbone.forward_features(input_ids=input_ids, attention_mask=attention_mask)
         return tokens, tokens[:, 0]
 
     def task_prompts(self, kind: str, rows: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The ``PROMPTS[kind]`` ids and mask ``(rows, P)`` with ``task_prompt``, else None."""
-        if not self.cfg.task_prompt:
+        """The ``PROMPTS[kind]`` ids and mask ``(rows, P)`` with ``task_prompt`` (MLM's ``mlm_<group>`` always),
+        else None."""
+        if not (self.cfg.task_prompt or kind.startswith("mlm_")):
             return None
         ids = getattr(self, f"prompt_{kind}").expand(rows, -1)  # (rows, P)
         return ids, torch.ones_like(ids)
 
-    def encode_prompted(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The seed's text encoding with a task prompt: ``(B, L)`` ids followed by the text prompt (its own positions
-        from 0, the prompt row), every real token seeing every other; the L text positions' states ``(B, L, Ct)``."""
+    def encode_prompted(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        prompt: tuple[torch.Tensor, torch.Tensor],
+        memory: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The seed's BERT run bidirectionally over ``(B, L)`` ids followed by a ``prompt`` (ids, mask ``(B, P)``; its
+        own positions from 0, the prompt row), every real token seeing every other, cross-attending to ``memory
+        (B, M, Cd)`` when given (MLM; without: the text encoder); the L text positions' states ``(B, L, Ct)``."""
         bert = self.text_backbone.model
-        prompt, prompt_mask = self.task_prompts("text", len(input_ids))  # (B, P) each
+        ids, mask = prompt
         text = bert.embeddings(input_ids=input_ids)  # (B, L, Ct)
-        extra = bert.embeddings(input_ids=prompt, token_type_ids=torch.ones_like(prompt))  # (B, P, Ct)
-        keys = torch.cat([attention_mask, prompt_mask], dim=1).bool()  # (B, L + P)
+        extra = bert.embeddings(input_ids=ids, token_type_ids=torch.ones_like(ids))  # (B, P, Ct)
+        keys = torch.cat([attention_mask, mask], dim=1).bool()  # (B, L + P)
         allowed = keys[:, None, None].expand(-1, 1, keys.shape[1], -1)  # (B, 1, L + P, L + P)
-        hidden = self._layers(torch.cat([text, extra], dim=1), allowed, DecoderCache([], [None] * len(self.cross)), 0)
+        cache = DecoderCache([], [None] * len(self.cross)) if memory is None else self.start_cache(memory)
+        hidden = self._layers(torch.cat([text, extra], dim=1), allowed, cache, 0)
         return hidden[:, : input_ids.shape[1]]  # (B, L, Ct)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> AVFeatures:
@@ -659,11 +683,34 @@ class VALOR(nn.Module):
         masked: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """``mga``: the groups' mean InfoNCE over the global batch times ``contra_weight``; ``mgc``: the groups'
-        mean masked-caption cross-entropy (``masked``: given inputs and labels instead of a fresh draw)."""
+        mean masked-caption cross-entropy (``masked``: given inputs and labels instead of a fresh draw); ``mlm`` with
+        ``mlm_groups``."""
         scores = self.mga_scores(self.contrast_features(visual, audio, text, mask).gathered())
         temperature = self.temperature_value()
         mga = torch.stack([contrastive_loss(s, temperature) for s in scores.values()]).mean()
-        return {"mga": mga * self.cfg.contra_weight, "mgc": self.mgc(visual, audio, ids, mask, masked)}
+        losses = {"mga": mga * self.cfg.contra_weight, "mgc": self.mgc(visual, audio, ids, mask, masked)}
+        if self.cfg.mlm_groups:
+            losses["mlm"] = self.mlm(visual, audio, ids, mask)
+        return losses
+
+    def mlm(
+        self,
+        visual: torch.Tensor,
+        audio: torch.Tensor,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        masked: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """MLM: ``MLM_MASK_PROB`` of the caption ``ids`` / ``mask (B, L)`` chosen (``masked``: given inputs and
+        labels) and predicted bidirectionally over each of ``mlm_groups``' memory with its prompt; the mean CE."""
+        vocab = self.text_backbone.model.config.vocab_size
+        inputs, labels = masked or mask_tokens(ids, mask, MLM_MASK_PROB, vocab)
+        memory, chosen = self.memory(visual, audio), labels != -100
+        losses = []
+        for g in self.cfg.mlm_groups:
+            hidden = self.encode_prompted(inputs, mask, self.task_prompts(f"mlm_{g}", len(ids)), memory[g])
+            losses.append(F.cross_entropy(self.token_logits(hidden[chosen]).float(), labels[chosen]))  # (L,) chosen
+        return torch.stack(losses).mean()
 
     def mgc(
         self,

@@ -1,8 +1,9 @@
 """VALOR-L's task prompts (``method.task_prompt``; the seed's ``use_task_prompt``, spec 2.2, 2.5, 3.3): the seed's
 sentences as ``[CLS] words [SEP]`` (7 and 8 tokens for the text encoder and the caption decoder, as the spec's
 shapes), the text encoder's states independent of the caption's padding, QA's question with 'answer the question'
-after its [CLS], the converter's prompt row, and the recipes that turn it on. Parity with the seed's prompted
-model: tests/reference/test_valor_prompt_parity.py."""
+after its [CLS], the converter's prompt row, and the recipes that turn it on; the MLM branch (``method.mlm_groups``:
+its loss term, bidirectional decoding, one-line errors). Parity with the seed's prompted model and MLM:
+tests/reference/test_valor_prompt_parity.py."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import pytest
 import torch
 
 import avlearn.backbones  # noqa: F401  (registers the backbones)
+from avlearn.errors import ConfigError
 from avlearn.layers.text_decoder import tokenize
-from avlearn.methods.valor import CLS, PROMPTS, SEP, VALOR, VALORConfig
+from avlearn.methods.valor import CLS, MASK, PROMPTS, SEP, VALOR, VALORConfig
 from avlearn.registry import BACKBONES
 
 CAPTION = torch.tensor([[CLS, 2000, 2001, 2002, SEP], [CLS, 3000, SEP, 0, 0]])
@@ -72,3 +74,38 @@ def test_valor_l_recipes_turn_the_prompts_on(recipe, on):
     from avlearn.config import compose_run
 
     assert compose_run([f"recipe={recipe}"]).method.task_prompt is on
+
+
+def _batch() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return {"frames": torch.randint(0, 255, (2, 2, 32, 32, 3), dtype=torch.uint8, generator=g),
+            "audio": torch.randn(2, 2, 32, 50, generator=g), "text_ids": CAPTION,
+            "text_mask": (CAPTION != 0).long()}  # fmt: skip
+
+
+def test_mlm_adds_its_loss_term_only_when_configured():
+    with torch.no_grad():
+        on, off = _model(mlm_groups=["tv"])(_batch()).losses, _model()(_batch()).losses
+    assert set(on) == {"mga", "mgc", "mlm"} and set(off) == {"mga", "mgc"} and float(on["mlm"]) > 0
+    with pytest.raises(ConfigError, match=r"method.mlm_groups=\['tv', 'tv'\]: expected distinct groups"):
+        _model(mlm_groups=["tv", "tv"])
+
+
+def test_mlm_reads_the_caption_bidirectionally_with_its_prompt():
+    """A masked position's state depends on a later token (MGC's causal decoder does not), and on the prompt."""
+    model = _model(mlm_groups=["tv"])
+    batch = _batch()
+    inputs = CAPTION.clone()
+    inputs[0, 1] = MASK
+    later = inputs.clone()
+    later[0, 3] = 2500  # a token after the masked one
+    mask = (CAPTION != 0).long()
+    with torch.no_grad():
+        memory = model.memory(model.encode_visual(batch["frames"]), model.encode_audio(batch["audio"]))["tv"]
+        prompt = model.task_prompts("mlm_tv", 2)
+        states = [model.encode_prompted(x, mask, prompt, memory)[0, 1] for x in (inputs, later)]
+        causal = [model.decode(x, mask, model.start_cache(memory))[0, 1] for x in (inputs, later)]
+        cut = prompt[0][:, :3]  # (2, 3): a shorter prompt
+        other = model.encode_prompted(inputs, mask, (cut, torch.ones_like(cut)), memory)
+    assert not torch.allclose(*states, atol=1e-4) and torch.allclose(*causal, atol=1e-6)
+    assert not torch.allclose(other[0, 1], states[0], atol=1e-4)
