@@ -57,6 +57,6 @@ def test_mlm_loss_matches_the_seed(seed_on_cpu: nn.Module, models: tuple, group:
     with torch.no_grad():
         reference = seed_on_cpu.forward_pt(seed_batch, f"pt_mlm%{group}")["mlm_loss"]
         visual, audio = ours.encode_visual(batch["frames"]), ours.encode_audio(batch["audio"])
-        mlm = ours.mlm(visual, audio, IDS, MASK, (inputs, labels))
+        mlm = ours.mlm(visual, audio, (inputs, labels), MASK)
     assert probs == [MLM_MASK_PROB]
     assert_parity(mlm, reference, f"MLM loss {group}")

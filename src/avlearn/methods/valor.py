@@ -690,25 +690,20 @@ class VALOR(nn.Module):
         mga = torch.stack([contrastive_loss(s, temperature) for s in scores.values()]).mean()
         losses = {"mga": mga * self.cfg.contra_weight, "mgc": self.mgc(visual, audio, ids, mask, masked)}
         if self.cfg.mlm_groups:
-            losses["mlm"] = self.mlm(visual, audio, ids, mask)
+            vocab = self.text_backbone.model.config.vocab_size
+            losses["mlm"] = self.mlm(visual, audio, mask_tokens(ids, mask, MLM_MASK_PROB, vocab), mask)
         return losses
 
     def mlm(
-        self,
-        visual: torch.Tensor,
-        audio: torch.Tensor,
-        ids: torch.Tensor,
-        mask: torch.Tensor,
-        masked: tuple[torch.Tensor, torch.Tensor] | None = None,
+        self, visual: torch.Tensor, audio: torch.Tensor, masked: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor
     ) -> torch.Tensor:
-        """MLM: ``MLM_MASK_PROB`` of the caption ``ids`` / ``mask (B, L)`` chosen (``masked``: given inputs and
-        labels) and predicted bidirectionally over each of ``mlm_groups``' memory with its prompt; the mean CE."""
-        vocab = self.text_backbone.model.config.vocab_size
-        inputs, labels = masked or mask_tokens(ids, mask, MLM_MASK_PROB, vocab)
+        """MLM: the ``masked`` caption (inputs and labels ``(B, L)``: ``mask_tokens`` at ``MLM_MASK_PROB``; ``mask``
+        1 = real token) predicted bidirectionally over each of ``mlm_groups``' memory with its prompt; the mean CE."""
+        inputs, labels = masked
         memory, chosen = self.memory(visual, audio), labels != -100
         losses = []
         for g in self.cfg.mlm_groups:
-            hidden = self.encode_prompted(inputs, mask, self.task_prompts(f"mlm_{g}", len(ids)), memory[g])
+            hidden = self.encode_prompted(inputs, mask, self.task_prompts(f"mlm_{g}", len(inputs)), memory[g])
             losses.append(F.cross_entropy(self.token_logits(hidden[chosen]).float(), labels[chosen]))  # (L,) chosen
         return torch.stack(losses).mean()
 
