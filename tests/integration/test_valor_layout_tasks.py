@@ -203,14 +203,16 @@ def test_pretrain_reads_the_benchmarks_captions(valor1m):
 
 
 def test_valor_pretrains_one_step_on_valor1m(valor1m, tmp_path):
+    """One VALOR pretraining step on the VALOR-1M layout, with VALOR-L's task prompts and the MLM branch on."""
     root, _ = valor1m
-    args = ["task=pretrain", *TINY[2:], "method=valor_tiny", "backbone=valor_tiny", "data.name=valor1m",
-            f"data.root={root}", "data.benchmark=valor1m", "task.max_words=16", f"out={tmp_path}",
-            "name=run"]  # fmt: skip
+    args = ["task=pretrain", *TINY[2:], "method=valor_tiny", "backbone=valor_tiny", "method.task_prompt=true",
+            "method.mlm_groups=[tv]", "data.name=valor1m", f"data.root={root}", "data.benchmark=valor1m",
+            "task.max_words=16", f"out={tmp_path}", "name=run"]  # fmt: skip
     assert main(["train", *args]) == 0
     (run_dir,) = (tmp_path / "run").iterdir()
     test = json.loads((run_dir / "metrics.json").read_text())["test"]
-    assert set(test) == {"loss", "loss_mga", "loss_mgc"} and test["loss_mgc"] > 0  # MGA: 0 on one held-out clip
+    assert set(test) == {"loss", "loss_mga", "loss_mgc", "loss_mlm"}  # MGA is 0 on the one held-out clip
+    assert test["loss_mgc"] > 0 and test["loss_mlm"] > 0
 
 
 @pytest.mark.parametrize(("task", "metric", "benchmark", "extra"), [
