@@ -12,7 +12,7 @@ import torch
 
 import avlearn.backbones  # noqa: F401  (registers the backbones)
 from avlearn.errors import ConfigError
-from avlearn.layers.text_decoder import tokenize
+from avlearn.layers.text_decoder import Decoding, tokenize
 from avlearn.methods.valor import CLS, MASK, PROMPTS, SEP, VALOR, VALORConfig
 from avlearn.registry import BACKBONES
 
@@ -109,3 +109,23 @@ def test_mlm_reads_the_caption_bidirectionally_with_its_prompt():
         other = model.encode_prompted(inputs, mask, (cut, torch.ones_like(cut)), memory)
     assert not torch.allclose(*states, atol=1e-4) and torch.allclose(*causal, atol=1e-6)
     assert not torch.allclose(other[0, 1], states[0], atol=1e-4)
+
+
+def test_prompted_qa_and_captioning_run_with_several_questions_a_video():
+    """The prompted hooks keep their shapes: two questions of video 0 and one of video 1 (the QA prompt 3 tokens
+    longer than the question), beam-2 captions; the prompt changes the answer loss."""
+    prompted, plain = _model(task_prompt=True), _model()
+    row = torch.tensor([0, 0, 1])
+    question = (torch.tensor([[CLS, 2054, SEP, 0]] * 3), torch.tensor([[1, 1, 1, 0]] * 3))
+    answer = (torch.tensor([[CLS, 2417, SEP]] * 3), torch.ones(3, 3, dtype=torch.long))
+    settings = Decoding(beam_size=2, max_length=3)
+    with torch.no_grad():
+        feats = prompted(_batch())
+        losses = []
+        for model in (prompted, plain):
+            torch.manual_seed(5)  # the same answer masks
+            losses.append(model.answer_loss(feats, row, question, answer))
+        answers = prompted.answer_generate(feats, row, question, settings)
+        captions = prompted.caption_generate(feats, settings)
+    assert len(answers) == 3 and len(captions) == 2 and all(len(c) <= 3 for c in captions)
+    assert torch.isfinite(losses[0]) and not torch.allclose(*losses)
