@@ -87,9 +87,13 @@ def test_recipes_are_the_seeds_runs(recipe):
             3 if task == "caption" else 1, 30)  # fmt: skip
     if task == "retrieve":
         assert cfg.task.similarity == "method" and m.retrieval_group == groups[0]
+    if recipe in MORE:  # data.benchmark reads the reader data.name names
+        from avlearn.data.pipelines.clips import BENCHMARKS
+
+        assert BENCHMARKS[cfg.data.benchmark].reader == cfg.data.name
 
 
-@pytest.mark.parametrize("recipe", sorted(ALL))
+@pytest.mark.parametrize("recipe", sorted(SEED))  # MORE's: in test_recipes_are_the_seeds_runs (one compose each)
 def test_each_recipe_reads_a_registered_reader(recipe):
     """The recipe's data.name is a reader; a clip-pipeline benchmark it names reads that reader."""
     import avlearn
