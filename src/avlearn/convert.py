@@ -432,11 +432,14 @@ _VALOR_LAYERS = (
      {name: name for name in ("attention", "intermediate", "output")}),
 )  # fmt: skip
 # Kept by the seed but never used by VALOR (txt_encoder: the same module as multimodal_encoder; the CLIP text
-# tower; the tied output weight; the prompt embedding (VALOR-L's task prompts, not built); BERT's pooler).
+# tower and its prompt embedding; the tied output weight; BERT's pooler).
 _VALOR_DROPPED = ("txt_encoder", "clip_model.transformer", "clip_model.token_embedding",
                   "clip_model.positional_embedding", "clip_model.ln_final", "clip_model.text_projection",
-                  "clip_model.prompt_embedding", "cls.decoder.weight", "multimodal_encoder.embeddings.prompt_embedding",
-                  "multimodal_encoder.pooler")  # fmt: skip
+                  "clip_model.prompt_embedding", "cls.decoder.weight", "multimodal_encoder.pooler")  # fmt: skip
+# The seed's prompt segment embedding (QA's question, VALOR-L's task prompts), a one-row table: avlearn's is BERT's
+# second token-type row, which the seed never uses (its token types are all 0).
+_VALOR_PROMPT = "multimodal_encoder.embeddings.prompt_embedding.weight"
+_VALOR_TOKEN_TYPES = "multimodal_encoder.embeddings.token_type_embeddings.weight"
 
 
 _VALOR_EMBEDDINGS = {"video_frame_embedding": "video_frame_embedding", "audio_frame_embedding": "audio_clip_embedding",
@@ -462,6 +465,13 @@ def _valor_special(name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor] |
     return None
 
 
+def _valor_prompt_row(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The seed's token-type table ``(2, C)`` with its prompt embedding ``(1, C)`` as row 1 (``_VALOR_PROMPT``)."""
+    types = state[_VALOR_TOKEN_TYPES].clone()
+    types[1:2] = state[_VALOR_PROMPT]
+    return {_VALOR_TOKEN_TYPES: types}
+
+
 def convert_valor_state_dict(state: dict[str, torch.Tensor]) -> Conversion:
     """A seed VALOR state dict (``module.`` stripped; VALOR-L, VALOR-B or the same models at any width) -> the state
     dict of :class:`avlearn.methods.valor.VALOR` with a CLIP or Video Swin tower, AST and BERT.
@@ -470,8 +480,8 @@ def convert_valor_state_dict(state: dict[str, torch.Tensor]) -> Conversion:
     ``video_encoder.*`` (the seed's ``SwinTransformer3D``) renamed as the ``video_swin`` format does; AST's position
     table gets back the distillation row the seed drops (zeros, like the distillation token: VALOR uses neither); the
     frame and type embeddings lose their leading unit axes; the temperature is ``exp(-logit_scale)`` of the CLIP
-    tower (VALOR-L), else ``contra_temp``. Dropped: the names in ``_VALOR_DROPPED``, the unused temperature and the
-    Video Swin's derived ``relative_position_index``.
+    tower (VALOR-L), else ``contra_temp``; the prompt embedding becomes BERT's second token-type row. Dropped: the
+    names in ``_VALOR_DROPPED``, the unused temperature and the Video Swin's derived ``relative_position_index``.
 
     Raises:
         DataError: a tensor that maps to nothing.
@@ -479,6 +489,8 @@ def convert_valor_state_dict(state: dict[str, torch.Tensor]) -> Conversion:
     clip = any(_under(k, "clip_model.visual") for k in state)
     swin = _valor_video_swin(state)
     out, dropped, unmapped = swin.tensors, swin.dropped, []
+    if _VALOR_PROMPT in state:
+        state = {**{k: v for k, v in state.items() if k != _VALOR_PROMPT}, **_valor_prompt_row(state)}
     for name, tensor in state.items():
         if _under(name, _VALOR_SWIN):
             continue

@@ -1,7 +1,8 @@
-"""``task=retrieve``, ``task=caption`` and ``task=qa_open`` on a VALOR-layout benchmark (``data.benchmark``): a
-tiny folder in the seed's layout (id lists, txt_mapper, ``videos/<id>.mp4``) written from a few AVSynth clips is
-read through the benchmark's reader (the written captions / questions arrive as the items' targets and references),
-trains one step and is evaluated; a benchmark of the wrong kind for the task is a one-line error."""
+"""``task=retrieve``, ``task=caption``, ``task=pretrain`` and ``task=qa_open`` on a VALOR-layout benchmark
+(``data.benchmark``): a tiny folder in the seed's layout (id lists, txt_mapper, ``videos/<id>.mp4``) written from a
+few AVSynth clips is read through the benchmark's reader (the written captions / questions arrive as the items'
+targets and references), trains one step and is evaluated; a benchmark of the wrong kind for the task is a one-line
+error. A QA benchmark holds each video's frames and log-mels once, its questions indexing them."""
 
 from __future__ import annotations
 
@@ -55,6 +56,15 @@ def lsmdc(small_synth, tmp_path_factory) -> tuple[Path, dict[str, dict]]:
     return root, _layout(small_synth, root / "lsmdc", lists, dict.fromkeys(lists, "txt_mapper.json"), list)
 
 
+@pytest.fixture(scope="module")
+def valor1m(small_synth, tmp_path_factory) -> tuple[Path, dict[str, dict]]:
+    """VALOR-1M's layout (``valor-1m/pretrain_ids.json``, ``pretrain_txt_mapper.json``): its one list, the training
+    clips (the clips written as "test" are in the mapper, not the list)."""
+    root = tmp_path_factory.mktemp("valor1m_layout")
+    lists = {"train": "pretrain_ids.json", "test": "unlisted_ids.json"}
+    return root, _layout(small_synth, root / "valor-1m", lists, dict.fromkeys(lists, "pretrain_txt_mapper.json"), list)
+
+
 def _qa(captions: list[str]) -> list[dict[str, str]]:
     """Two question-answer pairs of a clip, answers from its first caption (mixed case: normalisation applies)."""
     words = captions[0].split()
@@ -76,12 +86,16 @@ def _cfg(task: str, root: Path, benchmark: str, *extra: str):  # noqa: ANN202
                         f"data.benchmark={benchmark}", *extra])  # fmt: skip
 
 
-def _pipeline(cfg):  # noqa: ANN001, ANN202
+def _audio_pre(cfg):  # noqa: ANN001, ANN202
     from avlearn.backbones.cnn import log_mel_input
+
+    return log_mel_input(sample_rate=cfg.data.sample_rate, n_mels=cfg.data.n_mels, hop_ms=cfg.data.hop_ms)
+
+
+def _pipeline(cfg):  # noqa: ANN001, ANN202
     from avlearn.registry import TASKS
 
-    pre = log_mel_input(sample_rate=cfg.data.sample_rate, n_mels=cfg.data.n_mels, hop_ms=cfg.data.hop_ms)
-    return TASKS.spec(cfg.task.name).pipeline(cfg, pre)
+    return TASKS.spec(cfg.task.name).pipeline(cfg, _audio_pre(cfg))
 
 
 def test_retrieve_reads_the_benchmarks_clips_and_every_caption(lsmdc):
@@ -123,6 +137,82 @@ def test_qa_open_reads_one_item_per_question(msrvtt_qa):
     names = splits.info.class_names
     assert [names[int(splits.test[i]["answer"])] for i in range(len(pairs))] == [p["answer"] for _, p in pairs]
     assert len(splits.train) + len(splits.val) == 2 * TRAIN and splits.test[0]["question_type"] == "msrvtt_qa"
+
+
+def test_the_retrieval_figure_shows_the_query_captions(lsmdc, tmp_path, monkeypatch):
+    """The report's figure labels each test query by its first caption (the benchmark's references), not its id."""
+    import torch
+
+    import avlearn.viz.retrieval as viz
+
+    root, written = lsmdc
+    splits = _pipeline(_cfg("caption", root, "lsmdc"))  # the same test clips as retrieve's, without the text tower
+    shown = []
+    monkeypatch.setattr(viz, "plot_ranking", lambda path, queries, ranked: shown.extend(queries) or path)  # no PNG
+    n = len(splits.test)
+    viz._retrieve_plot(splits, {"preds": {"text": torch.eye(n), "clip": torch.eye(n)}}, tmp_path / "r.png")
+    assert shown == [written["test"][v][0] for v in splits.test.clips.ids[: viz.SHOWN]] and len(shown) == min(
+        n, viz.SHOWN
+    )
+
+
+def test_qa_open_holds_each_video_once(msrvtt_qa):
+    """The stored frames / log-mels are one row per video (two questions each), and every question's item holds
+    its video's frames and log-mels as decoded from the video file."""
+    import numpy as np
+    import torch
+
+    from avlearn.data.datasets.media import Decode
+    from avlearn.data.pipelines import load_media
+    from avlearn.data.segments import segment_log_mel
+    from avlearn.registry import DATASETS
+
+    root, written = msrvtt_qa
+    cfg = _cfg("qa_open", root, "msrvtt_qa")
+    splits = _pipeline(cfg)
+    clips = splits.test.clips
+    assert len(clips.frames) == len(clips.audio) == len(written["test"]) == len(splits.test) // 2
+    reader = DATASETS.get("msrvtt_qa")(root, "test")
+    pre = _audio_pre(cfg)
+    decode = Decode(frames=10, seconds=10.0, size=32, sample_rate=pre.sample_rate)
+    for i, out in enumerate(load_media(reader.media, reader.records, decode)):  # one decoding per question
+        item = splits.test[i]
+        wave = torch.zeros(10 * pre.sample_rate)
+        part = torch.from_numpy(np.asarray(out["wave"], dtype=np.float32))[: len(wave)]
+        wave[: len(part)] = part
+        assert torch.equal(item["frames"], torch.from_numpy(np.array(out["frames"])))
+        assert torch.allclose(item["audio"], segment_log_mel(wave[None], 10, pre)[0], atol=1e-5)
+
+
+def test_pretrain_reads_the_benchmarks_captions(valor1m):
+    """VALOR-1M's listed clips, their captions tokenised as written; it publishes no test list: the test split is
+    the held-out validation; the kNN probe needs labels, which a caption benchmark has not (one-line error)."""
+    from avlearn.errors import ConfigError
+    from avlearn.layers.text_decoder import tokenize
+
+    root, written = valor1m
+    splits = _pipeline(_cfg("pretrain", root, "valor1m"))
+    train, val = splits.train.clips.ids, splits.val.clips.ids
+    assert sorted(train + val) == sorted(written["train"]) and splits.test.clips.ids == val
+    assert splits.info.references == {v: written["train"][v] for v in train + val}
+    for i, vid in enumerate(val):
+        first = tokenize([written["train"][vid][0]], 32)
+        assert splits.val[i]["caption_ids"].tolist() == first["input_ids"][0].tolist()
+    with pytest.raises(ConfigError, match="task.knn_every=2: the probe needs labelled clips"):
+        _pipeline(_cfg("pretrain", root, "valor1m", "task.knn_every=2"))
+
+
+def test_valor_pretrains_one_step_on_valor1m(valor1m, tmp_path):
+    """One VALOR pretraining step on the VALOR-1M layout, with VALOR-L's task prompts and the MLM branch on."""
+    root, _ = valor1m
+    args = ["task=pretrain", *TINY[2:], "method=valor_tiny", "backbone=valor_tiny", "method.task_prompt=true",
+            "method.mlm_groups=[tv]", "data.name=valor1m", f"data.root={root}", "data.benchmark=valor1m",
+            "task.max_words=16", f"out={tmp_path}", "name=run"]  # fmt: skip
+    assert main(["train", *args]) == 0
+    (run_dir,) = (tmp_path / "run").iterdir()
+    test = json.loads((run_dir / "metrics.json").read_text())["test"]
+    assert set(test) == {"loss", "loss_mga", "loss_mgc", "loss_mlm"}  # MGA is 0 on the one held-out clip
+    assert test["loss_mgc"] > 0 and test["loss_mlm"] > 0
 
 
 @pytest.mark.parametrize(("task", "metric", "benchmark", "extra"), [

@@ -63,45 +63,63 @@ def _inputs(ours: VALOR) -> tuple[dict, dict]:
     return {"frames": frames, "audio": audio, "text_ids": IDS, "text_mask": MASK}, seed_batch
 
 
-@pytest.mark.parametrize("group", ["tv", "ta", "tva"])
-def test_mga_scores_and_losses_and_mgc_loss_match_the_seed(
-    seed_on_cpu: nn.Module, models: tuple, group: str, monkeypatch: pytest.MonkeyPatch
-):
-    _, ours, _ = models
+def check_pretraining_losses(seed: nn.Module, ours: VALOR, group: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MGA score, MGA loss and MGC loss of ``group`` from avlearn's model and the seed's ``forward_pt`` on the
+    same batch and caption masks (with ``ours.cfg.task_prompt``, the caption decoder's prompt too)."""
     batch, seed_batch = _inputs(ours)
     inputs, labels = mask_tokens(IDS, MASK, 0.6, 30522, torch.Generator().manual_seed(2))
     seed_labels = labels.masked_fill(labels == -100, -1)
-    monkeypatch.setattr(seed_on_cpu.text_masker, "forward", lambda tokens, prob: (inputs, seed_labels))
+    monkeypatch.setattr(seed.text_masker, "forward", lambda tokens, prob: (inputs, seed_labels))
     scores = []
-    compute = seed_on_cpu.compute_fine_matrix
-    seed_on_cpu.compute_fine_matrix = lambda *args: scores.append(compute(*args)) or scores[-1]
+    compute = seed.compute_fine_matrix
+    monkeypatch.setattr(seed, "compute_fine_matrix", lambda *args: scores.append(compute(*args)) or scores[-1])
     with torch.no_grad():
-        reference = seed_on_cpu.forward_pt(seed_batch, f"pt_contra%{group}_caption%{group}")
+        reference = seed.forward_pt(seed_batch, f"pt_contra%{group}_caption%{group}")
         visual, audio = ours.encode_visual(batch["frames"]), ours.encode_audio(batch["audio"])
         text, _ = ours.encode_text(IDS, MASK)
         score = ours.mga_scores(ours.contrast_features(visual, audio, text, MASK))[group]
         mga = contrastive_loss(score, ours.temperature_value()) * ours.cfg.contra_weight
-        mgc = ours.mgc_loss(inputs, MASK, labels, ours.memory(visual, audio)[group])
+        prompt = ours.task_prompts("caption", len(IDS))
+        mgc = ours.mgc_loss(inputs, MASK, labels, ours.memory(visual, audio)[group], prompt)
     assert_parity(score, scores[0], f"MGA score {group}")
     assert_parity(mga, reference["contra_loss"], f"MGA loss {group}")
     assert_parity(mgc, reference["caption_loss"], f"MGC loss {group}")
 
 
-def test_greedy_decoding_matches_the_seed_at_every_step(seed_on_cpu: nn.Module, models: tuple):
-    _, ours, _ = models
+def check_greedy_steps(
+    seed: nn.Module, ours: VALOR, monkeypatch: pytest.MonkeyPatch
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next-token distribution of avlearn's cached decoder at every step of the seed's greedy caption decoding
+    over t-va (with ``ours.cfg.task_prompt``, both with the caption prompt); returns the seed's tokens (B, STEPS)
+    and avlearn's t-va memory (B, M, Cd)."""
     batch, seed_batch = _inputs(ours)
     steps = []
-    get_logits = seed_on_cpu.get_logits
-    seed_on_cpu.get_logits = lambda *args, **kwargs: steps.append(get_logits(*args, **kwargs)) or steps[-1]
+    get_logits = seed.get_logits
+    monkeypatch.setattr(seed, "get_logits", lambda *a, **k: steps.append(get_logits(*a, **k)) or steps[-1])
     with torch.no_grad():
-        sentences = seed_on_cpu.generate_cap(seed_batch, ["tva"])["generated_sequences_t_va"]  # (B, STEPS)
+        sentences = seed.generate_cap(seed_batch, ["tva"])["generated_sequences_t_va"]  # (B, STEPS)
         memory = ours.memory(ours.encode_visual(batch["frames"]), ours.encode_audio(batch["audio"]))["tva"]
-        cache = ours.start_cache(memory)
+        cache = ours.start_cache(memory, ours.task_prompts("caption", B))
         prefix = torch.full((B, 1), 101)
         for t, (logits, _) in enumerate(steps):  # the seed's tokens so far, one step at a time
             mine = ours.next_token_logits(prefix, memory, cache)
             assert_parity(mine.softmax(-1), logits.softmax(-1), f"next-token distribution, step {t}")
             prefix = torch.cat([prefix, sentences[:, t : t + 1]], dim=1)
+    assert len(steps) == STEPS
+    return sentences, memory
+
+
+@pytest.mark.parametrize("group", ["tv", "ta", "tva"])
+def test_mga_scores_and_losses_and_mgc_loss_match_the_seed(
+    seed_on_cpu: nn.Module, models: tuple, group: str, monkeypatch: pytest.MonkeyPatch
+):
+    check_pretraining_losses(seed_on_cpu, models[1], group, monkeypatch)
+
+
+def test_greedy_decoding_matches_the_seed_at_every_step(seed_on_cpu: nn.Module, models: tuple, monkeypatch):
+    ours = models[1]
+    sentences, memory = check_greedy_steps(seed_on_cpu, ours, monkeypatch)
+    with torch.no_grad():
         generated = ours.generate(memory, STEPS)
     expected = [row[: row.index(SEP)] if SEP in row else row for row in sentences.tolist()]
     assert generated == expected

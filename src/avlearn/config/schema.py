@@ -58,9 +58,9 @@ class BackboneConfig:
 # The readers a generic (clip-level) task can read, named by ``data.benchmark``; the table behind it is
 # ``avlearn.data.pipelines.clips.BENCHMARKS`` (a test checks that the two agree).
 BENCHMARKS = ("vggsound", "audioset", "esc50", "ucf101", "coop", "imagenet_esc", "imagenet_esc_image",
-              "valor32k", "msrvtt", "vggsound_avel40k", "valor_qa", "msrvtt_std", "didemo", "activitynet", "lsmdc",
-              "vatex", "vatex_cap", "msvd", "audiocaps", "audiocaps_ret", "clotho", "msrvtt_qa", "msvd_qa", "tgif_qa",
-              "activitynet_qa", "music_avqa_valor")  # fmt: skip
+              "valor32k", "valor1m", "msrvtt", "vggsound_avel40k", "valor_qa", "msrvtt_std", "didemo", "activitynet",
+              "lsmdc", "vatex", "vatex_cap", "msvd", "audiocaps", "audiocaps_ret", "clotho", "msrvtt_qa", "msvd_qa",
+              "tgif_qa", "activitynet_qa", "music_avqa_valor")  # fmt: skip
 
 
 @dataclass

@@ -28,7 +28,18 @@ What we changed, and why (``faithful: true`` restores the seed where it changes 
   of each of ``frames`` equal parts, the seed's test-time choice; 0: every segment) and ``audio_clips`` clips made
   by cutting the concatenated segments into equal parts (0: one clip per segment), each cropped or zero-padded to
   the AST's input length. The two counts may differ.
-* No task prompts (VALOR-L only), no MLM branch, no CLIP text tower (built but unused by the seed).
+* Task prompts (VALOR-L's ``use_task_prompt``; ``task_prompt: true`` in the VALOR-L recipes, off by default as in
+  VALOR-B): the seed's sentences, ``[CLS] words [SEP]`` (``PROMPTS``). The text encoder reads the caption followed by
+  'project language in common space' (its own positions from 0, the prompt embedding row, bidirectional over both)
+  and keeps the caption's positions; the caption decoder gets 'describe the video with natural language' as its
+  prompt segment; QA's question gets 'answer the question' after its [CLS]. The prompt embedding row is BERT's
+  second token type (the seed adds a one-row ``prompt_embedding`` and never uses that token type; the converter
+  puts the seed's row there).
+* MLM (``mlm_groups``, empty by default; the seed's ``mlm%tv`` on its image / video-only pretraining datasets):
+  15 % of the caption tokens chosen by MGC's masking rule and predicted by the decoder run bidirectionally over the
+  caption followed by an always-on prompt ('predict masked tokens with visual cues', ... per group, ``MLM_PROMPTS``),
+  cross-attending to the group's memory; the groups' mean cross-entropy is the ``mlm`` loss term.
+* No CLIP text tower (built but unused by the seed).
 """
 
 from __future__ import annotations
@@ -42,11 +53,19 @@ from torch import nn
 from avlearn.backbones.base import Hidden
 from avlearn.distributed import all_gather_with_grad
 from avlearn.errors import ConfigError
-from avlearn.layers.text_decoder import Decoding
+from avlearn.layers.text_decoder import Decoding, wordpiece
 from avlearn.methods.base import AVFeatures
 from avlearn.registry import METHODS
 
 GROUPS = ("tv", "ta", "tva")
+# VALOR-L's task prompts (the seed's get_task_prompt sentences): text encoder, caption decoder, QA question prefix
+PROMPTS = {"text": "project language in common space", "caption": "describe the video with natural language",
+           "answer": "answer the question"}  # fmt: skip
+# MLM's prompts per group (the seed's, always on), and its masking probability (the seed's fixed 0.15)
+MLM_PROMPTS = {"tva": "predict masked tokens with visual and audio cues",
+               "tv": "predict masked tokens with visual cues",
+               "ta": "predict masked tokens with audio cues"}  # fmt: skip
+MLM_MASK_PROB = 0.15
 PAD, CLS, SEP, MASK = 0, 101, 102, 103  # BERT's uncased WordPiece ids
 FIRST_RANDOM = 106  # random replacement ids start after the special tokens, as in the seed
 
@@ -69,12 +88,17 @@ class VALORConfig:
     max_frames: int = 32  # rows of the frame and audio-clip embedding tables (the seed's 32)
     faithful: bool = False  # the seed's padded-position scoring and unclamped temperature
     retrieval_group: str = "tva"  # the group whose MGA score ranks clips in task=retrieve task.similarity=method
+    task_prompt: bool = False  # VALOR-L's use_task_prompt: the seed's task prompts (``PROMPTS``)
+    mlm_groups: list[str] = field(default_factory=list)  # MLM's groups (the seed's mlm%tv); empty: no MLM
 
 
 def _check_config(cfg: VALORConfig) -> None:
     """One-line ConfigErrors for invalid values."""
-    if not cfg.groups or any(g not in GROUPS for g in cfg.groups) or len(set(cfg.groups)) < len(cfg.groups):
-        raise ConfigError(f"method.groups={list(cfg.groups)}: expected distinct groups among {', '.join(GROUPS)}")
+    for key in ("groups", "mlm_groups"):
+        groups = list(getattr(cfg, key))
+        if (key == "groups" and not groups) or any(g not in GROUPS for g in groups) or len(set(groups)) < len(groups):
+            raise ConfigError(f"method.{key}={groups}: expected distinct groups among {', '.join(GROUPS)}"
+                              f"{'' if key == 'groups' else ' (or none)'}")  # fmt: skip
     if cfg.retrieval_group not in GROUPS:
         raise ConfigError(f"method.retrieval_group={cfg.retrieval_group!r}: expected one of {', '.join(GROUPS)}")
     for key in ("mask_prob", "answer_mask_prob"):
@@ -169,6 +193,11 @@ def contrastive_loss(score: torch.Tensor, temperature: torch.Tensor) -> torch.Te
     logits = score / temperature
     target = torch.arange(len(logits), device=logits.device)
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def _prompt_ids(sentence: str) -> torch.Tensor:
+    """``[CLS] sentence [SEP]`` in BERT's uncased WordPiece ids ``(P,)``."""
+    return torch.tensor(wordpiece()(sentence)["input_ids"], dtype=torch.long)
 
 
 def _weight_mlp(dim: int) -> nn.Sequential:
@@ -280,12 +309,13 @@ class VALOR(nn.Module):
     ``text_ids`` / ``text_mask (B, L)`` in BERT's WordPiece ids ([CLS] ... [SEP], right-padded). Output AVFeatures:
     ``visual (B, n, 1 + N, Cv)`` every frame's tokens and ``visual_pooled`` its CLS (Video Swin: ``(B, n, N, Cv)``
     and the mean of the N), ``audio (B, n_a, 1 + Na, Ca)`` and ``audio_pooled`` likewise, ``text (B, L, Ct)`` /
-    ``text_pooled`` ([CLS]) and ``losses`` ``mga`` / ``mgc`` when the batch carries text.
+    ``text_pooled`` ([CLS]) and ``losses`` ``mga`` / ``mgc`` (and ``mlm`` with ``mlm_groups``) when the batch
+    carries text.
     """
 
     Config = VALORConfig
     produces = ("audio", "audio_pooled", "visual", "visual_pooled", "text", "text_pooled")
-    loss_terms = ("mga", "mgc")  # in AVFeatures.losses when the batch carries text (task=pretrain trains on them)
+    loss_terms = ("mga", "mgc", "mlm")  # in AVFeatures.losses with text (task=pretrain); mlm with mlm_groups
     caption_settings = ("beam_size", "max_length")  # the task.* decoding keys caption_generate reads
     answer_settings = ("beam_size", "max_length")  # the task.* decoding keys answer_generate reads
 
@@ -323,6 +353,9 @@ class VALOR(nn.Module):
         )
         self.lm_transform = nn.Sequential(nn.Linear(cd, cd), nn.GELU(), nn.LayerNorm(cd, eps=eps))
         self.lm_bias = nn.Parameter(torch.zeros(bert.vocab_size))
+        prompts = {**(PROMPTS if cfg.task_prompt else {}), **{f"mlm_{g}": MLM_PROMPTS[g] for g in cfg.mlm_groups}}
+        for kind, sentence in prompts.items():
+            self.register_buffer(f"prompt_{kind}", _prompt_ids(sentence), persistent=False)  # (P,)
 
     # ---- towers
 
@@ -377,9 +410,41 @@ class VALOR(nn.Module):
         return tower.head(hidden).unflatten(0, (b, n))  # (B, n_a, 1 + Na, Ca)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The BERT as bidirectional text encoder: ``(B, L)`` ids -> tokens ``(B, L, Ct)`` and [CLS] ``(B, Ct)``."""
-        tokens = self.text_backbone.forward_features(input_ids=input_ids, attention_mask=attention_mask)
+        """The BERT as bidirectional text encoder: ``(B, L)`` ids -> tokens ``(B, L, Ct)`` and [CLS] ``(B, Ct)``
+        (with ``task_prompt``: read together with the text prompt, ``encode_prompted``)."""
+        if self.cfg.task_prompt:
+            tokens = self.encode_prompted(input_ids, attention_mask, self.task_prompts("text", len(input_ids)))
+        else:
+            tokens = self.text_backbone.forward_features(input_ids=input_ids, attention_mask=attention_mask)
         return tokens, tokens[:, 0]
+
+    def task_prompts(self, kind: str, rows: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The ``PROMPTS[kind]`` ids and mask ``(rows, P)`` with ``task_prompt`` (MLM's ``mlm_<group>`` always),
+        else None."""
+        if not (self.cfg.task_prompt or kind.startswith("mlm_")):
+            return None
+        ids = getattr(self, f"prompt_{kind}").expand(rows, -1)  # (rows, P)
+        return ids, torch.ones_like(ids)
+
+    def encode_prompted(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        prompt: tuple[torch.Tensor, torch.Tensor],
+        memory: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The seed's BERT run bidirectionally over ``(B, L)`` ids followed by a ``prompt`` (ids, mask ``(B, P)``; its
+        own positions from 0, the prompt row), every real token seeing every other, cross-attending to ``memory
+        (B, M, Cd)`` when given (MLM; without: the text encoder); the L text positions' states ``(B, L, Ct)``."""
+        bert = self.text_backbone.model
+        ids, mask = prompt
+        text = bert.embeddings(input_ids=input_ids)  # (B, L, Ct)
+        extra = bert.embeddings(input_ids=ids, token_type_ids=torch.ones_like(ids))  # (B, P, Ct)
+        keys = torch.cat([attention_mask, mask], dim=1).bool()  # (B, L + P)
+        allowed = keys[:, None, None].expand(-1, 1, keys.shape[1], -1)  # (B, 1, L + P, L + P)
+        cache = DecoderCache([], [None] * len(self.cross)) if memory is None else self.start_cache(memory)
+        hidden = self._layers(torch.cat([text, extra], dim=1), allowed, cache, 0)
+        return hidden[:, : input_ids.shape[1]]  # (B, L, Ct)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> AVFeatures:
         """AVFeatures of ``batch``; with ``text_ids``, also the text tokens and the ``mga`` / ``mgc`` losses."""
@@ -483,10 +548,12 @@ class VALOR(nn.Module):
         return self._layers(hidden, allowed, cache, t if keep is None else keep)
 
     def _layers(self, hidden: torch.Tensor, allowed: torch.Tensor, cache: DecoderCache, keep: int) -> torch.Tensor:
-        """The BERT layers with cross-attention over ``hidden (B, T, Cd)``, ``allowed (B, 1, T, keys)``."""
+        """The BERT layers with cross-attention over ``hidden (B, T, Cd)``, ``allowed (B, 1, T, keys)`` (none
+        without ``cache.memory_kv``: the text encoder)."""
         for i, layer in enumerate(self.text_backbone.model.encoder.layer):
             hidden = self._self_attention(layer, hidden, allowed, cache, i, keep)
-            hidden = self.cross[i](hidden, cache.memory_kv[i])
+            if cache.memory_kv:
+                hidden = self.cross[i](hidden, cache.memory_kv[i])
             hidden = layer.output(layer.intermediate(hidden), hidden)
         return hidden
 
@@ -616,11 +683,29 @@ class VALOR(nn.Module):
         masked: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """``mga``: the groups' mean InfoNCE over the global batch times ``contra_weight``; ``mgc``: the groups'
-        mean masked-caption cross-entropy (``masked``: given inputs and labels instead of a fresh draw)."""
+        mean masked-caption cross-entropy (``masked``: given inputs and labels instead of a fresh draw); ``mlm`` with
+        ``mlm_groups``."""
         scores = self.mga_scores(self.contrast_features(visual, audio, text, mask).gathered())
         temperature = self.temperature_value()
         mga = torch.stack([contrastive_loss(s, temperature) for s in scores.values()]).mean()
-        return {"mga": mga * self.cfg.contra_weight, "mgc": self.mgc(visual, audio, ids, mask, masked)}
+        losses = {"mga": mga * self.cfg.contra_weight, "mgc": self.mgc(visual, audio, ids, mask, masked)}
+        if self.cfg.mlm_groups:
+            vocab = self.text_backbone.model.config.vocab_size
+            losses["mlm"] = self.mlm(visual, audio, mask_tokens(ids, mask, MLM_MASK_PROB, vocab), mask)
+        return losses
+
+    def mlm(
+        self, visual: torch.Tensor, audio: torch.Tensor, masked: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor
+    ) -> torch.Tensor:
+        """MLM: the ``masked`` caption (inputs and labels ``(B, L)``: ``mask_tokens`` at ``MLM_MASK_PROB``; ``mask``
+        1 = real token) predicted bidirectionally over each of ``mlm_groups``' memory with its prompt; the mean CE."""
+        inputs, labels = masked
+        memory, chosen = self.memory(visual, audio), labels != -100
+        losses = []
+        for g in self.cfg.mlm_groups:
+            hidden = self.encode_prompted(inputs, mask, self.task_prompts(f"mlm_{g}", len(inputs)), memory[g])
+            losses.append(F.cross_entropy(self.token_logits(hidden[chosen]).float(), labels[chosen]))  # (L,) chosen
+        return torch.stack(losses).mean()
 
     def mgc(
         self,
@@ -634,8 +719,18 @@ class VALOR(nn.Module):
         tokens (``masked``: given inputs and labels instead of a fresh draw)."""
         vocab = self.text_backbone.model.config.vocab_size
         inputs, labels = masked or mask_tokens(ids, mask, self.cfg.mask_prob, vocab)
-        memory = self.memory(visual, audio)
-        return torch.stack([self.mgc_loss(inputs, mask, labels, memory[g]) for g in self.cfg.groups]).mean()
+        memory, prompt = self.memory(visual, audio), self.task_prompts("caption", len(ids))
+        return torch.stack([self.mgc_loss(inputs, mask, labels, memory[g], prompt) for g in self.cfg.groups]).mean()
+
+    def question_prompt(self, question: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """QA's prompt segment: the question ids / mask ``(N, Q)``, with ``task_prompt`` the words of 'answer the
+        question' put after its [CLS] (the seed's ``cat(question[:, :1], prompt[1:-1], question[:, 1:])``)."""
+        if not self.cfg.task_prompt:
+            return question
+        ids, mask = question
+        words = self.prompt_answer[1:-1].expand(len(ids), -1)  # (N, P - 2)
+        return (torch.cat([ids[:, :1], words, ids[:, 1:]], dim=1),
+                torch.cat([mask[:, :1], torch.ones_like(words), mask[:, 1:]], dim=1))  # fmt: skip
 
     # ---- the open-ended QA task's method-decoder hooks (task=qa_open task.decoder=method; docs/architecture.md)
 
@@ -651,8 +746,8 @@ class VALOR(nn.Module):
         as the bidirectional prompt, over the memory of video ``row (N,)``; the configured groups' mean."""
         vocab = self.text_backbone.model.config.vocab_size
         inputs, labels = mask_tokens(*answer, self.cfg.answer_mask_prob, vocab)
-        memory = self.memory(feats.visual, feats.audio)
-        losses = [self.mgc_loss(inputs, answer[1], labels, memory[g], question, row) for g in self.cfg.groups]
+        memory, prompt = self.memory(feats.visual, feats.audio), self.question_prompt(question)
+        losses = [self.mgc_loss(inputs, answer[1], labels, memory[g], prompt, row) for g in self.cfg.groups]
         return torch.stack(losses).mean()
 
     @torch.no_grad()
@@ -662,7 +757,7 @@ class VALOR(nn.Module):
         """Mask-append decoding of each question's answer (``question`` ids / mask ``(N, Q)`` as the prompt, video
         ``row (N,)``) over the first configured group's memory: WordPiece ids per question."""
         memory = self.memory(feats.visual, feats.audio)[self.cfg.groups[0]][row]  # (N, M, Cd)
-        return self.generate(memory, settings.max_length, settings.beam_size, prompt=question)
+        return self.generate(memory, settings.max_length, settings.beam_size, prompt=self.question_prompt(question))
 
     # ---- the caption task's method-decoder hook (task=caption task.decoder=method; docs/architecture.md)
 
@@ -676,7 +771,8 @@ class VALOR(nn.Module):
         """Mask-append decoding (``generate``, key/value cache) over the first configured group's memory, with
         ``settings.beam_size`` and ``settings.max_length`` (the seed's beam 3, 30 tokens): WordPiece ids per clip."""
         memory = self.memory(feats.visual, feats.audio)[self.cfg.groups[0]]  # (B, M, Cd)
-        return self.generate(memory, settings.max_length, settings.beam_size)
+        prompt = self.task_prompts("caption", len(memory))
+        return self.generate(memory, settings.max_length, settings.beam_size, prompt=prompt)
 
     # ---- the retrieve task's method-similarity hooks (task=retrieve task.similarity=method; docs/architecture.md)
 

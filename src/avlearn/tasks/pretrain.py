@@ -4,15 +4,18 @@ and mutual-information terms (CMG), audio-visual-language alignment and masked c
 The task adds no head and no loss of its own: the training loss is the sum of ``AVFeatures.losses`` (each term logged
 as ``loss_<name>``), and validation scores their mean over the split (``loss``, lower is better; the best
 validation keeps the checkpoint under ``train.select=best``, while pre-training recipes usually keep the last
-state). It reads AVE-layout clips with their captions (``avlearn.data.pipelines.caption_text``: AVSynth's event
-clips): the media go to the method as ``frames`` / ``audio``, the caption's WordPiece ids as ``text_ids`` /
+state). It reads the caption benchmark ``data.benchmark`` names (``clips.CAPTION_BENCHMARKS``: VALOR-1M, VALOR-32K
+and the VALOR-layout caption readers, through ``clips.clip_splits`` and ``caption_text.benchmark_caption_splits``)
+or, with any other benchmark, AVE-layout clips with their captions (``caption_text.caption_splits``: AVSynth's
+event clips): the media go to the method as ``frames`` / ``audio``, the caption's WordPiece ids as ``text_ids`` /
 ``text_mask`` (one caption drawn at random per training read). A method that declares no ``loss_terms`` (the
 contract, ``avlearn.methods.base``) is refused at build time.
 
 kNN monitoring (``task.knn_every`` N > 0; DeepAVFusion's ``train.py`` probes every 10 epochs): after the first epoch,
 every N epochs after it (epochs 1, N + 1, 2N + 1, ... as the seed's ``epoch % eval_freq == 0`` counted from 0) and
 the last, the current encoder is probed by the classify task's kNN rule (``avlearn.layers.knn``): the labelled clips
-of ``data.benchmark`` (``avlearn.data.pipelines.clips``, read next to the captioned ones) give the memory bank
+of ``data.benchmark`` (``avlearn.data.pipelines.clips``, read next to the AVE layout's captioned ones; a caption
+benchmark has no labels to probe: a one-line ConfigError) give the memory bank
 (training split) and the queries (validation split); ``knn_top1`` / ``knn_top5`` go into the epoch's record of the
 run's metrics. They are not used for model selection. The features are those a downstream task sees: the method's
 ``downstream(batch)`` when it has one (a method whose pretraining forward masks its inputs), else its forward, in
@@ -30,8 +33,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from avlearn.data.pipelines import Splits
-from avlearn.data.pipelines.caption_text import TextInfo, caption_splits
-from avlearn.data.pipelines.clips import clip_splits
+from avlearn.data.pipelines.caption_text import TextInfo, benchmark_caption_splits, caption_splits
+from avlearn.data.pipelines.clips import CAPTION_BENCHMARKS, clip_splits
 from avlearn.errors import ConfigError
 from avlearn.layers.knn import FEATURES, clip_feature, knn_votes, labelled_features, normalised_mean
 from avlearn.methods.base import check_pairing
@@ -65,8 +68,16 @@ class PretrainInfo(TextInfo):
 
 
 def pretrain_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
-    """The captioned clips (``caption_splits``) and, with ``task.knn_every`` > 0, the labelled clips of
-    ``data.benchmark`` (``clip_splits``) for the kNN probe."""
+    """The caption benchmark ``data.benchmark`` (``CAPTION_BENCHMARKS``), or the AVE layout's captioned clips
+    (``caption_splits``) and, with ``task.knn_every`` > 0, the labelled clips of ``data.benchmark``
+    (``clip_splits``) for the kNN probe."""
+    if cfg.data.benchmark in CAPTION_BENCHMARKS:
+        if cfg.task.knn_every > 0:
+            raise ConfigError(
+                f"task.knn_every={cfg.task.knn_every}: the probe needs labelled clips, but "
+                f"data.benchmark={cfg.data.benchmark} has captions only; set task.knn_every=0"
+            )
+        return benchmark_caption_splits(cfg, clip_splits(cfg, audio_pre))
     splits = caption_splits(cfg, audio_pre)
     if cfg.task.knn_every <= 0:
         return splits

@@ -3,8 +3,10 @@
 Chance levels of text -> clip R@1 on the test split: ``uniform`` (a random ranking: 100 / N) and ``ceiling``, the
 best any model can reach when query captions repeat: g clips whose queries are the same text are ranked alike for
 all g queries, so only one of them comes first (``caption_ceiling``). The plot (``retrieval.png``) shows a few test
-queries with the middle frame of their top-5 clips (green: the query's own clip). ``write_ranking_html`` writes the
-same as a small HTML page (frames inline), for ``avlearn predict``-style text queries over a folder of clips.
+queries (their first caption: a benchmark's references, or the AVE layout's ``captions/txt_mapper.json``; the clip
+id when it has none) with the middle frame of their top-5 clips (green: the query's own clip).
+``write_ranking_html`` writes the same as a small HTML page (frames inline), for ``avlearn predict``-style text
+queries over a folder of clips.
 """
 
 from __future__ import annotations
@@ -41,11 +43,15 @@ def retrieve_chance(splits: Any, task: nn.Module, out: dict) -> dict[str, float]
     return {"uniform": 100.0 / len(queries), "ceiling": caption_ceiling(queries)}
 
 
-def _captions(root: Path) -> dict[str, list[str]]:
-    """``captions/txt_mapper.json`` of the dataset, or nothing."""
+def _captions(splits: Any) -> dict[str, list[str]]:
+    """Every test clip's captions by id: the benchmark's references (``data.benchmark``: its ``ClipSet``), else
+    ``captions/txt_mapper.json`` of the dataset, or nothing."""
     from avlearn.data.datasets.valor32k import read_txt_mapper
 
-    path = Path(root) / "captions" / "txt_mapper.json"
+    references = getattr(splits.test.clips, "references", None)
+    if references:
+        return references
+    path = Path(splits.root) / "captions" / "txt_mapper.json"
     return read_txt_mapper(path) if path.is_file() else {}
 
 
@@ -88,7 +94,7 @@ def _retrieve_plot(splits: Any, out: dict, path: Path) -> Path:
     n = min(SHOWN, len(test))
     similarity = preds["text"][:n] @ preds["clip"].T  # (n, V)
     order = similarity.argsort(dim=1, descending=True)[:, :TOP]  # (n, TOP)
-    ids, captions = test.clips.ids, _captions(splits.root)
+    ids, captions = test.clips.ids, _captions(splits)
     queries = [(captions.get(ids[i]) or [ids[i]])[0] for i in range(n)]
     ranked = [[(ids[j], _middle(test.clips[j]["frames"]), j == i) for j in order[i].tolist()] for i in range(n)]
     return plot_ranking(path, queries, ranked)

@@ -163,11 +163,14 @@ def test_recipe_key_missing_from_the_chosen_option_is_one_line():
 # AudioSet's classes from their files, VALOR's datasets' likewise (the recipes' dry runs on data=avsynth work: also
 # tests/unit/methods/test_deepavfusion_recipes.py, test_valor_recipes.py).
 REFUSED = {"dgsct_avqa_paper": "answer vocabulary", "dgsct_avqa_tiny": "answer vocabulary",
-           "valor_qa_tiny": "answer vocabulary", "valor_qa_msrvttqa": "answer vocabulary",
-           "valor_qa_music_avqa": "answer vocabulary",
+           "valor_qa_tiny": "answer vocabulary",
+           **{f"valor_qa_{data}": "answer vocabulary" for data in ("msrvttqa", "music_avqa", "msvdqa", "tgifqa",
+                                                                   "activitynetqa")},
            **{f"valor_{run}": "use data=avsynth" for run in ("ret_msrvtt", "ret_valor32k", "ret_audiocaps",
                                                              "cap_msrvtt", "cap_valor32k", "cap_audiocaps",
-                                                             "pretrain_l")},
+                                                             "pretrain_l", "ret_didemo", "ret_activitynet",
+                                                             "ret_lsmdc", "ret_vatex", "ret_msvd", "cap_msvd",
+                                                             "cap_vatex", "cap_clotho")},
            "dgsct_pretrain_paper": "task=pretrain_segments", "deepavfusion_avsrcsep": "task=separate",
            **{f"deepavfusion_{run}_{data}": f"task={'pretrain' if run == 'pretrain' else 'classify'}"
               for run in ("pretrain", "linprobe", "finetune") for data in ("vggsound", "audioset")}}  # fmt: skip

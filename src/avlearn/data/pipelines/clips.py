@@ -16,8 +16,10 @@ and its AVSynth part then follow ``data.benchmark`` (``BENCHMARKS`` below, one r
 
 Splits: the benchmark's own train/val/test where it publishes them; where it has no validation split, validation is
 every tenth record of each class of the training list(s) (``holdout``), never the test split. ``shots > 0``
-keeps K training clips a class (single-label benchmarks; CoOp reads its ``split_fewshot`` files). Clips are decoded
-once, in ``data.workers`` processes, and held in memory.
+keeps K training clips a class (single-label benchmarks; CoOp reads its ``split_fewshot`` files); VALOR-1M, which
+has no test list, is tested on its held-out validation. Clips are decoded once, in ``data.workers`` processes, and
+held in memory once per video: the items of a QA benchmark (one per question) index their video's frames and
+log-mels (``ClipSet.rows``), so memory grows with the videos, not the questions.
 """
 
 from __future__ import annotations
@@ -98,6 +100,9 @@ BENCHMARKS: dict[str, Benchmark] = {
     "imagenet_esc_image": Benchmark("imagenet_esc", "images", "ImageNet-ESC",
                                     lambda d: _train_test("train", "val", modality="image"), 1, audio=False),
     "valor32k": Benchmark("valor32k", "events", ".", lambda d: _official(), 10),
+    # VALOR-1M publishes its pretraining list only: validation is a tenth held out of it and, with no test list
+    # (``_read``), the test split is that same tenth (a pretraining run's test loss is its held-out loss).
+    "valor1m": Benchmark("valor1m", "events", ".", lambda d: {"train": [("holdout:train", {})]}, 10),
     "msrvtt": Benchmark("msrvtt", "events", ".", lambda d: _train_test("train", "test"), 10),
     "vggsound_avel40k": Benchmark("vggsound_avel40k", "events", ".", lambda d: _official(), 10),
     "valor_qa": Benchmark("valor_qa", "events", ".", lambda d: _official(), 10),
@@ -123,9 +128,10 @@ BENCHMARKS: dict[str, Benchmark] = {
 
 
 # The benchmarks whose records carry captions (``text`` and ``captions``) or questions (``question`` and ``answer``):
-# what ``task=retrieve`` / ``caption`` and ``task=qa_open`` read through ``clip_splits`` (``text_benchmark``).
-CAPTION_BENCHMARKS = ("valor32k", "msrvtt", "msrvtt_std", "didemo", "activitynet", "lsmdc", "vatex", "vatex_cap",
-                      "msvd", "audiocaps", "audiocaps_ret", "clotho")  # fmt: skip
+# what ``task=retrieve`` / ``caption`` / ``pretrain`` and ``task=qa_open`` read through ``clip_splits``
+# (``text_benchmark``).
+CAPTION_BENCHMARKS = ("valor1m", "valor32k", "msrvtt", "msrvtt_std", "didemo", "activitynet", "lsmdc", "vatex",
+                      "vatex_cap", "msvd", "audiocaps", "audiocaps_ret", "clotho")  # fmt: skip
 QA_BENCHMARKS = ("valor_qa", "msrvtt_qa", "msvd_qa", "tgif_qa", "activitynet_qa", "music_avqa_valor")
 OWN_LAYOUT = "vggsound"  # the schema's default data.benchmark: a text task then reads its own layout
 
@@ -183,8 +189,8 @@ def _every_tenth(records: Sequence[Record], members: list[int]) -> list[int]:
 
 
 def _read(cfg: DictConfig, bench: Benchmark, root: Any) -> tuple[dict[str, list[Record]], Any]:
-    """Records per split (the held-out validation taken from the training lists together) and the first reader
-    (its media and classes serve every split)."""
+    """Records per split (the held-out validation taken from the training lists together; a plan without a test
+    list tests on that held-out validation) and the first reader (its media and classes serve every split)."""
     reader = DATASETS.get(bench.reader)
     records: dict[str, list[Record]] = {s: [] for s in SPLITS}
     pooled: list[Record] = []  # training lists that give the validation split too
@@ -197,6 +203,8 @@ def _read(cfg: DictConfig, bench: Benchmark, root: Any) -> tuple[dict[str, list[
             (pooled if name.startswith("holdout:") else records[split]).extend(dataset.records)
     if pooled:
         records["train"], records["val"] = holdout(pooled)
+    if "test" not in bench.plan(cfg.data):
+        records["test"] = records["val"]
     return records, first
 
 
@@ -214,8 +222,9 @@ class ClipSet:
 
     Attributes:
         ids: Item ids.
-        frames: (N, S, H, W, 3) uint8.
-        audio: (N, S, F, T) float32.
+        frames: (V, S, H, W, 3) uint8, one row per distinct video of the split (V <= N).
+        audio: (V, S, F, T) float32.
+        rows: (N,) int64, each item's row of ``frames`` / ``audio`` (QA: a video's questions share one).
         targets: Per-item targets: tensors with N rows, or lists of N strings.
         has_video: Whether the frames are real (else black).
         has_audio: Whether the audio is real (else silence).
@@ -225,6 +234,7 @@ class ClipSet:
     ids: list[str]
     frames: torch.Tensor
     audio: torch.Tensor
+    rows: torch.Tensor
     targets: dict[str, Any]
     has_video: bool
     has_audio: bool
@@ -234,7 +244,8 @@ class ClipSet:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        item = {"id": self.ids[i], "frames": self.frames[i], "audio": self.audio[i], "has_video": self.has_video,
+        row = int(self.rows[i])
+        item = {"id": self.ids[i], "frames": self.frames[row], "audio": self.audio[row], "has_video": self.has_video,
                 "has_audio": self.has_audio}  # fmt: skip
         return {**item, **{key: values[i] for key, values in self.targets.items()}}
 
@@ -256,8 +267,9 @@ def _targets(records: Sequence[Record]) -> tuple[dict[str, Any], dict[str, list[
 
 
 def _decode(media: Any, records: Sequence[Record], bench: Benchmark, segments: int, cfg: DictConfig, audio_pre: Any,
-            desc: str) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Frames (N, S, H, W, 3) and segment log-mels (N, S, F, T), each media decoded once."""
+            desc: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Frames (V, S, H, W, 3) and segment log-mels (V, S, F, T) of the V distinct media of ``records``, each decoded
+    once, and (N,) each record's row among them."""
     from avlearn.data.segments import segment_log_mel
 
     size, rate = cfg.data.frame_size, audio_pre.sample_rate
@@ -265,19 +277,18 @@ def _decode(media: Any, records: Sequence[Record], bench: Benchmark, segments: i
                     audio=bench.audio)  # fmt: skip
     unique = list({r.media: r for r in records}.values())  # questions of one video share its decoding
     loaded = load_media(media, unique, decode, workers=cfg.data.workers, desc=desc)
-    decoded = {r.media: out for r, out in zip(unique, loaded, strict=True)}
-    n, samples = len(records), segments * rate
-    frames = torch.zeros(n, segments, size, size, 3, dtype=torch.uint8)  # (N, S, H, W, 3): black without video
-    waves = torch.zeros(n, samples)  # (N, S * rate): silence without audio
-    for i, record in enumerate(records):
-        out = decoded[record.media]
+    row = {r.media: k for k, r in enumerate(unique)}
+    v, samples = len(unique), segments * rate
+    frames = torch.zeros(v, segments, size, size, 3, dtype=torch.uint8)  # (V, S, H, W, 3): black without video
+    waves = torch.zeros(v, samples)  # (V, S * rate): silence without audio
+    for k, out in enumerate(loaded):
         if bench.video:
-            frames[i] = torch.from_numpy(np.array(out["frames"]))  # (S, H, W, 3), a copy: may be read-only
+            frames[k] = torch.from_numpy(np.array(out["frames"]))  # (S, H, W, 3), a copy: may be read-only
         if bench.audio:
             wave = torch.from_numpy(np.asarray(out["wave"], dtype=np.float32))[:samples]
-            waves[i, : len(wave)] = wave
-    mels = torch.cat([segment_log_mel(chunk, segments, audio_pre) for chunk in waves.split(64)])  # (N, S, F, T)
-    return frames, mels
+            waves[k, : len(wave)] = wave
+    mels = torch.cat([segment_log_mel(chunk, segments, audio_pre) for chunk in waves.split(64)])  # (V, S, F, T)
+    return frames, mels, torch.tensor([row[r.media] for r in records], dtype=torch.int64)
 
 
 def clip_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
@@ -295,8 +306,9 @@ def clip_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
     for split in SPLITS:
         if not records[split]:
             raise ConfigError(f"data.benchmark={cfg.data.benchmark}: the {split} split has no clips under {root}")
-        frames, audio = _decode(reader.media, records[split], bench, segments, cfg, audio_pre, f"decoding {split}")
+        frames, audio, rows = _decode(reader.media, records[split], bench, segments, cfg, audio_pre,
+                                      f"decoding {split}")  # fmt: skip
         targets, references = _targets(records[split])
-        sets[split] = ClipSet([r.id for r in records[split]], frames, audio, targets, bench.video, bench.audio,
+        sets[split] = ClipSet([r.id for r in records[split]], frames, audio, rows, targets, bench.video, bench.audio,
                               references)  # fmt: skip
     return Splits(sets["train"], sets["val"], sets["test"], DatasetInfo(reader.classes, segments), root)
