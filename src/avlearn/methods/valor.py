@@ -40,6 +40,11 @@ What we changed, and why (``faithful: true`` restores the seed where it changes 
   caption followed by an always-on prompt ('predict masked tokens with visual cues', ... per group, ``MLM_PROMPTS``),
   cross-attending to the group's memory; the groups' mean cross-entropy is the ``mlm`` loss term.
 * No CLIP text tower (built but unused by the seed).
+
+An option beyond the seed, off by default (``mga_time: true``): time-indexed MGA tokens, a learned embedding per
+frame index and per audio-clip index added to the projected frame and clip tokens before they are normalised, so
+that MGA's token-level maxima can tell which second a token comes from (the seed's score is a function of the set of
+tokens; its frame embeddings reach the decoder's memory only).
 """
 
 from __future__ import annotations
@@ -90,6 +95,7 @@ class VALORConfig:
     retrieval_group: str = "tva"  # the group whose MGA score ranks clips in task=retrieve task.similarity=method
     task_prompt: bool = False  # VALOR-L's use_task_prompt: the seed's task prompts (``PROMPTS``)
     mlm_groups: list[str] = field(default_factory=list)  # MLM's groups (the seed's mlm%tv); empty: no MLM
+    mga_time: bool = False  # avlearn option: a learned frame / clip index embedding in the MGA tokens (not the seed's)
 
 
 def _check_config(cfg: VALORConfig) -> None:
@@ -337,6 +343,9 @@ class VALOR(nn.Module):
         self.contra_text, self.contra_video, self.contra_audio = (nn.Linear(c, dim, bias=False) for c in (cd, cv, ca))
         self.weight_text, self.weight_video, self.weight_audio = (_weight_mlp(dim) for _ in range(3))
         self.temperature = nn.Parameter(torch.tensor(cfg.temperature))
+        # option: index embeddings of the MGA tokens, about half the norm of a fresh projected token (sqrt(D / 3))
+        self.mga_frame_time = nn.Parameter(0.3 * torch.randn(cfg.max_frames, dim)) if cfg.mga_time else None
+        self.mga_clip_time = nn.Parameter(0.3 * torch.randn(cfg.max_frames, dim)) if cfg.mga_time else None
         # MGC: memory tokens, the decoder's cross-attention and the tied-embedding prediction head
         eps = bert.layer_norm_eps
         self.video_proj = None if cv == cd else nn.Sequential(nn.Linear(cv, cd), nn.LayerNorm(cd, eps=eps))
@@ -471,10 +480,19 @@ class VALOR(nn.Module):
         """Tower tokens -> MGA's normalised text tokens ``(B, L, D)``, frame CLS ``(B, n, D)``, clip CLS
         ``(B, n_a, D)`` and their weight logits."""
         t = F.normalize(self.contra_text(text), dim=-1)  # (B, L, D)
-        v = F.normalize(self.contra_video(self.frame_pooled(visual)), dim=-1)  # (B, n, D)
-        a = F.normalize(self.contra_audio(audio[:, :, 0]), dim=-1)  # (B, n_a, D)
+        v = F.normalize(self._time_indexed(self.contra_video(self.frame_pooled(visual)), self.mga_frame_time), dim=-1)
+        a = F.normalize(self._time_indexed(self.contra_audio(audio[:, :, 0]), self.mga_clip_time), dim=-1)
         return ContrastFeatures(t, self.weight_text(t).squeeze(-1), text_mask.long(), v,
                                 self.weight_video(v).squeeze(-1), a, self.weight_audio(a).squeeze(-1))  # fmt: skip
+
+    def _time_indexed(self, tokens: torch.Tensor, table: nn.Parameter | None) -> torch.Tensor:
+        """``tokens (B, n, D)`` plus the row of their index in ``table (max_frames, D)`` (option ``mga_time``;
+        unchanged without it)."""
+        if table is None:
+            return tokens
+        if tokens.shape[1] > len(table):
+            raise ValueError(f"VALOR: {tokens.shape[1]} frames or audio clips, more than method.max_frames")
+        return tokens + table[: tokens.shape[1]]
 
     def mga_scores(self, feats: ContrastFeatures) -> dict[str, torch.Tensor]:
         """(A, B) text x clip scores of every configured group."""

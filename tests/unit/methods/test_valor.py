@@ -87,6 +87,23 @@ def test_padding_scores_zero_only_when_faithful():
     assert float(mga_score(text, *args, faithful=True)) == pytest.approx(-0.5)  # group->text picks the pad's 0
 
 
+@pytest.mark.parametrize("mga_time", [False, True])
+def test_mga_reads_the_order_of_frames_and_clips_only_with_the_time_option(mga_time: bool):
+    """The seed's MGA scores the frames and audio clips as a set (reversing the segments changes no score); the
+    ``mga_time`` option adds index embeddings (absent from the weights when off), so the order counts."""
+    model = _model(mga_time=mga_time).eval()
+    batch = _batch()
+    flipped = {**batch, "frames": batch["frames"].flip(1), "audio": batch["audio"].flip(1)}
+    with torch.no_grad():
+        text = model.encode_text(IDS, batch["text_mask"])[0]  # (B, L, Ct)
+        scores = [model.mga_scores(model.contrast_features(model.encode_visual(b["frames"]),
+                                                           model.encode_audio(b["audio"]), text, b["text_mask"]))
+                  for b in (batch, flipped)]  # fmt: skip
+    same = [torch.allclose(scores[0][g], scores[1][g], atol=1e-6) for g in ("tv", "ta", "tva")]
+    assert same == [not mga_time] * 3
+    assert any("mga_" in name for name in model.state_dict()) == mga_time
+
+
 def test_contrastive_loss_is_the_mean_of_both_directions_diagonals():
     score = torch.randn(5, 5, generator=torch.Generator().manual_seed(3))
     logits = score / 0.1
