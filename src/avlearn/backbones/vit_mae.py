@@ -164,3 +164,9 @@ def vit_mae_tiny(pretrained: str | None = None, **overrides: Any) -> ViTMAE:
     """Test-size MAE encoder: 32 px, patch 8, 2 layers of width 32 (random init)."""
     base = {"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
     return ViTMAE({**base, "intermediate_size": 64, "mask_ratio": 0.0, **overrides}, pretrained)
+
+
+@BACKBONES.register("vit_mae_64_tiny")
+def vit_mae_64_tiny(pretrained: str | None = None, **overrides: Any) -> ViTMAE:
+    """``vit_mae_tiny`` at 64 px: patch 8, an 8 x 8 grid (64 tokens instead of 16; random init)."""
+    return vit_mae_tiny(pretrained, **{"image_size": 64, **overrides})

@@ -19,7 +19,9 @@ weighted kNN of Wu et al. (CVPR 2018) as DINO runs it (Caron et al., ICCV 2021, 
 * Views: a clip of S segments is seen through crops of ``view_segments`` consecutive segments (0: the whole clip).
   Training reads one random crop per batch (an augmentation); evaluation averages the class probabilities (kNN: the
   L2-normalised features) of ``views`` crops spread evenly over the clip, as multi-clip video evaluation averages
-  clips of one video.
+  clips of one video. ``view_average=logits`` averages the head's logits instead and scores their softmax (sigmoid:
+  multi-label), as DeepAVFusion's dense evaluation does (``eval_finetune.py``: 10 clips spread evenly over the
+  video, their predictions averaged before the accuracy or mAP).
 * Regularisers of training (off by default; DeepAVFusion's fine-tuning, ``eval_finetune.py``, uses both):
   ``label_smoothing`` eps turns the targets into ``(1 - eps) y + eps / K`` (multi-label: per class), and ``mixup``
   alpha draws one ``lam ~ Beta(alpha, alpha)`` per clip and mixes every segment input (frames, log-mels,
@@ -52,6 +54,7 @@ from avlearn.tasks.base import DatasetInfo, MethodLayerIds, add_method_losses
 from avlearn.viz.classification import CLASSIFY
 
 MODES = ("linear", "finetune", "knn")
+VIEW_AVERAGES = ("probs", "logits")
 SEGMENT_INPUTS = ("frames", "audio", "visual_features", "audio_features")  # batch entries laid out (B, S, ...)
 
 
@@ -66,6 +69,7 @@ class ClassifyConfig:
     dropout: float = 0.0  # finetune head
     views: int = 1  # evaluation: crops averaged per clip
     view_segments: int = 0  # segments per crop (0: the whole clip)
+    view_average: str = "probs"  # probs | logits: what evaluation averages over the views
     knn_k: int = 20
     knn_temperature: float = 0.07
     knn_batch: int = 64  # clips per forward while the memory bank is built
@@ -84,6 +88,11 @@ def _check(cfg: ClassifyConfig, segments: int) -> None:
                           f"0 <= view_segments <= {segments} (the clip's segments)")  # fmt: skip
     if cfg.views > 1 and cfg.view_segments in (0, segments):
         raise ConfigError(f"task.views={cfg.views} averages crops: set task.view_segments < {segments}")
+    if cfg.view_average not in VIEW_AVERAGES:
+        raise ConfigError(f"task.view_average={cfg.view_average!r}: expected one of {', '.join(VIEW_AVERAGES)}")
+    if cfg.mode == "knn" and cfg.view_average == "logits":
+        raise ConfigError("task.view_average=logits averages a head's logits: task.mode=knn has no head (it averages "
+                          "the views' features); set task.view_average=probs")  # fmt: skip
     if cfg.mixup < 0 or not 0 <= cfg.label_smoothing < 1:
         raise ConfigError(f"task.mixup={cfg.mixup}, task.label_smoothing={cfg.label_smoothing}: expected mixup >= 0 "
                           "(0: off) and label_smoothing in [0, 1)")  # fmt: skip
@@ -230,16 +239,23 @@ class ClassifyTask(MethodLayerIds, nn.Module):
     def _probs(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.float().sigmoid() if self.cfg.multilabel else logits.float().softmax(dim=-1)
 
+    def average_views(self, logits: torch.Tensor) -> torch.Tensor:
+        """(V, B, K) logits of the views -> (B, K) probabilities: the mean of the views' probabilities, or with
+        ``view_average=logits`` the probabilities of their mean logits."""
+        if self.cfg.view_average == "logits":
+            return self._probs(logits.mean(dim=0))
+        return self._probs(logits).mean(dim=0)
+
     @torch.no_grad()
     def predict(self, batch: dict) -> dict[str, torch.Tensor]:
-        """``probs (B, K)``: class probabilities averaged over the views (kNN: normalised votes); ``clip_labels (B,)``
-        their argmax."""
+        """``probs (B, K)``: class probabilities averaged over the views (``view_average=logits``: the probabilities of
+        the averaged logits; kNN: normalised votes); ``clip_labels (B,)`` their argmax."""
         if self.cfg.mode == "knn":
             probs = self.knn_votes(self.embed(batch))
         else:
             views = view_starts(self.info.segments, self.length, self.cfg.views)
-            probs = torch.stack([self._probs(self.head(self.features(crop(batch, s, self.length))[0]))
-                                 for s in views]).mean(dim=0)  # fmt: skip
+            logits = torch.stack([self.head(self.features(crop(batch, s, self.length))[0]) for s in views])  # (V,B,K)
+            probs = self.average_views(logits)
         return {"clip_labels": probs.argmax(dim=-1), "probs": probs}
 
     def knn_votes(self, queries: torch.Tensor) -> torch.Tensor:

@@ -170,9 +170,11 @@ def test_sincos_table_is_maes_layout():
         assert table[n].tolist() == pytest.approx(expected, abs=1e-6)
 
 
-@pytest.mark.parametrize("name", ["vit_mae_tiny", "vit_mae_audio_tiny"])
-def test_randomly_initialised_towers_hold_maes_fixed_position_table(name):
+@pytest.mark.parametrize(("name", "grid"), [("vit_mae_tiny", (4, 4)), ("vit_mae_64_tiny", (8, 8)),
+                                          ("vit_mae_audio_tiny", (4, 6))])  # fmt: skip
+def test_randomly_initialised_towers_hold_maes_fixed_position_table(name, grid):
     tower = BACKBONES.build(name)  # transformers 5 alone leaves the image tower's table at zero
+    assert tower.grid == grid  # vit_mae_64_tiny: 64 px frames, 64 tokens
     table = tower.model.embeddings.position_embeddings[0]  # (1 + N, C)
     assert not table.requires_grad
     assert table[0].abs().max().item() == 0.0  # the CLS slot

@@ -59,6 +59,8 @@ def test_paper_recipes_are_the_seeds_runs(recipe):
         assert t.layer_decay == (0.75 if mode == "finetune" else 1.0) and not t.lr_ramp
         regularisers = (1.0, 0.1, 0.2) if mode == "finetune" else (0.0, 0.0, 0.0)  # finetune.yaml: mixup, ls, dp
         assert (cfg.task.mixup, cfg.task.label_smoothing, m.drop_path) == regularisers
+        views = (10, 1, "logits") if mode == "finetune" else (1, 0, "probs")  # the seed's dense fine-tune evaluation
+        assert (cfg.task.views, cfg.task.view_segments, cfg.task.view_average) == views
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
