@@ -12,6 +12,10 @@ both conditions hold, the first with almost no margin (validation SDRi -0.01, 1.
 issue's value. Scored on all 435 pairs of the 30 test clips instead of the 30 fixed pairs, checkpoints of this
 recipe give 2.80 (1,500 steps) and 3.08 dB (``task.pool=max``): the fixed list is a favourable draw (random lists of
 30 pairs: sd 0.65 dB), Hard pairs stay at 0 dB, and 4.06 was luck (docs/tasks/separate.md, "Why the number moves").
+Session 8 (docs/tasks/separate.md, "Which mixtures fail"): the failing half are the pairs of two tone classes or two
+noise-band classes (0.17 / 0.44 dB on all pairs, against 6.67 dB for a noise-band target beside a tone): the
+condition tells the two kinds of sound apart, not the classes; ``task.condition_time=frame`` gave 3.58 dB (swapped
+-5.38), Hard pairs still 0 dB.
 The run folder
 (``metrics.jsonl``, ``checkpoint/`` selected on validation SDRi, ``metrics.json``, ``separation.png``: spectrograms
 of test mixtures, sources and estimates) is under pytest's temporary directory; its path and the scores are printed.

@@ -8,8 +8,11 @@ at the bottleneck by FiLM (Perez et al., AAAI 2018: a per-channel scale and shif
 ``x * (1 + gamma) + beta``) or by concatenation (the vector projected, tiled over the bottleneck map, concatenated
 to its channels and mixed back by a 1x1 convolution); or at the output, as Sound of Pixels' synthesizer: each output
 map is a weighted sum of the last decoder level's ``channels[0]`` maps plus a bias, weights and bias predicted from
-the vector by one linear layer (the U-Net itself then sees no condition). Inputs of any size are zero-padded to a
-multiple of ``2 ** (levels - 1)`` and the output cropped back.
+the vector by one linear layer (the U-Net itself then sees no condition). The condition is one vector per sample
+``(B, Cc)``, or one per input column ``(B, Cc, W)`` (e.g. per spectrogram frame, so that the features of the frame
+seen at that time steer that time's mask; a column's vector is averaged over the ``2 ** (levels - 1)`` columns that
+one bottleneck column covers). Inputs of any size are zero-padded to a multiple of ``2 ** (levels - 1)`` (a
+per-column condition repeats its last column) and the output cropped back.
 """
 
 from __future__ import annotations
@@ -46,10 +49,12 @@ class BottleneckCondition(nn.Module):
             self.mix = nn.Sequential(nn.Conv2d(2 * channels, channels, 1), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """``cond (B, Cc, Wc)``, ``Wc`` 1 or the map's width ``W``."""
+        columns = cond.transpose(1, 2)  # (B, Wc, Cc)
         if self.fusion == "film":
-            gamma, beta = self.film(cond)[:, :, None, None].chunk(2, dim=1)  # each (B, C, 1, 1)
+            gamma, beta = self.film(columns).transpose(1, 2)[:, :, None].chunk(2, dim=1)  # each (B, C, 1, Wc)
             return x * (1 + gamma) + beta
-        tiled = self.proj(cond)[:, :, None, None].expand_as(x)  # (B, C) -> (B, C, H, W)
+        tiled = self.proj(columns).transpose(1, 2)[:, :, None].expand_as(x)  # (B, Wc, C) -> (B, C, H, W)
         return self.mix(torch.cat([x, tiled], dim=1))  # (B, 2C, H, W) -> (B, C, H, W)
 
 
@@ -64,13 +69,16 @@ class OutputCondition(nn.Module):
         self.proj = nn.Linear(cond_dim, out_channels * (channels + 1))
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        weights = self.proj(cond).unflatten(1, (self.out_channels, self.channels + 1))  # (B, C_out, K + 1)
-        mixed = torch.einsum("bkhw,bok->bohw", x, weights[..., :-1])  # (B, C_out, H, W)
-        return mixed + weights[..., -1, None, None]
+        """``cond (B, Cc, Wc)``, ``Wc`` 1 or the maps' width ``W``."""
+        weights = self.proj(cond.transpose(1, 2)).unflatten(-1, (self.out_channels, self.channels + 1))
+        weights = weights.expand(-1, x.shape[-1], -1, -1)  # (B, Wc, C_out, K + 1) -> (B, W, C_out, K + 1)
+        mixed = torch.einsum("bkhw,bwok->bohw", x, weights[..., :-1])  # (B, C_out, H, W)
+        return mixed + weights[..., -1].permute(0, 2, 1)[:, :, None]  # + (B, C_out, 1, W)
 
 
 class ConditionedUNet(nn.Module):
-    """U-Net ``(B, C_in, H, W) -> (B, C_out, H, W)`` conditioned on ``(B, cond_dim)`` at its bottleneck or output.
+    """U-Net ``(B, C_in, H, W) -> (B, C_out, H, W)`` conditioned on ``(B, cond_dim)`` or ``(B, cond_dim, W)`` at its
+    bottleneck or output.
 
     Args:
         channels: Widths of the levels, finest first; ``len(channels) - 1`` poolings.
@@ -103,13 +111,20 @@ class ConditionedUNet(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         x = F.pad(x, (0, -w % self.multiple, 0, -h % self.multiple))  # (B, C_in, H', W'), multiples of 2^(L-1)
+        if cond.dim() == 2:
+            cond = cond[:, :, None]  # (B, Cc) -> (B, Cc, 1): one vector for every column
+        elif cond.shape[-1] != w:
+            raise ValueError(f"a per-column condition {tuple(cond.shape)} needs the input's width {w}")
+        else:
+            cond = F.pad(cond, (0, -w % self.multiple), mode="replicate")  # (B, Cc, W')
         skips = []
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else F.max_pool2d(x, 2))  # (B, C_i, H' / 2^i, W' / 2^i)
             skips.append(x)
         x = skips.pop()  # the bottleneck (B, C_last, H' / 2^(L-1), W' / 2^(L-1))
         if not self.at_output:
-            x = self.condition(x, cond)
+            coarse = F.avg_pool1d(cond, self.multiple) if cond.shape[-1] > 1 else cond  # (B, Cc, W' / 2^(L-1))
+            x = self.condition(x, coarse)
         for up, merge in zip(self.up, self.merge, strict=True):
             x = merge(torch.cat([up(x), skips.pop()], dim=1))  # (B, 2 C_i, ...) -> (B, C_i, ...) one level finer
         x = self.condition(x, cond) if self.at_output else self.head(x)  # (B, C_0, H', W') -> (B, C_out, H', W')

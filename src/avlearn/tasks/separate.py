@@ -10,10 +10,14 @@ its last feature maps, ``output``) on the pooled features of the target clip:
 ``condition=visual`` the clip's visual vector, ``audio_visual`` that concatenated with the mean over segments of
 ``audio_pooled``. The visual vector (``pool``): ``mean``, the mean over segments of ``visual_pooled``; ``max``, the
 maximum of the ``visual`` tokens over tokens and segments (Sound of Pixels max-pools its visual feature map over
-space and time, so a small object's channels are not averaged away by the background). The method sees the
-target's frames and the **mixture's** audio (its segment log-mels, from the pipeline), never a source alone. The
-U-Net predicts mask logits per time-frequency bin for each source (one pass per source, conditioned on its frames);
-the estimate is ``ISTFT(mask * X)``, with the mixture's phase.
+space and time, so a small object's channels are not averaged away by the background). ``condition_time``:
+``clip``, one vector for the whole clip (pooled over its segments, as Sound of Pixels); ``frame``, one vector per
+STFT frame, the features of the segment (second) that frame lies in, pooled over tokens only (mean:
+``visual_pooled``, max: the ``visual`` tokens' maximum), so the mask at each time is steered by what is seen at that
+time (an option, off by default, beyond the seeds; a training crop's frames are placed by its ``offset``). The
+method sees the target's frames and the **mixture's** audio (its segment log-mels, from the pipeline), never a
+source alone. The U-Net predicts mask logits per time-frequency bin for each source (one pass per source,
+conditioned on its frames); the estimate is ``ISTFT(mask * X)``, with the mixture's phase.
 
 Masks (``mask``): ``ratio``, the ideal ratio mask ``|S_k| / (|S_1| + |S_2|)``, predicted through a sigmoid and
 applied as is; ``binary``, the ideal binary mask ``|S_k| > |S_other|``, thresholded at 0.5 to separate. Both are
@@ -59,6 +63,7 @@ from avlearn.viz.reports import Report
 MASKS = ("ratio", "binary")
 CONDITIONS = ("visual", "audio_visual")
 CONDITION_NORMS = ("none", "batch")
+CONDITION_TIMES = ("clip", "frame")
 POOLS = ("mean", "max")
 HEADS = ("unet", "avsrcsep_seed")
 EPS = 1e-8
@@ -80,6 +85,7 @@ class SeparateConfig:
     fusion: str = "film"  # film | concat (at the U-Net bottleneck) | output (Sound of Pixels' synthesizer)
     condition_norm: str = "none"  # none | batch: the conditioning vector standardised over the batch (no affine)
     pool: str = "mean"  # mean: visual_pooled over segments | max: visual tokens over tokens and segments
+    condition_time: str = "clip"  # clip: one vector a clip | frame: each STFT frame its own second's vector
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     weighted_loss: bool = True
     head: str = "unet"  # unet | avsrcsep_seed (DeepAVFusion's decoder on the method's per-layer tokens)
@@ -91,7 +97,7 @@ class SeparateConfig:
 def _check(cfg: SeparateConfig) -> None:
     """One-line ConfigErrors for invalid keys."""
     choices = {"mask": MASKS, "condition": CONDITIONS, "fusion": FUSIONS, "condition_norm": CONDITION_NORMS,
-               "pool": POOLS, "head": HEADS}  # fmt: skip
+               "pool": POOLS, "head": HEADS, "condition_time": CONDITION_TIMES}  # fmt: skip
     for key, valid in choices.items():
         if (value := getattr(cfg, key)) not in valid:
             raise ConfigError(f"task.{key}={value!r}: expected one of {', '.join(valid)}")
@@ -152,10 +158,10 @@ def _seed_head(cfg: SeparateConfig, method: nn.Module) -> AVSrcSepHead:
     if cfg.train_seconds != 0:
         raise ConfigError(f"task.train_seconds={cfg.train_seconds}: task.head=avsrcsep_seed masks the whole clip the "
                           "method encodes; set task.train_seconds=0")  # fmt: skip
-    if (cfg.condition, cfg.condition_norm, cfg.pool) != ("visual", "none", "mean"):
+    if (cfg.condition, cfg.condition_norm, cfg.pool, cfg.condition_time) != ("visual", "none", "mean", "clip"):
         raise ConfigError(f"task.condition={cfg.condition} / task.condition_norm={cfg.condition_norm} / task.pool="
-                          f"{cfg.pool}: task.head=avsrcsep_seed conditions on the image tokens itself; expected "
-                          "visual / none / mean")  # fmt: skip
+                          f"{cfg.pool} / task.condition_time={cfg.condition_time}: task.head=avsrcsep_seed conditions "
+                          "on the image tokens itself; expected visual / none / mean / clip")  # fmt: skip
     widths = method.dims["layers"]["audio"]
     pre = tower.preprocess
     return AVSrcSepHead(widths[0], check_layers(cfg.seed_layers, len(widths)), tower.grid, pre.num_frames,
@@ -204,16 +210,29 @@ class SeparateTask(nn.Module):
         return {**batch, "frames": torch.cat([batch["frames"], batch["frames_other"]]),
                 "audio": torch.cat([batch["audio"], batch["audio"]])}  # fmt: skip
 
-    def _conditions(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``(2B, C)`` conditioning vectors, source 1's rows first, then source 2's; and the method's loss terms."""
+    def _conditions(self, batch: dict[str, Any], frames: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Conditioning vectors, source 1's rows first, then source 2's: ``(2B, C)`` a clip, or ``(2B, C, T)`` one for
+        each of the ``frames`` STFT frames (``condition_time``); and the method's loss terms."""
         feats = self.method(self._each_source(batch))
-        if self.cfg.pool == "max":
-            cond = feats.visual.amax(dim=(1, 2))  # (2B, S_v, Nv, Cv) -> (2B, Cv)
-        else:
-            cond = feats.visual_pooled.mean(dim=1)  # (2B, S_v, Cv) -> (2B, Cv)
+        max_pool = self.cfg.pool == "max"
+        visual = feats.visual.amax(dim=2) if max_pool else feats.visual_pooled  # (2B, S_v, Cv)
+        streams = [(visual, max_pool)]
         if self.cfg.condition == "audio_visual":
-            cond = torch.cat([cond, feats.audio_pooled.mean(dim=1)], dim=-1)  # (2B, Cv + Ca)
-        return self.norm(cond.float()), feats.losses
+            streams.append((feats.audio_pooled, False))  # (2B, S_a, Ca)
+        if self.cfg.condition_time == "clip":
+            pooled = [x.amax(dim=1) if use_max else x.mean(dim=1) for x, use_max in streams]  # each (2B, C_i)
+            return self.norm(torch.cat(pooled, dim=-1).float()), feats.losses  # (2B, Cv [+ Ca])
+        offset = batch.get("offset", torch.zeros(len(batch["sources"]), dtype=torch.long)).to(visual.device)
+        timed = [self._at_frames(x, offset.repeat(2), frames) for x, _ in streams]  # each (2B, T, C_i)
+        return self.norm(torch.cat(timed, dim=-1).float().transpose(1, 2)), feats.losses  # (2B, C, T)
+
+    def _at_frames(self, segments: torch.Tensor, offset: torch.Tensor, frames: int) -> torch.Tensor:
+        """Per-segment vectors ``(N, S, C)`` of clips of ``info.segments`` seconds -> ``(N, T, C)``: each STFT frame
+        (``torch.stft`` centres frame t on sample ``offset + t * hop``) takes the vector of the segment it lies in."""
+        sample = offset[:, None] + torch.arange(frames, device=offset.device) * self.cfg.hop_length  # (N, T)
+        clip = self.info.segments * self.cfg.sample_rate  # samples a clip
+        index = (sample * segments.shape[1] // clip).clamp(0, segments.shape[1] - 1)  # (N, T)
+        return segments.gather(1, index[..., None].expand(-1, -1, segments.shape[-1]))  # (N, T, C)
 
     def mask_logits(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Mask logits ``(B, 2, F, T)`` of both sources, the mixture's STFT ``(B, F, T)`` and the method's losses."""
@@ -222,7 +241,7 @@ class SeparateTask(nn.Module):
             feats = self.method(self._each_source(batch), layers=True)
             logits = self.seed(feats.layers, batch["audio"].shape[-1], spec.shape[-1])  # (2B, F, T)
             return logits.unflatten(0, (2, -1)).transpose(0, 1), spec, feats.losses  # (B, 2, F, T)
-        cond, losses = self._conditions(batch)
+        cond, losses = self._conditions(batch, spec.shape[-1])
         logmag = torch.log(spec.abs() + 1e-3)[:, None]  # (B, 1, F, T)
         logits = self.unet(logmag.repeat(2, 1, 1, 1), cond)  # (2B, 1, F, T): source 1 rows, then source 2
         return logits[:, 0].unflatten(0, (2, -1)).transpose(0, 1), spec, losses  # (B, 2, F, T)

@@ -91,11 +91,12 @@ def test_training_step_and_prediction_shapes(tiny_method, clip_batch, fusion):
     assert est.shape == batch["sources"].shape
 
 
-def _run_and_see_condition(task: SeparateTask, clip_batch, count: int) -> tuple[dict, dict, list]:
-    """Train-mode forward of ``task`` on ``count`` mixtures; the batch, the ``(2B, C)`` condition the U-Net saw (kept
-    up to date by a hook) and the method's features of source 1's and source 2's frames (method without dropout)."""
+def _run_and_see_condition(task: SeparateTask, clip_batch, count: int, **extra: torch.Tensor) -> tuple[dict, ...]:
+    """Train-mode forward of ``task`` on ``count`` mixtures (plus ``extra`` batch entries); the batch, the condition
+    the U-Net saw (kept up to date by a hook) and the method's features of source 1's and source 2's frames (method
+    without dropout)."""
     task.method.eval()  # no dropout: the method gives the same features again below
-    batch = clip_batch(torch.zeros(count), sources=_sources(count, seconds=0.5))
+    batch = clip_batch(torch.zeros(count), sources=_sources(count, seconds=0.5), **extra)
     batch["frames_other"] = batch["frames"].flip(0)
     seen = {}
     task.unet.register_forward_hook(lambda _m, inputs, _o: seen.update(cond=inputs[1]))
@@ -124,6 +125,20 @@ def test_max_pool_conditions_on_the_largest_visual_token_value_of_each_channel(t
     assert task.unet.condition.proj.in_features == task.method.dims["visual"]
 
 
+@pytest.mark.parametrize("pool", ["mean", "max"])
+def test_frame_condition_gives_each_stft_frame_the_vector_of_its_own_second(tiny_method, clip_batch, pool):
+    task = _task(tiny_method, condition_time="frame", fusion="output", pool=pool)
+    offset = torch.tensor([3 * RATE - 1000, 0])  # source crops starting 1000 samples before second 3, and at 0
+    batch, seen, feats = _run_and_see_condition(task, clip_batch, 2, offset=offset)
+    per_second = [f.visual.amax(dim=2) if pool == "max" else f.visual_pooled for f in feats]
+    segments = torch.cat(per_second)  # (2B, 10, Cv), source 1's rows first
+    frames = batch["sources"].shape[-1] // 128 + 1  # torch.stft centres frame t on sample t * hop
+    assert seen["cond"].shape == (4, segments.shape[-1], frames)
+    for row, start in enumerate(offset.repeat(2).tolist()):
+        for t in range(frames):
+            torch.testing.assert_close(seen["cond"][row, :, t], segments[row, (start + 128 * t) // RATE])
+
+
 def test_max_pool_needs_visual_tokens(tiny_method):
     method = tiny_method()
     method.produces = tuple(f for f in method.produces if f != "visual")
@@ -135,7 +150,8 @@ def test_max_pool_needs_visual_tokens(tiny_method):
     ("key", "value", "says"),
     [("mask", "soft", "task.mask='soft'"), ("hop_length", 200, "task.hop_length=200"),
      ("fusion", "add", "task.fusion='add'"), ("channels", [8], "task.channels=[8]"),
-     ("condition_norm", "layer", "task.condition_norm='layer'"), ("pool", "min", "task.pool='min'")],
+     ("condition_norm", "layer", "task.condition_norm='layer'"), ("pool", "min", "task.pool='min'"),
+     ("condition_time", "segment", "task.condition_time='segment'")],
 )  # fmt: skip
 def test_bad_config_values_are_one_line_errors(tiny_method, key, value, says):
     with pytest.raises(ConfigError) as err:
@@ -153,6 +169,25 @@ def test_unet_keeps_any_size_and_uses_its_condition(fusion):
     out = net(x, torch.randn(2, 3))
     assert out.shape == (2, 1, 37, 50)
     assert not torch.allclose(out, net(x, torch.randn(2, 3)))
+
+
+@pytest.mark.parametrize("fusion", ["film", "concat", "output"])
+def test_unet_per_column_condition(fusion):
+    torch.manual_seed(0)
+    net = ConditionedUNet((4, 8, 16), cond_dim=3, fusion=fusion).eval()
+    for p in net.condition.parameters():
+        torch.nn.init.normal_(p)
+    x, cond = torch.randn(2, 1, 37, 50), torch.randn(2, 3)
+    same = net(x, cond[:, :, None].expand(-1, -1, 50))  # (B, Cc, W): the same vector in every column
+    torch.testing.assert_close(same, net(x, cond))
+    moved = cond[:, :, None].repeat(1, 1, 50)
+    moved[:, :, -10:] = torch.randn(2, 3, 1)  # another vector in the last 10 columns only
+    changed = (net(x, moved) - same).abs().amax(dim=(0, 1, 2)) > 1e-6  # (W,) columns whose output moved
+    assert changed[-10:].all()
+    if fusion == "output":  # the vector of a column weights that column's maps only
+        assert not changed[:-10].any()
+    with pytest.raises(ValueError, match="needs the input's width 50"):
+        net(x, moved[..., :49])
 
 
 def test_output_fusion_weights_the_last_decoder_maps_by_the_condition():
@@ -213,9 +248,12 @@ def test_mixture_lists_and_pipeline_items(tmp_path):
     torch.testing.assert_close(item["sources"], torch.stack([c.waves[i], c.waves[j]]))
     torch.testing.assert_close(item["audio"], segment_log_mel(c.feature_waves[i] + c.feature_waves[j], 10, pre))
     assert item["sources"].shape == (2, 10 * 8000) and torch.equal(item["frames_other"], c.frames[j])
+    assert item["offset"] == 0
     torch.manual_seed(0)
     train = data.train[3]
     assert train["sources"].shape == (2, 2 * 8000) and train["id"].split("+")[0] == data.train.clips.ids[3]
+    start = int(train["offset"])
+    torch.testing.assert_close(train["sources"][0], data.train.clips.waves[3][start : start + 2 * 8000])
     assert train["id"].split("+")[1] != data.train.clips.ids[3]
     assert data.test.sample_rate == cfg.task.sample_rate
 

@@ -96,7 +96,8 @@ def test_faithful_targets_are_the_seeds_on_the_stft(mask):
     [(["task.head=mlp"], "task.head='mlp'"), (["task.seed_layers=[1,0]"], "task.seed_layers=[1, 0]"),
      (["task.seed_layers=[2,1,0,0,0]"], "task.seed_layers=[2, 1, 0, 0, 0]"),
      (["task.train_seconds=3"], "task.train_seconds=3"),
-     (["task.condition=audio_visual"], "task.condition=audio_visual"), (["task.pool=max"], "task.pool=max")],
+     (["task.condition=audio_visual"], "task.condition=audio_visual"), (["task.pool=max"], "task.pool=max"),
+     (["task.condition_time=frame"], "task.condition_time=frame")],
 )  # fmt: skip
 def test_bad_config_values_are_one_line_errors(overrides, says):
     with pytest.raises(ConfigError) as err:

@@ -14,6 +14,7 @@ both clips' frames:
   method sees a source alone;
 - ``sources (2, N)`` float32: both waveforms at ``task.sample_rate`` (the mixture is their plain sum, as in
   DeepAVFusion: no gain normalisation);
+- ``offset`` int: the sample of the clips at which ``sources`` start (the training crop's offset; 0: whole clips);
 - ``hard`` bool: both clips are of one class (``sep_type`` Hard); ``id``: ``"<source 1>+<source 2>"``.
 
 Training mixes on the fly: each read of clip i pairs it with another training clip drawn uniformly with torch's
@@ -144,13 +145,13 @@ class Mixtures(torch.utils.data.Dataset):
 
         i, j, hard = self._pair(index)
         c = self.clips
-        sources = torch.stack([c.waves[i], c.waves[j]])  # (2, N)
+        sources, start = torch.stack([c.waves[i], c.waves[j]]), 0  # (2, N)
         if self.crop:
             start = int(torch.randint(sources.shape[-1] - self.crop + 1, ()))
             sources = sources[:, start : start + self.crop]  # (2, crop)
         audio = segment_log_mel(c.feature_waves[i] + c.feature_waves[j], SEGMENTS, self.pre)  # (S, F, T) of the mix
         return {"frames": c.frames[i], "frames_other": c.frames[j], "audio": audio, "sources": sources,
-                "hard": torch.tensor(hard), "id": f"{c.ids[i]}+{c.ids[j]}"}  # fmt: skip
+                "offset": torch.tensor(start), "hard": torch.tensor(hard), "id": f"{c.ids[i]}+{c.ids[j]}"}  # fmt: skip
 
 
 def separation_splits(cfg: DictConfig, audio_pre: Any) -> Splits:
