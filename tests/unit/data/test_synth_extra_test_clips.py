@@ -8,6 +8,7 @@ import hashlib
 import pytest
 from omegaconf import OmegaConf
 
+from avlearn.cli.main import main
 from avlearn.config.schema import DataConfig
 from avlearn.data.pipelines import synth_config
 from avlearn.data.synth import SynthConfig, generate, read_meta
@@ -23,7 +24,10 @@ def _ave_rows(root, name: str) -> list[str]:
 
 def test_the_first_clips_keep_their_splits_and_videos_and_the_extra_ones_are_test_clips(tmp_path):
     plain = generate(tmp_path / "plain", SynthConfig(clips=5, **SMALL), workers=1)
-    more = generate(tmp_path / "more", SynthConfig(clips=5, extra_test_clips=2, **SMALL), workers=1)
+    more = tmp_path / "more"  # through the command, which passes the option
+    args = ("--clips 5 --extra-test-clips 2 --avs-clips 0 --avqa-clips 0 --classes 3 --size 16 --seconds 5 --fps 2 "
+            "--sample-rate 8000 --seed 4 --workers 1").split()  # fmt: skip
+    assert main(["synth", str(more), *args]) == 0
     for name in ("trainSet.txt", "valSet.txt"):
         assert _ave_rows(more, name) == _ave_rows(plain, name)
     tests = _ave_rows(more, "testSet.txt")
