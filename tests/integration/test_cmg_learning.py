@@ -4,14 +4,17 @@
 AV pretraining of ``cmg_tiny`` (32 codes of width 32; ``task=pretrain``, lr 1e-3; the small CNN towers trained from
 scratch by CMG's losses alone), then the cross-modal transfer on clip classification (``task=ave_cls``, encoders and
 codebook frozen, ``method.transfer``): a head trained on one modality's codes and tested on the other's scores far
-above chance (10 %; the largest test class is 11.4 %) and far above the same protocol on an untrained encoder and codebook,
-in both directions. The codebook's perplexity per modality and the cross-modal code agreement (the same code at the
-same second) on the test clips are reported. 400 clips of 10 classes split 320 / 40 / 40 and 400 more test clips
-(``data.extra_test_clips``: 440 test clips, one clip 0.23 points), one thread, seed 0. The thresholds hold at each
-of seeds 0-2 measured with this protocol (docs/methods/cmg.md, "Three seeds, 440 test clips"), not just at seed 0.
-The Cross-CPC ablation (``method.cpc=false``) is measured there, not here: no seed-independent margin to assert.
+above chance (10 %; the largest test class is 11.4 %) and far above the same protocol on an untrained encoder and
+codebook, in both directions. The codebook's perplexity per modality and the cross-modal code agreement (the same
+code at the same second) on the test clips are reported. 400 clips of 10 classes split 320 / 40 / 40 and 400 more
+test clips (``data.extra_test_clips``: 440 test clips, one clip 0.23 points), one thread, seed 0. The thresholds
+hold at each of seeds 0-2 measured with this protocol (docs/methods/cmg.md, "Three seeds, 440 test clips"), not just
+at seed 0. The Cross-CPC ablation (``method.cpc=false``) is reported there (40 test clips), not run here: it has no
+margin every seed keeps.
 
-Slow (not run whole here; its runs took 33-42 minutes each on two cores shared with 8 jobs, about 1 hour 45 in all):
+Slow: not run whole in session 8; its runs (one pretraining, four transfers, two code statistics) were run one by one
+through its own functions, on two cores shared with 8 jobs (load 16-30): pretraining 2,660 s, each transfer
+1,950-2,100 s at seed 0 (at session 5's load 7-10 the same pretraining took 527 s and a transfer 174-230 s).
 ``pytest -m slow tests/integration/test_cmg_learning.py -s``.
 Measured numbers: docs/methods/cmg.md ("Learning on AVSynth").
 """
