@@ -9,12 +9,13 @@ codebook, in both directions. The codebook's perplexity per modality and the cro
 code at the same second) on the test clips are reported. 400 clips of 10 classes split 320 / 40 / 40 and 400 more
 test clips (``data.extra_test_clips``: 440 test clips, one clip 0.23 points), one thread, seed 0. The thresholds
 hold at each of seeds 0-2 measured with this protocol (docs/methods/cmg.md, "Three seeds, 440 test clips"), not just
-at seed 0. The Cross-CPC ablation (``method.cpc=false``) is reported there (40 test clips), not run here: it has no
-margin every seed keeps.
+at seed 0. The Cross-CPC ablation (``method.cpc=false``) is reported there (seed 1 on 440 test clips, seeds 0-2 on
+40), not run here.
 
 Slow: not run whole in session 8; its runs (one pretraining, four transfers, two code statistics) were run one by one
 through its own functions, on two cores shared with 8 jobs (load 16-30): pretraining 2,660 s, each transfer
-1,950-2,100 s at seed 0 (at session 5's load 7-10 the same pretraining took 527 s and a transfer 174-230 s).
+1,950-2,100 s at seed 0 (on the machine once quiet, load 4, a transfer took 152 s; at session 5's load 7-10 the
+pretraining took 527 s).
 ``pytest -m slow tests/integration/test_cmg_learning.py -s``.
 Measured numbers: docs/methods/cmg.md ("Learning on AVSynth").
 """
