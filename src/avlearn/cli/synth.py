@@ -34,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="event clips' single-modality distractors: half (one in half the clips, default) or both (a seen-only "
         "and a heard-only one in every clip, so one modality alone is right half the time)",
     )  # fmt: skip
+    parser.add_argument(
+        "--extra-test-clips", type=int, default=0,
+        help="event clips after the --clips ones, all in the test split (the first --clips keep their 80/10/10 "
+        "splits; default 0)",
+    )  # fmt: skip
     parser.add_argument("--workers", type=int, default=0, help="render processes (default: CPU count, max 8)")
 
 
@@ -48,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = SynthConfig(
         clips=args.clips, seed=args.seed, num_classes=args.classes, size=args.size, seconds=args.seconds,
         fps=args.fps, sample_rate=args.sample_rate, avs_clips=args.avs_clips, avqa_clips=args.avqa_clips,
-        event_distractors=args.event_distractors,
+        event_distractors=args.event_distractors, extra_test_clips=args.extra_test_clips,
     )  # fmt: skip
     cfg.validate()
     start, root = time.perf_counter(), Path(args.out).expanduser().absolute()

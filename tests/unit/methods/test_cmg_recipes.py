@@ -14,8 +14,8 @@ from avlearn.config import compose_run
 
 LEARNING = Path(__file__).parents[2] / "integration" / "test_cmg_learning.py"
 CHECKED = ("task.name", "method.name", "method.objectives", "method.transfer", "backbone.name", "data.name",
-           "data.clips", "train.epochs", "train.lr", "train.batch_size", "train.select", "train.init_only",
-           "train.lr_mult")  # fmt: skip
+           "data.clips", "data.extra_test_clips", "train.epochs", "train.lr", "train.batch_size", "train.select",
+           "train.init_only", "train.lr_mult")  # fmt: skip
 
 
 def _lists() -> dict[str, list[str]]:

@@ -55,7 +55,7 @@ def synth_config(data: DictConfig, task: str = "ave", part: str | None = None): 
     ``data.image_clips`` size the AVSBench / AVQA / ESC-50 / CoOp parts (-1: ``data.clips`` of them). The other
     parts get no clips, so each task's folder holds what it reads. ``data.sound_background`` (the probability of
     a background sound of another class in a sound) applies to the ``sounds`` part only, ``data.event_distractors``
-    to the ``events`` part only.
+    and ``data.extra_test_clips`` (more event clips, all in the test split) to the ``events`` part only.
     """
     from avlearn.data.synth import SynthConfig
 
@@ -71,6 +71,7 @@ def synth_config(data: DictConfig, task: str = "ave", part: str | None = None): 
         avqa_clips=count["avqa"], sound_clips=count["sounds"], image_clips=count["images"],
         sound_background=data.sound_background if part == "sounds" else 0.0,
         event_distractors=data.event_distractors if part == "events" else "half",
+        extra_test_clips=data.extra_test_clips if part == "events" else 0,
     )  # fmt: skip
 
 

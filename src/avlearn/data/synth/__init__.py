@@ -46,8 +46,8 @@ FORMAT_VERSION = 4  # 2: VGGSound-AVEL40K labels; 3: AudioSet, UCF101, MSR-VTT, 
 # 4: ImageNet-ESC's images
 AVS_FRAMES = 5  # AVSBench: one frame (and mask) per second over 5 s
 ESC_SECONDS = 5  # ESC-50 clips are 5 s long
-LATER_DEFAULTS = {"sound_background": 0.0, "event_distractors": "half"}  # options added after format 4, at the
-# value that renders format 4
+LATER_DEFAULTS = {"sound_background": 0.0, "event_distractors": "half", "extra_test_clips": 0}  # options added after
+# format 4, at the value that renders format 4
 EVENT_DISTRACTORS = ("half", "both")
 _PREFIX = {"events": "ev", "s4": "s4", "ms3": "ms", "avqa": "", "sounds": "sd", "images": "im"}
 
@@ -76,6 +76,10 @@ class SynthConfig:
     # clips) or ``both`` (every clip: an object of a second class only seen and a sound of a third class only heard,
     # so one modality alone names the class in half the clips at best; docs/avsynth.md).
     event_distractors: str = "half"
+    # Event clips rendered after the ``clips`` ones, all into the test split: the first ``clips`` are split 80/10/10
+    # as without them (the same clips, the same splits), so a larger test split leaves training and validation as
+    # they are (docs/avsynth.md, "Splits").
+    extra_test_clips: int = 0
 
     def params(self) -> dict:
         """The parameters that name and check a folder: every field, but an option added after format 4 only when
@@ -85,15 +89,21 @@ class SynthConfig:
     def count(self, flavour: str) -> int:
         """Number of clips of ``flavour``."""
         if flavour == "events":
-            return self.clips
+            return self.clips + self.extra_test_clips
         extra = {"s4": self.avs_clips, "ms3": self.avs_clips, "avqa": self.avqa_clips, "sounds": self.sound_clips,
                  "images": self.image_clips}[flavour]  # fmt: skip
         return self.clips // 4 if extra < 0 else extra
+
+    def split(self, flavour: str, index: int) -> str:
+        """The split of clip ``index`` of ``flavour``: 80/10/10 by index over ``count(flavour)``, or for the event
+        clips over the first ``clips`` of them, the ``extra_test_clips`` after those being test clips."""
+        return split_of(index, self.clips if flavour == "events" else self.count(flavour))
 
     def validate(self) -> None:
         """Raise a one-line DataError for values AVSynth cannot render."""
         checks = [
             (self.clips >= 0, "clips must be >= 0"),
+            (self.extra_test_clips >= 0, "extra_test_clips must be >= 0"),
             (2 <= self.num_classes <= MAX_CLASSES, f"num_classes must be in [2, {MAX_CLASSES}]"),
             (self.size >= 16 and self.size % 2 == 0, "size must be an even number >= 16"),
             (self.seconds >= AVS_FRAMES, f"seconds must be >= {AVS_FRAMES}"),
@@ -109,7 +119,8 @@ class SynthConfig:
 
 
 def split_of(index: int, total: int) -> str:
-    """80/10/10 train/val/test by index (every split gets a clip once ``total`` >= 3)."""
+    """80/10/10 train/val/test by index over ``total`` clips (every split gets a clip once ``total`` >= 3); an index
+    past ``total`` is a test clip."""
     n_val = max(1, total // 10) if total >= 3 else 0
     n_train = total - 2 * n_val
     return "train" if index < n_train else "val" if index < n_train + n_val else "test"
@@ -161,7 +172,7 @@ def _render_clip(root: Path, cfg: SynthConfig, flavour: str, index: int) -> tupl
     scene = sample_scene(flavour, clip_id(flavour, index), rng, seconds, cfg.num_classes, index, cfg.sound_background,
                          cfg.event_distractors)  # fmt: skip
     classes = class_table(cfg.num_classes)
-    split = split_of(index, cfg.count(flavour))
+    split = cfg.split(flavour, index)
     if flavour == "sounds":  # audio only, in ESC-50's folder
         audio = render_audio(scene, classes, cfg.sample_rate, seed=int(rng.integers(2**31)))
         _write_wav(root / ESC_AUDIO / esc_filename(scene, cfg.num_classes), audio, cfg.sample_rate)
