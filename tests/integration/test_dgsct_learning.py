@@ -6,8 +6,10 @@ The issue's acceptance runs: AVE segment accuracy >= 90 % with avlearn's CMBS va
 ``avlearn.metrics.avvp.avvp_scores`` (the official AVVP semantics). Both are slow (10-35 minutes each on two
 loaded cores): ``pytest -m slow tests/integration/test_dgsct_learning.py -s``. The AVVP data is AVSynth's ``LLP/``
 folder through ``avlearn.data.pipelines.avvp`` (the LLP reader; the pipeline ``avlearn train task=avvp`` uses).
-Both select avlearn's variants explicitly, so their measured numbers stay those of the variants; the seed heads
-(``cmbs``, ``mgn``, the tasks' and the recipes' choice) are run by passing ``head=`` (docs/methods/dgsct.md).
+Each test is parametrised by head: avlearn's variants (``gated_events``, ``class_grouping``) and the seed heads the
+tasks and recipes choose (``cmbs``; ``mgn`` has no case yet), each with its own threshold (below). ``seed`` of
+``run_ave`` / ``run_avvp`` is the torch seed (the data stays fixed); measurements per head and seed:
+docs/methods/dgsct.md, "Seeds per head".
 """
 
 from __future__ import annotations
