@@ -88,15 +88,8 @@ def _fit_and_test(task, data: dict, epochs: int, lr: float, seed: int) -> dict[s
     return task.score(*_predict(task, data["test"]))
 
 
-def run_ave(
-    tmp: Path,
-    epochs: int = 60,
-    lr: float = 3e-4,
-    clips: int = 400,
-    size: int = 32,
-    head: str = "gated_events",
-    seed: int = 0,
-) -> dict[str, float]:
+def run_ave(tmp: Path, epochs: int = 60, lr: float = 3e-4, clips: int = 400, size: int = 32,
+            head: str = "gated_events", seed: int = 0) -> dict[str, float]:  # fmt: skip
     """Train DG-SCT tiny + a CMBS head (``head``: ``gated_events`` or the seed's ``cmbs``) on AVSynth AVE; returns
     the test scores.
 
@@ -116,15 +109,8 @@ def run_ave(
     return _fit_and_test(task, data, epochs, lr, seed)
 
 
-def run_avvp(
-    tmp: Path,
-    epochs: int = 40,
-    lr: float = 3e-4,
-    clips: int = 400,
-    size: int = 32,
-    head: str = "class_grouping",
-    seed: int = 0,
-) -> dict[str, float]:
+def run_avvp(tmp: Path, epochs: int = 40, lr: float = 3e-4, clips: int = 400, size: int = 32,
+             head: str = "class_grouping", seed: int = 0) -> dict[str, float]:  # fmt: skip
     """Train DG-SCT tiny + an AVVP head (``head``: ``class_grouping`` or the seed's ``mgn``) on AVSynth's LLP files
     (weak labels only); returns the test scores.
 
