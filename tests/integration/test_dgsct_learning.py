@@ -132,8 +132,10 @@ def run_avvp(tmp: Path, epochs: int = 40, lr: float = 3e-4, clips: int = 400, si
 
 SEED = 0  # the torch seed the tests run (``run_ave``/``run_avvp``'s ``seed``); the data (SYNTH) stays fixed
 # Test segment accuracy each head must reach: gated_events (avlearn's variant) measured 91.5 (pytest), 91.75 and
-# 93.25 (seeds 0 and 1 by scripts); cmbs (the seed's head) TODO.
-AVE_REQUIRED = {"gated_events": 90.0, "cmbs": 0.0}
+# 93.25 (seeds 0 and 1 by scripts). cmbs (the seed's head): 90.50 / 89.75 / 91.75 (seeds 0 / 1 / 2 by scripts: the
+# test split at the best validation epoch so far of runs stopped by time at epoch 34 / 33 / 33 of 60, best val 95.25
+# / 95.0 / 94.5), so its threshold rests on 3 stopped runs: their lowest minus 5 (no finished run measured yet).
+AVE_REQUIRED = {"gated_events": 90.0, "cmbs": 84.0}
 # Test segment F1 (audio, visual, Type@AV) each head must reach: class_grouping measured 74.1 / 70.9 / 72.4 (pytest),
 # 74.3 / 71.4 / 73.5 and 73.4 / 72.0 / 74.1 (seeds 0 and 1 by scripts). The seed's mgn has no case: no run of it has
 # finished (one seed, stopped at epoch 31 of 40: validation visual F1 0.0, audio 57.2, Type@AV 19.1), so there is no
