@@ -1,6 +1,7 @@
-"""AVQA learns on AVSynth from random initialisation (baseline method, tiny CNNs, avlearn's ``grounded_qa`` head).
+"""AVQA learns on AVSynth from random initialisation (baseline method, tiny CNNs), with the seed's ``avst`` head (the
+task's default) and avlearn's ``grounded_qa`` variant, one case each.
 
-Slow (about 14 minutes on one CPU core: 4 generating and decoding, 9 training; 48 minutes on two shared cores):
+Slow (each about 14 minutes on one CPU core: 4 generating and decoding, 9 training; 48 minutes on two shared cores):
 ``pytest -m slow tests/integration/test_avqa_learning.py -s``. The run folder holds ``metrics.json`` (per-type
 accuracy, and chance: the majority training answer of each question type), ``checkpoint/`` (selected on the
 validation split) and ``grounding.png`` (the temporal grounding weights over the 10 segments for a few test
@@ -18,11 +19,14 @@ import pytest
 CLIPS = 2000  # 1600 train / 200 val / 200 test videos, 6 questions each
 SIZE = 32
 EPOCHS, VIDEOS_PER_BATCH, LR, WARMUP = 40, 32, 5e-3, 3  # a batch: 32 videos with all their questions (192)
-# Measured with avlearn's head (task.head=grounded_qa, selected below; docs/tasks/avqa.md): 71.25 % overall under
-# pytest (best val 72.1 at epoch 33), against 39.3 % for the majority answer per type. With the AVSynth-template
-# readouts issue #18 removed it reached 80.4 (pytest) / 84.6 (script); the seed's avst head 55.8. One seed since the
-# removal, and runs of a recipe differ by about 4 points: the threshold is that run minus 5.
-REQUIRED = 66.0
+SEED = 0  # torch / Python / NumPy seed of the tests' runs (``run_avqa``'s ``seed``); the data stays fixed
+# Overall test accuracy each head must reach (docs/tasks/avqa.md, docs/methods/dgsct.md), against 39.3 % for the
+# majority answer per type. avlearn's grounded_qa: 71.25 % under pytest (best val 72.1 at epoch 33); with the
+# AVSynth-template readouts issue #18 removed it had reached 80.4 (pytest) / 84.6 (script). The seed's avst (the
+# task's default) 55.8 by a script calling run_avqa (best val 52.8 at epoch 36, still rising): at the visual token
+# width, 16 here, against grounded_qa's 96. One seed each, and runs of a recipe differ by about 4 points: each
+# threshold is that run minus 5 (rounded down).
+REQUIRED = {"grounded_qa": 66.0, "avst": 50.0}
 
 
 def majority_chance(train, test) -> dict[str, float]:
@@ -35,9 +39,10 @@ def majority_chance(train, test) -> dict[str, float]:
     return {"overall": 100.0 * sum(hits) / len(hits)}
 
 
-def run_avqa(tmp_path: Path, head: str = "grounded_qa") -> dict:
-    """The recipe below with ``task.head=head`` (avlearn's ``grounded_qa`` or the seed's ``avst``); the test scores,
-    the majority-answer chance and the grounding figure's path."""
+def run_avqa(tmp_path: Path, head: str = "grounded_qa", seed: int = SEED) -> dict:
+    """The recipe below with ``task.head=head`` (avlearn's ``grounded_qa`` or the seed's ``avst``) and the torch /
+    Python / NumPy seed ``seed`` (the data stays fixed); the test scores, the majority-answer chance and the grounding
+    figure's path."""
     from avlearn.config.schema import TrainConfig
     from avlearn.data.pipelines.avqa import avqa_splits
     from avlearn.data.synth import SynthConfig, generate
@@ -54,15 +59,16 @@ def run_avqa(tmp_path: Path, head: str = "grounded_qa") -> dict:
                                                       avqa_clips=CLIPS), workers=2)  # fmt: skip
     audio = BACKBONES.build("cnn_audio_tiny")
     splits = avqa_splits(root, SIZE, audio.preprocess, workers=2)
-    env = setup("cpu", 0, 0)
-    seed_everything(0)
+    env = setup("cpu", 0, seed)
+    seed_everything(seed)
     method = Baseline(BaselineConfig(dim=64), BACKBONES.build("cnn_visual_tiny", size=SIZE), audio)
     task = AVQATask(AVQAConfig(head=head, dim=96), method, DatasetInfo(tuple(splits["answers"])))
     run = tmp_path / "avqa"
     train = TrainConfig(
         epochs=EPOCHS, batch_size=VIDEOS_PER_BATCH, lr=LR, warmup_epochs=WARMUP, log_every=20, no_decay=False
     )  # the recipe as measured (weight decay on every parameter)
-    fit(task, splits["train"].by_video(), splits["val"], train, env, RunInfo(run, 0))  # each video encoded once a step
+    videos = splits["train"].by_video()  # each video encoded once a step
+    fit(task, videos, splits["val"], train, env, RunInfo(run, seed))
     load_model(run / "checkpoint", task, env)  # the epoch selected on the validation split
     scores, out = evaluate(task, splits["test"], 64, env)
     chance = majority_chance(splits["train"], splits["test"])
@@ -78,7 +84,8 @@ def run_avqa(tmp_path: Path, head: str = "grounded_qa") -> dict:
 
 
 @pytest.mark.slow
-def test_avqa_learns_on_avsynth(tmp_path):
-    result = run_avqa(tmp_path, head="grounded_qa")  # avlearn's head, not the task's default (the seed's avst)
+@pytest.mark.parametrize("head", sorted(REQUIRED))
+def test_avqa_learns_on_avsynth(tmp_path, head: str):
+    result = run_avqa(tmp_path, head=head)
     assert result["png"].is_file()
-    assert result["scores"]["overall"] >= REQUIRED > result["chance"]["overall"]
+    assert result["scores"]["overall"] >= REQUIRED[head] > result["chance"]["overall"]
