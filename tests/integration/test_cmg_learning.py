@@ -12,7 +12,7 @@ hold at each of seeds 0-2 measured with this protocol (docs/methods/cmg.md, "Thr
 at seed 0. The Cross-CPC ablation (``method.cpc=false``) is reported there (seed 1 on 440 test clips, seeds 0-2 on
 40), not run here.
 
-Slow: not run whole in session 8; its runs (one pretraining, four transfers, two code statistics) were run one by one
+Slow: not run whole in session 7; its runs (one pretraining, four transfers, two code statistics) were run one by one
 through its own functions, on two cores shared with 8 jobs (load 16-30): pretraining 2,660 s, each transfer
 1,950-2,100 s at seed 0 (on the machine once quiet, load 4, a transfer took 152 s; at session 5's load 7-10 the
 pretraining took 527 s).
