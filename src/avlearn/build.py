@@ -9,7 +9,6 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -112,15 +111,12 @@ def segment_preprocess(pre: Any, data: DictConfig) -> Any:
 
 
 def audio_preprocess(cfg: DictConfig) -> Any:
-    """The one-second audio input of the configured audio backbone (built on the ``meta`` device to read its
-    settings: no memory, no initialisation); 32 kHz waveforms for a method with HTS-AT's own front end (DG-SCT's
-    ``method.audio_frontend: seed``)."""
+    """The one-second audio input of the configured audio backbone (built once, cheaply, to read its settings);
+    32 kHz waveforms for a method with HTS-AT's own front end (DG-SCT's ``method.audio_frontend: seed``)."""
     if cfg.method.get("audio_frontend") == "seed":
         from avlearn.backbones.clap import htsat_segment_waveform
 
         return htsat_segment_waveform()
     if cfg.backbone.audio == "features":
         return None  # nothing to decode: the audio features come from the store
-    with torch.device("meta"):
-        tower = _backbone(cfg.backbone.audio, cfg.data, None)
-    return segment_preprocess(tower.preprocess, cfg.data)
+    return segment_preprocess(_backbone(cfg.backbone.audio, cfg.data, None).preprocess, cfg.data)
