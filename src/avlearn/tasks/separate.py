@@ -222,7 +222,7 @@ class SeparateTask(nn.Module):
         if self.cfg.condition_time == "clip":
             pooled = [x.amax(dim=1) if use_max else x.mean(dim=1) for x, use_max in streams]  # each (2B, C_i)
             return self.norm(torch.cat(pooled, dim=-1).float()), feats.losses  # (2B, Cv [+ Ca])
-        offset = batch.get("offset", torch.zeros(len(batch["sources"]), dtype=torch.long)).to(visual.device)
+        offset = batch["offset"].to(visual.device)  # (B,) the crop's first sample (the pipeline's items carry it)
         timed = [self._at_frames(x, offset.repeat(2), frames) for x, _ in streams]  # each (2B, T, C_i)
         return self.norm(torch.cat(timed, dim=-1).float().transpose(1, 2)), feats.losses  # (2B, C, T)
 
