@@ -112,7 +112,7 @@ def _rewrite(err: Exception, overrides: Sequence[str]) -> ConfigError:
         option = f"{group} {_chosen(group, overrides)}" if group in ("task", "method") else group
         return ConfigError(f"{source} sets '{key}', which {option} does not have; its keys: "
                            f"{', '.join(_valid_keys(key, overrides))}")  # fmt: skip
-    value = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text)
+    value = re.search(r"Value '([^']*)' (?:(?:of type '\w+' )?could not be converted to|is not a valid) (\w+)", text)
     merging = re.search(r"Error merging override ([^=\s]+)=", text)
     if value and merging:
         return ConfigError(f"bad value '{value.group(1)}' for {merging.group(1)}: expected {value.group(2).lower()}")

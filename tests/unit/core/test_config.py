@@ -45,6 +45,8 @@ def test_unknown_option_lists_the_options():
 def test_wrongly_typed_value_is_named():
     with pytest.raises(ConfigError, match=r"bad value 'many' for train.epochs: expected integer"):
         compose_run(["train.epochs=many"])
+    with pytest.raises(ConfigError, match=r"bad value 'maybe' for train.deterministic: expected bool"):
+        compose_run(["train.deterministic=maybe"])
 
 
 def test_sweep_expands_to_every_combination():
